@@ -1,0 +1,90 @@
+"""``python -m converter``: Keras model -> NAME.tflite + NAME.json (its contract), proven."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import training  # noqa: F401  (sets TensorFlow's environment first)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from converter.convert import FORMATS
+    from edge.contract import DEFAULT_CROP_MARGIN
+
+    p = argparse.ArgumentParser(
+        prog="python -m converter",
+        description="Convert a trained Keras model to TFLite, write its contract beside it and prove "
+        "that it agrees with the Keras model (exit 1 when accuracy drops more than allowed).",
+    )
+    p.add_argument("--keras", required=True, help="trained model (.keras), e.g. RUN_DIR/best.keras")
+    p.add_argument("--out", required=True, help="output NAME.tflite; NAME.json is written beside it")
+    p.add_argument("--format", choices=FORMATS, default="int8")
+    p.add_argument("--data", required=True, help="FER2013 (CSV or folders): calibration faces and check faces")
+    p.add_argument("--check-usage", default="PublicTest", help="split to prove the conversion on (default PublicTest)")
+    p.add_argument("--check-faces", type=int, default=0, help="use only the first N check faces (0: all)")
+    p.add_argument("--calibration-faces", type=int, default=500, help="Training faces to calibrate int8 on")
+    p.add_argument("--max-accuracy-drop", type=float, default=1.0, help="allowed loss in accuracy points")
+    p.add_argument("--crop-margin", type=float, default=DEFAULT_CROP_MARGIN,
+                   help="fraction of the detector box added on each side before resizing (face-crop rule)")
+    p.add_argument("--run-dir", help="the training run folder, to record the data and settings it was trained with")
+    p.add_argument("--also-check-with", metavar="PYTHON",
+                   help="a Python with tflite-runtime (e.g. 2.14) that must load and run the file too "
+                        "(default: $FER_KIOSK_TFLITE214_PYTHON if set)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from converter.convert import (
+        ConversionError, calibration_faces, convert_and_check, default_other_runtime,
+    )
+    from edge.contract import ContractError, CropRule
+    from edge.datasets import DatasetError, FaceSet, load_fer2013
+
+    try:
+        check = load_fer2013(args.data, args.check_usage)
+        if args.check_faces:
+            check = FaceSet(check.images[: args.check_faces], check.labels[: args.check_faces], check.source)
+        calibration = None
+        if args.format == "int8":
+            calibration = calibration_faces(load_fer2013(args.data, "Training"), args.calibration_faces, seed=0)
+        training_data = {"data": Path(args.data).name, "usage": "Training"}
+        if args.run_dir:
+            run = Path(args.run_dir)
+            settings = json.loads((run / "settings.json").read_text())
+            settings["data"] = Path(settings["data"]).name
+            training_data["settings"] = settings
+            state = json.loads((run / "state.json").read_text())
+            training_data["run"] = {k: state[k] for k in ("epoch", "best_epoch", "best_val_accuracy", "stop_reason", "seconds")}
+        contract, result = convert_and_check(
+            args.keras, args.out, args.format, check, calibration,
+            max_accuracy_drop=args.max_accuracy_drop,
+            crop=CropRule(margin=args.crop_margin),
+            training_data=training_data,
+            other_runtime_python=args.also_check_with or default_other_runtime(),
+            check_name=f"{Path(args.data).name} {args.check_usage}",
+        )
+    except (ConversionError, ContractError, DatasetError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps({
+        "model": args.out,
+        "format": contract.model_format,
+        "bytes": Path(args.out).stat().st_size,
+        "faces_checked": result.faces,
+        "top1_agreement": round(result.agreement, 4),
+        "keras_accuracy": round(result.keras_accuracy, 4),
+        "tflite_accuracy": round(result.tflite_accuracy, 4),
+        "accuracy_drop_points": round(result.accuracy_drop_points, 2),
+        "checked_with": contract.checked_with,
+    }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

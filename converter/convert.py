@@ -1,0 +1,276 @@
+"""Keras -> TFLite, then proof that the converted file still agrees with the Keras model.
+
+The proof runs the .tflite through ``edge.classifier.EmotionClassifier``, the very code the
+daemon uses, so a contract, quantization or preprocessing slip shows up here and not at
+the kiosk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import platform
+import subprocess
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import training  # noqa: F401  (sets TensorFlow's environment before it is imported)
+import keras
+import tensorflow as tf
+
+from edge.classifier import EmotionClassifier, load_interpreter_class
+from edge.contract import (
+    EMOTIONS,
+    CropRule,
+    ModelContract,
+    Quantization,
+    dequantize,
+    file_sha256,
+    save_contract,
+)
+from edge.datasets import FaceSet, stratified_split
+from edge.metrics import classification_report
+
+_LOGGER = logging.getLogger(__name__)
+
+FORMATS = ("float32", "float16", "dynamic", "int8")
+# Largest probability difference allowed between two runtimes on the same file and faces.
+OTHER_RUNTIME_TOLERANCE = 0.02
+
+
+class ConversionError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    faces: int
+    agreement: float  # top-1 agreement between Keras and TFLite
+    keras_accuracy: float
+    tflite_accuracy: float
+    max_probability_difference: float
+    tflite_report: dict[str, Any]
+    keras_report: dict[str, Any]
+
+    @property
+    def accuracy_drop_points(self) -> float:
+        return 100.0 * (self.keras_accuracy - self.tflite_accuracy)
+
+
+def calibration_faces(faces: FaceSet, n: int, seed: int) -> np.ndarray:
+    """``n`` real faces drawn across all classes, for int8 calibration."""
+    fraction = min(1.0, n / max(len(faces), 1))
+    _, picked = stratified_split(faces.labels, fraction, seed)
+    return faces.images[picked[:n]]
+
+
+def convert_keras(model: keras.Model, fmt: str, calibration: np.ndarray | None = None) -> bytes:
+    if fmt not in FORMATS:
+        raise ConversionError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if fmt == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif fmt == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif fmt == "int8":
+        if calibration is None or len(calibration) == 0:
+            raise ConversionError("int8 conversion needs real faces to calibrate on (--data)")
+
+        def representative():
+            for face in calibration:
+                yield [face[None, :, :, None].astype(np.float32)]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    # The converter prints every captured variable to stdout; keep the user's terminal readable.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return converter.convert()
+
+
+def operator_versions(tflite: bytes) -> dict[str, int]:
+    """Builtin operators of a .tflite and the highest version of each it uses."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(tflite, 0))
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    ops: dict[str, int] = {}
+    for code in model.operatorCodes:
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        name = names.get(builtin, str(builtin))
+        ops[name] = max(ops.get(name, 0), code.version)
+    return ops
+
+
+def _interpreter_contract(path: Path, fmt: str, **fields: Any) -> ModelContract:
+    """The contract as the runtime sees the file: shapes, types and quantization read back."""
+    interpreter_class, runtime = load_interpreter_class()
+    interpreter = interpreter_class(model_path=str(path))
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+
+    def quant(details: dict) -> Quantization | None:
+        scale, zero = details["quantization"]
+        return Quantization(float(scale), int(zero)) if scale else None
+
+    return ModelContract(
+        labels=EMOTIONS,
+        input_shape=tuple(int(v) for v in inp["shape"]),
+        input_dtype=np.dtype(inp["dtype"]).name,
+        output_dtype=np.dtype(out["dtype"]).name,
+        input_quantization=quant(inp),
+        output_quantization=quant(out),
+        sha256=file_sha256(path),
+        model_format=fmt,
+        checked_with={"runtime": runtime},
+        **fields,
+    )
+
+
+def check_conversion(model: keras.Model, tflite_path: Path, faces: FaceSet) -> CheckResult:
+    classifier = EmotionClassifier(tflite_path)
+    tflite_probs = classifier.classify_many(faces.images)
+    keras_probs = model.predict(faces.images[..., None].astype(np.float32), batch_size=256, verbose=0)
+    tflite_top, keras_top = tflite_probs.argmax(1), keras_probs.argmax(1)
+    tflite_report = classification_report(faces.labels, tflite_top, EMOTIONS)
+    keras_report = classification_report(faces.labels, keras_top, EMOTIONS)
+    return CheckResult(
+        faces=len(faces),
+        agreement=float((tflite_top == keras_top).mean()),
+        keras_accuracy=keras_report["accuracy"],
+        tflite_accuracy=tflite_report["accuracy"],
+        max_probability_difference=float(np.abs(tflite_probs - keras_probs).max()),
+        tflite_report=tflite_report,
+        keras_report=keras_report,
+    )
+
+
+_OTHER_RUNTIME_SCRIPT = """
+import json, sys
+import numpy as np
+from tflite_runtime.interpreter import Interpreter
+import tflite_runtime
+path, faces_path = sys.argv[1], sys.argv[2]
+faces = np.load(faces_path)
+interp = Interpreter(model_path=path)
+inp = interp.get_input_details()[0]; out = interp.get_output_details()[0]
+interp.resize_tensor_input(inp["index"], [len(faces), *inp["shape"][1:]]); interp.allocate_tensors()
+interp.set_tensor(inp["index"], faces.astype(inp["dtype"])); interp.invoke()
+print(json.dumps({"version": tflite_runtime.__version__, "output": interp.get_tensor(out["index"]).astype(float).tolist()}))
+"""
+
+
+def check_with_tflite_runtime(python: str, classifier: EmotionClassifier, images: np.ndarray) -> str:
+    """Runs the file in another Python's tflite-runtime (e.g. 2.14) and compares probabilities.
+
+    Different runtimes pick different int8 kernels (XNNPACK or reference), which may round
+    differently by a step or two; a real incompatibility fails to load or differs by far more.
+    """
+    tflite_path = classifier.model_path
+    classifier_inputs = classifier.prepare(images)
+    expected = classifier.classify_many(images)
+    with tempfile.TemporaryDirectory() as tmp:
+        faces_path = Path(tmp) / "faces.npy"
+        np.save(faces_path, classifier_inputs)
+        result = subprocess.run(
+            [python, "-c", _OTHER_RUNTIME_SCRIPT, str(tflite_path), str(faces_path)],
+            capture_output=True, text=True, timeout=300,
+        )
+    if result.returncode != 0:
+        tail = result.stderr.strip().splitlines()[-3:]
+        raise ConversionError(f"{tflite_path} does not run in {python}'s tflite-runtime: {' | '.join(tail)}")
+    answer = json.loads(result.stdout.strip().splitlines()[-1])
+    output = np.asarray(answer["output"], dtype=np.float32)
+    if classifier.contract.output_quantization is not None:
+        output = dequantize(output, classifier.contract.output_quantization)
+    difference = float(np.abs(output - expected).max())
+    if difference > OTHER_RUNTIME_TOLERANCE:
+        raise ConversionError(
+            f"tflite-runtime {answer['version']} and {classifier.runtime} differ by up to {difference:.4f} "
+            f"in probability on the same faces (tolerance {OTHER_RUNTIME_TOLERANCE})"
+        )
+    return f"tflite-runtime {answer['version']} (max probability difference {difference:.4f})"
+
+
+def convert_and_check(
+    keras_path: str | Path,
+    out_path: str | Path,
+    fmt: str,
+    check_faces: FaceSet,
+    calibration: np.ndarray | None,
+    max_accuracy_drop: float = 1.0,
+    crop: CropRule = CropRule(),
+    training_data: dict[str, Any] | None = None,
+    other_runtime_python: str | None = None,
+    check_name: str = "",
+) -> tuple[ModelContract, CheckResult]:
+    """Converts, writes NAME.tflite and NAME.json, proves agreement; raises when it fails."""
+    keras_path, out_path = Path(keras_path), Path(out_path)
+    try:
+        model = keras.models.load_model(keras_path, compile=False)
+    except Exception as err:  # Keras raises many types for a bad file
+        raise ConversionError(f"cannot load Keras model {keras_path}: {err}") from err
+    tflite = convert_keras(model, fmt, calibration)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_bytes(tflite)
+    ops = operator_versions(tflite)
+    source = {"checkpoint": keras_path.name, "sha256": file_sha256(keras_path), "parameters": model.count_params()}
+    contract = _interpreter_contract(
+        out_path, fmt, crop=crop, source=source, training_data=training_data or {},
+    )
+    save_contract(contract, out_path)
+    check = check_conversion(model, out_path, check_faces)
+    checked_with = {
+        "runtime": contract.checked_with["runtime"],
+        "converter": f"tensorflow {tf.__version__}, keras {keras.__version__}",
+        "python": platform.python_version(),
+        "operators": ops,
+    }
+    if other_runtime_python:
+        checked_with["also_runs_in"] = check_with_tflite_runtime(
+            other_runtime_python, EmotionClassifier(out_path), check_faces.images[:500]
+        )
+    evaluation = {
+        "data": check_name or Path(check_faces.source).name,
+        "faces": check.faces,
+        "tflite": _figures(check.tflite_report),
+        "keras": _figures(check.keras_report),
+        "top1_agreement": check.agreement,
+        "accuracy_drop_points": check.accuracy_drop_points,
+        "max_probability_difference": check.max_probability_difference,
+    }
+    contract = replace(contract, checked_with=checked_with, evaluation=evaluation)
+    save_contract(contract, out_path)
+    if check.accuracy_drop_points > max_accuracy_drop:
+        raise ConversionError(
+            f"{fmt} conversion loses {check.accuracy_drop_points:.2f} accuracy points "
+            f"(Keras {check.keras_accuracy:.4f}, TFLite {check.tflite_accuracy:.4f} on {check.faces} faces); "
+            f"the limit is {max_accuracy_drop:.2f}. {out_path} was written for inspection but is not fit to ship."
+        )
+    return contract, check
+
+
+def _figures(report: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "accuracy": report["accuracy"],
+        "macro_f1": report["macro_f1"],
+        "recall": {k: v["recall"] for k, v in report["per_class"].items()},
+        "confusion_matrix": report["confusion_matrix"],
+    }
+
+
+def default_other_runtime() -> str | None:
+    """A Python with tflite-runtime 2.14 to prove compatibility with, if one is configured."""
+    python = os.environ.get("FER_KIOSK_TFLITE214_PYTHON")
+    return python if python and Path(python).exists() else None
+

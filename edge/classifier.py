@@ -1,0 +1,160 @@
+"""Emotion classification with the TFLite interpreter (LiteRT; never TensorFlow).
+
+The classifier refuses a model whose file, contract and interpreter disagree, and says
+what differs: a wrong hash means the .tflite is not the file the contract describes
+(corrupt or replaced); a shape, type or quantization mismatch means the contract was
+written for another model.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edge.contract import (
+    ContractError,
+    ModelContract,
+    Quantization,
+    dequantize,
+    file_sha256,
+    load_contract,
+    quantize,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class RuntimeMissingError(ImportError):
+    pass
+
+
+def load_interpreter_class() -> tuple[type, str]:
+    """The TFLite Interpreter class and the runtime's name and version."""
+    try:
+        from ai_edge_litert import interpreter as litert
+
+        import ai_edge_litert
+
+        return litert.Interpreter, f"ai-edge-litert {getattr(ai_edge_litert, '__version__', '?')}"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime import interpreter as tflite
+
+        import tflite_runtime
+
+        return tflite.Interpreter, f"tflite-runtime {getattr(tflite_runtime, '__version__', '?')}"
+    except ImportError as err:
+        raise RuntimeMissingError(
+            "no TFLite runtime: install ai-edge-litert (or tflite-runtime where LiteRT has no wheel)"
+        ) from err
+
+
+def runtime_name() -> str:
+    return load_interpreter_class()[1]
+
+
+def _quant(details: dict[str, Any]) -> Quantization | None:
+    scale, zero_point = details.get("quantization", (0.0, 0))
+    return Quantization(float(scale), int(zero_point)) if scale else None
+
+
+def contract_mismatches(contract: ModelContract, input_details: dict, output_details: dict) -> list[str]:
+    """What differs between a contract and the interpreter's tensors (empty when they agree)."""
+    problems = []
+    shape = tuple(int(v) for v in input_details["shape"])
+    if shape[1:] != tuple(contract.input_shape[1:]):
+        problems.append(f"input shape: model {list(shape)}, contract {list(contract.input_shape)}")
+    dtype = np.dtype(input_details["dtype"]).name
+    if dtype != contract.input_dtype:
+        problems.append(f"input type: model {dtype}, contract {contract.input_dtype}")
+    out_dtype = np.dtype(output_details["dtype"]).name
+    if out_dtype != contract.output_dtype:
+        problems.append(f"output type: model {out_dtype}, contract {contract.output_dtype}")
+    n_out = int(output_details["shape"][-1])
+    if n_out != len(contract.labels):
+        problems.append(f"outputs: model {n_out} classes, contract {len(contract.labels)} labels")
+    for name, details, expected in (
+        ("input", input_details, contract.input_quantization),
+        ("output", output_details, contract.output_quantization),
+    ):
+        actual = _quant(details)
+        if (actual is None) != (expected is None) or (
+            actual is not None
+            and (abs(actual.scale - expected.scale) > 1e-6 * max(1.0, expected.scale) or actual.zero_point != expected.zero_point)
+        ):
+            problems.append(f"{name} quantization: model {actual}, contract {expected}")
+    return problems
+
+
+class EmotionClassifier:
+    """Probabilities over the contract's labels for 48x48 uint8 face crops."""
+
+    def __init__(self, model_path: str | Path, num_threads: int = 1, verify_hash: bool = True):
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise ContractError(f"model file {self.model_path} not found")
+        self.contract = load_contract(self.model_path)
+        if verify_hash:
+            digest = file_sha256(self.model_path)
+            if digest != self.contract.sha256:
+                raise ContractError(
+                    f"{self.model_path} does not match its contract: sha256 {digest[:12]}..., "
+                    f"contract says {self.contract.sha256[:12]}... (file corrupt or replaced)"
+                )
+        interpreter_class, self.runtime = load_interpreter_class()
+        try:
+            self._interpreter = interpreter_class(model_path=str(self.model_path), num_threads=num_threads)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as err:
+            raise ContractError(f"{self.model_path} cannot be loaded by {self.runtime}: {err}") from err
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+        problems = contract_mismatches(self.contract, self._input, self._output)
+        if problems:
+            raise ContractError(f"{self.model_path} disagrees with its contract: " + "; ".join(problems))
+        self._batch = int(self._input["shape"][0])
+        _LOGGER.info("loaded %s (%s, %s)", self.model_path.name, self.contract.model_format, self.runtime)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.contract.labels
+
+    def _set_batch(self, n: int) -> None:
+        if n != self._batch:
+            shape = [n, *self.contract.input_shape[1:]]
+            self._interpreter.resize_tensor_input(self._input["index"], shape)
+            self._interpreter.allocate_tensors()
+            self._input = self._interpreter.get_input_details()[0]
+            self._output = self._interpreter.get_output_details()[0]
+            self._batch = n
+
+    def prepare(self, crops: np.ndarray) -> np.ndarray:
+        """uint8 crops (N, h, w) to the input tensor (normalization is inside the model)."""
+        x = crops.astype(np.float32)[..., None]
+        if self.contract.input_quantization is not None:
+            return quantize(x, self.contract.input_quantization, self.contract.input_dtype)
+        return x.astype(self.contract.input_dtype)
+
+    def classify(self, crops: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Probabilities (N, len(labels)) for N face crops, in one interpreter call."""
+        crops = np.asarray(crops)
+        if crops.ndim == 2:
+            crops = crops[None]
+        if len(crops) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        self._set_batch(len(crops))
+        self._interpreter.set_tensor(self._input["index"], self.prepare(crops))
+        self._interpreter.invoke()
+        out = self._interpreter.get_tensor(self._output["index"])
+        if self.contract.output_quantization is not None:
+            out = dequantize(out, self.contract.output_quantization)
+        return out.astype(np.float32)
+
+    def classify_many(self, crops: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        return np.concatenate(
+            [self.classify(crops[i : i + batch_size]) for i in range(0, len(crops), batch_size)]
+        ) if len(crops) else np.zeros((0, len(self.labels)), dtype=np.float32)

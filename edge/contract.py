@@ -1,0 +1,156 @@
+"""The model contract: everything the daemon must know about a model file.
+
+The converter writes it once, as ``NAME.json`` beside ``NAME.tflite``; training,
+the converter and the daemon all read it through this module, so label order,
+input size, normalization and the face-crop rule are never retyped elsewhere.
+This module is pure Python plus numpy: it is imported by the daemon, which never
+imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CONTRACT_VERSION = 1
+
+# Fixed by the model contract and by FER2013's own numbering (emotion 0..6).
+# Folder names, dictionary order or anything else never decide this order.
+EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+INPUT_SIZE = 48
+
+# Pixels 0..255 map to [-1, 1]: x * scale + offset (as in the thesis's preprocess_input).
+# The model applies this itself (its first layer), so callers feed raw grayscale pixels.
+NORMALIZATION_SCALE = 1.0 / 127.5
+NORMALIZATION_OFFSET = -1.0
+
+# How a detector's face box becomes the model's input (see crop_face in edge.preprocess).
+# FER2013 crops show a little more than OpenCV's Haar box: margin is the fraction of the
+# box's size added on each side. Measured in docs/model-contract.md.
+DEFAULT_CROP_MARGIN = 0.1
+
+
+class ContractError(Exception):
+    """A model contract is missing, malformed or disagrees with its model file."""
+
+
+@dataclass(frozen=True)
+class Quantization:
+    scale: float
+    zero_point: int
+
+
+@dataclass(frozen=True)
+class CropRule:
+    margin: float = DEFAULT_CROP_MARGIN
+    square: bool = True
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    labels: tuple[str, ...] = EMOTIONS
+    input_shape: tuple[int, ...] = (1, INPUT_SIZE, INPUT_SIZE, 1)
+    input_dtype: str = "float32"
+    output_dtype: str = "float32"
+    normalization_scale: float = NORMALIZATION_SCALE
+    normalization_offset: float = NORMALIZATION_OFFSET
+    input_quantization: Quantization | None = None
+    output_quantization: Quantization | None = None
+    crop: CropRule = field(default_factory=CropRule)
+    sha256: str = ""
+    model_format: str = "float32"
+    source: dict[str, Any] = field(default_factory=dict)
+    training_data: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    checked_with: dict[str, Any] = field(default_factory=dict)
+    version: int = CONTRACT_VERSION
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return int(self.input_shape[1]), int(self.input_shape[2])
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["labels"] = list(self.labels)
+        data["input_shape"] = list(self.input_shape)
+        data["normalization"] = {
+            "formula": "x * scale + offset, x = grayscale pixel 0..255",
+            "applied_by": "model (its first layer): feed raw pixels 0..255",
+            "scale": data.pop("normalization_scale"),
+            "offset": data.pop("normalization_offset"),
+        }
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelContract":
+        try:
+            data = dict(data)
+            norm = data.pop("normalization")
+            for key in ("input_quantization", "output_quantization"):
+                if data.get(key) is not None:
+                    data[key] = Quantization(float(data[key]["scale"]), int(data[key]["zero_point"]))
+            data["crop"] = CropRule(**data.get("crop", {}))
+            data["labels"] = tuple(data["labels"])
+            data["input_shape"] = tuple(int(v) for v in data["input_shape"])
+            contract = cls(
+                normalization_scale=float(norm["scale"]),
+                normalization_offset=float(norm["offset"]),
+                **data,
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise ContractError(f"malformed model contract: {err!r}") from err
+        if contract.version != CONTRACT_VERSION:
+            raise ContractError(
+                f"model contract version {contract.version} is not supported (expected {CONTRACT_VERSION})"
+            )
+        if len(contract.labels) != len(set(contract.labels)):
+            raise ContractError(f"model contract repeats a label: {list(contract.labels)}")
+        return contract
+
+
+def contract_path_for(model_path: str | Path) -> Path:
+    return Path(model_path).with_suffix(".json")
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 16), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_contract(model_path: str | Path) -> ModelContract:
+    """Reads the contract that sits beside ``model_path``."""
+    path = contract_path_for(model_path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise ContractError(
+            f"model contract {path} not found: a .tflite model needs the .json the converter writes beside it"
+        ) from err
+    except json.JSONDecodeError as err:
+        raise ContractError(f"model contract {path} is not valid JSON: {err}") from err
+    return ModelContract.from_dict(data)
+
+
+def save_contract(contract: ModelContract, model_path: str | Path) -> Path:
+    path = contract_path_for(model_path)
+    path.write_text(json.dumps(contract.to_dict(), indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def quantize(values: np.ndarray, quant: Quantization, dtype: str) -> np.ndarray:
+    info = np.iinfo(np.dtype(dtype))
+    q = np.round(values / quant.scale + quant.zero_point)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(values: np.ndarray, quant: Quantization) -> np.ndarray:
+    return (values.astype(np.float32) - quant.zero_point) * np.float32(quant.scale)

@@ -1,0 +1,75 @@
+"""``python -m training``: train (or resume) the mini-Xception on FER2013."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+
+import training  # noqa: F401  (sets TensorFlow's environment first)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from training.train import CLASS_WEIGHT_MODES, TrainSettings
+
+    d = TrainSettings(data="")
+    p = argparse.ArgumentParser(
+        prog="python -m training",
+        description="Train the mini-Xception on FER2013 (CSV or image folders). "
+        "Running the same command again resumes a stopped run from its last finished epoch.",
+    )
+    p.add_argument("--data", required=True, help="fer2013.csv[.gz] or a folder with train/<emotion>/ and test/<emotion>/")
+    p.add_argument("--run-dir", required=True, help="folder for checkpoints, log and state (keep it outside the repository)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs; early stopping usually ends sooner")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--validation-fraction", type=float, default=d.validation_fraction,
+                   help="share of Training held out (stratified) to pick the checkpoint and drive the schedule")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--class-weights", choices=CLASS_WEIGHT_MODES, default=d.class_weights,
+                   help="weigh rare classes (disgust) up: 'balanced' = inverse frequency, 'sqrt' = its square root")
+    p.add_argument("--lr-patience", type=int, default=d.lr_patience)
+    p.add_argument("--stop-patience", type=int, default=d.stop_patience)
+    p.add_argument("--max-train-faces", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
+                   help="1: progress bar (default on a terminal), 2: one line per epoch")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from edge.datasets import DatasetError
+    from training.train import TrainingError, TrainSettings, final_report, train
+
+    settings = TrainSettings(
+        data=args.data,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        validation_fraction=args.validation_fraction,
+        seed=args.seed,
+        class_weights=args.class_weights,
+        lr_patience=args.lr_patience,
+        stop_patience=args.stop_patience,
+        max_train_faces=args.max_train_faces,
+    )
+    try:
+        state = train(settings, args.run_dir, verbose=args.verbose)
+        report = final_report(settings, args.run_dir)
+    except (DatasetError, TrainingError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    summary = {
+        "state": asdict(state),
+        "validation_accuracy": report["validation"]["accuracy"],
+        "public_test_accuracy": report.get("PublicTest", {}).get("accuracy"),
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
