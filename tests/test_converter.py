@@ -1,0 +1,153 @@
+"""Conversion of a small trained model to every format, each proven and its contract checked."""
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import training  # noqa: F401  (before TensorFlow: sets its environment)
+
+keras = pytest.importorskip("keras", reason="converter tests need the train extra (pip install -e '.[train]')")
+
+from converter.convert import FORMATS, ConversionError, convert_and_check, operator_versions  # noqa: E402
+from edge.classifier import EmotionClassifier, contract_mismatches  # noqa: E402
+from edge.contract import ContractError, file_sha256, load_contract, save_contract  # noqa: E402
+from edge.datasets import load_fer2013  # noqa: E402
+from tests.conftest import ROOT  # noqa: E402
+from training.model import make_mini_xception  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory, synthetic_csv):
+    """The real architecture, briefly trained on the synthetic classes so its outputs are decisive."""
+    faces = load_fer2013(synthetic_csv, "Training")
+    keras.utils.set_random_seed(0)
+    model = make_mini_xception()
+    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(faces.images[..., None].astype(np.float32), faces.labels, batch_size=32, epochs=12, verbose=0)
+    path = tmp_path_factory.mktemp("keras") / "small.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def check_faces(synthetic_csv):
+    return load_fer2013(synthetic_csv, "PublicTest")
+
+
+@pytest.fixture(scope="module")
+def calibration(synthetic_csv):
+    return load_fer2013(synthetic_csv, "Training").images[::4]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_each_format_converts_with_a_contract_the_runtime_agrees_with(tmp_path, small_model, check_faces, calibration, fmt):
+    out = tmp_path / f"m_{fmt}.tflite"
+    contract, result = convert_and_check(small_model, out, fmt, check_faces, calibration if fmt == "int8" else None)
+    assert result.agreement >= 0.95 and result.accuracy_drop_points <= 1.0
+    saved = load_contract(out)
+    assert saved == contract
+    assert saved.sha256 == file_sha256(out)
+    assert saved.model_format == fmt
+    assert saved.labels == ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+    assert saved.input_shape == (1, 48, 48, 1)
+    assert saved.source["parameters"] == 58_423 and saved.source["checkpoint"] == "small.keras"
+    assert saved.evaluation["faces"] == 70 and saved.evaluation["top1_agreement"] == result.agreement
+    assert "CONV_2D" in saved.checked_with["operators"]
+    classifier = EmotionClassifier(out)  # the daemon's loader accepts it
+    if fmt == "int8":
+        assert saved.input_dtype == "int8" and saved.output_dtype == "int8"
+        assert saved.input_quantization is not None and saved.output_quantization is not None
+        # the normalization layer folds into the first convolution: no extra ops
+        assert set(operator_versions(out.read_bytes())) == {"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "ADD", "MEAN", "SOFTMAX"}
+    else:
+        assert saved.input_dtype == "float32" and saved.input_quantization is None
+    probs = classifier.classify(check_faces.images[:5])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=0.02)
+    if fmt == "int8":
+        assert out.stat().st_size < 150_000
+
+
+@pytest.mark.slow
+def test_accuracy_gate_fails_the_command_with_a_clear_message(tmp_path, small_model, synthetic_csv):
+    out = tmp_path / "gated.tflite"
+    result = subprocess.run(
+        [sys.executable, "-m", "converter", "--keras", str(small_model), "--out", str(out), "--format", "float16",
+         "--data", str(synthetic_csv), "--max-accuracy-drop", "-1"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert result.returncode == 1
+    assert "float16 conversion loses" in result.stderr and "the limit is -1.00" in result.stderr
+
+
+def test_unloadable_keras_file_is_a_conversion_error(tmp_path, check_faces):
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"no model here")
+    with pytest.raises(ConversionError, match="cannot load Keras model"):
+        convert_and_check(bad, tmp_path / "x.tflite", "float32", check_faces, None)
+
+
+@pytest.fixture(scope="module")
+def float_model(tmp_path_factory, small_model, check_faces):
+    out = tmp_path_factory.mktemp("float") / "m.tflite"
+    convert_and_check(small_model, out, "float32", check_faces, None)
+    return out
+
+
+def test_corrupt_model_file_is_refused_naming_the_hash(tmp_path, float_model):
+    out = tmp_path / "m.tflite"
+    data = bytearray(float_model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    out.write_bytes(bytes(data))
+    (tmp_path / "m.json").write_text(float_model.with_suffix(".json").read_text())
+    with pytest.raises(ContractError, match="does not match its contract: sha256"):
+        EmotionClassifier(out)
+
+
+def test_truncated_model_file_is_refused_by_the_runtime(tmp_path, float_model):
+    out = tmp_path / "m.tflite"
+    out.write_bytes(float_model.read_bytes()[:1000])
+    (tmp_path / "m.json").write_text(float_model.with_suffix(".json").read_text())
+    with pytest.raises(ContractError, match="cannot be loaded"):
+        EmotionClassifier(out, verify_hash=False)
+
+
+def test_contract_that_disagrees_with_the_interpreter_says_what_differs(tmp_path, float_model):
+    out = tmp_path / "m.tflite"
+    out.write_bytes(float_model.read_bytes())
+    contract = load_contract(float_model)
+    save_contract(replace(contract, input_shape=(1, 64, 64, 1), input_dtype="int8"), out)
+    with pytest.raises(ContractError) as err:
+        EmotionClassifier(out)
+    assert "input shape: model [1, 48, 48, 1], contract [1, 64, 64, 1]" in str(err.value)
+    assert "input type: model float32, contract int8" in str(err.value)
+
+
+def test_missing_or_malformed_contract(tmp_path, float_model):
+    out = tmp_path / "m.tflite"
+    out.write_bytes(float_model.read_bytes())
+    with pytest.raises(ContractError, match="m.json not found"):
+        EmotionClassifier(out)
+    (tmp_path / "m.json").write_text("{not json")
+    with pytest.raises(ContractError, match="not valid JSON"):
+        EmotionClassifier(out)
+    (tmp_path / "m.json").write_text(json.dumps({"labels": ["a"]}))
+    with pytest.raises(ContractError, match="malformed model contract"):
+        EmotionClassifier(out)
+
+
+def test_contract_mismatches_compares_quantization():
+    from edge.contract import ModelContract, Quantization
+
+    contract = ModelContract(input_dtype="int8", output_dtype="int8",
+                             input_quantization=Quantization(1.0, -128), output_quantization=Quantization(1 / 256, -128))
+    inp = {"shape": [1, 48, 48, 1], "dtype": np.int8, "quantization": (1.0, -127)}
+    out = {"shape": [1, 7], "dtype": np.int8, "quantization": (1 / 256, -128)}
+    assert contract_mismatches(contract, inp, out) == [
+        "input quantization: model Quantization(scale=1.0, zero_point=-127), "
+        "contract Quantization(scale=1.0, zero_point=-128)"
+    ]

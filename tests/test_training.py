@@ -1,0 +1,119 @@
+"""The builder, the augmentation and a real (tiny) training run that is killed and resumed."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+
+import training  # noqa: E402,F401  (before TensorFlow: sets its environment)
+
+keras = pytest.importorskip("keras", reason="training tests need the train extra (pip install -e '.[train]')")
+
+from training.augment import Augmentation, affine_matrices, augmented_epoch  # noqa: E402
+from training.model import EXPECTED_PARAMETERS, make_mini_xception  # noqa: E402
+from training.train import TrainingError, TrainSettings, class_weight_vector, train  # noqa: E402
+
+
+def test_mini_xception_has_the_thesis_parameter_count():
+    model = make_mini_xception()
+    assert model.count_params() == EXPECTED_PARAMETERS == 58_423
+    assert model.input_shape == (None, 48, 48, 1) and model.output_shape == (None, 7)
+    # no biases except the last 3x3 convolution's 7
+    biased = [w.path for w in model.weights if w.path.endswith("bias")]
+    assert biased == ["class_maps/bias"]
+
+
+def test_model_normalizes_raw_pixels_itself():
+    model = make_mini_xception()
+    normalize = model.get_layer("normalize")
+    out = normalize(np.array([[0.0, 127.5, 255.0]], dtype=np.float32))
+    np.testing.assert_allclose(np.asarray(out), [[-1.0, 0.0, 1.0]], atol=1e-6)
+
+
+def test_augmented_epoch_is_a_function_of_seed_and_epoch():
+    images = np.random.default_rng(0).integers(0, 255, (20, 48, 48), dtype=np.uint8)
+    labels = np.arange(20) % 7
+    a = augmented_epoch(images, labels, seed=5, epoch=3)
+    b = augmented_epoch(images, labels, seed=5, epoch=3)
+    c = augmented_epoch(images, labels, seed=5, epoch=4)
+    np.testing.assert_array_equal(a[0], b[0])
+    assert not np.array_equal(a[2], c[2])
+    np.testing.assert_array_equal(a[1], labels[a[2]])
+
+
+def test_affine_matrices_stay_within_the_configured_ranges():
+    m = affine_matrices(2000, 48, Augmentation(), np.random.default_rng(0))
+    scale = np.sqrt(np.abs(np.linalg.det(m[:, :, :2])))
+    assert scale.min() >= 0.9 - 1e-9 and scale.max() <= 1.1 + 1e-9
+    flips = np.linalg.det(m[:, :, :2]) < 0
+    assert 0.4 < flips.mean() < 0.6
+    no_flip = Augmentation(horizontal_flip=False, rotation_degrees=0, zoom_fraction=0, shift_fraction=0)
+    np.testing.assert_allclose(affine_matrices(3, 48, no_flip, np.random.default_rng(0))[:, :, :2], [np.eye(2)] * 3)
+
+
+def test_class_weights_favour_rare_classes_and_keep_mean_one():
+    labels = np.repeat(np.arange(7), [400, 40, 400, 700, 480, 310, 490])
+    for mode in ("balanced", "sqrt"):
+        w = class_weight_vector(labels, mode)
+        assert w[1] == w.max()
+        assert abs(w[labels].mean() - 1.0) < 1e-9
+    np.testing.assert_array_equal(class_weight_vector(labels, "none"), np.ones(7))
+    with pytest.raises(TrainingError):
+        class_weight_vector(labels, "loud")
+
+
+def _log_epochs(run_dir: Path) -> list[int]:
+    with open(run_dir / "log.csv") as handle:
+        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+
+
+@pytest.mark.slow
+def test_training_killed_mid_run_resumes_on_its_schedule(tmp_path, synthetic_csv):
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "training", "--data", str(synthetic_csv), "--run-dir", str(run_dir),
+        "--epochs", "4", "--batch-size", "32", "--lr-patience", "1", "--stop-patience", "10", "--verbose", "0",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 180
+    state_path = run_dir / "state.json"
+    while time.monotonic() < deadline:
+        if state_path.exists() and json.loads(state_path.read_text())["epoch"] >= 1:
+            break
+        assert process.poll() is None, process.stdout.read().decode()[-2000:]
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)  # a hard stop, as when a session ends
+    process.wait()
+    stopped = json.loads(state_path.read_text())
+    assert 1 <= stopped["epoch"] < 4 and not stopped["finished"]
+    assert (run_dir / "last.keras").exists() and (run_dir / "best.keras").exists()
+
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resuming {run_dir} at epoch {stopped['epoch'] + 1}" in result.stderr
+    final = json.loads(state_path.read_text())
+    assert final["epoch"] == 4 and final["finished"]
+    # every epoch logged once (an epoch cut short by the kill may be logged by neither run)
+    epochs = _log_epochs(run_dir)
+    assert epochs == sorted(set(epochs)) and epochs[-1] == 3
+    assert final["seconds"] >= stopped["seconds"]
+    with open(run_dir / "log.csv") as handle:
+        losses = [float(row["loss"]) for row in csv.DictReader(handle)]
+    assert losses[-1] < losses[0]  # it learned across the stop
+    assert json.loads(result.stdout)["state"]["epoch"] == 4
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["PublicTest"]["n"] == 70
+
+    # A resume with different schedule settings is refused rather than silently mixed.
+    with pytest.raises(TrainingError, match="other settings"):
+        train(TrainSettings(data=str(synthetic_csv), epochs=4, batch_size=64), run_dir)
