@@ -38,9 +38,107 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace):
+    """The validated config, or None after printing why it is invalid."""
+    from edge.config import ConfigError, load_config
+
+    try:
+        return load_config(args.config)
+    except ConfigError as err:
+        print(f"error: invalid configuration {err}", file=sys.stderr)
+        return None
+
+
+def _check(args: argparse.Namespace) -> int:
+    from edge.classifier import ContractError
+    from edge.service import build_pipeline
+
+    config = _load(args)
+    if config is None:
+        return EX_CONFIG
+    try:
+        pipeline = build_pipeline(config)
+    except (ContractError, Exception) as err:  # noqa: BLE001 - any model/detector failure is reported
+        print(f"error: {err}", file=sys.stderr)
+        return EX_CONFIG
+    print(f"{args.config or 'defaults'}: valid")
+    print(f"  model: {pipeline.classifier.model_path} ({pipeline.classifier.contract.model_format}, "
+          f"{pipeline.classifier.runtime})")
+    print(f"  camera: {config.camera.source}  broker: {config.mqtt.host}:{config.mqtt.port}  "
+          f"topics: {config.base_topic}/")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from edge.classifier import ContractError
+    from edge.detect import DetectorError
+    from edge import service
+
+    config = _load(args)
+    if config is None:
+        return EX_CONFIG
+    logging.getLogger().setLevel(args.log_level or config.log_level)
+    try:
+        return service.run(config)
+    except (ContractError, DetectorError) as err:
+        logging.getLogger("edge").error("%s", err)
+        return EX_CONFIG
+
+
+def _classify(args: argparse.Namespace) -> int:
+    import cv2
+
+    from edge.classifier import ContractError
+    from edge.config import DetectorConfig, ModelConfig, parse_config
+    from edge.service import build_pipeline
+
+    try:
+        config = parse_config({"model": {"path": args.model or ""}, "detector": {"detect_width": 0, "min_face_size": 24}})
+        pipeline = build_pipeline(config)
+    except Exception as err:  # noqa: BLE001 - one clear line for any start-up failure
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    labels = pipeline.classifier.labels
+    failed = 0
+    for path in args.images:
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        if image is None:
+            failed += 1
+            result = {"image": path, "error": "cannot read this image"}
+            print(json.dumps(result) if args.json else f"{path}: error: cannot read this image",
+                  file=sys.stdout if args.json else sys.stderr)
+            continue
+        faces = []
+        for face in pipeline.process(image):
+            best = int(face.probabilities.argmax())
+            faces.append({
+                "box": list(face.box),
+                "emotion": labels[best],
+                "confidence": round(float(face.probabilities[best]), 4),
+                "probabilities": {k: round(float(v), 4) for k, v in zip(labels, face.probabilities)},
+            })
+        if args.json:
+            print(json.dumps({"image": path, "faces": faces}))
+        else:
+            print(f"{path}: {len(faces)} face(s)")
+            for face in faces:
+                print(f"  {face['emotion']:<9} {face['confidence']:.2f}  box {face['box']}")
+    return 1 if failed else 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from edge.watch import watch
+
+    config = _load(args)
+    if config is None:
+        return EX_CONFIG
+    return watch(config, all_devices=args.all, raw=args.json, duration=args.duration)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fer-kiosk", description=__doc__)
-    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument("--log-level", default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="overrides the config's log_level")
     sub = parser.add_subparsers(dest="command", required=True)
 
     ev = sub.add_parser("evaluate", help="accuracy, macro-F1, per-class figures and confusion matrix on FER2013")
@@ -50,13 +148,34 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--confusion-png", metavar="FILE", help="also save the confusion matrix as a PNG")
     ev.set_defaults(handler=_evaluate)
+
+    run = sub.add_parser("run", help="the daemon: camera -> faces -> emotions -> MQTT")
+    run.add_argument("--config", default=None, help="config.yaml (default: built-in defaults)")
+    run.set_defaults(handler=_run)
+
+    check = sub.add_parser("check", help="validate a config (and load its model) without running")
+    check.add_argument("--config", default=None)
+    check.set_defaults(handler=_check)
+
+    cl = sub.add_parser("classify", help="faces and emotions in photos, through the daemon's pipeline")
+    cl.add_argument("images", nargs="+")
+    cl.add_argument("--model", default=None, help="a .tflite with its .json (default: the bundled model)")
+    cl.add_argument("--json", action="store_true", help="one JSON object per image")
+    cl.set_defaults(handler=_classify)
+
+    w = sub.add_parser("watch", help="show live events and device state from the broker")
+    w.add_argument("--config", default=None, help="config.yaml, for the broker and topics")
+    w.add_argument("--all", action="store_true", help="every device under the topic prefix, not only this one")
+    w.add_argument("--json", action="store_true", help="print raw JSON messages")
+    w.add_argument("--duration", type=float, default=0, help="exit after this many seconds (0: until Ctrl-C)")
+    w.set_defaults(handler=_watch)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=getattr(logging, args.log_level), stream=sys.stderr,
+        level=getattr(logging, args.log_level or "INFO"), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     return args.handler(args)

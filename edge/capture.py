@@ -1,0 +1,161 @@
+"""Frames from a V4L2 camera, a video file or a stream, on their own thread.
+
+The capture thread keeps only the newest frame: the processing loop always gets the
+latest one with its timestamp, so a slow frame never builds up lag. When the source
+cannot be opened, disappears or ends, the thread logs it once, retries with exponential
+backoff and logs again when frames flow.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from edge.config import CameraConfig
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Frame:
+    image: np.ndarray
+    sequence: int  # increases by one per frame captured (gaps = frames the loop skipped)
+    wall_time: float  # time.time() at capture: for payloads
+    monotonic: float  # time.monotonic() at capture: for tracking and latency
+
+
+def describe_source(source: int | str) -> tuple[str, int | str, int]:
+    """(kind, what to open, OpenCV backend) for a configured source."""
+    if isinstance(source, int):
+        return "camera", source, cv2.CAP_V4L2
+    match = re.fullmatch(r"/dev/video(\d+)", source)
+    if match:
+        return "camera", source, cv2.CAP_V4L2
+    if re.match(r"^[a-z][a-z0-9+.-]*://", source, re.IGNORECASE):
+        return "stream", source, cv2.CAP_FFMPEG
+    return "file", source, cv2.CAP_ANY
+
+
+def backoff_delays(initial: float, maximum: float):
+    delay = initial
+    while True:
+        yield delay
+        delay = min(delay * 2, maximum)
+
+
+class FrameSource:
+    """A started thread that captures frames; ``latest()`` returns the newest unseen one."""
+
+    def __init__(self, config: CameraConfig, opener: Callable[..., cv2.VideoCapture] = cv2.VideoCapture):
+        self.config = config
+        self.kind, self._target, self._backend = describe_source(config.source)
+        self._opener = opener
+        self._lock = threading.Condition()
+        self._frame: Frame | None = None
+        self._taken = -1
+        self._sequence = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+        self.connected = False
+        self.failures = 0  # times the source was lost or could not be opened
+
+    def start(self) -> "FrameSource":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
+        self._thread.join(timeout)
+
+    def latest(self, timeout: float) -> Frame | None:
+        """The newest frame not yet returned, waiting up to ``timeout`` s for one."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._frame is None or self._frame.sequence == self._taken:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stop.is_set():
+                    return None
+                self._lock.wait(remaining)
+            self._taken = self._frame.sequence
+            return self._frame
+
+    def _open(self) -> cv2.VideoCapture | None:
+        if self.kind == "file" and not Path(str(self._target)).exists():
+            return None
+        capture = self._opener(self._target, self._backend)
+        if not capture.isOpened():
+            capture.release()
+            return None
+        if self.kind == "camera":
+            capture.set(cv2.CAP_PROP_FRAME_WIDTH, self.config.width)
+            capture.set(cv2.CAP_PROP_FRAME_HEIGHT, self.config.height)
+            capture.set(cv2.CAP_PROP_FPS, self.config.fps)
+            capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        return capture
+
+    def _run(self) -> None:
+        delays = backoff_delays(self.config.retry_initial_seconds, self.config.retry_max_seconds)
+        logged_down = False
+        while not self._stop.is_set():
+            capture = self._open()
+            if capture is None:
+                self.failures += 1
+                delay = next(delays)
+                if not logged_down:
+                    _LOGGER.warning("%s %s cannot be opened; retrying with backoff (up to %.0f s)",
+                                    self.kind, self.config.source, self.config.retry_max_seconds)
+                    logged_down = True
+                self._stop.wait(delay)
+                continue
+            ended = self._read_until_lost(capture)
+            capture.release()
+            if self._stop.is_set():
+                break
+            if ended and self.kind == "file" and self.config.loop:
+                continue
+            self.connected = False
+            self.failures += 1
+            _LOGGER.warning("%s %s %s; retrying with backoff", self.kind, self.config.source,
+                            "ended" if ended else "stopped delivering frames")
+            logged_down = True
+            delays = backoff_delays(self.config.retry_initial_seconds, self.config.retry_max_seconds)
+            self._stop.wait(next(delays))
+        self.connected = False
+
+    def _read_until_lost(self, capture: cv2.VideoCapture) -> bool:
+        """Reads frames until the source fails; True when a file simply ended."""
+        paced = self.kind == "file" and self.config.realtime
+        fps = capture.get(cv2.CAP_PROP_FPS) or self.config.fps
+        period = 1.0 / fps if fps > 0 else 1.0 / self.config.fps
+        next_due = time.monotonic()
+        first = True
+        while not self._stop.is_set():
+            ok, image = capture.read()
+            if not ok or image is None:
+                return self.kind == "file"
+            if first:
+                _LOGGER.info("%s %s delivers %dx%d frames", self.kind, self.config.source, image.shape[1], image.shape[0])
+                self.connected, first = True, False
+            if paced:
+                next_due += period
+                self._stop.wait(max(0.0, next_due - time.monotonic()))
+            elif self.kind == "file":
+                # Unpaced file (benchmarks): hand over every frame, wait until it was taken.
+                with self._lock:
+                    while self._frame is not None and self._frame.sequence != self._taken and not self._stop.is_set():
+                        self._lock.wait(0.1)
+            with self._lock:
+                self._sequence += 1
+                self._frame = Frame(image, self._sequence, time.time(), time.monotonic())
+                self._lock.notify_all()
+        return False

@@ -1,0 +1,254 @@
+"""Typed configuration, validated once at start.
+
+One frozen dataclass per YAML section. Unknown keys, wrong types and out-of-range values
+are all collected and reported together, each with the YAML path of the offending key
+(``camera.fps: expected a number, got 'fast'``). Nothing else reads the YAML: the validated
+object is handed to the parts that need it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``errors`` lists each problem with its YAML path."""
+
+    def __init__(self, errors: list[str], source: str = "config"):
+        self.errors = errors
+        super().__init__(f"{source}: " + ("; ".join(errors) if len(errors) == 1 else "\n  " + "\n  ".join(errors)))
+
+
+def _range(lo: float | None = None, hi: float | None = None, choices: tuple | None = None, doc: str = "") -> dict:
+    return {"min": lo, "max": hi, "choices": choices, "doc": doc}
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    # A V4L2 device (0, "/dev/video0"), a video file or a stream URL (rtsp://, http://).
+    source: Union[int, str] = 0
+    width: int = field(default=640, metadata=_range(16, 8192))
+    height: int = field(default=480, metadata=_range(16, 8192))
+    fps: float = field(default=30.0, metadata=_range(0.1, 240))
+    loop: bool = False  # video files only: start again at the end
+    # Video files are played at their own frame rate, like a camera; false reads as fast as
+    # the pipeline takes frames (benchmarks).
+    realtime: bool = True
+    retry_initial_seconds: float = field(default=1.0, metadata=_range(0.01, 3600))
+    retry_max_seconds: float = field(default=30.0, metadata=_range(0.01, 3600))
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    scale_factor: float = field(default=1.1, metadata=_range(1.01, 2.0))
+    min_neighbors: int = field(default=5, metadata=_range(0, 50))
+    # Face sizes in pixels of the full frame; 0 means no upper limit.
+    min_face_size: int = field(default=40, metadata=_range(8, 4096))
+    max_face_size: int = field(default=0, metadata=_range(0, 8192))
+    # Detect on a copy of the frame scaled down to this width (0: full resolution).
+    detect_width: int = field(default=320, metadata=_range(0, 8192))
+    cascade: str = ""  # empty: OpenCV's haarcascade_frontalface_default.xml
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = ""  # empty: the bundled models/emotion_int8.tflite
+    num_threads: int = field(default=1, metadata=_range(1, 64))
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    # A detection continues a face when their boxes overlap at least this much (IoU), or
+    # when its centre lies within max_center_distance face widths of the face's last centre.
+    iou_threshold: float = field(default=0.3, metadata=_range(0.0, 1.0))
+    max_center_distance: float = field(default=0.6, metadata=_range(0.0, 10.0))
+    # Frames a face must be seen in before it counts as a person (filters one-frame flukes).
+    min_frames: int = field(default=3, metadata=_range(1, 1000))
+    # A face that has not been seen for this long has left: its `end` event is published.
+    max_missing_seconds: float = field(default=1.0, metadata=_range(0.0, 3600))
+    # Time constant of the exponential smoothing of the probabilities.
+    smoothing_seconds: float = field(default=0.5, metadata=_range(0.0, 60))
+    # `update` when the smoothed emotion changes, at most once per min_update_seconds per
+    # face, and at least every heartbeat_seconds while the face stays (0: only on change).
+    min_update_seconds: float = field(default=0.5, metadata=_range(0.0, 3600))
+    heartbeat_seconds: float = field(default=2.0, metadata=_range(0.0, 86400))
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = "localhost"
+    port: int = field(default=1883, metadata=_range(1, 65535))
+    topic_prefix: str = "fer-kiosk"
+    device_id: str = ""  # empty: this machine's host name
+    client_id: str = ""  # empty: "fer-kiosk-<device_id>"
+    qos: int = field(default=1, metadata=_range(0, 2))
+    keepalive: int = field(default=30, metadata=_range(5, 3600))
+    reconnect_max_seconds: float = field(default=30.0, metadata=_range(1, 3600))
+
+
+@dataclass(frozen=True)
+class Config:
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    log_level: str = field(default="INFO", metadata=_range(choices=("DEBUG", "INFO", "WARNING", "ERROR")))
+
+    @property
+    def device_id(self) -> str:
+        return self.mqtt.device_id or _safe_topic_part(socket.gethostname())
+
+    @property
+    def base_topic(self) -> str:
+        return f"{self.mqtt.topic_prefix}/{self.device_id}"
+
+
+def _safe_topic_part(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text) or "kiosk"
+
+
+def _type_name(hint: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    if dataclasses.is_dataclass(hint):
+        return "a mapping"
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _convert(hint: Any, value: Any, path: str, errors: list[str]) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path, errors)
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        for option in typing.get_args(hint):
+            attempt: list[str] = []
+            result = _convert(option, value, path, attempt)
+            if not attempt:
+                return result
+        errors.append(f"{path}: expected {_type_name(hint)}, got {value!r}")
+        return None
+    # YAML's own types only: a quoted "30" is a string, not a number; true is not 1.
+    ok = (
+        (hint is bool and isinstance(value, bool))
+        or (hint is int and isinstance(value, int) and not isinstance(value, bool))
+        or (hint is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+        or (hint is str and isinstance(value, str))
+    )
+    if not ok:
+        errors.append(f"{path}: expected {_type_name(hint)}, got {value!r}")
+        return None
+    return float(value) if hint is float else value
+
+
+def _check_range(spec: dict, value: Any, path: str, errors: list[str]) -> None:
+    if spec.get("choices") and value not in spec["choices"]:
+        errors.append(f"{path}: must be one of {', '.join(map(str, spec['choices']))}, got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if spec.get("min") is not None and value < spec["min"]:
+            errors.append(f"{path}: must be at least {spec['min']}, got {value!r}")
+        if spec.get("max") is not None and value > spec["max"]:
+            errors.append(f"{path}: must be at most {spec['max']}, got {value!r}")
+
+
+def _build(cls: type, data: Any, path: str, errors: list[str]) -> Any:
+    where = path or "top level"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        errors.append(f"{where}: expected a mapping of settings, got {data!r}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            errors.append(
+                f"{path + '.' if path else ''}{key}: unknown key (expected one of {', '.join(known)})"
+            )
+    values = {}
+    for name, spec in known.items():
+        if name not in data:
+            continue
+        key_path = f"{path}.{name}" if path else name
+        before = len(errors)
+        value = _convert(hints[name], data[name], key_path, errors)
+        if len(errors) == before:
+            _check_range(spec.metadata, value, key_path, errors)
+            values[name] = value
+    return cls(**values)
+
+
+def _cross_checks(config: Config) -> list[str]:
+    errors = []
+    d = config.detector
+    if d.max_face_size and d.max_face_size < d.min_face_size:
+        errors.append(f"detector.max_face_size: {d.max_face_size} is below min_face_size {d.min_face_size}")
+    c = config.camera
+    if c.retry_max_seconds < c.retry_initial_seconds:
+        errors.append("camera.retry_max_seconds: must not be below retry_initial_seconds")
+    for key, value in (("topic_prefix", config.mqtt.topic_prefix), ("device_id", config.mqtt.device_id)):
+        if any(ch in value for ch in "#+") or value.startswith("/") or value.endswith("/"):
+            errors.append(f"mqtt.{key}: {value!r} may not contain # or + nor start or end with /")
+    if not config.mqtt.topic_prefix:
+        errors.append("mqtt.topic_prefix: must not be empty")
+    if config.model.path and not Path(config.model.path).is_file():
+        errors.append(f"model.path: {config.model.path} is not a file")
+    if d.cascade and not Path(d.cascade).is_file():
+        errors.append(f"detector.cascade: {d.cascade} is not a file")
+    return errors
+
+
+def parse_config(data: Any, source: str = "config") -> Config:
+    errors: list[str] = []
+    config = _build(Config, data, "", errors)
+    if not errors:
+        errors = _cross_checks(config)
+    if errors:
+        raise ConfigError(errors, source)
+    return config
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Reads and validates a YAML file; no path means all defaults."""
+    if path is None:
+        return parse_config({}, "defaults")
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError([f"cannot read: {err.strerror}"], str(path)) from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError([f"{where}not valid YAML ({getattr(err, 'problem', err)})"], str(path)) from err
+    # Relative paths in the file are relative to the file, not to wherever the daemon starts.
+    config = parse_config(_resolve_paths(data, path.parent), str(path))
+    return config
+
+
+def _resolve_paths(data: Any, base: Path) -> Any:
+    if not isinstance(data, dict):
+        return data
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for section, key in (("model", "path"), ("detector", "cascade"), ("camera", "source")):
+        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+        if isinstance(value, str) and value and "://" not in value and not value.startswith("/dev/"):
+            if not os.path.isabs(value):
+                data[section][key] = str(base / value)
+    return data
+
+
+def describe(config: Config) -> dict[str, Any]:
+    """The effective configuration as plain data (for `check` and the start-up log)."""
+    return dataclasses.asdict(config)

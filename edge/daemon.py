@@ -1,0 +1,110 @@
+"""The processing loop and the start-up that assembles it.
+
+The loop receives its frame source, pipeline, tracker, publisher and clocks as arguments,
+so tests can swap any of them; ``start_daemon`` builds the real ones from the config.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+from edge.capture import Frame
+from edge.config import Config
+from edge.payloads import Message, Topics, event_message, state_message, state_signature
+from edge.pipeline import FramePipeline, StageTimes
+from edge.tracking import FaceEvent, FaceTracker
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class Source(Protocol):
+    def latest(self, timeout: float) -> Frame | None: ...
+
+
+class Publisher(Protocol):
+    def publish(self, message: Message, keep: bool = False) -> bool: ...
+
+
+@dataclass
+class LoopStats:
+    frames: int = 0
+    faces: int = 0
+    events: int = 0
+    last_frame_monotonic: float = 0.0
+    stage_seconds: list[StageTimes] = field(default_factory=list)
+
+
+class ProcessingLoop:
+    """Frames -> faces -> tracked people -> events and state, until ``stop`` is set."""
+
+    def __init__(
+        self,
+        config: Config,
+        source: Source,
+        pipeline: FramePipeline,
+        tracker: FaceTracker,
+        publisher: Publisher,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        on_frame: Callable[[Frame, list], None] | None = None,
+    ):
+        self.config = config
+        self.source, self.pipeline, self.tracker, self.publisher = source, pipeline, tracker, publisher
+        self.clock, self.wall_clock = clock, wall_clock
+        self.on_frame = on_frame
+        self.topics = Topics(config.base_topic)
+        self.device_id = config.device_id
+        self.stats = LoopStats()
+        self._state_signature: tuple | None = None
+
+    def _publish_events(self, events: list[FaceEvent]) -> None:
+        for event in events:
+            # A visit summary must not be lost; frame-level news may be, and is counted.
+            keep = event.kind == "end"
+            self.publisher.publish(event_message(event, self.topics, self.device_id, self.config.mqtt.qos), keep=keep)
+            self.stats.events += 1
+            _LOGGER.debug("%s %s %s %.2f", event.kind, event.face_id, event.emotion, event.confidence)
+
+    def publish_state(self, status: str = "running", force: bool = False) -> None:
+        present = self.tracker.present()
+        signature = (status, state_signature(present))
+        if force or signature != self._state_signature:
+            self._state_signature = signature
+            self.publisher.publish(
+                state_message(present, self.tracker.labels, self.topics, self.device_id, self.wall_clock(),
+                              self.config.mqtt.qos, status)
+            )
+
+    def step(self, timeout: float = 0.2) -> Frame | None:
+        """Processes the newest frame (or only the passing of time, when none came)."""
+        frame = self.source.latest(timeout)
+        if frame is None:
+            events = self.tracker.expire(self.clock(), self.wall_clock())
+            results: list = []
+        else:
+            times = StageTimes()
+            results = self.pipeline.process(frame.image, times)
+            events = self.tracker.update([(r.box, r.probabilities) for r in results], frame.monotonic, frame.wall_time)
+            self.stats.frames += 1
+            self.stats.faces += len(results)
+            self.stats.last_frame_monotonic = frame.monotonic
+        self._publish_events(events)
+        self.publish_state()
+        if frame is not None and self.on_frame is not None:
+            self.on_frame(frame, results)
+        return frame
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.step()
+
+    def finish(self) -> None:
+        """Ends every visit (their summaries are kept) and marks the device stopped."""
+        self._publish_events(self.tracker.end_all(self.clock(), self.wall_clock()))
+        self.publish_state(status="stopped", force=True)

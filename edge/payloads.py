@@ -1,0 +1,110 @@
+"""MQTT messages, built by pure functions (documented in docs/mqtt.md, schemas in docs/schema/).
+
+Never any pixels: boxes, labels and numbers only.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+from edge.tracking import FaceEvent, Track
+
+PAYLOAD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool = False
+
+
+@dataclass(frozen=True)
+class Topics:
+    base: str  # <topic_prefix>/<device_id>
+
+    @property
+    def events(self) -> str:
+        return f"{self.base}/events"
+
+    @property
+    def state(self) -> str:
+        return f"{self.base}/state"
+
+    @property
+    def availability(self) -> str:
+        return f"{self.base}/availability"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.base}/stats"
+
+
+def iso_utc(timestamp: float) -> str:
+    """UTC ISO-8601 with milliseconds and a Z: 2026-11-24T04:50:00.123Z."""
+    moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _dumps(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":"), sort_keys=False).encode()
+
+
+def event_payload(event: FaceEvent, device_id: str, event_id: str | None = None) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "v": PAYLOAD_VERSION,
+        "event_id": event_id or uuid.uuid4().hex,
+        "type": event.kind,
+        "device": device_id,
+        "time": iso_utc(event.wall_time),
+        "face_id": event.face_id,
+        "box": list(event.box),
+        "emotion": event.emotion,
+        "confidence": round(event.confidence, 4),
+        "probabilities": {k: round(v, 4) for k, v in event.probabilities.items()},
+    }
+    if event.summary is not None:
+        summary = dict(event.summary)
+        summary["first_seen"] = iso_utc(summary["first_seen"])
+        summary["last_seen"] = iso_utc(summary["last_seen"])
+        payload["summary"] = summary
+    return payload
+
+
+def event_message(event: FaceEvent, topics: Topics, device_id: str, qos: int) -> Message:
+    return Message(topics.events, _dumps(event_payload(event, device_id)), qos)
+
+
+def state_payload(tracks: Sequence[Track], labels: Sequence[str], device_id: str, wall_time: float, status: str = "running") -> dict[str, Any]:
+    faces = [
+        {
+            "face_id": t.face_id,
+            "box": list(t.box),
+            "emotion": labels[t.emotion],
+            "confidence": round(float(t.smoothed[t.emotion]), 4),
+            "since": iso_utc(t.first_seen_wall),
+        }
+        for t in tracks
+    ]
+    return {
+        "v": PAYLOAD_VERSION,
+        "device": device_id,
+        "time": iso_utc(wall_time),
+        "status": status,
+        "face_count": len(faces),
+        "faces": faces,
+    }
+
+
+def state_message(tracks: Sequence[Track], labels: Sequence[str], topics: Topics, device_id: str, wall_time: float, qos: int, status: str = "running") -> Message:
+    return Message(topics.state, _dumps(state_payload(tracks, labels, device_id, wall_time, status)), qos, retain=True)
+
+
+def state_signature(tracks: Sequence[Track]) -> tuple:
+    """What a state message shows, minus boxes and confidences: publish when this changes."""
+    return tuple((t.face_id, t.emotion) for t in tracks)

@@ -1,0 +1,220 @@
+"""People, not frames: face identities across frames and their event lifecycle.
+
+Pure logic: no I/O, no clocks of its own. Each call gets the detections of one frame and
+the frame's times; it returns the events that frame caused:
+
+- ``new`` when a face has been seen in ``min_frames`` frames,
+- ``update`` when its smoothed emotion changes (at most once per ``min_update_seconds``)
+  and at least every ``heartbeat_seconds`` while it stays,
+- ``end`` when it has not been seen for ``max_missing_seconds``, with a visit summary.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import uuid
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from edge.config import TrackingConfig
+from edge.preprocess import Box
+
+
+def iou(a: Box, b: Box) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
+    inter = ix * iy
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+def center_distance(a: Box, b: Box) -> float:
+    """Distance between box centres, in widths of box ``a``."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    return math.hypot((ax + aw / 2) - (bx + bw / 2), (ay + ah / 2) - (by + bh / 2)) / max(aw, 1)
+
+
+def match(tracks: Sequence[Box], detections: Sequence[Box], iou_threshold: float, max_distance: float) -> list[tuple[int, int]]:
+    """Greedy one-to-one pairs (track index, detection index): best overlap first, then nearest centre."""
+    pairs: list[tuple[int, int]] = []
+    used_t: set[int] = set()
+    used_d: set[int] = set()
+    scored = sorted(
+        ((iou(t, d), ti, di) for ti, t in enumerate(tracks) for di, d in enumerate(detections)),
+        reverse=True,
+    )
+    for score, ti, di in scored:
+        if score < iou_threshold or score == 0:
+            break
+        if ti not in used_t and di not in used_d:
+            pairs.append((ti, di))
+            used_t.add(ti)
+            used_d.add(di)
+    near = sorted(
+        (center_distance(t, d), ti, di)
+        for ti, t in enumerate(tracks) for di, d in enumerate(detections)
+        if ti not in used_t and di not in used_d
+    )
+    for distance, ti, di in near:
+        if distance > max_distance:
+            break
+        if ti not in used_t and di not in used_d:
+            pairs.append((ti, di))
+            used_t.add(ti)
+            used_d.add(di)
+    return pairs
+
+
+def smoothing_weight(dt: float, time_constant: float) -> float:
+    """Weight of the new sample in an exponential moving average over time (not frames)."""
+    if time_constant <= 0:
+        return 1.0
+    return 1.0 - math.exp(-max(dt, 0.0) / time_constant)
+
+
+@dataclass
+class Track:
+    face_id: str
+    box: Box
+    first_seen: float  # monotonic
+    first_seen_wall: float
+    last_seen: float
+    last_seen_wall: float
+    smoothed: np.ndarray
+    probability_sum: np.ndarray
+    frames: int = 1
+    confirmed: bool = False
+    emotion: int = -1  # index of the smoothed dominant emotion
+    last_published: float = -math.inf  # monotonic time of the last new/update event
+    published_emotion: int = -1
+    emotion_seconds: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+@dataclass(frozen=True)
+class FaceEvent:
+    kind: str  # "new" | "update" | "end"
+    face_id: str
+    wall_time: float
+    monotonic: float
+    box: Box
+    emotion: str
+    confidence: float
+    probabilities: dict[str, float]
+    summary: dict | None = None
+
+
+class FaceTracker:
+    def __init__(self, config: TrackingConfig, labels: Sequence[str], id_prefix: str | None = None):
+        self.config = config
+        self.labels = tuple(labels)
+        self.tracks: list[Track] = []
+        # Ids are unique across restarts of the daemon, not only within one run.
+        self._prefix = id_prefix if id_prefix is not None else uuid.uuid4().hex[:6]
+        self._counter = itertools.count(1)
+
+    def _event(self, kind: str, track: Track, now: float, wall: float, summary: dict | None = None) -> FaceEvent:
+        probs = track.smoothed
+        return FaceEvent(
+            kind=kind,
+            face_id=track.face_id,
+            wall_time=wall,
+            monotonic=now,
+            box=track.box,
+            emotion=self.labels[int(np.argmax(probs))],
+            confidence=float(np.max(probs)),
+            probabilities={name: float(p) for name, p in zip(self.labels, probs)},
+            summary=summary,
+        )
+
+    def _summary(self, track: Track) -> dict:
+        mean = track.probability_sum / track.frames
+        return {
+            "first_seen": track.first_seen_wall,
+            "last_seen": track.last_seen_wall,
+            "duration_s": round(track.last_seen - track.first_seen, 3),
+            "frames": track.frames,
+            "dominant_emotion": self.labels[int(np.argmax(mean))],
+            "mean_probabilities": {name: round(float(p), 4) for name, p in zip(self.labels, mean)},
+            "emotion_seconds": {
+                name: round(float(s), 3) for name, s in zip(self.labels, track.emotion_seconds) if s > 0
+            },
+        }
+
+    def update(self, detections: Sequence[tuple[Box, np.ndarray]], now: float, wall: float) -> list[FaceEvent]:
+        """One frame's (box, probabilities) pairs; returns the events it causes."""
+        c = self.config
+        events: list[FaceEvent] = []
+        pairs = match([t.box for t in self.tracks], [d[0] for d in detections], c.iou_threshold, c.max_center_distance)
+        matched_detections = set()
+        for ti, di in pairs:
+            track = self.tracks[ti]
+            box, probs = detections[di]
+            matched_detections.add(di)
+            dt = now - track.last_seen
+            if track.emotion >= 0:
+                track.emotion_seconds[track.emotion] += max(dt, 0.0)
+            w = smoothing_weight(dt, c.smoothing_seconds)
+            track.smoothed = (1 - w) * track.smoothed + w * np.asarray(probs, dtype=np.float64)
+            track.probability_sum += probs
+            track.box, track.last_seen, track.last_seen_wall = box, now, wall
+            track.frames += 1
+            track.emotion = int(np.argmax(track.smoothed))
+            events.extend(self._lifecycle(track, now, wall))
+        for di, (box, probs) in enumerate(detections):
+            if di in matched_detections:
+                continue
+            p = np.asarray(probs, dtype=np.float64)
+            track = Track(
+                face_id=f"{self._prefix}-{next(self._counter)}",
+                box=box, first_seen=now, first_seen_wall=wall, last_seen=now, last_seen_wall=wall,
+                smoothed=p.copy(), probability_sum=p.copy(), emotion=int(np.argmax(p)),
+                emotion_seconds=np.zeros(len(self.labels)),
+            )
+            self.tracks.append(track)
+            events.extend(self._lifecycle(track, now, wall))
+        events.extend(self.expire(now, wall))
+        return events
+
+    def _lifecycle(self, track: Track, now: float, wall: float) -> list[FaceEvent]:
+        c = self.config
+        if not track.confirmed:
+            if track.frames >= c.min_frames:
+                track.confirmed = True
+                track.last_published, track.published_emotion = now, track.emotion
+                return [self._event("new", track, now, wall)]
+            return []
+        since = now - track.last_published
+        changed = track.emotion != track.published_emotion and since >= c.min_update_seconds
+        heartbeat = c.heartbeat_seconds > 0 and since >= c.heartbeat_seconds
+        if changed or heartbeat:
+            track.last_published, track.published_emotion = now, track.emotion
+            return [self._event("update", track, now, wall)]
+        return []
+
+    def expire(self, now: float, wall: float) -> list[FaceEvent]:
+        """Ends faces unseen for ``max_missing_seconds``; call it also when no frame came."""
+        events = []
+        keep = []
+        for track in self.tracks:
+            if now - track.last_seen > self.config.max_missing_seconds:
+                if track.confirmed:
+                    events.append(self._event("end", track, now, wall, self._summary(track)))
+            else:
+                keep.append(track)
+        self.tracks = keep
+        return events
+
+    def end_all(self, now: float, wall: float) -> list[FaceEvent]:
+        """Ends every face (shutdown): their visits still get a summary."""
+        events = [self._event("end", t, now, wall, self._summary(t)) for t in self.tracks if t.confirmed]
+        self.tracks = []
+        return events
+
+    def present(self) -> list[Track]:
+        return [t for t in self.tracks if t.confirmed]

@@ -1,0 +1,123 @@
+"""The daemon, really run: a clip of a real face, the real cascade and model, a real broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from bench.clips import one_visit_clip
+from tests.conftest import ROOT
+
+SCHEMAS = {name: json.loads((ROOT / "docs" / "schema" / f"{name}.schema.json").read_text()) for name in ("event", "state")}
+
+
+def write_config(path: Path, port: int, source: str, **sections) -> Path:
+    config = {
+        "camera": {"source": source, "retry_initial_seconds": 0.5, "retry_max_seconds": 2.0},
+        "mqtt": {"host": "127.0.0.1", "port": port, "device_id": "test-kiosk"},
+        "tracking": {"heartbeat_seconds": 1.0},
+    }
+    for section, values in sections.items():
+        config.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def start_daemon(config: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge", "run", "--config", str(config)],
+        cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def stop_daemon(process: subprocess.Popen, timeout: float = 10) -> int:
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout)
+
+
+@pytest.mark.slow
+def test_one_visit_gives_new_updates_end_for_one_face_id(tmp_path, broker, subscribe):
+    clip = one_visit_clip(tmp_path / "visit.avi")
+    sub = subscribe(broker.port, "fer-kiosk/test-kiosk/#")
+    config = write_config(tmp_path / "config.yaml", broker.port, str(clip))
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(config, log)
+    try:
+        assert sub.wait_for(lambda: any(e["type"] == "end" for e in sub.json_on("/events")), 60), log.read_text()[-3000:]
+        # the clip runs out after the visit: the source is retried, the daemon carries on
+        assert sub.wait_for(lambda: "ended; retrying" in log.read_text(), 30), log.read_text()[-3000:]
+        assert daemon.poll() is None
+    finally:
+        code = stop_daemon(daemon)
+    assert code == 0, log.read_text()[-3000:]
+    events = sub.json_on("/events")
+    for event in events:
+        jsonschema.validate(event, SCHEMAS["event"])
+    for state in sub.json_on("/state"):
+        jsonschema.validate(state, SCHEMAS["state"])
+
+    assert len({e["face_id"] for e in events}) == 1, [(e["type"], e["face_id"]) for e in events]
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "new" and kinds[-1] == "end" and set(kinds[1:-1]) <= {"update"}
+    assert kinds.count("update") >= 1  # heartbeats while the face stays (1 s, visit ~3.5 s)
+    assert len({e["event_id"] for e in events}) == len(events)
+    end = events[-1]
+    summary = end["summary"]
+    assert 2.0 <= summary["duration_s"] <= 4.0  # scripted visit: 3.5 s on screen
+    assert summary["frames"] >= 30
+    assert abs(sum(summary["mean_probabilities"].values()) - 1) < 0.02
+    # boxes follow the scripted path: left to right
+    assert events[0]["box"][0] < end["box"][0]
+    states = sub.json_on("/state")
+    assert any(s["face_count"] == 1 for s in states)
+    assert states[-1]["status"] == "stopped" and states[-1]["face_count"] == 0
+    text = log.read_text()
+    assert "file " + str(clip) + " ended; retrying with backoff" in text
+    assert "Traceback" not in text and "lost the MQTT broker" not in text
+
+
+@pytest.mark.slow
+def test_source_that_cannot_be_opened_is_retried_without_crashing(tmp_path, broker, subscribe):
+    sub = subscribe(broker.port, "fer-kiosk/test-kiosk/#")
+    config = write_config(tmp_path / "config.yaml", broker.port, str(tmp_path / "missing.avi"))
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(config, log)
+    try:
+        assert sub.wait_for(lambda: sub.json_on("/state"), 30), log.read_text()[-3000:]
+        time.sleep(3)  # several retries (0.5, 1, 2 s)
+        assert daemon.poll() is None, log.read_text()[-3000:]
+    finally:
+        code = stop_daemon(daemon)
+    assert code == 0
+    text = log.read_text()
+    assert text.count("cannot be opened; retrying with backoff") == 1  # logged once, not per retry
+    assert "Traceback" not in text
+    # the source appearing later is picked up: covered by test_capture.py
+
+
+def test_check_command_rejects_bad_config_with_exit_78(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("camera:\n  fps: fast\n  colour: true\nmqtt:\n  port: 70000\n")
+    result = subprocess.run([sys.executable, "-m", "edge", "check", "--config", str(config)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78
+    assert "camera.fps: expected a number, got 'fast'" in result.stderr
+    assert "camera.colour: unknown key" in result.stderr
+    assert "mqtt.port: must be at most 65535, got 70000" in result.stderr
+
+
+def test_check_command_accepts_the_shipped_config():
+    result = subprocess.run([sys.executable, "-m", "edge", "check", "--config", str(ROOT / "config.yaml")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "valid" in result.stdout
