@@ -1,0 +1,112 @@
+import logging
+import shutil
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from bench.clips import one_visit_clip
+from edge.capture import FrameSource, backoff_delays, describe_source
+from edge.config import CameraConfig
+
+
+def test_describe_source():
+    assert describe_source(0) == ("camera", 0, cv2.CAP_V4L2)
+    assert describe_source("/dev/video2")[0] == "camera"
+    assert describe_source("rtsp://10.0.0.2/stream")[0] == "stream"
+    assert describe_source("http://cam/mjpg")[0] == "stream"
+    assert describe_source("clips/a.mp4")[0] == "file"
+
+
+def test_backoff_doubles_up_to_the_limit():
+    delays = backoff_delays(0.5, 3.0)
+    assert [next(delays) for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+class FlakyCamera:
+    """A VideoCapture stand-in: opens on the 3rd attempt, then delivers 5 frames and dies."""
+
+    attempts = 0
+
+    def __init__(self, target, backend):
+        FlakyCamera.attempts += 1
+        self.frames = 5 if FlakyCamera.attempts >= 3 else -1
+
+    def isOpened(self):
+        return self.frames >= 0
+
+    def set(self, *args):
+        return True
+
+    def get(self, prop):
+        return 30.0
+
+    def read(self):
+        if self.frames <= 0:
+            return False, None
+        self.frames -= 1
+        return True, np.zeros((48, 64, 3), np.uint8)
+
+    def release(self):
+        pass
+
+
+def test_camera_that_is_missing_then_dies_is_retried_and_logged_once(caplog):
+    FlakyCamera.attempts = 0
+    config = CameraConfig(source=0, retry_initial_seconds=0.01, retry_max_seconds=0.05)
+    with caplog.at_level(logging.INFO, logger="edge.capture"):
+        source = FrameSource(config, opener=FlakyCamera).start()
+        frames = []
+        deadline = time.monotonic() + 5
+        while len(frames) < 6 and time.monotonic() < deadline:
+            frame = source.latest(0.2)
+            if frame is not None:
+                frames.append(frame)
+        source.stop()
+    assert len(frames) >= 6  # it came back after dying
+    sequences = [f.sequence for f in frames]
+    assert sequences == sorted(sequences)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("cannot be opened" in m for m in messages) == 1
+    assert any("stopped delivering frames; retrying" in m for m in messages)
+    assert source.failures >= 3
+
+
+def test_latest_hands_out_newest_frame_only_once(tmp_path):
+    clip = one_visit_clip(tmp_path / "c.avi", fps=30)
+    source = FrameSource(CameraConfig(source=str(clip), realtime=True)).start()
+    try:
+        first = source.latest(5)
+        time.sleep(0.5)  # the loop is slow: ~15 frames pass meanwhile
+        second = source.latest(5)
+        assert second.sequence - first.sequence >= 10  # no backlog: we get the newest
+        assert second.monotonic > first.monotonic
+    finally:
+        source.stop()
+
+
+def test_file_that_appears_later_is_picked_up(tmp_path):
+    target = tmp_path / "later.avi"
+    source = FrameSource(CameraConfig(source=str(target), retry_initial_seconds=0.05, retry_max_seconds=0.1)).start()
+    try:
+        assert source.latest(0.3) is None
+        shutil.copy(one_visit_clip(tmp_path / "made.avi"), target)
+        assert source.latest(5) is not None
+    finally:
+        source.stop()
+
+
+def test_unpaced_file_hands_over_every_frame(tmp_path):
+    clip = one_visit_clip(tmp_path / "c.avi")
+    source = FrameSource(CameraConfig(source=str(clip), realtime=False, retry_initial_seconds=5)).start()
+    seen = []
+    try:
+        while True:
+            frame = source.latest(1.0)
+            if frame is None:
+                break
+            seen.append(frame.sequence)
+    finally:
+        source.stop()
+    assert seen == list(range(1, 211))

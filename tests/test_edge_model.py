@@ -1,0 +1,69 @@
+"""The bundled default model, run in the edge runtime (LiteRT) on a real photograph."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edge import DEFAULT_MODEL
+from edge.classifier import EmotionClassifier, contract_mismatches
+from edge.config import DetectorConfig
+from edge.contract import EMOTIONS, file_sha256, load_contract
+from edge.detect import HaarFaceDetector
+from edge.pipeline import FramePipeline
+from edge.preprocess import crop_face, expand_box, to_gray
+from edge.contract import CropRule
+
+
+def test_default_model_is_small_and_its_contract_matches_the_interpreter():
+    assert DEFAULT_MODEL.stat().st_size <= 150 * 1024
+    contract = load_contract(DEFAULT_MODEL)
+    assert contract.sha256 == file_sha256(DEFAULT_MODEL)
+    assert contract.labels == EMOTIONS and contract.model_format == "int8"
+    classifier = EmotionClassifier(DEFAULT_MODEL)
+    assert contract_mismatches(contract, classifier._input, classifier._output) == []
+    assert list(classifier._input["shape"][1:]) == [48, 48, 1]
+    assert classifier.runtime.startswith(("ai-edge-litert", "tflite-runtime"))
+
+
+def test_default_model_contract_records_its_provenance():
+    contract = load_contract(DEFAULT_MODEL)
+    assert contract.source["parameters"] == 58_423
+    assert contract.training_data["usage"] == "Training"
+    assert contract.evaluation["faces"] > 0 and "tflite" in contract.evaluation
+    assert "also_runs_in" in contract.checked_with  # proven in tflite-runtime 2.14 too
+
+
+def test_haar_finds_the_astronauts_face(astronaut_bgr):
+    boxes = HaarFaceDetector(DetectorConfig(detect_width=0)).detect(to_gray(astronaut_bgr))
+    assert len(boxes) == 1
+    x, y, w, h = boxes[0]
+    assert 150 < x + w / 2 < 300 and 60 < y + h / 2 < 200  # her face, not her suit
+
+
+def test_smiling_astronaut_is_happy(astronaut_bgr):
+    pipeline = FramePipeline(HaarFaceDetector(DetectorConfig(detect_width=0)), EmotionClassifier(DEFAULT_MODEL))
+    faces = pipeline.process(astronaut_bgr)
+    assert len(faces) == 1
+    probs = faces[0].probabilities
+    assert EMOTIONS[int(np.argmax(probs))] == "happy", dict(zip(EMOTIONS, probs.round(3)))
+    assert abs(probs.sum() - 1) < 0.02
+
+
+def test_batch_and_single_classification_agree(astronaut_bgr):
+    classifier = EmotionClassifier(DEFAULT_MODEL)
+    gray = to_gray(astronaut_bgr)
+    crops = np.stack([crop_face(gray, (170 + d, 60, 100, 100), classifier.contract.crop, (48, 48)) for d in range(0, 40, 8)])
+    batch = classifier.classify(crops)
+    single = np.concatenate([classifier.classify(c) for c in crops])
+    np.testing.assert_allclose(batch, single, atol=1e-6)
+
+
+def test_crop_rule_squares_adds_margin_and_pads_at_edges():
+    assert expand_box((10, 10, 20, 40), CropRule(margin=0.0)) == (0, 10, 40, 40)
+    assert expand_box((10, 10, 20, 20), CropRule(margin=0.25)) == (5, 5, 30, 30)
+    frame = np.full((100, 100), 7, np.uint8)
+    crop = crop_face(frame, (-20, -20, 60, 60), CropRule(), (48, 48))
+    assert crop.shape == (48, 48) and (crop == 7).all()
+    with pytest.raises(ValueError):
+        crop_face(frame, (200, 200, 10, 10), CropRule(), (48, 48))

@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+
+from edge.config import TrackingConfig
+from edge.contract import EMOTIONS
+from edge.tracking import FaceTracker, center_distance, iou, match, smoothing_weight
+
+
+def p(label: str, confidence: float = 0.9) -> np.ndarray:
+    probs = np.full(7, (1 - confidence) / 6)
+    probs[EMOTIONS.index(label)] = confidence
+    return probs
+
+
+def run(tracker, frames, fps=30.0):
+    """frames: list of lists of (box, probs); returns all events with their frame index."""
+    out = []
+    for i, detections in enumerate(frames):
+        t = i / fps
+        for event in tracker.update(detections, t, 1_700_000_000 + t):
+            out.append((i, event))
+    return out
+
+
+def test_iou_and_centre_distance():
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
+    assert iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+    assert center_distance((0, 0, 10, 10), (10, 0, 10, 10)) == pytest.approx(1.0)
+
+
+def test_match_prefers_overlap_then_nearest_and_is_one_to_one():
+    tracks = [(0, 0, 100, 100), (300, 0, 100, 100)]
+    detections = [(310, 5, 100, 100), (5, 5, 100, 100), (600, 0, 100, 100)]
+    assert sorted(match(tracks, detections, 0.3, 0.6)) == [(0, 1), (1, 0)]
+    # a fast move with no overlap is still matched when the centre is near enough
+    assert match([(0, 0, 100, 100)], [(55, 0, 40, 40)], 0.3, 0.6) == [(0, 0)]
+    assert match([(0, 0, 100, 100)], [(200, 0, 100, 100)], 0.3, 0.6) == []
+
+
+def test_smoothing_weight_depends_on_time_not_frames():
+    assert smoothing_weight(0.5, 0.5) == pytest.approx(1 - np.exp(-1))
+    assert smoothing_weight(1.0, 0.0) == 1.0
+    assert smoothing_weight(0.0, 0.5) == 0.0
+
+
+def test_a_face_walking_across_keeps_one_id_and_gets_new_updates_end():
+    config = TrackingConfig(min_frames=3, max_missing_seconds=0.5, heartbeat_seconds=1.0, min_update_seconds=0.5)
+    tracker = FaceTracker(config, EMOTIONS, id_prefix="t")
+    frames = [[((10 + 4 * i, 50, 80, 80), p("happy"))] for i in range(90)] + [[]] * 30
+    events = run(tracker, frames)
+    kinds = [e.kind for _, e in events]
+    assert kinds[0] == "new" and kinds[-1] == "end" and set(kinds[1:-1]) == {"update"}
+    assert {e.face_id for _, e in events} == {"t-1"}
+    assert events[0][0] == 2  # confirmed on its third frame
+    assert 2 <= kinds.count("update") <= 3  # heartbeats every 1 s over 3 s
+    end = events[-1][1]
+    assert end.summary["frames"] == 90 and end.summary["dominant_emotion"] == "happy"
+    assert end.summary["duration_s"] == pytest.approx(89 / 30, abs=1e-3)
+    assert end.summary["emotion_seconds"] == {"happy": pytest.approx(89 / 30, abs=1e-3)}
+    assert events[-1][0] == 90 + 15  # unseen for more than 0.5 s
+
+
+def test_emotion_change_publishes_update_at_a_bounded_rate():
+    config = TrackingConfig(min_frames=1, smoothing_seconds=0.0, heartbeat_seconds=0.0, min_update_seconds=0.5)
+    tracker = FaceTracker(config, EMOTIONS, id_prefix="t")
+    # flickers every frame between happy and sad: updates no more often than every 0.5 s
+    frames = [[((50, 50, 80, 80), p("happy" if i % 2 else "sad"))] for i in range(60)]
+    events = run(tracker, frames)
+    updates = [i for i, e in events if e.kind == "update"]
+    assert 2 <= len(updates) <= 4
+    assert all(b - a >= 15 for a, b in zip(updates, updates[1:]))
+
+
+def test_smoothing_ignores_a_one_frame_flicker():
+    config = TrackingConfig(min_frames=1, smoothing_seconds=0.5, heartbeat_seconds=0.0, min_update_seconds=0.0)
+    tracker = FaceTracker(config, EMOTIONS, id_prefix="t")
+    frames = [[((50, 50, 80, 80), p("sad" if i == 20 else "happy"))] for i in range(40)]
+    assert [e.kind for _, e in run(tracker, frames)] == ["new"]
+
+
+def test_one_frame_fluke_never_becomes_a_person():
+    tracker = FaceTracker(TrackingConfig(min_frames=3, max_missing_seconds=0.2), EMOTIONS)
+    frames = [[((50, 50, 80, 80), p("fear"))]] + [[]] * 20
+    assert run(tracker, frames) == []
+
+
+def test_two_people_get_two_ids_and_end_all_summarises_both():
+    tracker = FaceTracker(TrackingConfig(min_frames=2), EMOTIONS, id_prefix="t")
+    frames = [[((10, 10, 80, 80), p("happy")), ((400, 10, 80, 80), p("angry"))] for _ in range(5)]
+    events = run(tracker, frames)
+    assert sorted(e.face_id for _, e in events if e.kind == "new") == ["t-1", "t-2"]
+    ends = tracker.end_all(1.0, 1_700_000_001.0)
+    assert {e.face_id: e.summary["dominant_emotion"] for e in ends} == {"t-1": "happy", "t-2": "angry"}
+    assert tracker.present() == []
