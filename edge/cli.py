@@ -76,10 +76,11 @@ def _run(args: argparse.Namespace) -> int:
 
     config = _load(args)
     if config is None:
+        logging.getLogger("edge").error("invalid configuration; not starting (exit %d)", EX_CONFIG)
         return EX_CONFIG
     logging.getLogger().setLevel(args.log_level or config.log_level)
     try:
-        return service.run(config)
+        return service.run(config, args.config)
     except (ContractError, DetectorError) as err:
         logging.getLogger("edge").error("%s", err)
         return EX_CONFIG
@@ -174,8 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level or "INFO"), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from edge.systemd import log_handler
+
+    logging.basicConfig(level=getattr(logging, args.log_level or "INFO"), handlers=[log_handler()])
     return args.handler(args)

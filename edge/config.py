@@ -84,6 +84,15 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class TlsConfig:
+    enabled: bool = False
+    ca_file: str = ""  # empty: the system's CA store
+    cert_file: str = ""  # client certificate (optional)
+    key_file: str = ""
+    insecure: bool = False  # skip the host-name check (self-signed test brokers only)
+
+
+@dataclass(frozen=True)
 class MqttConfig:
     host: str = "localhost"
     port: int = field(default=1883, metadata=_range(1, 65535))
@@ -93,6 +102,27 @@ class MqttConfig:
     qos: int = field(default=1, metadata=_range(0, 2))
     keepalive: int = field(default=30, metadata=_range(5, 3600))
     reconnect_max_seconds: float = field(default=30.0, metadata=_range(1, 3600))
+    # The password never goes in this file. It comes from FER_KIOSK_MQTT_PASSWORD, or from
+    # credentials_file (lines username=... and password=..., mode 0600), or from systemd's
+    # $CREDENTIALS_DIRECTORY/mqtt (LoadCredential=mqtt:...).
+    username: str = ""
+    credentials_file: str = ""
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    stats_interval_seconds: float = field(default=30.0, metadata=_range(1, 86400))
+
+
+@dataclass(frozen=True)
+class HomeAssistantConfig:
+    enabled: bool = True
+    discovery_prefix: str = "homeassistant"
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    # Where visit summaries wait while the broker is away (empty: $STATE_DIRECTORY/spool
+    # under systemd, else ~/.local/state/fer-kiosk/spool).
+    path: str = ""
+    max_messages: int = field(default=10_000, metadata=_range(1, 10_000_000))
 
 
 @dataclass(frozen=True)
@@ -102,6 +132,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
     log_level: str = field(default="INFO", metadata=_range(choices=("DEBUG", "INFO", "WARNING", "ERROR")))
 
     @property
@@ -204,6 +236,19 @@ def _cross_checks(config: Config) -> list[str]:
         errors.append(f"model.path: {config.model.path} is not a file")
     if d.cascade and not Path(d.cascade).is_file():
         errors.append(f"detector.cascade: {d.cascade} is not a file")
+    tls = config.mqtt.tls
+    for key in ("ca_file", "cert_file", "key_file"):
+        value = getattr(tls, key)
+        if value and not Path(value).is_file():
+            errors.append(f"mqtt.tls.{key}: {value} is not a file")
+    if tls.key_file and not tls.cert_file:
+        errors.append("mqtt.tls.key_file: set only together with cert_file")
+    if (tls.ca_file or tls.cert_file) and not tls.enabled:
+        errors.append("mqtt.tls: certificate files are set but enabled is false")
+    if config.mqtt.credentials_file and not Path(config.mqtt.credentials_file).is_file():
+        errors.append(f"mqtt.credentials_file: {config.mqtt.credentials_file} is not a file")
+    if any(ch in config.homeassistant.discovery_prefix for ch in "#+") or not config.homeassistant.discovery_prefix:
+        errors.append("homeassistant.discovery_prefix: must be a plain topic prefix")
     return errors
 
 
@@ -241,11 +286,21 @@ def _resolve_paths(data: Any, base: Path) -> Any:
     if not isinstance(data, dict):
         return data
     data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
-    for section, key in (("model", "path"), ("detector", "cascade"), ("camera", "source")):
-        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+    mqtt = data.get("mqtt")
+    if isinstance(mqtt, dict) and isinstance(mqtt.get("tls"), dict):
+        data["mqtt"] = dict(mqtt, tls=dict(mqtt["tls"]))
+    for keys in (("model", "path"), ("detector", "cascade"), ("camera", "source"), ("spool", "path"),
+                 ("mqtt", "credentials_file"), ("mqtt", "tls", "ca_file"), ("mqtt", "tls", "cert_file"),
+                 ("mqtt", "tls", "key_file")):
+        parent = data
+        for key in keys[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict):
+            continue
+        value = parent.get(keys[-1])
         if isinstance(value, str) and value and "://" not in value and not value.startswith("/dev/"):
             if not os.path.isabs(value):
-                data[section][key] = str(base / value)
+                parent[keys[-1]] = str(base / value)
     return data
 
 

@@ -18,6 +18,7 @@ from edge.capture import Frame
 from edge.config import Config
 from edge.payloads import Message, Topics, event_message, state_message, state_signature
 from edge.pipeline import FramePipeline, StageTimes
+from edge.stats import StatsCollector
 from edge.tracking import FaceEvent, FaceTracker
 
 _LOGGER = logging.getLogger(__name__)
@@ -61,7 +62,9 @@ class ProcessingLoop:
         self.topics = Topics(config.base_topic)
         self.device_id = config.device_id
         self.stats = LoopStats()
+        self.collector = StatsCollector(clock=clock)
         self._state_signature: tuple | None = None
+        self._state_published = -float("inf")
 
     def _publish_events(self, events: list[FaceEvent]) -> None:
         for event in events:
@@ -71,11 +74,21 @@ class ProcessingLoop:
             self.stats.events += 1
             _LOGGER.debug("%s %s %s %.2f", event.kind, event.face_id, event.emotion, event.confidence)
 
+    def state(self, status: str = "running") -> Message:
+        return state_message(self.tracker.present(), self.tracker.labels, self.topics, self.device_id,
+                             self.wall_clock(), self.config.mqtt.qos, status)
+
     def publish_state(self, status: str = "running", force: bool = False) -> None:
+        """On any change of who is there or of their emotion; while faces are present, also
+        every heartbeat so the levels on the dashboards stay live."""
         present = self.tracker.present()
         signature = (status, state_signature(present))
-        if force or signature != self._state_signature:
+        now = self.clock()
+        heartbeat = self.config.tracking.heartbeat_seconds
+        due = bool(present) and heartbeat > 0 and now - self._state_published >= heartbeat
+        if force or due or signature != self._state_signature:
             self._state_signature = signature
+            self._state_published = now
             self.publisher.publish(
                 state_message(present, self.tracker.labels, self.topics, self.device_id, self.wall_clock(),
                               self.config.mqtt.qos, status)
@@ -93,6 +106,7 @@ class ProcessingLoop:
             events = self.tracker.update([(r.box, r.probabilities) for r in results], frame.monotonic, frame.wall_time)
             self.stats.frames += 1
             self.stats.faces += len(results)
+            self.collector.frame(times, len(results))
             self.stats.last_frame_monotonic = frame.monotonic
         self._publish_events(events)
         self.publish_state()

@@ -91,18 +91,30 @@ def state_payload(tracks: Sequence[Track], labels: Sequence[str], device_id: str
         }
         for t in tracks
     ]
+    levels = {name: 0.0 for name in labels}
+    if tracks:
+        mean = sum(t.smoothed for t in tracks) / len(tracks)
+        levels = {name: round(float(v), 4) for name, v in zip(labels, mean)}
     return {
         "v": PAYLOAD_VERSION,
         "device": device_id,
         "time": iso_utc(wall_time),
         "status": status,
         "face_count": len(faces),
+        # Over everyone present: the emotion with the highest mean smoothed probability.
+        "dominant_emotion": max(levels, key=levels.get) if tracks else "none",
+        "levels": levels,
         "faces": faces,
     }
 
 
 def state_message(tracks: Sequence[Track], labels: Sequence[str], topics: Topics, device_id: str, wall_time: float, qos: int, status: str = "running") -> Message:
     return Message(topics.state, _dumps(state_payload(tracks, labels, device_id, wall_time, status)), qos, retain=True)
+
+
+def stats_message(figures: dict[str, Any], topics: Topics, device_id: str, wall_time: float, version: str) -> Message:
+    payload = {"v": PAYLOAD_VERSION, "device": device_id, "time": iso_utc(wall_time), "version": version, **figures}
+    return Message(topics.stats, _dumps(payload), 0)
 
 
 def state_signature(tracks: Sequence[Track]) -> tuple:

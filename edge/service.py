@@ -1,23 +1,44 @@
-"""``fer-kiosk run``: assembles the real parts from the config and runs the loop."""
+"""``fer-kiosk run``: assembles the real parts from the config and runs them as a service.
+
+Life cycle, as systemd sees it (Type=notify):
+- READY=1 once the config is valid, the model is loaded and the first frame arrived;
+- WATCHDOG=1 from the processing loop, only while frames flow: a hung camera or loop stops
+  the pings and systemd restarts the service;
+- STATUS= a short line (fps, faces, broker);
+- SIGHUP: RELOADING=1, the config is read again and applied (an invalid one is refused
+  and the running config kept), READY=1;
+- SIGTERM: STOPPING=1, open visits are ended (their summaries spooled), the retained state
+  says stopped and availability offline, messages in flight are flushed, exit 0.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
 import time
+from pathlib import Path
 
 from edge import DEFAULT_MODEL, __version__
 from edge.capture import FrameSource
-from edge.classifier import EmotionClassifier
-from edge.config import Config
+from edge.classifier import ContractError, EmotionClassifier
+from edge.config import Config, ConfigError, load_config
 from edge.daemon import ProcessingLoop
-from edge.detect import HaarFaceDetector
-from edge.mqtt import MqttPublisher
+from edge.detect import DetectorError, HaarFaceDetector
+from edge.homeassistant import discovery_messages
+from edge.mqtt import MqttPublisher, resolve_credentials
+from edge.payloads import Topics, stats_message
 from edge.pipeline import FramePipeline
+from edge.spool import DiskSpool, default_spool_dir
+from edge.systemd import Notifier
 from edge.tracking import FaceTracker
 
 _LOGGER = logging.getLogger(__name__)
+
+# Frames must have arrived this recently for the loop to tell systemd it is alive.
+FRAMES_STALE_SECONDS = 5.0
+STATUS_INTERVAL_SECONDS = 5.0
 
 
 def build_pipeline(config: Config) -> FramePipeline:
@@ -27,31 +48,176 @@ def build_pipeline(config: Config) -> FramePipeline:
     return FramePipeline(HaarFaceDetector(config.detector), classifier)
 
 
-def run(config: Config, stop: threading.Event | None = None) -> int:
-    started = time.monotonic()
-    stop = stop or threading.Event()
-    pipeline = build_pipeline(config)
-    tracker = FaceTracker(config.tracking, pipeline.classifier.labels)
-    publisher = MqttPublisher(config.mqtt, client_id=config.mqtt.client_id or f"fer-kiosk-{config.device_id}")
-    source = FrameSource(config.camera)
-    loop = ProcessingLoop(config, source, pipeline, tracker, publisher)
+def build_publisher(config: Config, loop_ref: list, labels) -> MqttPublisher:
+    topics = Topics(config.base_topic)
+    spool = DiskSpool(config.spool.path or default_spool_dir(), config.spool.max_messages)
 
-    def request_stop(signum, _frame) -> None:
-        _LOGGER.info("received %s; stopping", signal.Signals(signum).name)
-        stop.set()
+    def on_connected():
+        messages = []
+        if config.homeassistant.enabled:
+            messages += discovery_messages(config.homeassistant.discovery_prefix, config.device_id, topics,
+                                           labels, __version__, "mini-Xception int8 (FER2013)")
+        if loop_ref:
+            messages.append(loop_ref[0].state())
+        return messages
 
-    if threading.current_thread() is threading.main_thread():
+    publisher = MqttPublisher(
+        config.mqtt,
+        client_id=config.mqtt.client_id or f"fer-kiosk-{config.device_id}",
+        availability_topic=topics.availability,
+        spool=spool,
+        on_connected=on_connected,
+        credentials=resolve_credentials(config.mqtt),
+    )
+    if config.homeassistant.enabled:
+        def on_ha_status(payload: bytes) -> None:
+            if payload.strip() == b"online":  # Home Assistant restarted: it forgot the entities
+                _LOGGER.info("Home Assistant is online; publishing discovery again")
+                for message in discovery_messages(config.homeassistant.discovery_prefix, config.device_id, topics,
+                                                  labels, __version__, "mini-Xception int8 (FER2013)"):
+                    publisher.publish(message)
+
+        publisher.subscribe(f"{config.homeassistant.discovery_prefix}/status", on_ha_status)
+    return publisher
+
+
+class Service:
+    def __init__(self, config: Config, config_path: str | None = None, notifier: Notifier | None = None):
+        self.config = config
+        self.config_path = config_path
+        self.notifier = notifier or Notifier()
+        self.stop_event = threading.Event()
+        self._reload_requested = threading.Event()
+        self.started = time.monotonic()
+        self.pipeline = build_pipeline(config)
+        self.tracker = FaceTracker(config.tracking, self.pipeline.classifier.labels)
+        self._loop_ref: list[ProcessingLoop] = []
+        self.publisher = build_publisher(config, self._loop_ref, self.pipeline.classifier.labels)
+        self.source = FrameSource(config.camera)
+        self.loop = self._make_loop()
+
+    def _make_loop(self) -> ProcessingLoop:
+        loop = ProcessingLoop(self.config, self.source, self.pipeline, self.tracker, self.publisher)
+        self._loop_ref[:] = [loop]
+        return loop
+
+    def install_signal_handlers(self) -> None:
+        def request_stop(signum, _frame) -> None:
+            _LOGGER.info("received %s; stopping", signal.Signals(signum).name)
+            self.stop_event.set()
+
+        def request_reload(signum, _frame) -> None:
+            self._reload_requested.set()
+
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
-    _LOGGER.info("fer-kiosk %s: device %s, topics under %s/", __version__, config.device_id, config.base_topic)
-    publisher.start()
-    source.start()
-    try:
-        loop.run(stop)
-    finally:
-        loop.finish()
-        source.stop()
-        publisher.stop(timeout=2.0)
-        _LOGGER.info("stopped after %.1f s (%d frames, %d events)", time.monotonic() - started,
-                     loop.stats.frames, loop.stats.events)
-    return 0
+        signal.signal(signal.SIGHUP, request_reload)
+
+    def status_line(self) -> str:
+        broker = "broker connected" if self.publisher.connected else "broker unreachable"
+        queued = len(self.publisher.spool)
+        return (f"{self.loop.collector.fps():.1f} fps, {len(self.tracker.present())} face(s), {broker}"
+                + (f", {queued} summaries queued" if queued else ""))
+
+    def run(self) -> int:
+        c = self.config
+        _LOGGER.info("fer-kiosk %s: device %s, topics under %s/, camera %s", __version__, c.device_id,
+                     c.base_topic, c.camera.source)
+        self.publisher.start()
+        self.source.start()
+        ready = False
+        next_watchdog = next_status = 0.0
+        next_stats = time.monotonic() + c.mqtt.stats_interval_seconds
+        try:
+            while not self.stop_event.is_set():
+                frame = self.loop.step(timeout=0.2)
+                now = time.monotonic()
+                if frame is not None and not ready:
+                    ready = True
+                    _LOGGER.info("ready: first frame %.2f s after start", now - self.started)
+                    self.notifier.ready(self.status_line())
+                flowing = now - self.loop.stats.last_frame_monotonic < FRAMES_STALE_SECONDS
+                if self.notifier.watchdog_interval and flowing and now >= next_watchdog:
+                    self.notifier.watchdog()
+                    next_watchdog = now + self.notifier.watchdog_interval
+                if now >= next_status:
+                    self.notifier.status(self.status_line() if flowing or not ready else "no frames from the camera")
+                    next_status = now + STATUS_INTERVAL_SECONDS
+                if now >= next_stats:
+                    self.publish_stats()
+                    next_stats = now + self.config.mqtt.stats_interval_seconds
+                if self._reload_requested.is_set():
+                    self._reload_requested.clear()
+                    self.reload()
+        finally:
+            self.shutdown()
+        return 0
+
+    def publish_stats(self) -> None:
+        figures = self.loop.collector.snapshot()
+        figures.update({
+            "reconnects": self.publisher.reconnects,
+            "queued": len(self.publisher.spool),
+            "dropped": self.publisher.dropped,
+            "spool_dropped": self.publisher.spool.dropped,
+            "broker_connected": self.publisher.connected,
+        })
+        self.publisher.publish(stats_message(figures, self.loop.topics, self.config.device_id, time.time(), __version__))
+
+    def shutdown(self) -> None:
+        started = time.monotonic()
+        self.notifier.stopping()
+        self.loop.finish()  # end events go to the spool first: not lost if the broker is away
+        self.source.stop(timeout=1.0)
+        self.publisher.stop(timeout=2.5)
+        _LOGGER.info("stopped in %.2f s (%d frames, %d events; %d visit summaries still spooled)",
+                     time.monotonic() - started, self.loop.stats.frames, self.loop.stats.events,
+                     len(self.publisher.spool))
+
+    def reload(self) -> None:
+        """SIGHUP: read the config again and restart only the parts whose settings changed."""
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as err:
+            _LOGGER.error("reload refused, keeping the running configuration: %s", err)
+            self.notifier.ready(self.status_line())
+            return
+        changed = [f.name for f in dataclasses.fields(Config) if getattr(new, f.name) != getattr(self.config, f.name)]
+        if not changed:
+            _LOGGER.info("reload: configuration unchanged")
+            self.notifier.ready(self.status_line())
+            return
+        pipeline = self.pipeline
+        if {"detector", "model"} & set(changed):
+            try:
+                pipeline = build_pipeline(new)
+            except (ContractError, DetectorError) as err:
+                _LOGGER.error("reload refused, keeping the running configuration: %s", err)
+                self.notifier.ready(self.status_line())
+                return
+        old = self.config
+        self.config, self.pipeline = new, pipeline
+        logging.getLogger().setLevel(new.log_level)
+        if {"tracking", "mqtt", "homeassistant", "spool"} & set(changed):
+            # visits end under the old settings, so their summaries reach the old topics
+            self.loop._publish_events(self.tracker.end_all(time.monotonic(), time.time()))
+            self.tracker = FaceTracker(new.tracking, pipeline.classifier.labels)
+        if {"mqtt", "homeassistant", "spool"} & set(changed):
+            self.publisher.stop(timeout=2.0)
+            self.publisher = build_publisher(new, self._loop_ref, pipeline.classifier.labels)
+            self.publisher.start()
+        if "camera" in changed:
+            self.source.stop(timeout=1.0)
+            self.source = FrameSource(new.camera).start()
+        self.loop = self._make_loop()
+        _LOGGER.info("reloaded configuration: %s changed", ", ".join(changed))
+        self.notifier.ready(self.status_line())
+        del old
+
+
+def run(config: Config, config_path: str | None = None) -> int:
+    service = Service(config, config_path)
+    if threading.current_thread() is threading.main_thread():
+        service.install_signal_handlers()
+    return service.run()
