@@ -129,3 +129,15 @@ def one_visit_clip(path: str | Path, fps: float = 30.0, size: tuple[int, int] = 
     before, visit, after = int(1.5 * fps), int(3.5 * fps), int(2.0 * fps)
     face = Appearance(astronaut_portrait(), before, before + visit, (0.15, 0.2), (0.45, 0.25), 0.6)
     return render_clip(path, [face], before + visit + after, size, fps)
+
+
+def visits_clip(path: str | Path, visits: int, visit_seconds: float = 2.5, gap_seconds: float = 1.5,
+                fps: float = 30.0, size: tuple[int, int] = (640, 480)) -> Path:
+    """``visits`` separate visits of the astronaut, each followed by an empty scene."""
+    portrait = astronaut_portrait()
+    on, off = int(visit_seconds * fps), int(gap_seconds * fps)
+    appearances = [
+        Appearance(portrait, off + i * (on + off), off + i * (on + off) + on, (0.2 + 0.05 * (i % 3), 0.2), (0.4, 0.25), 0.6)
+        for i in range(visits)
+    ]
+    return render_clip(path, appearances, off + visits * (on + off), size, fps)

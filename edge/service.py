@@ -126,6 +126,7 @@ class Service:
         self.publisher.start()
         self.source.start()
         ready = False
+        was_flowing = False
         next_watchdog = next_status = 0.0
         next_stats = time.monotonic() + c.mqtt.stats_interval_seconds
         try:
@@ -140,6 +141,10 @@ class Service:
                 if self.notifier.watchdog_interval and flowing and now >= next_watchdog:
                     self.notifier.watchdog()
                     next_watchdog = now + self.notifier.watchdog_interval
+                if flowing != was_flowing:
+                    was_flowing, next_status = flowing, now  # tell systemd at once
+                    if not flowing and ready:
+                        _LOGGER.warning("no frames for %.0f s: no more watchdog pings", FRAMES_STALE_SECONDS)
                 if now >= next_status:
                     self.notifier.status(self.status_line() if flowing or not ready else "no frames from the camera")
                     next_status = now + STATUS_INTERVAL_SECONDS

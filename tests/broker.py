@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -31,8 +33,11 @@ class Broker:
         self.port = port or free_port()
         self.config_path = workdir / f"mosquitto-{self.port}.conf"
         self.log_path = workdir / f"mosquitto-{self.port}.log"
+        # Started as root, mosquitto would switch to its own user and could not read the
+        # test's private temporary files (password file, certificates, log).
+        run_as = f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
         self.config_path.write_text(
-            f"listener {self.port} 127.0.0.1\n"
+            run_as + f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence false\n"
             f"log_dest file {self.log_path}\n"

@@ -1,0 +1,405 @@
+"""The daemon as a service, with real parts: sd_notify socket, signals, TLS broker, outages."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import jsonschema
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+
+from bench.clips import one_visit_clip, visits_clip
+from edge.config import parse_config
+from edge.contract import EMOTIONS
+from edge.homeassistant import discovery_messages
+from edge.mqtt import Credentials, resolve_credentials
+from edge.payloads import Topics
+from tests.broker import Broker
+from tests.conftest import ROOT, Subscriber
+
+pytestmark = pytest.mark.slow
+
+SCHEMAS = {n: json.loads((ROOT / "docs" / "schema" / f"{n}.schema.json").read_text()) for n in ("event", "state", "stats")}
+
+
+def config_file(tmp_path: Path, port: int, source: str, **sections) -> Path:
+    config = {
+        "camera": {"source": source, "retry_initial_seconds": 0.5, "retry_max_seconds": 1.0},
+        "mqtt": {"host": "127.0.0.1", "port": port, "device_id": "svc", "reconnect_max_seconds": 2,
+                 "stats_interval_seconds": 1},
+        "spool": {"path": str(tmp_path / "spool")},
+    }
+    for section, values in sections.items():
+        config.setdefault(section, {}).update(values)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def start(config: Path, log: Path, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config)], cwd=ROOT,
+                            stdout=log.open("a"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+
+
+def wait_until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+class NotifySocket:
+    """A NOTIFY_SOCKET like systemd's: records every datagram with its arrival time."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.received: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                continue
+            for line in data.decode().splitlines():
+                self.received.append((time.monotonic(), line))
+
+    def times(self, prefix: str) -> list[float]:
+        return [t for t, line in list(self.received) if line.startswith(prefix)]
+
+    def close(self):
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+def test_sd_notify_ready_watchdog_only_while_frames_flow_status_stopping(tmp_path, broker):
+    clip = one_visit_clip(tmp_path / "clip.avi")
+    notify = NotifySocket(tmp_path / "notify.sock")
+    # after the clip ends, the source is retried only after 30 s: frames stop flowing
+    config = config_file(tmp_path, broker.port, str(clip),
+                         camera={"retry_initial_seconds": 30, "retry_max_seconds": 30})
+    log = tmp_path / "daemon.log"
+    started = time.monotonic()
+    daemon = start(config, log, {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"})
+    try:
+        assert wait_until(lambda: notify.times("READY=1"), 30), log.read_text()[-2000:]
+        assert wait_until(lambda: "ended; retrying" in log.read_text(), 30)
+        clip_end = time.monotonic()
+        time.sleep(7.5)  # > FRAMES_STALE_SECONDS: the loop must stop vouching for itself
+        assert daemon.poll() is None
+        sent_term = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(10) == 0
+        stopped_after = time.monotonic() - sent_term
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        notify.close()
+    ready = notify.times("READY=1")
+    watchdog = notify.times("WATCHDOG=1")
+    assert len(ready) == 1 and ready[0] - started < 30
+    while_flowing = [t for t in watchdog if t < clip_end]
+    assert len(while_flowing) >= 8  # every 0.5 s during the 7 s clip
+    assert not [t for t in watchdog if t > clip_end + 6.0], "watchdog pinged although no frame came"
+    assert watchdog[0] >= ready[0] - 0.01
+    statuses = [line for _, line in notify.received if line.startswith("STATUS=")]
+    assert any("fps" in s and "face(s)" in s and "broker connected" in s for s in statuses)
+    assert any("no frames from the camera" in s for s in statuses)
+    assert notify.times("STOPPING=1")
+    assert stopped_after < 5.0, f"SIGTERM to exit took {stopped_after:.2f} s"
+    print(f"SIGTERM to exit: {stopped_after:.2f} s")
+
+
+def test_sigterm_publishes_offline_state_stopped_and_ends_visits(tmp_path, broker, subscribe):
+    clip = one_visit_clip(tmp_path / "clip.avi")
+    sub = subscribe(broker.port, "fer-kiosk/svc/#")
+    daemon = start(config_file(tmp_path, broker.port, str(clip)), tmp_path / "d.log")
+    try:
+        assert sub.wait_for(lambda: any(e["type"] == "new" for e in sub.json_on("/events")), 30)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(10) == 0
+    assert sub.wait_for(lambda: any(e["type"] == "end" for e in sub.json_on("/events")), 5)
+    end = [e for e in sub.json_on("/events") if e["type"] == "end"][0]
+    jsonschema.validate(end, SCHEMAS["event"])
+    availability = [p for t, p, _ in sub.messages if t.endswith("/availability")]
+    assert availability[0] == b"online" and availability[-1] == b"offline"
+    assert sub.json_on("/state")[-1]["status"] == "stopped"
+    for stats in sub.json_on("/stats"):
+        jsonschema.validate(stats, SCHEMAS["stats"])
+    assert sub.json_on("/stats"), "no stats message within the run"
+
+
+def test_sighup_reloads_config_and_refuses_a_broken_one(tmp_path, broker, subscribe):
+    clip = one_visit_clip(tmp_path / "clip.avi")
+    config = config_file(tmp_path, broker.port, str(clip), camera={"loop": True})
+    log = tmp_path / "d.log"
+    sub = subscribe(broker.port, "#")
+    daemon = start(config, log)
+    try:
+        assert sub.wait_for(lambda: any(t.startswith("fer-kiosk/svc/") for t, _, _ in sub.messages), 30)
+        data = yaml.safe_load(config.read_text())
+        data["mqtt"]["topic_prefix"] = "lobby"
+        config.write_text(yaml.safe_dump(data))
+        daemon.send_signal(signal.SIGHUP)
+        assert sub.wait_for(lambda: any(t.startswith("lobby/svc/") for t, _, _ in sub.messages), 20), log.read_text()[-2000:]
+        assert "reloaded configuration: mqtt changed" in log.read_text()
+        config.write_text("camera:\n  fps: fast\n")
+        daemon.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: "reload refused" in log.read_text(), 10)
+        assert "camera.fps: expected a number" in log.read_text()
+        time.sleep(0.5)
+        assert daemon.poll() is None
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(10) == 0
+
+
+def test_config_error_exits_78_without_starting(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("mqtt:\n  qos: 5\n")
+    result = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(config)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78
+    assert "mqtt.qos: must be at most 2, got 5" in result.stderr
+
+
+def test_corrupt_model_exits_78_naming_the_file(tmp_path):
+    model = tmp_path / "m.tflite"
+    model.write_bytes((ROOT / "models" / "emotion_int8.tflite").read_bytes()[:-10] + b"0123456789")
+    (tmp_path / "m.json").write_text((ROOT / "models" / "emotion_int8.json").read_text())
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model:\n  path: {model}\n")
+    result = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(config)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78
+    assert "m.tflite does not match its contract: sha256" in result.stderr
+
+
+# -- discovery --------------------------------------------------------------------------
+
+def test_discovery_payloads():
+    topics = Topics("fer-kiosk/k1")
+    messages = discovery_messages("homeassistant", "k1", topics, EMOTIONS, "0.1.0", "mini-Xception")
+    assert len(messages) == 2 + len(EMOTIONS)
+    by_key = {m.topic.split("/")[-2]: json.loads(m.payload) for m in messages}
+    assert all(m.retain and m.topic.startswith("homeassistant/sensor/fer-kiosk_k1/") for m in messages)
+    emotion = by_key["emotion"]
+    assert emotion["state_topic"] == "fer-kiosk/k1/state"
+    assert emotion["availability_topic"] == "fer-kiosk/k1/availability"
+    assert emotion["device"] == {"identifiers": ["fer-kiosk_k1"], "name": "Emotion kiosk k1", "model": "mini-Xception",
+                                 "manufacturer": "fer-kiosk", "sw_version": "0.1.0"}
+    assert emotion["options"] == ["none", *EMOTIONS]
+    assert by_key["level_happy"]["unit_of_measurement"] == "%"
+    assert len({p["unique_id"] for p in by_key.values()}) == len(messages)
+
+
+def test_discovery_is_retained_republished_on_ha_online_and_can_be_turned_off(tmp_path, broker, subscribe):
+    clip = one_visit_clip(tmp_path / "clip.avi")
+    sub = subscribe(broker.port, "homeassistant/#")
+    daemon = start(config_file(tmp_path, broker.port, str(clip), camera={"loop": True}), tmp_path / "d.log")
+    try:
+        discovered = lambda: [t for t, _, _ in sub.messages if t.endswith("/config")]  # noqa: E731
+        assert sub.wait_for(lambda: len(discovered()) == 9, 30)
+        before = len(discovered())
+        sub.client.publish("homeassistant/status", b"online", qos=1)
+        assert sub.wait_for(lambda: len(discovered()) >= before + 9, 10)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(10)
+    late = Subscriber(broker.port, "homeassistant/sensor/#")  # a Home Assistant that starts later
+    try:
+        assert late.wait_for(lambda: len(late.messages) == 9 and all(r for _, _, r in late.messages), 5)
+    finally:
+        late.close()
+    off = parse_config({"homeassistant": {"enabled": False}})
+    assert not off.homeassistant.enabled
+
+
+# -- credentials and TLS -----------------------------------------------------------------
+
+def test_credentials_come_from_env_file_or_systemd_and_are_never_shown(tmp_path):
+    config = parse_config({}).mqtt
+    assert resolve_credentials(config, {}) is None
+    creds = tmp_path / "creds"
+    creds.write_text("# kiosk\nusername=kiosk-01\npassword=s3cret\n")
+    os.chmod(creds, 0o600)
+    from_systemd = resolve_credentials(config, {"CREDENTIALS_DIRECTORY": str(tmp_path)}) if (tmp_path / "mqtt").exists() else None
+    assert from_systemd is None
+    (tmp_path / "mqtt").write_text(creds.read_text())
+    got = resolve_credentials(config, {"CREDENTIALS_DIRECTORY": str(tmp_path)})
+    assert (got.username, got.password) == ("kiosk-01", "s3cret")
+    assert "s3cret" not in repr(got) and "s3cret" not in str(got)
+    env = resolve_credentials(config, {"FER_KIOSK_MQTT_USERNAME": "u", "FER_KIOSK_MQTT_PASSWORD": "p"})
+    assert env == Credentials("u", "p", "environment")
+    bad = tmp_path / "bad"
+    bad.write_text("user: x\n")
+    from edge.mqtt import CredentialsError
+
+    with pytest.raises(CredentialsError, match="line 1: expected username"):
+        resolve_credentials(parse_config({"mqtt": {"credentials_file": str(bad)}}).mqtt, {})
+
+
+def make_certificates(directory: Path) -> dict[str, Path]:
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+        "-keyout", "ca.key", "-out", "ca.crt")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr")
+    (directory / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-days", "2", "-out", "server.crt", "-extfile", "san.ext")
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=other-ca",
+        "-keyout", "other.key", "-out", "other.crt")
+    return {name: directory / f"{name}" for name in ("ca.crt", "server.crt", "server.key", "other.crt")}
+
+
+@pytest.fixture
+def secure_broker(tmp_path):
+    certs = make_certificates(tmp_path)
+    passwords = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "kiosk", "right-pass"], check=True)
+    subprocess.run(["mosquitto_passwd", "-b", str(passwords), "watcher", "watch-pass"], check=True)
+    os.chmod(passwords, 0o600)
+    extra = (f"password_file {passwords}\ncafile {certs['ca.crt']}\ncertfile {certs['server.crt']}\n"
+             f"keyfile {certs['server.key']}\n")
+    broker = Broker(tmp_path, extra.replace("allow_anonymous true", ""))
+    broker.config_path.write_text(broker.config_path.read_text().replace("allow_anonymous true", "allow_anonymous false"))
+    broker.start()
+    yield broker, certs
+    broker.stop()
+
+
+def tls_subscriber(port: int, ca: Path, topic: str) -> Subscriber:
+    sub = Subscriber.__new__(Subscriber)
+    sub.messages, sub._lock, sub._subscribed = [], threading.Lock(), threading.Event()
+    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="tls-sub")
+    client.username_pw_set("watcher", "watch-pass")
+    client.tls_set(ca_certs=str(ca))
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+    client.on_subscribe = lambda c, u, mid, rcs, p: sub._subscribed.set()
+    client.on_message = lambda c, u, m: sub.messages.append((m.topic, m.payload, bool(m.retain)))
+    client.connect("localhost", port)
+    client.loop_start()
+    sub.client = client
+    assert sub._subscribed.wait(10)
+    return sub
+
+
+def test_tls_and_password_right_credentials_connect(tmp_path, secure_broker):
+    broker, certs = secure_broker
+    clip = one_visit_clip(tmp_path / "clip.avi")
+    creds = tmp_path / "credentials"
+    creds.write_text("username=kiosk\npassword=right-pass\n")
+    os.chmod(creds, 0o600)
+    sub = tls_subscriber(broker.port, certs["ca.crt"], "fer-kiosk/svc/#")
+    config = config_file(tmp_path, broker.port, str(clip),
+                         mqtt={"host": "localhost", "credentials_file": str(creds),
+                               "tls": {"enabled": True, "ca_file": str(certs["ca.crt"])}})
+    log = tmp_path / "d.log"
+    daemon = start(config, log)
+    try:
+        assert sub.wait_for(lambda: any(t.endswith("/availability") and p == b"online" for t, p, _ in sub.messages), 30), \
+            log.read_text()[-2000:]
+        assert sub.wait_for(lambda: any(t.endswith("/events") for t, _, _ in sub.messages), 30)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(10) == 0
+        sub.close()
+    text = log.read_text()
+    assert "right-pass" not in text and "MQTT credentials from" in text
+
+
+@pytest.mark.parametrize("case", ["wrong password", "untrusted certificate"])
+def test_wrong_credentials_or_tls_failure_is_a_clear_error_with_backoff(tmp_path, secure_broker, case):
+    broker, certs = secure_broker
+    env = {"FER_KIOSK_MQTT_USERNAME": "kiosk", "FER_KIOSK_MQTT_PASSWORD": "wrong-pass" if case == "wrong password" else "right-pass"}
+    ca = certs["ca.crt"] if case == "wrong password" else certs["other.crt"]
+    config = config_file(tmp_path, broker.port, str(tmp_path / "none.avi"),
+                         mqtt={"host": "localhost", "reconnect_max_seconds": 4, "tls": {"enabled": True, "ca_file": str(ca)}})
+    log = tmp_path / "d.log"
+    daemon = start(config, log, env)
+    try:
+        time.sleep(8)
+        assert daemon.poll() is None, "the daemon must keep running and retrying"
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(10) == 0
+    text = log.read_text()
+    expected = "refused the connection: Not authorized" if case == "wrong password" else \
+        "TLS: the broker's certificate is not trusted"
+    assert text.count(expected) == 1, text[-2000:]  # said once, clearly, not per attempt
+    assert "retrying with backoff" in text and "Traceback" not in text and "wrong-pass" not in text
+    attempts = broker.log_path.read_text().count("New connection from")
+    assert 2 <= attempts <= 6, f"{attempts} connection attempts in 8 s: backoff 1, 2, 4 s expected"
+
+
+# -- nothing lost ------------------------------------------------------------------------
+
+def test_broker_outage_and_daemon_restart_lose_no_visit_summary(tmp_path):
+    persistent = "persistence true\npersistence_location {}/\nautosave_interval 1\n".format(tmp_path)
+    broker = Broker(tmp_path, persistent.replace("persistence false", ""))
+    broker.config_path.write_text(broker.config_path.read_text().replace("persistence false\n", ""))
+    broker.start()
+    received: list[dict] = []
+
+    # A dashboard with a persistent session: QoS 1 messages wait for it across the outage.
+    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="dashboard", clean_session=False)
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe("fer-kiosk/svc/events", qos=1)
+    client.on_message = lambda c, u, m: received.append(json.loads(m.payload))
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    clip = visits_clip(tmp_path / "visits.avi", visits=4, visit_seconds=2.0, gap_seconds=1.5)
+    log = tmp_path / "d.log"
+    config = config_file(tmp_path, broker.port, str(clip))
+    ends = lambda: [e for e in received if e["type"] == "end"]  # noqa: E731
+    daemon = start(config, log)
+    try:
+        assert wait_until(lambda: len(ends()) >= 1, 30), log.read_text()[-2000:]
+        broker.stop()  # outage: visits 2 and 3 end while the broker is away
+        assert wait_until(lambda: log.read_text().count("file " + str(clip) + " ended") >= 1, 30)
+        daemon.send_signal(signal.SIGTERM)  # and the daemon restarts during the outage
+        assert daemon.wait(10) == 0
+        spooled = len(list((tmp_path / "spool").glob("*.json")))
+        assert spooled >= 2, log.read_text()[-2000:]
+        # restarted with a camera that shows nobody: it only has the spool to deliver
+        config.write_text(config.read_text().replace(str(clip), str(tmp_path / "no-camera.avi")))
+        daemon = start(config, log)
+        time.sleep(2)
+        broker.start()
+        assert wait_until(lambda: len({e["event_id"] for e in ends()}) >= 4, 30), (len(ends()), log.read_text()[-3000:])
+        assert wait_until(lambda: not list((tmp_path / "spool").glob("*.json")), 10)
+    finally:
+        if daemon.poll() is None:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(10)
+        client.loop_stop()
+        broker.stop()
+    unique = {e["event_id"]: e for e in ends()}
+    assert len(unique) == 4, [e["face_id"] for e in ends()]
+    assert len({e["face_id"] for e in unique.values()}) == 4  # one summary per visit
+    for event in unique.values():
+        jsonschema.validate(event, SCHEMAS["event"])
+    first_seen = [e["summary"]["first_seen"] for e in ends()]
+    deduplicated = list(dict.fromkeys(e["event_id"] for e in ends()))
+    assert [unique[i]["summary"]["first_seen"] for i in deduplicated] == sorted(set(first_seen))  # in order
