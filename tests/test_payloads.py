@@ -65,3 +65,14 @@ def test_schema_rejects_what_it_should():
     else:
         raise AssertionError("schema accepted an unknown emotion")
     np.testing.assert_allclose(sum(payload["probabilities"].values()), 1.0, atol=0.01)
+
+
+def test_every_example_in_the_mqtt_docs_is_valid():
+    import re
+
+    text = (ROOT / "docs" / "mqtt.md").read_text()
+    examples = re.findall(r"<!-- schema: (\w+) -->\s*```json\n(.*?)```", text, re.S)
+    assert len(examples) >= 4
+    for schema, body in examples:
+        jsonschema.validate(json.loads(body), SCHEMAS.get(schema) or json.loads(
+            (ROOT / "docs" / "schema" / f"{schema}.schema.json").read_text()))
