@@ -90,11 +90,11 @@ def _classify(args: argparse.Namespace) -> int:
     import cv2
 
     from edge.classifier import ContractError
-    from edge.config import DetectorConfig, ModelConfig, parse_config
+    from edge.config import parse_config
     from edge.service import build_pipeline
 
     try:
-        config = parse_config({"model": {"path": args.model or ""}, "detector": {"detect_width": 0, "min_face_size": 24}})
+        config = parse_config({"model": {"path": args.model or ""}, "detector": {"detect_width": 0, "min_face_size": 24, "full_detect_every": 1}})
         pipeline = build_pipeline(config)
     except Exception as err:  # noqa: BLE001 - one clear line for any start-up failure
         print(f"error: {err}", file=sys.stderr)

@@ -57,12 +57,24 @@ class DetectorConfig:
     # Detect on a copy of the frame scaled down to this width (0: full resolution).
     detect_width: int = field(default=320, metadata=_range(0, 8192))
     cascade: str = ""  # empty: OpenCV's haarcascade_frontalface_default.xml
+    # Between full-frame detections, faces are searched only near where they were, at
+    # their own size (a fraction of the cost). A full-frame detection runs every
+    # full_detect_every frames, and at once when something moves outside the known faces
+    # (someone arriving). 1: full-frame detection on every frame.
+    full_detect_every: int = field(default=10, metadata=_range(1, 1000))
+    motion_trigger: bool = True
+    # Fraction of a frame's pixels (outside known faces) that must change to count as motion.
+    motion_fraction: float = field(default=0.002, metadata=_range(0.0, 1.0))
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     path: str = ""  # empty: the bundled models/emotion_int8.tflite
     num_threads: int = field(default=1, metadata=_range(1, 64))
+    # A face that has not moved (box overlap >= reclassify_iou) keeps its last
+    # probabilities for up to reclassify_seconds; 0 classifies every face on every frame.
+    reclassify_seconds: float = field(default=0.1, metadata=_range(0.0, 60))
+    reclassify_iou: float = field(default=0.9, metadata=_range(0.0, 1.0))
 
 
 @dataclass(frozen=True)

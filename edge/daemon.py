@@ -102,7 +102,7 @@ class ProcessingLoop:
             results: list = []
         else:
             times = StageTimes()
-            results = self.pipeline.process(frame.image, times)
+            results = self.pipeline.process(frame.image, times, now=frame.monotonic)
             events = self.tracker.update([(r.box, r.probabilities) for r in results], frame.monotonic, frame.wall_time)
             self.stats.frames += 1
             self.stats.faces += len(results)

@@ -45,7 +45,7 @@ def build_pipeline(config: Config) -> FramePipeline:
     """Model and detector; raises ContractError / DetectorError with a message naming the problem."""
     model_path = config.model.path or str(DEFAULT_MODEL)
     classifier = EmotionClassifier(model_path, num_threads=config.model.num_threads)
-    return FramePipeline(HaarFaceDetector(config.detector), classifier)
+    return FramePipeline(HaarFaceDetector(config.detector), classifier, config.model)
 
 
 def build_publisher(config: Config, loop_ref: list, labels) -> MqttPublisher:
