@@ -1,0 +1,402 @@
+"""deploy/: the systemd unit, install.sh/uninstall.sh in a scratch root, the Mosquitto example.
+
+Everything happens under pytest's tmp_path: no file outside it is written and no
+service is started except a Mosquitto on a free loopback port, stopped at the end.
+Needs `systemd-analyze` (Debian package systemd) and `mosquitto`/`mosquitto_passwd`
+(package mosquitto); the tests that need them skip, saying so, where they are missing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+UNIT = DEPLOY / "fer-kiosk.service"
+INSTALL = DEPLOY / "install.sh"
+UNINSTALL = DEPLOY / "uninstall.sh"
+MAX_EXPOSURE = 2.0
+
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+needs_systemd_analyze = pytest.mark.skipif(
+    SYSTEMD_ANALYZE is None, reason="systemd-analyze not found (Debian package systemd)")
+
+
+def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, **kwargs)
+
+
+# ---- systemd unit -----------------------------------------------------------------------
+
+def _system_unit_dir() -> Path | None:
+    for candidate in ("/usr/lib/systemd/system", "/lib/systemd/system"):
+        if Path(candidate, "multi-user.target").exists():
+            return Path(candidate)
+    return None
+
+
+def _stub_executable(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(0o755)
+
+
+def _verify_root(tmp_path: Path, unit_text: str) -> subprocess.CompletedProcess:
+    """`systemd-analyze verify --root=R` on the unit installed in a scratch root R.
+
+    verify checks that the Exec*= binaries exist; /opt/fer-kiosk/venv/bin/fer-kiosk does not on
+    a build machine, so R gets stubs for it and /bin/kill (ExecReload=), plus a copy of the
+    system's unit directory for the targets the unit refers to (multi-user.target...).
+    """
+    unit_dir = _system_unit_dir()
+    if unit_dir is None:
+        pytest.skip("no systemd unit directory (/usr/lib/systemd/system) to verify against")
+    root = tmp_path / "root"
+    shutil.copytree(unit_dir, root / "usr/lib/systemd/system", symlinks=True)
+    (root / "lib").symlink_to("usr/lib")
+    (root / "bin").symlink_to("usr/bin")
+    _stub_executable(root / "usr/bin/kill")
+    _stub_executable(root / "opt/fer-kiosk/venv/bin/fer-kiosk")
+    installed = root / "etc/systemd/system/fer-kiosk.service"
+    installed.parent.mkdir(parents=True)
+    installed.write_text(unit_text)
+    return _run([SYSTEMD_ANALYZE, "verify", f"--root={root}", "/etc/systemd/system/fer-kiosk.service"])
+
+
+@needs_systemd_analyze
+def test_unit_verify_is_clean(tmp_path):
+    result = _verify_root(tmp_path, UNIT.read_text())
+    print(result.stdout, result.stderr)
+    assert result.returncode == 0, result.stderr
+    about_unit = [line for line in result.stderr.splitlines() if "fer-kiosk" in line]
+    assert about_unit == [], "systemd-analyze verify complains:\n" + "\n".join(about_unit)
+
+
+@needs_systemd_analyze
+def test_unit_verify_setup_catches_mistakes(tmp_path):
+    """The scratch-root verify above is not vacuous: a bad key and a missing binary are reported."""
+    text = UNIT.read_text().replace("[Service]\n", "[Service]\nNoSuchSetting=1\n", 1)
+    text = text.replace("ExecReload=/bin/kill", "ExecReload=/bin/no-such-kill", 1)
+    result = _verify_root(tmp_path, text)
+    assert "NoSuchSetting" in result.stderr
+    assert "no-such-kill" in result.stderr
+
+
+@needs_systemd_analyze
+def test_unit_security_exposure():
+    result = _run([SYSTEMD_ANALYZE, "security", "--offline=yes", str(UNIT)])
+    match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
+    assert match, f"no exposure figure in the output:\n{result.stdout}\n{result.stderr}"
+    exposure = float(match.group(1))
+    print(f"systemd-analyze security --offline=yes {UNIT.relative_to(ROOT)}: exposure {exposure}")
+    assert result.returncode == 0, result.stderr
+    assert exposure <= MAX_EXPOSURE
+
+
+def test_unit_settings():
+    """The settings the daemon's behaviour depends on (cheap, needs no systemd)."""
+    settings: dict[str, list[str]] = {}
+    for line in UNIT.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            settings.setdefault(key.strip(), []).append(value.strip())
+    expected = {
+        "Type": "notify", "NotifyAccess": "main", "WatchdogSec": "30", "Restart": "on-failure",
+        "RestartPreventExitStatus": "78", "StateDirectory": "fer-kiosk",
+        "ConfigurationDirectory": "fer-kiosk", "LoadCredential": "mqtt:/etc/fer-kiosk/credentials",
+        "ExecStart": "/opt/fer-kiosk/venv/bin/fer-kiosk run --config /etc/fer-kiosk/config.yaml",
+        "ExecReload": "/bin/kill -HUP $MAINPID", "SupplementaryGroups": "video",
+        "DevicePolicy": "closed", "DeviceAllow": "char-video4linux rw",
+    }
+    for key, value in expected.items():
+        assert settings.get(key) == [value], key
+    assert "PrivateDevices" not in settings  # it would hide /dev/video*
+    assert not any("PASSWORD" in v.upper() for v in settings.get("Environment", []))
+
+
+# ---- install.sh / uninstall.sh in a scratch root -----------------------------------------
+
+def _install(root: Path, *extra: str) -> subprocess.CompletedProcess:
+    result = _run(["bash", str(INSTALL), "--root", str(root), "--no-venv", "--no-start", *extra])
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_install_help_and_bad_option():
+    assert _run(["bash", str(INSTALL), "--help"]).returncode == 0
+    assert "--root" in _run(["bash", str(INSTALL), "--help"]).stdout
+    assert _run(["bash", str(INSTALL), "--bogus"]).returncode == 2
+    assert _run(["bash", str(UNINSTALL), "--help"]).returncode == 0
+    assert _run(["bash", str(UNINSTALL), "--bogus"]).returncode == 2
+
+
+def test_install_uninstall_layout(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    _install(root)
+
+    unit = root / "etc/systemd/system/fer-kiosk.service"
+    assert unit.read_text() == UNIT.read_text()
+    wants = root / "etc/systemd/system/multi-user.target.wants/fer-kiosk.service"
+    assert wants.is_symlink() and os.readlink(wants) == "/etc/systemd/system/fer-kiosk.service"
+
+    models = root / "opt/fer-kiosk/models"
+    for name in ("emotion_int8.tflite", "emotion_int8.json"):
+        assert (models / name).read_bytes() == (ROOT / "models" / name).read_bytes()
+    assert not (root / "opt/fer-kiosk/venv").exists()  # --no-venv
+
+    # The config is the repository's with only model.path changed, and it is valid YAML.
+    etc = root / "etc/fer-kiosk"
+    config = yaml.safe_load((etc / "config.yaml").read_text())
+    original = yaml.safe_load((ROOT / "config.yaml").read_text())
+    assert config["model"]["path"] == "/opt/fer-kiosk/models/emotion_int8.tflite"
+    original["model"]["path"] = config["model"]["path"]
+    assert config == original
+    assert (etc / "config.yaml.dist").read_text() == (etc / "config.yaml").read_text()
+    changed = [a for a, b in zip((ROOT / "config.yaml").read_text().splitlines(),
+                                 (etc / "config.yaml").read_text().splitlines()) if a != b]
+    assert len(changed) == 1 and changed[0].startswith("  path:")
+
+    credentials = etc / "credentials"
+    info = credentials.stat()
+    assert stat.S_IMODE(info.st_mode) == 0o600
+    if os.geteuid() == 0:
+        assert info.st_uid == 0 and info.st_gid == 0
+    assert "password" in credentials.read_text()
+
+    # A second run keeps the admin's config and credentials, refreshes the rest.
+    (etc / "config.yaml").write_text((etc / "config.yaml").read_text() + "# edited by the admin\n")
+    credentials.write_text("username=kiosk-01\npassword=secret\n")
+    (models / "emotion_int8.tflite").write_bytes(b"stale")
+    _install(root)
+    assert (etc / "config.yaml").read_text().endswith("# edited by the admin\n")
+    assert "edited" not in (etc / "config.yaml.dist").read_text()
+    assert credentials.read_text() == "username=kiosk-01\npassword=secret\n"
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+    assert (models / "emotion_int8.tflite").read_bytes() == (ROOT / "models/emotion_int8.tflite").read_bytes()
+
+    # State as systemd's DynamicUser= leaves it: /var/lib/private/fer-kiosk + symlink.
+    state = root / "var/lib/private/fer-kiosk/spool"
+    state.mkdir(parents=True)
+    (state / "0001.json").write_text("{}")
+    (root / "var/lib/fer-kiosk").symlink_to("private/fer-kiosk")
+
+    result = _run(["bash", str(UNINSTALL), "--root", str(root)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not unit.exists() and not wants.is_symlink()
+    assert not (root / "opt/fer-kiosk").exists()
+    assert (etc / "config.yaml").read_text().endswith("# edited by the admin\n")
+    assert credentials.exists()
+    assert (state / "0001.json").exists()
+
+    result = _run(["bash", str(UNINSTALL), "--root", str(root), "--purge"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not etc.exists()
+    assert not (root / "var/lib/private/fer-kiosk").exists()
+    assert not (root / "var/lib/fer-kiosk").is_symlink()
+
+
+# ---- Mosquitto example config and ACL ---------------------------------------------------
+
+MOSQUITTO = shutil.which("mosquitto") or next(
+    (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None)
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
+PASSWORDS = {"kiosk-01": "pw-kiosk-01", "kiosk-02": "pw-kiosk-02", "dashboard": "pw-dashboard",
+             "homeassistant": "pw-homeassistant"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """deploy/mosquitto/fer-kiosk.conf + acl, paths filled in, on a free loopback port."""
+    if MOSQUITTO is None or MOSQUITTO_PASSWD is None:
+        pytest.skip("mosquitto / mosquitto_passwd not installed (Debian package mosquitto)")
+    pytest.importorskip("paho.mqtt.client", reason="paho-mqtt 2.x is needed for the broker tests")
+    workdir = tmp_path / "mosquitto"
+    workdir.mkdir()
+    passwd = workdir / "passwd"
+    for i, (user, password) in enumerate(PASSWORDS.items()):
+        flags = ["-b", "-c"] if i == 0 else ["-b"]
+        subprocess.run([MOSQUITTO_PASSWD, *flags, str(passwd), user, password], check=True, timeout=30)
+    acl = workdir / "acl"
+    shutil.copy(DEPLOY / "mosquitto/acl", acl)
+    # Add a second kiosk by uncommenting its block, the way an admin would.
+    text, count = re.subn(r"^# (user kiosk-02\n)# (.*\n)# (.*\n)# (.*\n)", r"\1\2\3\4",
+                          acl.read_text(), flags=re.M)
+    assert count == 1, "the commented kiosk-02 block is missing from deploy/mosquitto/acl"
+    acl.write_text(text)
+
+    port = _free_port()
+    text = (DEPLOY / "mosquitto/fer-kiosk.conf").read_text()
+    replacements = [(r"^listener 1883 127\.0\.0\.1$", f"listener {port} 127.0.0.1"),
+                    (r"^password_file .*$", f"password_file {passwd}"),
+                    (r"^acl_file .*$", f"acl_file {acl}")]
+    for pattern, value in replacements:
+        text, count = re.subn(pattern, value, text, flags=re.M)
+        assert count == 1, f"{pattern} not found exactly once in fer-kiosk.conf"
+    log = workdir / "mosquitto.log"
+    config = workdir / "mosquitto.conf"
+    # As root, mosquitto would switch to its own user, which cannot enter pytest's 0700 tmp
+    # directories; `user root` keeps it as it is (a test-only setting).
+    test_settings = f"\npersistence false\nlog_dest file {log}\nlog_type all\n"
+    if os.geteuid() == 0:
+        test_settings += "user root\n"
+    config.write_text(text + test_settings)
+
+    process = subprocess.Popen([MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"mosquitto rejected the config: {process.stderr.read()} {log.read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"mosquitto did not listen on {port}: {log.read_text()}")
+                time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        print(log.read_text()[-3000:])
+
+
+class Peer:
+    """A paho-mqtt 2.x client that records what it receives."""
+
+    def __init__(self, port: int, user: str | None, password: str | None = None):
+        import paho.mqtt.client as mqtt
+
+        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+                                  client_id=f"test-{user}-{time.monotonic_ns()}", protocol=mqtt.MQTTv311)
+        if user is not None:
+            self.client.username_pw_set(user, password if password is not None else PASSWORDS[user])
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()
+        self.connect_reason = None
+        self.granted: list = []
+        self.messages: list[tuple[str, bytes]] = []
+        self.lock = threading.Condition()
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+        assert self.connected.wait(5), "no CONNACK"
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        self.connect_reason = reason_code
+        self.connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        self.granted = list(reason_codes)
+        self.subscribed.set()
+
+    def _on_message(self, client, userdata, message):
+        with self.lock:
+            self.messages.append((message.topic, message.payload))
+            self.lock.notify_all()
+
+    def subscribe(self, *topics: str) -> list:
+        self.subscribed.clear()
+        self.client.subscribe([(topic, 1) for topic in topics])
+        assert self.subscribed.wait(5), "no SUBACK"
+        return self.granted
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+    def wait_for(self, payload: bytes, timeout: float = 5.0) -> list[tuple[str, bytes]]:
+        with self.lock:
+            assert self.lock.wait_for(lambda: any(p == payload for _, p in self.messages), timeout), \
+                f"{payload!r} not received; got {self.messages}"
+            return list(self.messages)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_mosquitto_acl_confines_each_kiosk(broker):
+    peers = []
+    try:
+        kiosk = Peer(broker, "kiosk-01")
+        dashboard = Peer(broker, "dashboard")
+        homeassistant = Peer(broker, "homeassistant")
+        peers += [kiosk, dashboard, homeassistant]
+        for peer in peers:
+            assert not peer.connect_reason.is_failure, peer.connect_reason
+
+        assert not any(code.is_failure for code in dashboard.subscribe("fer-kiosk/#"))
+        assert not any(code.is_failure for code in homeassistant.subscribe("homeassistant/#"))
+        # Mosquitto grants any SUBSCRIBE and applies `read` when it delivers: the kiosk gets
+        # Home Assistant's status but nothing under fer-kiosk/ (checked at the end).
+        kiosk.subscribe("homeassistant/status", "fer-kiosk/#")
+
+        # Forged messages first, then the legitimate one on the same connection: MQTT keeps
+        # one client's messages in order, so once the legitimate one has arrived a forged
+        # one that was let through would have arrived before it.
+        kiosk.publish("fer-kiosk/kiosk-02/events", b"forged event")
+        kiosk.publish("fer-kiosk/kiosk-01/events", b"own event")
+        received = dashboard.wait_for(b"own event")
+        assert received == [("fer-kiosk/kiosk-01/events", b"own event")]
+
+        kiosk.publish("homeassistant/sensor/fer-kiosk_kiosk-02/emotion/config", b"forged discovery")
+        kiosk.publish("homeassistant/status", b"forged status")
+        kiosk.publish("homeassistant/sensor/fer-kiosk_kiosk-01/emotion/config", b"own discovery")
+        received = homeassistant.wait_for(b"own discovery")
+        assert received == [("homeassistant/sensor/fer-kiosk_kiosk-01/emotion/config", b"own discovery")]
+
+        # The dashboard reads but cannot write.
+        dashboard.publish("fer-kiosk/kiosk-01/events", b"dashboard forgery")
+        kiosk.publish("fer-kiosk/kiosk-01/state", b"own state")
+        received = dashboard.wait_for(b"own state")
+        assert b"dashboard forgery" not in [payload for _, payload in received]
+
+        # A second kiosk, set up from the commented template, is confined the same way.
+        other = Peer(broker, "kiosk-02")
+        peers.append(other)
+        other.publish("fer-kiosk/kiosk-01/state", b"kiosk-02 forgery")
+        other.publish("fer-kiosk/kiosk-02/state", b"kiosk-02 state")
+        received = dashboard.wait_for(b"kiosk-02 state")
+        assert b"kiosk-02 forgery" not in [payload for _, payload in received]
+
+        # Last: everything above has been acknowledged, so the broker has already routed it;
+        # the kiosk has received none of it, only the status it may read.
+        homeassistant.publish("homeassistant/status", b"online")
+        assert kiosk.wait_for(b"online") == [("homeassistant/status", b"online")]
+    finally:
+        for peer in peers:
+            peer.close()
+
+
+def test_mosquitto_refuses_anonymous_and_wrong_password(broker):
+    for user, password in ((None, None), ("kiosk-01", "wrong")):
+        peer = Peer(broker, user, password)
+        try:
+            assert peer.connect_reason.is_failure, (user, peer.connect_reason)
+        finally:
+            peer.close()
