@@ -30,11 +30,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-accuracy-drop", type=float, default=1.0, help="allowed loss in accuracy points")
     p.add_argument("--crop-margin", type=float, default=DEFAULT_CROP_MARGIN,
                    help="fraction of the detector box added on each side before resizing (face-crop rule)")
+    p.add_argument("--flip-average", action="store_true",
+                   help="the daemon averages each face with its mirror image (decide on the validation figures "
+                        "this command prints with --run-dir, not on test data)")
     p.add_argument("--run-dir", help="the training run folder, to record the data and settings it was trained with")
     p.add_argument("--also-check-with", metavar="PYTHON",
                    help="a Python with tflite-runtime (e.g. 2.14) that must load and run the file too "
                         "(default: $FER_KIOSK_TFLITE214_PYTHON if set)")
     return p
+
+
+def _validation(keras_path: str, data: str, settings: dict) -> dict:
+    """Keras figures on the run's own validation split (carved from Training as it was)."""
+    import keras
+
+    from converter.convert import validation_figures
+    from edge.datasets import FaceSet, load_fer2013, stratified_split
+
+    faces = load_fer2013(data, "Training")
+    _, held = stratified_split(faces.labels, settings["validation_fraction"], settings["seed"])
+    model = keras.models.load_model(keras_path, compile=False)
+    return validation_figures(model, FaceSet(faces.images[held], faces.labels[held], faces.source))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.format == "int8":
             calibration = calibration_faces(load_fer2013(args.data, "Training"), args.calibration_faces, seed=0)
         training_data = {"data": Path(args.data).name, "usage": "Training"}
+        validation = None
         if args.run_dir:
             run = Path(args.run_dir)
             settings = json.loads((run / "settings.json").read_text())
@@ -61,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             training_data["settings"] = settings
             state = json.loads((run / "state.json").read_text())
             training_data["run"] = {k: state[k] for k in ("epoch", "best_epoch", "best_val_accuracy", "stop_reason", "seconds")}
+            validation = _validation(args.keras, args.data, settings)
         contract, result = convert_and_check(
             args.keras, args.out, args.format, check, calibration,
             max_accuracy_drop=args.max_accuracy_drop,
@@ -68,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             training_data=training_data,
             other_runtime_python=args.also_check_with or default_other_runtime(),
             check_name=f"{Path(args.data).name} {args.check_usage}",
+            flip_average=args.flip_average,
+            validation=validation,
         )
     except (ConversionError, ContractError, DatasetError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -81,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         "keras_accuracy": round(result.keras_accuracy, 4),
         "tflite_accuracy": round(result.tflite_accuracy, 4),
         "accuracy_drop_points": round(result.accuracy_drop_points, 2),
+        "flip_average": contract.flip_average,
+        "validation": validation,
         "checked_with": contract.checked_with,
     }, indent=2))
     return 0

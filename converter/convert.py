@@ -137,10 +137,19 @@ def _interpreter_contract(path: Path, fmt: str, **fields: Any) -> ModelContract:
     )
 
 
+def keras_probabilities(model: keras.Model, images: np.ndarray, flip_average: bool = False) -> np.ndarray:
+    """The Keras model's probabilities, used the way the contract says the daemon uses it."""
+    x = images[..., None].astype(np.float32)
+    probs = model.predict(x, batch_size=256, verbose=0)
+    if flip_average:
+        probs = (probs + model.predict(x[:, :, ::-1], batch_size=256, verbose=0)) / 2
+    return probs
+
+
 def check_conversion(model: keras.Model, tflite_path: Path, faces: FaceSet) -> CheckResult:
     classifier = EmotionClassifier(tflite_path)
     tflite_probs = classifier.classify_many(faces.images)
-    keras_probs = model.predict(faces.images[..., None].astype(np.float32), batch_size=256, verbose=0)
+    keras_probs = keras_probabilities(model, faces.images, classifier.contract.flip_average)
     tflite_top, keras_top = tflite_probs.argmax(1), keras_probs.argmax(1)
     tflite_report = classification_report(faces.labels, tflite_top, EMOTIONS)
     keras_report = classification_report(faces.labels, keras_top, EMOTIONS)
@@ -213,6 +222,8 @@ def convert_and_check(
     training_data: dict[str, Any] | None = None,
     other_runtime_python: str | None = None,
     check_name: str = "",
+    flip_average: bool = False,
+    validation: dict[str, Any] | None = None,
 ) -> tuple[ModelContract, CheckResult]:
     """Converts, writes NAME.tflite and NAME.json, proves agreement; raises when it fails."""
     keras_path, out_path = Path(keras_path), Path(out_path)
@@ -226,7 +237,7 @@ def convert_and_check(
     ops = operator_versions(tflite)
     source = {"checkpoint": keras_path.name, "sha256": file_sha256(keras_path), "parameters": model.count_params()}
     contract = _interpreter_contract(
-        out_path, fmt, crop=crop, source=source, training_data=training_data or {},
+        out_path, fmt, crop=crop, source=source, training_data=training_data or {}, flip_average=flip_average,
     )
     save_contract(contract, out_path)
     check = check_conversion(model, out_path, check_faces)
@@ -249,6 +260,8 @@ def convert_and_check(
         "accuracy_drop_points": check.accuracy_drop_points,
         "max_probability_difference": check.max_probability_difference,
     }
+    if validation:
+        evaluation["validation"] = validation
     contract = replace(contract, checked_with=checked_with, evaluation=evaluation)
     save_contract(contract, out_path)
     if check.accuracy_drop_points > max_accuracy_drop:
@@ -258,6 +271,18 @@ def convert_and_check(
             f"the limit is {max_accuracy_drop:.2f}. {out_path} was written for inspection but is not fit to ship."
         )
     return contract, check
+
+
+def validation_figures(model: keras.Model, faces: FaceSet) -> dict[str, Any]:
+    """Keras accuracy on held-out Training faces, plain and mirror-averaged: the data on
+    which the flip_average choice may be made (never on the test split)."""
+    plain = keras_probabilities(model, faces.images).argmax(1)
+    flipped = keras_probabilities(model, faces.images, flip_average=True).argmax(1)
+    return {
+        "faces": len(faces),
+        "accuracy": float((plain == faces.labels).mean()),
+        "accuracy_flip_average": float((flipped == faces.labels).mean()),
+    }
 
 
 def _figures(report: dict[str, Any]) -> dict[str, Any]:

@@ -146,6 +146,12 @@ class EmotionClassifier:
             crops = crops[None]
         if len(crops) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
+        if self.contract.flip_average:
+            both = self._invoke(np.concatenate([crops, crops[:, :, ::-1]]))
+            return (both[: len(crops)] + both[len(crops) :]) / 2
+        return self._invoke(crops)
+
+    def _invoke(self, crops: np.ndarray) -> np.ndarray:
         self._set_batch(len(crops))
         self._interpreter.set_tensor(self._input["index"], self.prepare(crops))
         self._interpreter.invoke()
@@ -154,7 +160,7 @@ class EmotionClassifier:
             out = dequantize(out, self.contract.output_quantization)
         return out.astype(np.float32)
 
-    def classify_many(self, crops: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    def classify_many(self, crops: np.ndarray, batch_size: int = 128) -> np.ndarray:
         return np.concatenate(
             [self.classify(crops[i : i + batch_size]) for i in range(0, len(crops), batch_size)]
         ) if len(crops) else np.zeros((0, len(self.labels)), dtype=np.float32)

@@ -63,6 +63,9 @@ class ModelContract:
     input_quantization: Quantization | None = None
     output_quantization: Quantization | None = None
     crop: CropRule = field(default_factory=CropRule)
+    # Average the probabilities of the face and of its mirror image (test-time
+    # augmentation; decided by the converter on the validation split, never on test data).
+    flip_average: bool = False
     sha256: str = ""
     model_format: str = "float32"
     source: dict[str, Any] = field(default_factory=dict)

@@ -67,3 +67,20 @@ def test_crop_rule_squares_adds_margin_and_pads_at_edges():
     assert crop.shape == (48, 48) and (crop == 7).all()
     with pytest.raises(ValueError):
         crop_face(frame, (200, 200, 10, 10), CropRule(), (48, 48))
+
+
+def test_flip_average_in_the_contract_averages_face_and_mirror(tmp_path, astronaut_bgr):
+    from dataclasses import replace
+
+    from edge.contract import save_contract
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(DEFAULT_MODEL.read_bytes())
+    contract = load_contract(DEFAULT_MODEL)
+    save_contract(replace(contract, flip_average=False), model)
+    plain = EmotionClassifier(model)
+    gray = to_gray(astronaut_bgr)
+    crops = np.stack([crop_face(gray, (170 + d, 60, 100, 100), contract.crop, (48, 48)) for d in (0, 12)])
+    expected = (plain.classify(crops) + plain.classify(crops[:, :, ::-1])) / 2
+    save_contract(replace(contract, flip_average=True), model)
+    np.testing.assert_allclose(EmotionClassifier(model).classify(crops), expected, atol=1e-6)
