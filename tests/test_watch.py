@@ -1,0 +1,42 @@
+import json
+import subprocess
+import sys
+import time
+
+import paho.mqtt.client as mqtt
+
+from edge.watch import format_message
+from tests.conftest import ROOT
+
+
+def test_format_lines_for_events_state_and_stats():
+    event = {"type": "end", "time": "2026-11-24T09:15:41.002Z", "device": "k1", "face_id": "a-1", "emotion": "happy",
+             "confidence": 0.83, "box": [1, 2, 3, 4],
+             "summary": {"duration_s": 37.6, "frames": 1102, "dominant_emotion": "happy"}}
+    line = format_message("fer-kiosk/k1/events", json.dumps(event).encode())
+    assert line.startswith("09:15:41 k1 end") and "visit 37.6 s, 1102 frames, mostly happy" in line
+    state = {"time": "2026-11-24T09:15:41.002Z", "device": "k1", "status": "running", "face_count": 1,
+             "faces": [{"face_id": "a-1", "emotion": "sad", "confidence": 0.5}]}
+    assert "1 face(s) a-1 sad 0.50" in format_message("fer-kiosk/k1/state", json.dumps(state).encode())
+    assert format_message("fer-kiosk/k1/availability", b"online").endswith("online")
+    assert "not json" in format_message("fer-kiosk/k1/events", b"not json")
+
+
+def test_watch_shows_live_messages_from_a_real_broker(tmp_path, broker):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"mqtt:\n  host: 127.0.0.1\n  port: {broker.port}\n  device_id: k1\n")
+    watcher = subprocess.Popen([sys.executable, "-m", "edge", "watch", "--config", str(config), "--duration", "4"],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    event = {"type": "new", "time": "2026-11-24T09:15:02.417Z", "device": "k1", "face_id": "x-9",
+             "emotion": "surprise", "confidence": 0.7, "box": [5, 6, 7, 8]}
+    client.publish("fer-kiosk/k1/events", json.dumps(event), qos=1).wait_for_publish(5)
+    client.publish("fer-kiosk/other/events", json.dumps(event), qos=1).wait_for_publish(5)
+    client.loop_stop()
+    out, err = watcher.communicate(timeout=15)
+    assert watcher.returncode == 0, err
+    assert "09:15:02 k1 new    x-9" in out and "surprise" in out
+    assert out.count("x-9") == 1  # only this device without --all
