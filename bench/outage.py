@@ -1,0 +1,95 @@
+"""A broker outage in the middle of a clip with N visits: are all N visit summaries
+delivered, how many duplicates arrive, and how long after the broker returns does the
+daemon reconnect?
+
+    python -m bench.outage [--visits 8] [--outage 60]
+
+The dashboard subscribes with a persistent session (QoS 1), as docs/mqtt.md advises, so
+the broker keeps what it accepted while the dashboard itself reconnects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import yaml
+
+from bench.clips import visits_clip
+from tests.broker import Broker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--visits", type=int, default=8)
+    parser.add_argument("--outage", type=float, default=60.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        # visits of 4 s with 4 s gaps: the outage starts after the first visit and spans several
+        clip = visits_clip(work / "visits.avi", args.visits, visit_seconds=4.0, gap_seconds=4.0 + args.outage / args.visits)
+        broker = Broker(work, f"persistence true\npersistence_location {work}/\nautosave_interval 1\n")
+        broker.config_path.write_text(broker.config_path.read_text().replace("persistence false\n", ""))
+        broker.start()
+        received: list[dict] = []
+        dashboard = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="dash", clean_session=False)
+        dashboard.on_connect = lambda c, u, f, rc, p: c.subscribe("fer-kiosk/outage/events", qos=1)
+        dashboard.on_message = lambda c, u, m: received.append(json.loads(m.payload))
+        dashboard.reconnect_delay_set(1, 2)
+        dashboard.connect("127.0.0.1", broker.port)
+        dashboard.loop_start()
+        config = work / "config.yaml"
+        config.write_text(yaml.safe_dump({
+            "camera": {"source": str(clip), "retry_initial_seconds": 60, "retry_max_seconds": 60},
+            "mqtt": {"host": "127.0.0.1", "port": broker.port, "device_id": "outage", "reconnect_max_seconds": 5},
+            "spool": {"path": str(work / "spool")},
+        }))
+        log = work / "daemon.log"
+        daemon = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config)], cwd=ROOT,
+                                  stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        ends = lambda: [e for e in received if e["type"] == "end"]  # noqa: E731
+        try:
+            while not ends():
+                time.sleep(0.1)
+            broker.stop()
+            down = time.monotonic()
+            time.sleep(args.outage)
+            broker.start()
+            back = time.monotonic()
+            while "reconnect 1" not in log.read_text() and time.monotonic() - back < 60:
+                time.sleep(0.05)
+            reconnect_s = time.monotonic() - back
+            while "ended; retrying" not in log.read_text():
+                time.sleep(0.5)
+            time.sleep(3)
+        finally:
+            daemon.terminate()
+            daemon.wait(10)
+            time.sleep(1)
+            dashboard.loop_stop()
+            broker.stop()
+        unique = {e["event_id"] for e in ends()}
+        print(json.dumps({
+            "visits_in_clip": args.visits,
+            "outage_s": round(back - down, 1),
+            "summaries_received": len(ends()),
+            "unique_summaries": len(unique),
+            # after de-duplication by event_id, one summary per visit must remain
+            "summaries_after_dedup_per_visit": len(unique) / max(len({e["face_id"] for e in ends()}), 1),
+            "duplicates_before_dedup": len(ends()) - len(unique),
+            "distinct_visits": len({e["face_id"] for e in ends()}),
+            "reconnect_after_broker_returns_s": round(reconnect_s, 2),
+        }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
