@@ -89,7 +89,6 @@ def _run(args: argparse.Namespace) -> int:
 def _classify(args: argparse.Namespace) -> int:
     import cv2
 
-    from edge.classifier import ContractError
     from edge.config import parse_config
     from edge.service import build_pipeline
 

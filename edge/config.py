@@ -315,7 +315,3 @@ def _resolve_paths(data: Any, base: Path) -> Any:
                 parent[keys[-1]] = str(base / value)
     return data
 
-
-def describe(config: Config) -> dict[str, Any]:
-    """The effective configuration as plain data (for `check` and the start-up log)."""
-    return dataclasses.asdict(config)

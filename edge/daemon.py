@@ -9,10 +9,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Protocol
-
-import numpy as np
 
 from edge.capture import Frame
 from edge.config import Config
@@ -38,7 +36,6 @@ class LoopStats:
     faces: int = 0
     events: int = 0
     last_frame_monotonic: float = 0.0
-    stage_seconds: list[StageTimes] = field(default_factory=list)
 
 
 class ProcessingLoop:

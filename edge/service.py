@@ -18,7 +18,6 @@ import logging
 import signal
 import threading
 import time
-from pathlib import Path
 
 from edge import DEFAULT_MODEL, __version__
 from edge.capture import FrameSource

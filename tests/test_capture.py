@@ -4,7 +4,6 @@ import time
 
 import cv2
 import numpy as np
-import pytest
 
 from bench.clips import one_visit_clip
 from edge.capture import FrameSource, backoff_delays, describe_source

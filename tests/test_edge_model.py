@@ -1,6 +1,5 @@
 """The bundled default model, run in the edge runtime (LiteRT) on a real photograph."""
 
-import json
 
 import numpy as np
 import pytest
