@@ -1,0 +1,98 @@
+"""Detection recall against the reference: Haar at full resolution on every frame.
+
+The reference is what the daemon would find if it could afford the most expensive setting
+(detect_width 0, full_detect_every 1); recall says how many of those faces a cheaper
+pipeline still finds. The cascade also fires now and then on the scenery; since the clips
+are scripted, a reference box counts as a face only when it lies on a person's cut-out.
+Reference faces are cached next to the clip (they depend only on it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import cv2
+
+from edge.config import DetectorConfig
+from edge.detect import HaarFaceDetector, _overlap
+from edge.preprocess import Box, to_gray
+
+MATCH_IOU = 0.3
+
+
+def reference_path(clip: Path) -> Path:
+    return clip.with_suffix(".reference.json")
+
+
+def detect_every_frame(clip: Path) -> list[list[Box]]:
+    detector = HaarFaceDetector(DetectorConfig(detect_width=0, full_detect_every=1))
+    capture = cv2.VideoCapture(str(clip))
+    frames: list[list[Box]] = []
+    try:
+        while True:
+            ok, image = capture.read()
+            if not ok:
+                break
+            frames.append(detector.detect(to_gray(image)))
+    finally:
+        capture.release()
+    return frames
+
+
+def _inside(box: Box, person: Sequence[int]) -> bool:
+    cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+    x, y, w, h = person
+    return x <= cx < x + w and y <= cy < y + h
+
+
+def on_people(detections: list[list[Box]], people: list[list[Sequence[int]]]) -> tuple[list[list[Box]], int]:
+    """The detections centred on a person's cut-out, and how many were not (the cascade's
+    false positives on the scenery: not faces, so no pipeline should be asked to find them)."""
+    kept = [[b for b in boxes if any(_inside(b, p) for p in (people[i] if i < len(people) else []))]
+            for i, boxes in enumerate(detections)]
+    return kept, sum(len(b) for b in detections) - sum(len(b) for b in kept)
+
+
+def ensure_reference(clip: Path) -> Path:
+    """The cached reference faces of ``clip`` (computed first if missing or stale). Without
+    the clip's ``.people.json`` (a clip not made by bench.scenes) every detection counts."""
+    path = reference_path(clip)
+    people = clip.with_suffix(".people.json")
+    if path.is_file() and path.stat().st_mtime >= clip.stat().st_mtime and isinstance(json.loads(path.read_text()), dict):
+        return path
+    detections = detect_every_frame(clip)
+    faces, false_positives = (on_people(detections, json.loads(people.read_text())) if people.is_file()
+                              else (detections, 0))
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps({"faces": [[list(b) for b in frame] for frame in faces],
+                                   "false_positives": false_positives}))
+    partial.replace(path)
+    return path
+
+
+def load_reference(path: Path) -> list[list[Box]]:
+    return [[tuple(b) for b in frame] for frame in json.loads(path.read_text())["faces"]]
+
+
+def reference_false_positives(path: Path) -> int:
+    return int(json.loads(path.read_text())["false_positives"])
+
+
+def recall(reference: Sequence[Sequence[Box]], found: Mapping[int, Sequence[Box]], min_iou: float = MATCH_IOU) -> dict:
+    """Per reference box of each frame in ``found`` (0-based frame index -> boxes): matched
+    when some found box overlaps it by ``min_iou``. ``extra``: found boxes matching none."""
+    total = matched = extra = 0
+    for index, boxes in found.items():
+        truth = reference[index] if index < len(reference) else []
+        total += len(truth)
+        matched += sum(1 for r in truth if any(_overlap(r, b) >= min_iou for b in boxes))
+        extra += sum(1 for b in boxes if all(_overlap(r, b) < min_iou for r in truth))
+    return {
+        "recall": matched / total if total else None,
+        "reference_faces": total,
+        "matched": matched,
+        "extra": extra,
+        "frames": len(found),
+    }
