@@ -52,7 +52,7 @@ class DetectorConfig:
     scale_factor: float = field(default=1.1, metadata=_range(1.01, 2.0))
     min_neighbors: int = field(default=5, metadata=_range(0, 50))
     # Face sizes in pixels of the full frame; 0 means no upper limit.
-    min_face_size: int = field(default=40, metadata=_range(8, 4096))
+    min_face_size: int = field(default=48, metadata=_range(8, 4096))
     max_face_size: int = field(default=0, metadata=_range(0, 8192))
     # Detect on a copy of the frame scaled down to this width (0: full resolution).
     detect_width: int = field(default=320, metadata=_range(0, 8192))

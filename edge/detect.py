@@ -17,11 +17,19 @@ class DetectorError(Exception):
     pass
 
 
-def detection_scale(frame_width: int, detect_width: int) -> float:
-    """Factor from full-frame to detection-frame pixels (1.0: detect at full resolution)."""
+# The frontal-face cascade's smallest window: a face smaller than this in the image the
+# cascade sees is never found.
+CASCADE_WINDOW = 24
+
+
+def detection_scale(frame_width: int, detect_width: int, min_face_size: int = CASCADE_WINDOW) -> float:
+    """Factor from full-frame to detection-frame pixels (1.0: detect at full resolution).
+
+    Never so small that a face of ``min_face_size`` shrinks below the cascade's window:
+    at 1280x720 a fixed 320-pixel width would silently drop every face under 96 pixels."""
     if detect_width <= 0 or frame_width <= detect_width:
         return 1.0
-    return detect_width / frame_width
+    return min(1.0, max(detect_width / frame_width, CASCADE_WINDOW / max(min_face_size, 1)))
 
 
 class HaarFaceDetector:
@@ -35,11 +43,11 @@ class HaarFaceDetector:
     def detect(self, gray: np.ndarray) -> list[Box]:
         """Face boxes (x, y, w, h) in full-frame pixels, largest first."""
         c = self.config
-        scale = detection_scale(gray.shape[1], c.detect_width)
+        scale = detection_scale(gray.shape[1], c.detect_width, c.min_face_size)
         small = gray if scale == 1.0 else cv2.resize(
             gray, (round(gray.shape[1] * scale), round(gray.shape[0] * scale)), interpolation=cv2.INTER_AREA
         )
-        min_side = max(1, int(c.min_face_size * scale))
+        min_side = max(CASCADE_WINDOW, int(c.min_face_size * scale))
         max_side = int(c.max_face_size * scale) if c.max_face_size else 0
         found = self._cascade.detectMultiScale(
             small,
@@ -79,6 +87,8 @@ class FaceFinder:
     - In between, each known face is searched only in a small window around where it was,
       scaled so the face is ~40 px wide, at sizes close to its own: a handful of cascade
       windows instead of a whole image pyramid.
+    - A known face whose area did not change at all on the motion thumbnail keeps its box
+      without any search (someone standing still costs almost nothing).
     Motion is judged on an 80x60 thumbnail, masked where known faces (and their bodies) are.
     """
 
@@ -95,17 +105,22 @@ class FaceFinder:
         self.full_detections = 0
         self.local_searches = 0
 
-    def _motion(self, gray: np.ndarray) -> bool:
+    def _motion(self, gray: np.ndarray) -> tuple[bool, list[bool]]:
+        """(motion outside the known faces, for each known face: did its area change)."""
         thumb = cv2.resize(gray, self.THUMB, interpolation=cv2.INTER_AREA)
         previous, self._thumb = self._thumb, thumb
         if previous is None:
-            return True
+            return True, [True] * len(self._boxes)
         changed = cv2.absdiff(thumb, previous) > 12
         sx, sy = self.THUMB[0] / gray.shape[1], self.THUMB[1] / gray.shape[0]
+        face_changed = []
+        outside = changed.copy()
         for box in self._boxes:
+            x0, y0, x1, y1 = _expand(box, 0.1, 0.1, 0.1, 0.1, gray.shape[1], gray.shape[0])
+            face_changed.append(bool(changed[int(y0 * sy) : int(np.ceil(y1 * sy)), int(x0 * sx) : int(np.ceil(x1 * sx))].any()))
             x0, y0, x1, y1 = _expand(box, 1.0, 0.6, 1.0, 3.0, gray.shape[1], gray.shape[0])
-            changed[int(y0 * sy) : int(np.ceil(y1 * sy)), int(x0 * sx) : int(np.ceil(x1 * sx))] = False
-        return changed.mean() > self.config.motion_fraction
+            outside[int(y0 * sy) : int(np.ceil(y1 * sy)), int(x0 * sx) : int(np.ceil(x1 * sx))] = False
+        return outside.mean() > self.config.motion_fraction, face_changed
 
     def _search_near(self, gray: np.ndarray, box: Box) -> Box | None:
         c = self.config
@@ -131,7 +146,10 @@ class FaceFinder:
 
     def find(self, gray: np.ndarray) -> list[Box]:
         c = self.config
-        moved = self._motion(gray) if c.motion_trigger and c.full_detect_every > 1 else False
+        if c.motion_trigger and c.full_detect_every > 1:
+            moved, face_changed = self._motion(gray)
+        else:
+            moved, face_changed = False, [True] * len(self._boxes)
         self._since_full += 1
         if c.full_detect_every <= 1 or self._since_full >= c.full_detect_every or moved or self._lost:
             self._boxes = self.detector.detect(gray)
@@ -139,8 +157,9 @@ class FaceFinder:
             self.full_detections += 1
             return list(self._boxes)
         boxes: list[Box] = []
-        for previous in self._boxes:
-            box = self._search_near(gray, previous)
+        for previous, changed in zip(self._boxes, face_changed):
+            # A face whose area did not change at all is where it was: no search needed.
+            box = self._search_near(gray, previous) if changed else previous
             if box is None:
                 self._lost = True  # look at the whole frame next time
             elif all(_overlap(box, other) < 0.5 for other in boxes):

@@ -1,0 +1,41 @@
+import numpy as np
+
+from bench.clips import astronaut_portrait, background, paste
+from edge.config import DetectorConfig
+from edge.detect import FaceFinder, HaarFaceDetector, detection_scale
+from edge.preprocess import to_gray
+
+
+def test_detection_scale_never_hides_faces_of_the_minimum_size():
+    assert detection_scale(640, 320, 48) == 0.5
+    assert detection_scale(1280, 320, 48) == 0.5  # not 0.25: a 48 px face must stay >= 24 px
+    assert detection_scale(1280, 320, 200) == 0.25
+    assert detection_scale(320, 320, 48) == 1.0 and detection_scale(640, 0, 48) == 1.0
+
+
+def scene_with_face(x: int) -> np.ndarray:
+    frame = background(640, 480, seed=3)
+    paste(frame, astronaut_portrait(), (x, 60, 230, 280))
+    return to_gray(frame)
+
+
+def test_still_face_is_kept_without_searching_and_moving_face_is_followed():
+    finder = FaceFinder(HaarFaceDetector(DetectorConfig(full_detect_every=100)))
+    still = scene_with_face(200)
+    first = finder.find(still)
+    assert len(first) == 1 and finder.full_detections == 1
+    for _ in range(5):
+        assert finder.find(still) == first
+    assert finder.local_searches == 0 and finder.full_detections == 1
+    moved = finder.find(scene_with_face(212))
+    assert len(moved) == 1 and moved[0][0] > first[0][0]
+    assert finder.local_searches == 1 and finder.full_detections == 1
+
+
+def test_arrival_elsewhere_triggers_a_full_detection():
+    finder = FaceFinder(HaarFaceDetector(DetectorConfig(full_detect_every=100)))
+    empty = to_gray(background(640, 480, seed=3))
+    assert finder.find(empty) == [] and finder.find(empty) == []
+    assert finder.full_detections == 1  # nothing moved: no new full detection
+    assert len(finder.find(scene_with_face(200))) == 1
+    assert finder.full_detections == 2
