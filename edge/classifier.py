@@ -147,11 +147,12 @@ class EmotionClassifier:
         if len(crops) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         if self.contract.flip_average:
-            both = self._invoke(np.concatenate([crops, crops[:, :, ::-1]]))
+            both = self.invoke(np.concatenate([crops, crops[:, :, ::-1]]))
             return (both[: len(crops)] + both[len(crops) :]) / 2
-        return self._invoke(crops)
+        return self.invoke(crops)
 
-    def _invoke(self, crops: np.ndarray) -> np.ndarray:
+    def invoke(self, crops: np.ndarray) -> np.ndarray:
+        """One pass of the model file over the crops (no mirror averaging)."""
         self._set_batch(len(crops))
         self._interpreter.set_tensor(self._input["index"], self.prepare(crops))
         self._interpreter.invoke()
