@@ -37,9 +37,7 @@ def main() -> None:
         work = Path(tmp)
         # visits of 4 s with 4 s gaps: the outage starts after the first visit and spans several
         clip = visits_clip(work / "visits.avi", args.visits, visit_seconds=4.0, gap_seconds=4.0 + args.outage / args.visits)
-        broker = Broker(work, f"persistence true\npersistence_location {work}/\nautosave_interval 1\n")
-        broker.config_path.write_text(broker.config_path.read_text().replace("persistence false\n", ""))
-        broker.start()
+        broker = Broker(work, persistent=True).start()
         received: list[dict] = []
         dashboard = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="dash", clean_session=False)
         dashboard.on_connect = lambda c, u, f, rc, p: c.subscribe("fer-kiosk/outage/events", qos=1)

@@ -16,7 +16,8 @@ from pathlib import Path
 import cv2
 
 from edge.config import DetectorConfig
-from edge.detect import HaarFaceDetector, _overlap
+from edge.detect import HaarFaceDetector
+from edge.preprocess import iou
 from edge.preprocess import Box, to_gray
 
 MATCH_IOU = 0.3
@@ -87,8 +88,8 @@ def recall(reference: Sequence[Sequence[Box]], found: Mapping[int, Sequence[Box]
     for index, boxes in found.items():
         truth = reference[index] if index < len(reference) else []
         total += len(truth)
-        matched += sum(1 for r in truth if any(_overlap(r, b) >= min_iou for b in boxes))
-        extra += sum(1 for b in boxes if all(_overlap(r, b) < min_iou for r in truth))
+        matched += sum(1 for r in truth if any(iou(r, b) >= min_iou for b in boxes))
+        extra += sum(1 for b in boxes if all(iou(r, b) < min_iou for r in truth))
     return {
         "recall": matched / total if total else None,
         "reference_faces": total,

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from edge.config import DetectorConfig
-from edge.preprocess import Box
+from edge.preprocess import Box, iou
 
 DEFAULT_CASCADE = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
 
@@ -68,15 +68,6 @@ def _expand(box: Box, left: float, top: float, right: float, bottom: float, widt
     x, y, w, h = box
     return (max(0, int(x - left * w)), max(0, int(y - top * h)),
             min(width, int(x + w + right * w)), min(height, int(y + h + bottom * h)))
-
-
-def _overlap(a: Box, b: Box) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
-    inter = ix * iy
-    return inter / (aw * ah + bw * bh - inter) if inter else 0.0
 
 
 class FaceFinder:
@@ -162,7 +153,7 @@ class FaceFinder:
             box = self._search_near(gray, previous) if changed else previous
             if box is None:
                 self._lost = True  # look at the whole frame next time
-            elif all(_overlap(box, other) < 0.5 for other in boxes):
+            elif all(iou(box, other) < 0.5 for other in boxes):
                 boxes.append(box)
         self._boxes = sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)
         return list(self._boxes)

@@ -10,6 +10,16 @@ from edge.contract import CropRule
 Box = tuple[int, int, int, int]  # x, y, w, h in frame pixels
 
 
+def iou(a: Box, b: Box) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
+    inter = ix * iy
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
 def expand_box(box: Box, rule: CropRule) -> Box:
     """The crop the model expects around a detector box: margin on each side, square."""
     x, y, w, h = box

@@ -20,17 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from edge.config import TrackingConfig
-from edge.preprocess import Box
-
-
-def iou(a: Box, b: Box) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
-    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
-    inter = ix * iy
-    union = aw * ah + bw * bh - inter
-    return inter / union if union > 0 else 0.0
+from edge.preprocess import Box, iou
 
 
 def center_distance(a: Box, b: Box) -> float:

@@ -24,7 +24,9 @@ def mosquitto_binary() -> str | None:
 
 
 class Broker:
-    def __init__(self, workdir: Path, extra_config: str = "", port: int | None = None):
+    def __init__(self, workdir: Path, extra_config: str = "", port: int | None = None, persistent: bool = False):
+        """``persistent``: sessions and queued QoS 1 messages survive a stop and start, as on
+        a real broker (what a dashboard with clean_session=False relies on)."""
         binary = mosquitto_binary()
         if binary is None:
             raise RuntimeError("mosquitto is not installed (Debian package mosquitto; .ci/run installs it)")
@@ -36,11 +38,13 @@ class Broker:
         # Started as root, mosquitto would switch to its own user and could not read the
         # test's private temporary files (password file, certificates, log).
         run_as = f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
+        persistence = (f"persistence true\npersistence_location {workdir}/\nautosave_interval 1\n" if persistent
+                       else "persistence false\n")
         self.config_path.write_text(
             run_as + f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
-            "persistence false\n"
-            f"log_dest file {self.log_path}\n"
+            + persistence
+            + f"log_dest file {self.log_path}\n"
             "log_type all\n" + extra_config
         )
         self.process: subprocess.Popen | None = None

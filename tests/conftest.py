@@ -85,6 +85,18 @@ def broker(tmp_path):
     instance.stop()
 
 
+def wait_until(predicate, timeout: float) -> bool:
+    """Polls ``predicate`` until it is true or ``timeout`` seconds have passed."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
+
+
 class Subscriber:
     """Collects every message under a topic filter from a real broker."""
 
@@ -120,14 +132,7 @@ class Subscriber:
             return [json.loads(p) for t, p, _ in self.messages if t.endswith(suffix)]
 
     def wait_for(self, predicate, timeout: float) -> bool:
-        import time
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.05)
-        return predicate()
+        return wait_until(predicate, timeout)
 
     def close(self) -> None:
         self.client.disconnect()

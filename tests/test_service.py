@@ -24,7 +24,7 @@ from edge.homeassistant import discovery_messages
 from edge.mqtt import Credentials, resolve_credentials
 from edge.payloads import Topics
 from tests.broker import Broker
-from tests.conftest import ROOT, Subscriber
+from tests.conftest import ROOT, Subscriber, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -49,15 +49,6 @@ def start(config: Path, log: Path, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config)], cwd=ROOT,
                             stdout=log.open("a"), stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
-
-
-def wait_until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 class NotifySocket:
@@ -357,10 +348,7 @@ def test_wrong_credentials_or_tls_failure_is_a_clear_error_with_backoff(tmp_path
 # -- nothing lost ------------------------------------------------------------------------
 
 def test_broker_outage_and_daemon_restart_lose_no_visit_summary(tmp_path):
-    persistent = "persistence true\npersistence_location {}/\nautosave_interval 1\n".format(tmp_path)
-    broker = Broker(tmp_path, persistent.replace("persistence false", ""))
-    broker.config_path.write_text(broker.config_path.read_text().replace("persistence false\n", ""))
-    broker.start()
+    broker = Broker(tmp_path, persistent=True).start()
     received: list[dict] = []
 
     # A dashboard with a persistent session: QoS 1 messages wait for it across the outage.
