@@ -271,11 +271,11 @@ class MqttPublisher:
 
     def _flush(self) -> None:
         """Sends spooled messages, oldest first, that are not already waiting for their PUBACK."""
+        if not self._connected.is_set() or not len(self.spool):
+            return
         with self._lock:
             waiting = set(self._spool_in_flight.values())
-        for name, message in self.spool.pending():
-            if name in waiting:
-                continue
+        for name, message in self.spool.pending(skip=waiting):
             if not self._connected.is_set():
                 return
             info = self._send(Message(message.topic, message.payload, max(message.qos, 1), message.retain))

@@ -61,10 +61,11 @@ class DiskSpool:
                 _LOGGER.warning("spool full (%d messages): dropped the oldest, %s", self.limit, oldest)
         return name
 
-    def pending(self) -> list[tuple[str, Message]]:
-        """Every message not yet acknowledged, oldest first."""
+    def pending(self, skip: set[str] = frozenset()) -> list[tuple[str, Message]]:
+        """Messages not yet acknowledged, oldest first, except those named in ``skip``
+        (already sent and waiting for their acknowledgement: not read again)."""
         with self._lock:
-            names = list(self._names)
+            names = [name for name in self._names if name not in skip]
         out = []
         for name in names:
             try:
