@@ -94,6 +94,14 @@ def portrait_from_photo(path: str | Path, cascade_path: str | None = None) -> np
     return image[y0:y1, x0:x1].copy()
 
 
+def open_writer(path: Path, size: tuple[int, int], fps: float) -> cv2.VideoWriter:
+    """An MJPG .avi writer: a codec every OpenCV build can write and read back."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    if not writer.isOpened():
+        raise RuntimeError(f"cannot write {path}")
+    return writer
+
+
 def render_clip(
     path: str | Path,
     appearances: Sequence[Appearance],
@@ -106,9 +114,7 @@ def render_clip(
     """Writes the clip (MJPG in .avi: readable by every OpenCV build) and returns its path."""
     path = Path(path)
     width, height = size
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
-    if not writer.isOpened():
-        raise RuntimeError(f"cannot write {path}")
+    writer = open_writer(path, size, fps)
     rng = np.random.default_rng(seed)
     scene = background(width, height, seed)
     for index in range(frames):

@@ -27,6 +27,7 @@ from bench.clips import (
     add_noise,
     astronaut_portrait,
     background,
+    open_writer,
     portrait_from_photo,
     render_clip,
 )
@@ -151,9 +152,7 @@ def render_empty_scene(path: Path, frames: int, size: tuple[int, int], fps: floa
     """Nobody there, but now and then something changes: a box slides across (15-45 % of the
     clip), a ball bounces (50-60 %), the light dims by a quarter (70-78 %); still otherwise."""
     width, height = size
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
-    if not writer.isOpened():
-        raise RuntimeError(f"cannot write {path}")
+    writer = open_writer(path, size, fps)
     rng = np.random.default_rng(seed)
     scene = background(width, height, seed)
     for index in range(frames):

@@ -25,12 +25,11 @@ import training  # noqa: F401  (sets TensorFlow's environment before it is impor
 import keras
 import tensorflow as tf
 
-from edge.classifier import EmotionClassifier, load_interpreter_class
+from edge.classifier import EmotionClassifier, load_interpreter_class, tensor_quantization
 from edge.contract import (
     EMOTIONS,
     CropRule,
     ModelContract,
-    Quantization,
     dequantize,
     file_sha256,
     save_contract,
@@ -124,17 +123,13 @@ def _interpreter_contract(path: Path, fmt: str, **fields: Any) -> ModelContract:
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
 
-    def quant(details: dict) -> Quantization | None:
-        scale, zero = details["quantization"]
-        return Quantization(float(scale), int(zero)) if scale else None
-
     return ModelContract(
         labels=EMOTIONS,
         input_shape=tuple(int(v) for v in inp["shape"]),
         input_dtype=np.dtype(inp["dtype"]).name,
         output_dtype=np.dtype(out["dtype"]).name,
-        input_quantization=quant(inp),
-        output_quantization=quant(out),
+        input_quantization=tensor_quantization(inp),
+        output_quantization=tensor_quantization(out),
         sha256=file_sha256(path),
         model_format=fmt,
         checked_with={"runtime": runtime},

@@ -57,7 +57,8 @@ def runtime_name() -> str:
     return load_interpreter_class()[1]
 
 
-def _quant(details: dict[str, Any]) -> Quantization | None:
+def tensor_quantization(details: dict[str, Any]) -> Quantization | None:
+    """(scale, zero point) of an interpreter tensor, or None for a float tensor."""
     scale, zero_point = details.get("quantization", (0.0, 0))
     return Quantization(float(scale), int(zero_point)) if scale else None
 
@@ -81,7 +82,7 @@ def contract_mismatches(contract: ModelContract, input_details: dict, output_det
         ("input", input_details, contract.input_quantization),
         ("output", output_details, contract.output_quantization),
     ):
-        actual = _quant(details)
+        actual = tensor_quantization(details)
         if (actual is None) != (expected is None) or (
             actual is not None
             and (abs(actual.scale - expected.scale) > 1e-6 * max(1.0, expected.scale) or actual.zero_point != expected.zero_point)

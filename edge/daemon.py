@@ -86,10 +86,7 @@ class ProcessingLoop:
         if force or due or signature != self._state_signature:
             self._state_signature = signature
             self._state_published = now
-            self.publisher.publish(
-                state_message(present, self.tracker.labels, self.topics, self.device_id, self.wall_clock(),
-                              self.config.mqtt.qos, status)
-            )
+            self.publisher.publish(self.state(status))
 
     def step(self, timeout: float = 0.2) -> Frame | None:
         """Processes the newest frame (or only the passing of time, when none came)."""

@@ -120,10 +120,8 @@ class MqttPublisher:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._hello_due = False
-        self.published = 0
         self.dropped = 0
         self.connects = 0
-        self.refusals = 0
         self._last_failure: str | None = None
         self._in_flight: list[mqtt.MQTTMessageInfo] = []
         self._spool_in_flight: dict[int, str] = {}  # mid -> spool file
@@ -206,7 +204,6 @@ class MqttPublisher:
 
     def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            self.refusals += 1
             self._log_failure(f"refused the connection: {reason_code}", 1.0)
             return
         self.connects += 1
@@ -246,7 +243,6 @@ class MqttPublisher:
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             return None
         with self._lock:
-            self.published += 1
             if message.qos > 0:
                 self._in_flight = [i for i in self._in_flight if not i.is_published()]
                 self._in_flight.append(info)

@@ -51,11 +51,12 @@ def build_publisher(config: Config, loop_ref: list, labels) -> MqttPublisher:
     topics = Topics(config.base_topic)
     spool = DiskSpool(config.spool.path or default_spool_dir(), config.spool.max_messages)
 
+    def discovery():
+        return discovery_messages(config.homeassistant.discovery_prefix, config.device_id, topics,
+                                  labels, __version__, "mini-Xception int8 (FER2013)")
+
     def on_connected():
-        messages = []
-        if config.homeassistant.enabled:
-            messages += discovery_messages(config.homeassistant.discovery_prefix, config.device_id, topics,
-                                           labels, __version__, "mini-Xception int8 (FER2013)")
+        messages = discovery() if config.homeassistant.enabled else []
         if loop_ref:
             messages.append(loop_ref[0].state())
         return messages
@@ -72,8 +73,7 @@ def build_publisher(config: Config, loop_ref: list, labels) -> MqttPublisher:
         def on_ha_status(payload: bytes) -> None:
             if payload.strip() == b"online":  # Home Assistant restarted: it forgot the entities
                 _LOGGER.info("Home Assistant is online; publishing discovery again")
-                for message in discovery_messages(config.homeassistant.discovery_prefix, config.device_id, topics,
-                                                  labels, __version__, "mini-Xception int8 (FER2013)"):
+                for message in discovery():
                     publisher.publish(message)
 
         publisher.subscribe(f"{config.homeassistant.discovery_prefix}/status", on_ha_status)
@@ -200,7 +200,6 @@ class Service:
                 _LOGGER.error("reload refused, keeping the running configuration: %s", err)
                 self.notifier.ready(self.status_line())
                 return
-        old = self.config
         self.config, self.pipeline = new, pipeline
         logging.getLogger().setLevel(new.log_level)
         if {"tracking", "mqtt", "homeassistant", "spool"} & set(changed):
@@ -217,7 +216,6 @@ class Service:
         self.loop = self._make_loop()
         _LOGGER.info("reloaded configuration: %s changed", ", ".join(changed))
         self.notifier.ready(self.status_line())
-        del old
 
 
 def run(config: Config, config_path: str | None = None) -> int:
