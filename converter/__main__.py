@@ -13,7 +13,7 @@ import training  # noqa: F401  (sets TensorFlow's environment first)
 
 def build_parser() -> argparse.ArgumentParser:
     from converter.convert import FORMATS
-    from edge.contract import DEFAULT_CROP_MARGIN
+    from edge.contract import DEFAULT_CROP_MARGIN, VIEW_SETS
 
     p = argparse.ArgumentParser(
         prog="python -m converter",
@@ -30,9 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-accuracy-drop", type=float, default=1.0, help="allowed loss in accuracy points")
     p.add_argument("--crop-margin", type=float, default=DEFAULT_CROP_MARGIN,
                    help="fraction of the detector box added on each side before resizing (face-crop rule)")
-    p.add_argument("--flip-average", action="store_true",
-                   help="the daemon averages each face with its mirror image (decide on the validation figures "
-                        "this command prints with --run-dir, not on test data)")
+    p.add_argument("--views", choices=("auto", *VIEW_SETS), default="auto",
+                   help="test-time views the daemon averages per face: single, mirror (face and mirror image) "
+                        "or mirror-shift (each also shifted 2 px four ways). auto: the best on the run's "
+                        "validation split (needs --run-dir; single without it). Never chosen on test data.")
     p.add_argument("--run-dir", help="the training run folder, to record the data and settings it was trained with")
     p.add_argument("--also-check-with", metavar="PYTHON",
                    help="a Python with tflite-runtime (e.g. 2.14) that must load and run the file too "
@@ -57,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from converter.convert import (
-        ConversionError, calibration_faces, convert_and_check, default_other_runtime,
+        ConversionError, calibration_faces, choose_views, convert_and_check, default_other_runtime,
     )
-    from edge.contract import ContractError, CropRule
+    from edge.contract import VIEW_SETS, ContractError, CropRule
     from edge.datasets import DatasetError, FaceSet, load_fer2013
 
     try:
@@ -74,11 +75,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.run_dir:
             run = Path(args.run_dir)
             settings = json.loads((run / "settings.json").read_text())
-            settings["data"] = Path(settings["data"]).name
+            # File names only: the machine's paths stay out of the shipped contract.
+            for key in ("data", "init_from"):
+                if settings.get(key):
+                    settings[key] = Path(settings[key]).name
             training_data["settings"] = settings
             state = json.loads((run / "state.json").read_text())
             training_data["run"] = {k: state[k] for k in ("epoch", "best_epoch", "best_val_accuracy", "stop_reason", "seconds")}
             validation = _validation(args.keras, args.data, settings)
+        views = args.views
+        if views == "auto":
+            views = choose_views(validation) if validation else "single"
+            logging.getLogger(__name__).info("test-time views: %s (%s)", views,
+                                             "best on validation" if validation else "no --run-dir, no validation")
         contract, result = convert_and_check(
             args.keras, args.out, args.format, check, calibration,
             max_accuracy_drop=args.max_accuracy_drop,
@@ -86,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             training_data=training_data,
             other_runtime_python=args.also_check_with or default_other_runtime(),
             check_name=f"{Path(args.data).name} {args.check_usage}",
-            flip_average=args.flip_average,
+            views=VIEW_SETS[views],
             validation=validation,
         )
     except (ConversionError, ContractError, DatasetError, OSError) as err:
@@ -101,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         "keras_accuracy": round(result.keras_accuracy, 4),
         "tflite_accuracy": round(result.tflite_accuracy, 4),
         "accuracy_drop_points": round(result.accuracy_drop_points, 2),
-        "flip_average": contract.flip_average,
+        "views": views,
         "validation": validation,
         "checked_with": contract.checked_with,
     }, indent=2))

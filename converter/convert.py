@@ -28,8 +28,12 @@ import tensorflow as tf
 from edge.classifier import EmotionClassifier, load_interpreter_class, tensor_quantization
 from edge.contract import (
     EMOTIONS,
+    VIEW_SETS,
     CropRule,
     ModelContract,
+    View,
+    all_views,
+    average_views,
     dequantize,
     file_sha256,
     save_contract,
@@ -137,19 +141,19 @@ def _interpreter_contract(path: Path, fmt: str, **fields: Any) -> ModelContract:
     )
 
 
-def keras_probabilities(model: keras.Model, images: np.ndarray, flip_average: bool = False) -> np.ndarray:
-    """The Keras model's probabilities, used the way the contract says the daemon uses it."""
-    x = images[..., None].astype(np.float32)
-    probs = model.predict(x, batch_size=256, verbose=0)
-    if flip_average:
-        probs = (probs + model.predict(x[:, :, ::-1], batch_size=256, verbose=0)) / 2
-    return probs
+def keras_probabilities(
+    model: keras.Model, images: np.ndarray, views: tuple[View, ...] = (View(),)
+) -> np.ndarray:
+    """The Keras model's probabilities, averaged over the contract's test-time views the
+    way the daemon's classifier averages them."""
+    stacked = all_views(images, views)[..., None].astype(np.float32)
+    return average_views(model.predict(stacked, batch_size=256, verbose=0), len(views))
 
 
 def check_conversion(model: keras.Model, tflite_path: Path, faces: FaceSet) -> CheckResult:
     classifier = EmotionClassifier(tflite_path)
     tflite_probs = classifier.classify_many(faces.images)
-    keras_probs = keras_probabilities(model, faces.images, classifier.contract.flip_average)
+    keras_probs = keras_probabilities(model, faces.images, classifier.contract.views)
     tflite_top, keras_top = tflite_probs.argmax(1), keras_probs.argmax(1)
     tflite_report = classification_report(faces.labels, tflite_top, EMOTIONS)
     keras_report = classification_report(faces.labels, keras_top, EMOTIONS)
@@ -224,7 +228,7 @@ def convert_and_check(
     training_data: dict[str, Any] | None = None,
     other_runtime_python: str | None = None,
     check_name: str = "",
-    flip_average: bool = False,
+    views: tuple[View, ...] = (View(),),
     validation: dict[str, Any] | None = None,
 ) -> tuple[ModelContract, CheckResult]:
     """Converts, writes NAME.tflite and NAME.json, proves agreement; raises when it fails."""
@@ -239,7 +243,7 @@ def convert_and_check(
     ops = operator_versions(tflite)
     source = {"checkpoint": keras_path.name, "sha256": file_sha256(keras_path), "parameters": model.count_params()}
     contract = _interpreter_contract(
-        out_path, fmt, crop=crop, source=source, training_data=training_data or {}, flip_average=flip_average,
+        out_path, fmt, crop=crop, source=source, training_data=training_data or {}, views=views,
     )
     save_contract(contract, out_path)
     check = check_conversion(model, out_path, check_faces)
@@ -276,15 +280,21 @@ def convert_and_check(
 
 
 def validation_figures(model: keras.Model, faces: FaceSet) -> dict[str, Any]:
-    """Keras accuracy on held-out Training faces, plain and mirror-averaged: the data on
-    which the flip_average choice may be made (never on the test split)."""
-    plain = keras_probabilities(model, faces.images).argmax(1)
-    flipped = keras_probabilities(model, faces.images, flip_average=True).argmax(1)
+    """Keras accuracy on held-out Training faces for every view set in VIEW_SETS: the data
+    on which the test-time views are chosen (never the test split)."""
     return {
         "faces": len(faces),
-        "accuracy": float((plain == faces.labels).mean()),
-        "accuracy_flip_average": float((flipped == faces.labels).mean()),
+        "accuracy": {
+            name: float((keras_probabilities(model, faces.images, views).argmax(1) == faces.labels).mean())
+            for name, views in VIEW_SETS.items()
+        },
     }
+
+
+def choose_views(validation: dict[str, Any]) -> str:
+    """The view set with the best validation accuracy; on a tie, the one with fewer views."""
+    accuracy = validation["accuracy"]
+    return max(VIEW_SETS, key=lambda name: (round(accuracy[name], 6), -len(VIEW_SETS[name])))
 
 
 def _figures(report: dict[str, Any]) -> dict[str, Any]:

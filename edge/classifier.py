@@ -18,6 +18,9 @@ from edge.contract import (
     ContractError,
     ModelContract,
     Quantization,
+    View,
+    all_views,
+    average_views,
     dequantize,
     file_sha256,
     load_contract,
@@ -147,13 +150,13 @@ class EmotionClassifier:
             crops = crops[None]
         if len(crops) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        if self.contract.flip_average:
-            both = self.invoke(np.concatenate([crops, crops[:, :, ::-1]]))
-            return (both[: len(crops)] + both[len(crops) :]) / 2
-        return self.invoke(crops)
+        views = self.contract.views
+        if views == (View(),):
+            return self.invoke(crops)
+        return average_views(self.invoke(all_views(crops, views)), len(views))
 
     def invoke(self, crops: np.ndarray) -> np.ndarray:
-        """One pass of the model file over the crops (no mirror averaging)."""
+        """One pass of the model file over the crops (no test-time views)."""
         self._set_batch(len(crops))
         self._interpreter.set_tensor(self._input["index"], self.prepare(crops))
         self._interpreter.invoke()

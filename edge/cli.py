@@ -23,11 +23,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     try:
         faces = load_fer2013(args.data, args.usage)
-        report = evaluate(args.model, faces)
+        report = evaluate(args.model, faces, args.views)
     except (DatasetError, ContractError, RuntimeError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     report["data"] = f"{Path(args.data).name} {args.usage}"
+    if args.views:
+        report["views"] = args.views
     if args.confusion_png:
         cv2.imwrite(args.confusion_png, confusion_matrix_image(report, f"{report['model']} on {report['data']}"))
     if args.json:
@@ -144,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True, help="fer2013.csv[.gz] or a folder with train/ and test/")
     ev.add_argument("--usage", default="PublicTest", help="split to evaluate (default PublicTest)")
     ev.add_argument("--model", default=str(DEFAULT_MODEL), help="a .tflite (with its .json) or a .keras model")
+    ev.add_argument("--views", choices=("single", "mirror", "mirror-shift"), default=None,
+                    help="test-time views averaged per face (default: the .tflite contract's own; "
+                         "a .keras model: single)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--confusion-png", metavar="FILE", help="also save the confusion matrix as a PNG")
     ev.set_defaults(handler=_evaluate)

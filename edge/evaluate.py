@@ -6,19 +6,26 @@ A .tflite model goes through ``EmotionClassifier``, the daemon's own code path.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from edge.contract import EMOTIONS
+from edge.contract import EMOTIONS, VIEW_SETS, all_views, average_views
 from edge.datasets import FaceSet
 from edge.metrics import classification_report
 
 
-def predict_probabilities(model_path: str | Path, faces: FaceSet) -> tuple[np.ndarray, tuple[str, ...]]:
+def predict_probabilities(
+    model_path: str | Path, faces: FaceSet, views: str | None = None
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Probabilities for every face. ``views`` names a set in VIEW_SETS; None means the
+    .tflite contract's own views (a .keras model has no contract: a single view)."""
     model_path = Path(model_path)
+    if views is not None and views not in VIEW_SETS:
+        raise ValueError(f"unknown view set {views!r}; expected one of {list(VIEW_SETS)}")
     if model_path.suffix == ".keras":
         try:
             import training  # noqa: F401  (TensorFlow's environment)
@@ -26,16 +33,20 @@ def predict_probabilities(model_path: str | Path, faces: FaceSet) -> tuple[np.nd
         except ImportError as err:
             raise RuntimeError("evaluating a .keras model needs the train extra: pip install -e '.[train]'") from err
         model = keras.models.load_model(model_path, compile=False)
-        probs = model.predict(faces.images[..., None].astype(np.float32), batch_size=256, verbose=0)
+        chosen = VIEW_SETS[views or "single"]
+        stacked = all_views(faces.images, chosen)[..., None].astype(np.float32)
+        probs = average_views(model.predict(stacked, batch_size=256, verbose=0), len(chosen))
         return probs, EMOTIONS
     from edge.classifier import EmotionClassifier
 
     classifier = EmotionClassifier(model_path)
+    if views is not None:
+        classifier.contract = replace(classifier.contract, views=VIEW_SETS[views])
     return classifier.classify_many(faces.images), classifier.labels
 
 
-def evaluate(model_path: str | Path, faces: FaceSet) -> dict[str, Any]:
-    probs, labels = predict_probabilities(model_path, faces)
+def evaluate(model_path: str | Path, faces: FaceSet, views: str | None = None) -> dict[str, Any]:
+    probs, labels = predict_probabilities(model_path, faces, views)
     if tuple(labels) != EMOTIONS:
         raise RuntimeError(f"model labels {list(labels)} differ from FER2013's {list(EMOTIONS)}")
     report = classification_report(faces.labels, probs.argmax(axis=1), labels)

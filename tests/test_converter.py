@@ -151,3 +151,11 @@ def test_contract_mismatches_compares_quantization():
         "input quantization: model Quantization(scale=1.0, zero_point=-127), "
         "contract Quantization(scale=1.0, zero_point=-128)"
     ]
+
+
+def test_views_are_chosen_on_validation_and_ties_go_to_fewer_views():
+    from converter.convert import choose_views
+
+    assert choose_views({"accuracy": {"single": 0.60, "mirror": 0.61, "mirror-shift": 0.62}}) == "mirror-shift"
+    assert choose_views({"accuracy": {"single": 0.60, "mirror": 0.61, "mirror-shift": 0.61}}) == "mirror"
+    assert choose_views({"accuracy": {"single": 0.63, "mirror": 0.61, "mirror-shift": 0.62}}) == "single"

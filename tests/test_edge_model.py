@@ -68,18 +68,47 @@ def test_crop_rule_squares_adds_margin_and_pads_at_edges():
         crop_face(frame, (200, 200, 10, 10), CropRule(), (48, 48))
 
 
-def test_flip_average_in_the_contract_averages_face_and_mirror(tmp_path, astronaut_bgr):
+def test_views_in_the_contract_average_the_crop_seen_each_way(tmp_path, astronaut_bgr):
     from dataclasses import replace
 
-    from edge.contract import save_contract
+    from edge.contract import VIEW_SETS, apply_view, save_contract
 
     model = tmp_path / "m.tflite"
     model.write_bytes(DEFAULT_MODEL.read_bytes())
     contract = load_contract(DEFAULT_MODEL)
-    save_contract(replace(contract, flip_average=False), model)
+    save_contract(replace(contract, views=VIEW_SETS["single"]), model)
     plain = EmotionClassifier(model)
     gray = to_gray(astronaut_bgr)
     crops = np.stack([crop_face(gray, (170 + d, 60, 100, 100), contract.crop, (48, 48)) for d in (0, 12)])
-    expected = (plain.classify(crops) + plain.classify(crops[:, :, ::-1])) / 2
-    save_contract(replace(contract, flip_average=True), model)
-    np.testing.assert_allclose(EmotionClassifier(model).classify(crops), expected, atol=1e-6)
+    for name in ("mirror", "mirror-shift"):
+        views = VIEW_SETS[name]
+        expected = np.mean([plain.classify(apply_view(crops, view)) for view in views], axis=0)
+        save_contract(replace(contract, views=views), model)
+        np.testing.assert_allclose(EmotionClassifier(model).classify(crops), expected, atol=1e-6)
+
+
+def test_apply_view_mirrors_then_shifts_repeating_the_edge():
+    from edge.contract import View, apply_view
+
+    crops = np.arange(2 * 4 * 5, dtype=np.uint8).reshape(2, 4, 5)
+    assert (apply_view(crops, View()) == crops).all()
+    assert (apply_view(crops, View(flip=True)) == crops[:, :, ::-1]).all()
+    right = apply_view(crops, View(dx=2))
+    assert (right[:, :, 2:] == crops[:, :, :3]).all() and (right[:, :, :2] == crops[:, :, :1]).all()
+    up = apply_view(crops, View(flip=True, dy=-1))
+    assert (up[:, :3] == crops[:, 1:, ::-1]).all() and (up[:, 3] == crops[:, 3, ::-1]).all()
+
+
+def test_contract_written_with_flip_average_still_loads_as_views(tmp_path):
+    import json
+
+    from edge.contract import VIEW_SETS, ModelContract
+
+    data = load_contract(DEFAULT_MODEL).to_dict()
+    data.pop("views")
+    for flag, name in ((True, "mirror"), (False, "single")):
+        assert ModelContract.from_dict({**data, "flip_average": flag}).views == VIEW_SETS[name]
+    from edge.contract import ContractError
+
+    with pytest.raises(ContractError, match="views"):
+        ModelContract.from_dict(json.loads(json.dumps({**data, "views": []})))

@@ -117,3 +117,42 @@ def test_training_killed_mid_run_resumes_on_its_schedule(tmp_path, synthetic_csv
     # A resume with different schedule settings is refused rather than silently mixed.
     with pytest.raises(TrainingError, match="other settings"):
         train(TrainSettings(data=str(synthetic_csv), epochs=4, batch_size=64), run_dir)
+
+
+def test_cosine_schedule_anneals_from_the_initial_to_the_minimum_rate():
+    from training.train import cosine_learning_rate
+
+    settings = TrainSettings(data="x", epochs=5, learning_rate=1e-3, min_learning_rate=1e-6, schedule="cosine")
+    rates = [cosine_learning_rate(settings, epoch) for epoch in range(5)]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-6)
+    assert rates[2] == pytest.approx((1e-3 + 1e-6) / 2)
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+
+
+def test_second_stage_starts_from_a_checkpoint_and_keeps_every_epoch(tmp_path, synthetic_csv):
+    first = tmp_path / "first"
+    train(TrainSettings(data=str(synthetic_csv), epochs=1, batch_size=32), first, verbose=0)
+    start = keras.models.load_model(first / "best.keras")
+    second = tmp_path / "second"
+    settings = TrainSettings(
+        data=str(synthetic_csv), epochs=3, batch_size=32, schedule="cosine", learning_rate=1e-5,
+        min_learning_rate=1e-6, init_from=str(first / "best.keras"), keep_epoch_weights=True, stop_patience=100,
+    )
+    state = train(settings, second, verbose=0)
+    assert state.epoch == 3 and state.learning_rate == pytest.approx(1e-6)
+    assert sorted(p.name for p in (second / "epochs").iterdir()) == [f"epoch-00{i}.weights.h5" for i in (1, 2, 3)]
+    # Epoch 1 began from the first stage's weights, not from random ones: after one epoch at
+    # a tiny rate its kernels are still those weights.
+    epoch1 = make_mini_xception()
+    epoch1.load_weights(second / "epochs" / "epoch-001.weights.h5")
+
+    def kernel_distance(model):
+        return max(float(np.abs(a.numpy() - b.numpy()).max())
+                   for a, b in zip(model.trainable_weights, start.trainable_weights))
+
+    assert kernel_distance(epoch1) < 1e-3 < kernel_distance(make_mini_xception())
+
+    with pytest.raises(TrainingError, match="no such checkpoint"):
+        train(TrainSettings(data=str(synthetic_csv), init_from=str(tmp_path / "absent.keras")), tmp_path / "third")
+    with pytest.raises(TrainingError, match="unknown schedule"):
+        train(TrainSettings(data=str(synthetic_csv), schedule="linear"), tmp_path / "fourth")

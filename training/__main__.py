@@ -12,7 +12,7 @@ import training  # noqa: F401  (sets TensorFlow's environment first)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from training.train import CLASS_WEIGHT_MODES, TrainSettings
+    from training.train import CLASS_WEIGHT_MODES, SCHEDULES, TrainSettings
 
     d = TrainSettings(data="")
     p = argparse.ArgumentParser(
@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weigh rare classes (disgust) up: 'balanced' = inverse frequency, 'sqrt' = its square root")
     p.add_argument("--lr-patience", type=int, default=d.lr_patience)
     p.add_argument("--stop-patience", type=int, default=d.stop_patience)
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
+                   help="plateau: drop the rate when validation loss stalls; cosine: anneal it over --epochs")
+    p.add_argument("--min-learning-rate", type=float, default=d.min_learning_rate)
+    p.add_argument("--init-from", default="", help="start from this .keras checkpoint (a second training stage)")
+    p.add_argument("--keep-epoch-weights", action="store_true",
+                   help="save every epoch's weights under RUN/epochs/ (for averaging them afterwards)")
     p.add_argument("--max-train-faces", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                    help="1: progress bar (default on a terminal), 2: one line per epoch")
@@ -55,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         lr_patience=args.lr_patience,
         stop_patience=args.stop_patience,
         max_train_faces=args.max_train_faces,
+        schedule=args.schedule,
+        min_learning_rate=args.min_learning_rate,
+        init_from=args.init_from,
+        keep_epoch_weights=args.keep_epoch_weights,
     )
     try:
         state = train(settings, args.run_dir, verbose=args.verbose)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -40,6 +41,7 @@ from training.model import make_mini_xception
 _LOGGER = logging.getLogger(__name__)
 
 CLASS_WEIGHT_MODES = ("none", "balanced", "sqrt")
+SCHEDULES = ("plateau", "cosine")
 
 
 class TrainingError(Exception):
@@ -62,6 +64,12 @@ class TrainSettings:
     stop_patience: int = 15
     augmentation: dict[str, Any] = field(default_factory=lambda: asdict(Augmentation()))
     max_train_faces: int = 0  # 0: all; a small number makes a quick run for tests
+    # "plateau": drop the learning rate when validation loss stalls (the thesis's schedule).
+    # "cosine": anneal it from learning_rate to min_learning_rate over `epochs`, for a
+    # second stage that starts from a converged checkpoint (`init_from`).
+    schedule: str = "plateau"
+    init_from: str = ""  # a .keras checkpoint to start from instead of random weights
+    keep_epoch_weights: bool = False  # weights of every epoch, for averaging them afterwards
 
     # Settings that may change when a run resumes: they do not alter the schedule.
     RESUMABLE_CHANGES = ("data", "epochs")
@@ -93,6 +101,13 @@ def class_weight_vector(labels: np.ndarray, mode: str) -> np.ndarray:
     return weights / (weights * counts).sum() * counts.sum()  # mean weight per face stays 1
 
 
+def cosine_learning_rate(settings: TrainSettings, epoch: int) -> float:
+    """Learning rate of 0-based ``epoch`` on a half cosine from the initial to the minimum."""
+    progress = min(epoch / max(settings.epochs - 1, 1), 1.0)
+    low, high = settings.min_learning_rate, settings.learning_rate
+    return low + 0.5 * (high - low) * (1 + math.cos(math.pi * progress))
+
+
 def _atomic_write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -115,6 +130,9 @@ class ResumableSchedule(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         self._started = time.monotonic()
+        if self.settings.schedule == "cosine":
+            self.state.learning_rate = cosine_learning_rate(self.settings, epoch)
+            self.model.optimizer.learning_rate.assign(self.state.learning_rate)
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         logs = logs or {}
@@ -130,7 +148,11 @@ class ResumableSchedule(keras.callbacks.Callback):
         else:
             st.lr_wait += 1
             st.stop_wait += 1
-        if st.lr_wait >= s.lr_patience and st.learning_rate > s.min_learning_rate * 1.0001:
+        if s.keep_epoch_weights:
+            folder = self.run_dir / "epochs"
+            folder.mkdir(exist_ok=True)
+            self.model.save_weights(folder / f"epoch-{epoch + 1:03d}.weights.h5")
+        if s.schedule == "plateau" and st.lr_wait >= s.lr_patience and st.learning_rate > s.min_learning_rate * 1.0001:
             st.learning_rate = max(st.learning_rate * s.lr_factor, s.min_learning_rate)
             st.lr_wait = 0
             self.model.optimizer.learning_rate.assign(st.learning_rate)
@@ -173,10 +195,12 @@ def _check_settings(run_dir: Path, settings: TrainSettings) -> None:
         _atomic_write_json(path, asdict(settings))
         return
     saved = json.loads(path.read_text())
+    defaults = asdict(TrainSettings(data=settings.data))
     changed = {
         key: (saved.get(key), value)
         for key, value in asdict(settings).items()
-        if key not in TrainSettings.RESUMABLE_CHANGES and saved.get(key) != value
+        # A key the saved file lacks was added later; the run used its default.
+        if key not in TrainSettings.RESUMABLE_CHANGES and saved.get(key, defaults.get(key)) != value
     }
     if changed:
         details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
@@ -185,10 +209,26 @@ def _check_settings(run_dir: Path, settings: TrainSettings) -> None:
         _atomic_write_json(path, asdict(settings))
 
 
+def _initial_model(settings: TrainSettings) -> keras.Model:
+    model = make_mini_xception(l2=settings.l2)
+    if settings.init_from:
+        source = Path(settings.init_from)
+        if not source.is_file():
+            raise TrainingError(f"--init-from {source}: no such checkpoint")
+        try:
+            model.set_weights(keras.models.load_model(source, compile=False).get_weights())
+        except Exception as err:  # not a Keras file, or another architecture
+            raise TrainingError(f"--init-from {source}: cannot load it as a mini-Xception ({err})") from err
+        _LOGGER.info("starting from the weights of %s", source)
+    return model
+
+
 def train(settings: TrainSettings, run_dir: str | Path, verbose: int | None = None) -> RunState:
     """Starts a run in ``run_dir`` or resumes it from its last finished epoch."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if settings.schedule not in SCHEDULES:
+        raise TrainingError(f"unknown schedule {settings.schedule!r}; expected one of {SCHEDULES}")
     _check_settings(run_dir, settings)
     state_path = run_dir / "state.json"
     state = RunState(**json.loads(state_path.read_text())) if state_path.exists() else RunState(
@@ -224,7 +264,7 @@ def train(settings: TrainSettings, run_dir: str | Path, verbose: int | None = No
         _LOGGER.info("resuming %s at epoch %d (learning rate %.2e)", run_dir, state.epoch + 1, state.learning_rate)
     else:
         state = RunState(learning_rate=settings.learning_rate)
-        model = make_mini_xception(l2=settings.l2)
+        model = _initial_model(settings)
         model.compile(
             optimizer=keras.optimizers.Adam(settings.learning_rate),
             loss="sparse_categorical_crossentropy",
