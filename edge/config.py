@@ -51,8 +51,12 @@ class CameraConfig:
 class DetectorConfig:
     scale_factor: float = field(default=1.1, metadata=_range(1.01, 2.0))
     min_neighbors: int = field(default=5, metadata=_range(0, 50))
-    # Face sizes in pixels of the full frame; 0 means no upper limit.
-    min_face_size: int = field(default=48, metadata=_range(8, 4096))
+    # The smallest face to find comes from the kiosk's geometry (the farthest customer it
+    # serves), as a share of the frame height so that it holds at any camera resolution:
+    # 0.1 is 48 px at 640x480 and 72 px at 1280x720. min_face_size (pixels), when set,
+    # overrides it. max_face_size: pixels, 0 means no upper limit.
+    min_face_fraction: float = field(default=0.1, metadata=_range(0.01, 1.0))
+    min_face_size: int = field(default=0, metadata=_range(0, 4096))
     max_face_size: int = field(default=0, metadata=_range(0, 8192))
     # Detect on a copy of the frame scaled down to this width (0: full resolution).
     detect_width: int = field(default=320, metadata=_range(0, 8192))
@@ -65,6 +69,10 @@ class DetectorConfig:
     motion_trigger: bool = True
     # Fraction of a frame's pixels (outside known faces) that must change to count as motion.
     motion_fraction: float = field(default=0.002, metadata=_range(0.0, 1.0))
+
+    def min_face_pixels(self, frame_height: int) -> int:
+        """The smallest face to find in a frame this tall, in its pixels."""
+        return self.min_face_size or max(1, round(self.min_face_fraction * frame_height))
 
 
 @dataclass(frozen=True)
@@ -234,7 +242,7 @@ def _build(cls: type, data: Any, path: str, errors: list[str]) -> Any:
 def _cross_checks(config: Config) -> list[str]:
     errors = []
     d = config.detector
-    if d.max_face_size and d.max_face_size < d.min_face_size:
+    if d.max_face_size and d.min_face_size and d.max_face_size < d.min_face_size:
         errors.append(f"detector.max_face_size: {d.max_face_size} is below min_face_size {d.min_face_size}")
     c = config.camera
     if c.retry_max_seconds < c.retry_initial_seconds:

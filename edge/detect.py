@@ -43,11 +43,12 @@ class HaarFaceDetector:
     def detect(self, gray: np.ndarray) -> list[Box]:
         """Face boxes (x, y, w, h) in full-frame pixels, largest first."""
         c = self.config
-        scale = detection_scale(gray.shape[1], c.detect_width, c.min_face_size)
+        min_face = c.min_face_pixels(gray.shape[0])
+        scale = detection_scale(gray.shape[1], c.detect_width, min_face)
         small = gray if scale == 1.0 else cv2.resize(
             gray, (round(gray.shape[1] * scale), round(gray.shape[0] * scale)), interpolation=cv2.INTER_AREA
         )
-        min_side = max(CASCADE_WINDOW, int(c.min_face_size * scale))
+        min_side = max(CASCADE_WINDOW, int(min_face * scale))
         max_side = int(c.max_face_size * scale) if c.max_face_size else 0
         found = self._cascade.detectMultiScale(
             small,

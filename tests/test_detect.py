@@ -13,6 +13,16 @@ def test_detection_scale_never_hides_faces_of_the_minimum_size():
     assert detection_scale(320, 320, 48) == 1.0 and detection_scale(640, 0, 48) == 1.0
 
 
+def test_smallest_face_follows_the_frame_height_unless_given_in_pixels():
+    from edge.config import DetectorConfig
+
+    default = DetectorConfig()
+    assert default.min_face_pixels(480) == 48 and default.min_face_pixels(720) == 72
+    # The kiosk's geometry holds at 720p: detect at 1/3 scale, not at 1/2 as a fixed 48 px would.
+    assert detection_scale(1280, 320, default.min_face_pixels(720)) == 24 / 72
+    assert DetectorConfig(min_face_size=30).min_face_pixels(720) == 30
+
+
 def scene_with_face(x: int) -> np.ndarray:
     frame = background(640, 480, seed=3)
     paste(frame, astronaut_portrait(), (x, 60, 230, 280))
