@@ -75,10 +75,11 @@ class FaceFinder:
     """Faces per frame at a fraction of full detection's cost, without missing arrivals.
 
     - A full-frame detection runs every ``full_detect_every`` frames, and at once when
-      something moves outside the known faces (someone arriving) or a known face was lost.
-    - In between, each known face is searched only in a small window around where it was,
-      scaled so the face is ~40 px wide, at sizes close to its own: a handful of cascade
-      windows instead of a whole image pyramid.
+      something moves outside the known faces (someone arriving) or a known face is not
+      found where it was searched (on that same frame: a lost face is never a missed frame).
+    - In between, each known face is searched only in a small window around where it is
+      heading (its last position plus its last step), scaled so the face is ~40 px wide, at
+      sizes close to its own: a handful of cascade windows instead of a whole image pyramid.
     - A known face whose area did not change at all on the motion thumbnail keeps its box
       without any search (someone standing still costs almost nothing).
     Motion is judged on an 80x60 thumbnail, masked where known faces (and their bodies) are.
@@ -91,8 +92,8 @@ class FaceFinder:
         self.detector = detector
         self.config = detector.config
         self._boxes: list[Box] = []
+        self._steps: list[tuple[int, int]] = []  # each face's motion per frame, for the next search
         self._since_full = 10**9
-        self._lost = False
         self._thumb: np.ndarray | None = None
         self.full_detections = 0
         self.local_searches = 0
@@ -143,18 +144,52 @@ class FaceFinder:
         else:
             moved, face_changed = False, [True] * len(self._boxes)
         self._since_full += 1
-        if c.full_detect_every <= 1 or self._since_full >= c.full_detect_every or moved or self._lost:
-            self._boxes = self.detector.detect(gray)
-            self._since_full, self._lost = 0, False
-            self.full_detections += 1
-            return list(self._boxes)
+        if c.full_detect_every <= 1 or self._since_full >= c.full_detect_every or moved:
+            return self._full(gray)
         boxes: list[Box] = []
-        for previous, changed in zip(self._boxes, face_changed):
-            # A face whose area did not change at all is where it was: no search needed.
-            box = self._search_near(gray, previous) if changed else previous
+        steps: list[tuple[int, int]] = []
+        for previous, step, changed in zip(self._boxes, self._steps, face_changed):
+            if not changed:  # a face whose area did not change at all is where it was
+                boxes.append(previous)
+                steps.append((0, 0))
+                continue
+            # Search where the face is heading: someone walking in moves a third of a face
+            # width or more per frame, out of a window centred on where they were.
+            box = self._search_near(gray, _shifted(previous, step))
             if box is None:
-                self._lost = True  # look at the whole frame next time
-            elif all(iou(box, other) < 0.5 for other in boxes):
+                # Lost (gone, turned, or faster than the window): look at the whole frame
+                # now rather than miss them on this frame.
+                return self._full(gray)
+            if all(iou(box, other) < 0.5 for other in boxes):
                 boxes.append(box)
-        self._boxes = sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)
+                steps.append((box[0] - previous[0], box[1] - previous[1]))
+        self._remember(boxes, steps)
         return list(self._boxes)
+
+    def _full(self, gray: np.ndarray) -> list[Box]:
+        found = self.detector.detect(gray)
+        self._remember(found, [_step_from(self._boxes, box) for box in found])
+        self._since_full = 0
+        self.full_detections += 1
+        return list(self._boxes)
+
+    def _remember(self, boxes: list[Box], steps: list[tuple[int, int]]) -> None:
+        order = sorted(range(len(boxes)), key=lambda i: boxes[i][2] * boxes[i][3], reverse=True)
+        self._boxes = [boxes[i] for i in order]
+        self._steps = [steps[i] for i in order]
+
+
+def _shifted(box: Box, step: tuple[int, int]) -> Box:
+    return (box[0] + step[0], box[1] + step[1], box[2], box[3])
+
+
+def _step_from(previous: list[Box], box: Box) -> tuple[int, int]:
+    """Per-frame motion of ``box`` since the nearest previous box within two face widths
+    (a wrong match costs only a failed search, which falls back to a full detection)."""
+    cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+    best, best_distance = None, float("inf")
+    for old in previous:
+        distance = np.hypot(old[0] + old[2] / 2 - cx, old[1] + old[3] / 2 - cy)
+        if distance < best_distance and distance < 2 * box[2]:
+            best, best_distance = old, distance
+    return (0, 0) if best is None else (box[0] - best[0], box[1] - best[1])

@@ -49,3 +49,17 @@ def test_arrival_elsewhere_triggers_a_full_detection():
     assert finder.full_detections == 1  # nothing moved: no new full detection
     assert len(finder.find(scene_with_face(200))) == 1
     assert finder.full_detections == 2
+
+
+def test_fast_walker_is_searched_where_heading_and_never_missed_on_a_frame():
+    # 130 px per frame: more than the search window's margin around the last position.
+    finder = FaceFinder(HaarFaceDetector(DetectorConfig(full_detect_every=100, motion_trigger=False)))
+    offset = None
+    for x in [0, 130, 260, 390]:
+        boxes = finder.find(scene_with_face(x))
+        assert len(boxes) == 1, (x, boxes)
+        offset = boxes[0][0] - x if offset is None else offset  # the face within the portrait
+        assert abs(boxes[0][0] - x - offset) < 10, (x, boxes)
+    # Frame 1 lost the face near its old place and ran a full detection on that very frame;
+    # from then on the search followed its step without one.
+    assert finder.full_detections == 2 and finder.local_searches >= 3
