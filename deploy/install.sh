@@ -5,7 +5,7 @@ set -euo pipefail
 
 usage() {
     cat <<'EOF'
-Usage: sudo deploy/install.sh [--root DIR] [--no-venv] [--no-apt] [--no-start] [--help]
+Usage: sudo deploy/install.sh [--root DIR] [--no-venv] [--no-prune] [--no-apt] [--no-start] [--help]
 
 Installs fer-kiosk from this repository checkout:
   /opt/fer-kiosk/venv                   virtual environment with fer-kiosk[systemd] (non-editable)
@@ -20,6 +20,9 @@ Options:
                and every systemctl call; the unit is enabled by creating the
                multi-user.target.wants symlink inside DIR. Meant for tests and image builds.
   --no-venv    do not create the virtual environment / run pip (layout only, no downloads)
+  --no-prune   keep the whole venv as pip leaves it (by default, parts the daemon never loads
+               are removed: pip, setuptools, LiteRT's GPU/NPU plugins, numpy's tests, ...;
+               see deploy/prune_venv.py), about 80 MB
   --no-apt     do not run apt-get (the packages are already there, or no network)
   --no-start   enable the unit but do not (re)start it
   -h, --help   this text
@@ -31,6 +34,7 @@ EOF
 
 ROOT=""
 DO_VENV=1
+DO_PRUNE=1
 DO_APT=1
 DO_START=1
 while [[ $# -gt 0 ]]; do
@@ -40,6 +44,7 @@ while [[ $# -gt 0 ]]; do
             ROOT="$2"; shift 2 ;;
         --root=*) ROOT="${1#--root=}"; shift ;;
         --no-venv) DO_VENV=0; shift ;;
+        --no-prune) DO_PRUNE=0; shift ;;
         --no-apt) DO_APT=0; shift ;;
         --no-start) DO_START=0; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -112,6 +117,8 @@ own_root "$D_APP" "$D_MODELS" "$D_APP/docs"
 
 if [[ $DO_VENV -eq 1 ]]; then
     [[ -x "$D_VENV/bin/python" ]] || { log "creating $VENV"; python3 -m venv "$D_VENV"; }
+    # A pruned venv has no pip: bring it back to upgrade (prune_venv.py removes it again).
+    "$D_VENV/bin/python" -m pip --version >/dev/null 2>&1 || "$D_VENV/bin/python" -m ensurepip --upgrade >/dev/null
     log "installing fer-kiosk[systemd] from $REPO into $VENV"
     # Build from a clean copy of the checkout: setuptools builds in the source tree, and a
     # stale build/ there could put deleted modules into the wheel; it also keeps root-owned
@@ -123,7 +130,7 @@ if [[ $DO_VENV -eq 1 ]]; then
         --exclude=./.benchmarks . | tar -C "$SRC" -xf -
     # Non-editable: the service must not depend on the checkout staying where it is. pip
     # rebuilds and reinstalls a local directory every time, so re-running upgrades.
-    "$D_VENV/bin/pip" install --disable-pip-version-check --no-input "${SRC}[systemd]"
+    "$D_VENV/bin/python" -m pip install --disable-pip-version-check --no-input "${SRC}[systemd]"
     [[ -x "$D_VENV/bin/fer-kiosk" ]] || die "$VENV/bin/fer-kiosk was not installed"
 else
     log "--no-venv: not creating $VENV"
@@ -136,6 +143,21 @@ for ext in tflite json; do
     own_root "$D_MODELS/.$MODEL_NAME.$ext.new"
     mv -f "$D_MODELS/.$MODEL_NAME.$ext.new" "$D_MODELS/$MODEL_NAME.$ext"
 done
+if [[ $DO_VENV -eq 1 ]]; then
+    if [[ $DO_PRUNE -eq 1 ]]; then
+        log "pruning what the daemon never loads from $VENV (deploy/prune_venv.py)"
+        "$D_VENV/bin/python" "$REPO/deploy/prune_venv.py" "$D_VENV" | tail -n 1
+    fi
+    # Prove the installed venv still loads the model, the runtime and the cascade.
+    "$D_VENV/bin/python" - "$D_MODELS/$MODEL_NAME.tflite" <<'PY' \
+        || die "the installed environment cannot load the daemon's parts (re-run with --no-prune?)"
+import sys
+from edge.config import parse_config
+from edge.service import build_pipeline
+pipeline = build_pipeline(parse_config({"model": {"path": sys.argv[1]}}))
+print(f"install.sh: venv check: {pipeline.classifier.runtime} and the Haar cascade load")
+PY
+fi
 if [[ -f "$REPO/docs/deploy.md" ]]; then
     install -m 0644 "$REPO/docs/deploy.md" "$D_APP/docs/deploy.md"
     own_root "$D_APP/docs/deploy.md"

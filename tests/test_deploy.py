@@ -125,6 +125,77 @@ def test_unit_settings():
     assert not any("PASSWORD" in v.upper() for v in settings.get("Environment", []))
 
 
+# ---- prune_venv.py ----------------------------------------------------------------------
+
+PRUNE = DEPLOY / "prune_venv.py"
+
+
+def _fake_venv(tmp_path: Path) -> Path:
+    venv = tmp_path / "venv"
+    packages = venv / "lib/python3.11/site-packages"
+    for name in ("pip/__init__.py", "pip-24.0.dist-info/RECORD", "setuptools/__init__.py",
+                 "numpy/__init__.py", "numpy/_core/_multiarray_umath.so", "numpy/_core/tests/test_a.py",
+                 "numpy/lib/tests/test_b.py", "numpy/f2py/__init__.py", "numpy/f2py/tests/test_c.py",
+                 "cv2/cv2.abi3.so", "cv2/data/haarcascade_frontalface_default.xml",
+                 "cv2/data/haarcascade_frontalface_alt.xml", "cv2/data/haarcascade_eye.xml",
+                 "cv2/data/haarcascade_fullbody.xml", "cv2/data/haarcascade_frontalcatface.xml",
+                 "ai_edge_litert/interpreter.py", "ai_edge_litert/libLiteRt.so",
+                 "ai_edge_litert/libLiteRtWebGpuAccelerator.so", "ai_edge_litert/vendors/q/plugin.so",
+                 "paho/mqtt/client.py"):
+        (packages / name).parent.mkdir(parents=True, exist_ok=True)
+        (packages / name).write_bytes(b"x" * 5000)
+    return venv
+
+
+def _tree(venv: Path) -> set[str]:
+    packages = venv / "lib/python3.11/site-packages"
+    return {str(p.relative_to(packages)) for p in packages.rglob("*") if p.is_file()}
+
+
+def test_prune_removes_only_what_the_daemon_never_loads(tmp_path):
+    venv = _fake_venv(tmp_path)
+    before = _tree(venv)
+    dry = _run(["python3", str(PRUNE), str(venv), "--dry-run"])
+    assert dry.returncode == 0, dry.stderr
+    assert "would remove ai_edge_litert/vendors" in dry.stdout and _tree(venv) == before
+
+    result = _run(["python3", str(PRUNE), str(venv)])
+    assert result.returncode == 0, result.stderr
+    assert _tree(venv) == {
+        "numpy/__init__.py", "numpy/_core/_multiarray_umath.so", "cv2/cv2.abi3.so",
+        "cv2/data/haarcascade_frontalface_default.xml", "cv2/data/haarcascade_frontalface_alt.xml",
+        "ai_edge_litert/interpreter.py", "ai_edge_litert/libLiteRt.so", "paho/mqtt/client.py",
+    }
+    assert "removed numpy/f2py " in result.stdout and "numpy/f2py/tests" not in result.stdout  # nested: once
+    assert re.search(r"freed \d+\.\d MiB", result.stdout)
+    # Running it again is harmless: nothing left to remove.
+    again = _run(["python3", str(PRUNE), str(venv)])
+    assert again.returncode == 0 and "freed 0.0 MiB" in again.stdout
+
+
+def test_prune_refuses_a_folder_that_is_not_a_venv(tmp_path):
+    result = _run(["python3", str(PRUNE), str(tmp_path)])
+    assert result.returncode != 0 and "not a virtual environment" in result.stderr
+
+
+@pytest.mark.slow
+def test_install_with_venv_prunes_it_and_the_daemon_still_loads(tmp_path):
+    """The real installer end to end in a scratch root: pip, pruning, the venv check; a
+    second run (an upgrade) restores pip with ensurepip before installing again."""
+    root = tmp_path / "root"
+    root.mkdir()
+    for attempt in ("install", "upgrade"):
+        result = subprocess.run(["bash", str(INSTALL), "--root", str(root), "--no-apt", "--no-start"],
+                                capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, f"{attempt}: " + (result.stdout + result.stderr)[-3000:]
+        assert "venv check: ai-edge-litert" in result.stdout or "venv check: tflite-runtime" in result.stdout
+    packages = next((root / "opt/fer-kiosk/venv/lib").glob("python3*/site-packages"))
+    assert not (packages / "pip").exists() and (packages / "cv2/data/haarcascade_frontalface_default.xml").exists()
+    check = subprocess.run([str(root / "opt/fer-kiosk/venv/bin/fer-kiosk"), "classify", "--help"],
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stderr
+
+
 # ---- install.sh / uninstall.sh in a scratch root -----------------------------------------
 
 def _install(root: Path, *extra: str) -> subprocess.CompletedProcess:
