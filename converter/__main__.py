@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             training_data["settings"] = settings
             state = json.loads((run / "state.json").read_text())
             training_data["run"] = {k: state[k] for k in ("epoch", "best_epoch", "best_val_accuracy", "stop_reason", "seconds")}
+            averaged = run / "averaged.json"
+            if Path(args.keras).name == "averaged.keras" and averaged.exists():
+                training_data["averaging"] = json.loads(averaged.read_text())  # python -m training.average
             validation = _validation(args.keras, args.data, settings)
         views = args.views
         if views == "auto":

@@ -152,7 +152,37 @@ def test_second_stage_starts_from_a_checkpoint_and_keeps_every_epoch(tmp_path, s
 
     assert kernel_distance(epoch1) < 1e-3 < kernel_distance(make_mini_xception())
 
+    # Those epochs average into a model of their mean weights, scored on validation.
+    from training.average import average_run
+
+    summary = average_run(second, last=3)
+    assert len(summary["averaged_epochs"]) == 3 and (second / "averaged.keras").exists()
+    assert set(summary["validation_accuracy"]) == {"averaged", "best"}
+    averaged = keras.models.load_model(second / "averaged.keras")
+    epochs = []
+    for i in (1, 2, 3):
+        m = make_mini_xception()
+        m.load_weights(second / "epochs" / f"epoch-00{i}.weights.h5")
+        epochs.append(m)
+    for k, weight in enumerate(averaged.trainable_weights):  # BatchNorm's statistics are re-measured
+        expected = np.mean([m.trainable_weights[k].numpy() for m in epochs], axis=0)
+        np.testing.assert_allclose(weight.numpy(), expected, rtol=1e-5, atol=1e-6)
+
     with pytest.raises(TrainingError, match="no such checkpoint"):
         train(TrainSettings(data=str(synthetic_csv), init_from=str(tmp_path / "absent.keras")), tmp_path / "third")
     with pytest.raises(TrainingError, match="unknown schedule"):
         train(TrainSettings(data=str(synthetic_csv), schedule="linear"), tmp_path / "fourth")
+
+
+def test_batchnorm_statistics_are_re_measured_as_the_mean_over_all_batches():
+    from training.average import recompute_batchnorm
+
+    model = make_mini_xception()
+    images = np.random.default_rng(0).integers(0, 256, (96, 48, 48)).astype(np.uint8)
+    recompute_batchnorm(model, images, batch_size=32)
+    first_bn = next(layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
+    conv = keras.Model(model.inputs, first_bn.input)
+    outputs = conv(images[..., None].astype(np.float32)).numpy()
+    batch_means = [outputs[i : i + 32].mean(axis=(0, 1, 2)) for i in range(0, 96, 32)]
+    np.testing.assert_allclose(first_bn.moving_mean.numpy(), np.mean(batch_means, axis=0), rtol=1e-4, atol=1e-5)
+    assert first_bn.momentum == 0.99  # restored

@@ -1,0 +1,112 @@
+"""Weight averaging over the last epochs of a run (stochastic weight averaging).
+
+The epochs at the end of a cosine schedule sit around one minimum; the mean of their
+weights usually generalises better than any one of them. BatchNorm's moving statistics
+do not average linearly, so they are measured again: one pass over the training faces in
+training mode, with each layer's momentum set so that its moving mean and variance come
+out as the plain average over all batches.
+
+    python -m training.average --run-dir RUN --last 10 [--data fer2013.csv.gz]
+
+Needs a run trained with --keep-epoch-weights. Writes RUN/averaged.keras and prints its
+validation accuracy next to best.keras's, so the choice between them is made on the
+validation split (never on PublicTest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import training  # noqa: F401  (sets TensorFlow's environment before it is imported)
+import keras
+
+from edge.datasets import stratified_split
+from training.model import make_mini_xception
+from training.train import TrainingError, TrainSettings, _atomic_save_model, _load_training_faces
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def average_weights(files: list[Path]) -> list[np.ndarray]:
+    model = make_mini_xception()
+    total: list[np.ndarray] | None = None
+    for path in files:
+        model.load_weights(path)
+        weights = [w.astype(np.float64) for w in model.get_weights()]
+        total = weights if total is None else [t + w for t, w in zip(total, weights)]
+    assert total is not None
+    return [(t / len(files)).astype(np.float32) for t in total]
+
+
+def recompute_batchnorm(model: keras.Model, images: np.ndarray, batch_size: int = 256) -> None:
+    """Sets every BatchNorm layer's moving statistics to their mean over ``images``."""
+    layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, np.float32))
+        layer.moving_variance.assign(np.zeros(layer.moving_variance.shape, np.float32))
+    try:
+        for step, start in enumerate(range(0, len(images), batch_size)):
+            for layer in layers:
+                layer.momentum = step / (step + 1)  # moving <- running mean over the batches so far
+            model(images[start : start + batch_size, ..., None].astype(np.float32), training=True)
+    finally:
+        for layer, momentum in zip(layers, saved):
+            layer.momentum = momentum
+
+
+def accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> float:
+    probs = model.predict(images[..., None].astype(np.float32), batch_size=512, verbose=0)
+    return float((probs.argmax(1) == labels).mean())
+
+
+def average_run(run_dir: Path, last: int, data: str | None = None) -> dict:
+    settings_data = json.loads((run_dir / "settings.json").read_text())
+    if not settings_data.get("keep_epoch_weights"):
+        raise TrainingError(f"{run_dir} kept no per-epoch weights (train it with --keep-epoch-weights)")
+    settings = TrainSettings(**{**settings_data, **({"data": data} if data else {})})
+    files = sorted((run_dir / "epochs").glob("epoch-*.weights.h5"))[-last:]
+    if len(files) < 2:
+        raise TrainingError(f"{run_dir}/epochs has {len(files)} epoch weights; averaging needs at least 2")
+    faces = _load_training_faces(settings, run_dir)
+    train_idx, val_idx = stratified_split(faces.labels, settings.validation_fraction, settings.seed)
+    model = make_mini_xception(l2=settings.l2)
+    model.set_weights(average_weights(files))
+    recompute_batchnorm(model, faces.images[np.random.default_rng(settings.seed).permutation(train_idx)])
+    model.compile(optimizer=keras.optimizers.Adam(settings.min_learning_rate),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    _atomic_save_model(model, run_dir / "averaged.keras")
+    best = keras.models.load_model(run_dir / "best.keras", compile=False)
+    x_val, y_val = faces.images[val_idx], faces.labels[val_idx]
+    summary = {
+        "averaged_epochs": [f.name for f in files],
+        "validation_accuracy": {"averaged": accuracy(model, x_val, y_val), "best": accuracy(best, x_val, y_val)},
+    }
+    (run_dir / "averaged.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.average", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run-dir", required=True, type=Path)
+    parser.add_argument("--last", type=int, default=10, help="average the last N epochs (default 10)")
+    parser.add_argument("--data", help="FER2013, if it moved since the run was trained")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        summary = average_run(args.run_dir, args.last, args.data)
+    except TrainingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
