@@ -45,8 +45,11 @@ class HaarFaceDetector:
         c = self.config
         min_face = c.min_face_pixels(gray.shape[0])
         scale = detection_scale(gray.shape[1], c.detect_width, min_face)
+        # INTER_LINEAR, as the cascade's own image pyramid: INTER_AREA at the non-integer
+        # ratios used here cost 1.4 ms per 1280x720 frame, and recall on the benchmark
+        # clips stayed 100 % without it.
         small = gray if scale == 1.0 else cv2.resize(
-            gray, (round(gray.shape[1] * scale), round(gray.shape[0] * scale)), interpolation=cv2.INTER_AREA
+            gray, (round(gray.shape[1] * scale), round(gray.shape[0] * scale)), interpolation=cv2.INTER_LINEAR
         )
         min_side = max(CASCADE_WINDOW, int(min_face * scale))
         max_side = int(c.max_face_size * scale) if c.max_face_size else 0
@@ -124,7 +127,7 @@ class FaceFinder:
         scale = min(1.0, self.LOCAL_FACE_PIXELS / max(box[2], 1))
         if scale < 1.0:
             region = cv2.resize(region, (max(1, round(region.shape[1] * scale)), max(1, round(region.shape[0] * scale))),
-                                interpolation=cv2.INTER_AREA)
+                                interpolation=cv2.INTER_LINEAR)
         side = box[2] * scale
         found = self.detector._cascade.detectMultiScale(
             region, scaleFactor=c.scale_factor, minNeighbors=c.min_neighbors,

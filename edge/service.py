@@ -19,6 +19,8 @@ import signal
 import threading
 import time
 
+import cv2
+
 from edge import DEFAULT_MODEL, __version__
 from edge.capture import FrameSource
 from edge.classifier import ContractError, EmotionClassifier
@@ -42,6 +44,8 @@ STATUS_INTERVAL_SECONDS = 5.0
 
 def build_pipeline(config: Config) -> FramePipeline:
     """Model and detector; raises ContractError / DetectorError with a message naming the problem."""
+    if config.detector.threads:
+        cv2.setNumThreads(config.detector.threads)  # process-wide: the detector is OpenCV's main user
     model_path = config.model.path or str(DEFAULT_MODEL)
     classifier = EmotionClassifier(model_path, num_threads=config.model.num_threads)
     return FramePipeline(HaarFaceDetector(config.detector), classifier, config.model)

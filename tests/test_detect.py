@@ -63,3 +63,20 @@ def test_fast_walker_is_searched_where_heading_and_never_missed_on_a_frame():
     # Frame 1 lost the face near its old place and ran a full detection on that very frame;
     # from then on the search followed its step without one.
     assert finder.full_detections == 2 and finder.local_searches >= 3
+
+
+def test_pipeline_sets_opencvs_threads_from_the_config():
+    import cv2
+
+    from edge.config import parse_config
+    from edge.service import build_pipeline
+
+    before = cv2.getNumThreads()
+    try:
+        build_pipeline(parse_config({"detector": {"threads": 1}}))
+        assert cv2.getNumThreads() == 1
+        cv2.setNumThreads(2)
+        build_pipeline(parse_config({"detector": {"threads": 0}}))  # 0: leave OpenCV's own setting
+        assert cv2.getNumThreads() == 2
+    finally:
+        cv2.setNumThreads(before)
