@@ -87,6 +87,10 @@ class ModelConfig:
     # probabilities for up to reclassify_seconds; 0 classifies every face on every frame.
     reclassify_seconds: float = field(default=0.1, metadata=_range(0.0, 60))
     reclassify_iou: float = field(default=0.9, metadata=_range(0.0, 1.0))
+    # Test-time views averaged per face. "contract": what the model's contract says (chosen
+    # on validation data: mirror-shift, 10 passes, for the bundled model). A slower box can
+    # trade accuracy for CPU: "mirror" (2 passes) or "single" (see models/README.md).
+    views: str = field(default="contract", metadata=_range(choices=("contract", "single", "mirror", "mirror-shift")))
 
 
 @dataclass(frozen=True)

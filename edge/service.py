@@ -25,6 +25,7 @@ from edge import DEFAULT_MODEL, __version__
 from edge.capture import FrameSource
 from edge.classifier import ContractError, EmotionClassifier
 from edge.config import Config, ConfigError, load_config
+from edge.contract import VIEW_SETS
 from edge.daemon import ProcessingLoop
 from edge.detect import DetectorError, HaarFaceDetector
 from edge.homeassistant import discovery_messages
@@ -48,6 +49,8 @@ def build_pipeline(config: Config) -> FramePipeline:
         cv2.setNumThreads(config.detector.threads)  # process-wide: the detector is OpenCV's main user
     model_path = config.model.path or str(DEFAULT_MODEL)
     classifier = EmotionClassifier(model_path, num_threads=config.model.num_threads)
+    if config.model.views != "contract":
+        classifier.contract = dataclasses.replace(classifier.contract, views=VIEW_SETS[config.model.views])
     return FramePipeline(HaarFaceDetector(config.detector), classifier, config.model)
 
 

@@ -112,3 +112,15 @@ def test_contract_written_with_flip_average_still_loads_as_views(tmp_path):
 
     with pytest.raises(ContractError, match="views"):
         ModelContract.from_dict(json.loads(json.dumps({**data, "views": []})))
+
+
+def test_config_can_trade_the_contracts_views_for_cpu():
+    from edge.config import ConfigError, parse_config
+    from edge.contract import VIEW_SETS
+    from edge.service import build_pipeline
+
+    assert build_pipeline(parse_config({})).classifier.contract.views == load_contract(DEFAULT_MODEL).views
+    single = build_pipeline(parse_config({"model": {"views": "single"}}))
+    assert single.classifier.contract.views == VIEW_SETS["single"]
+    with pytest.raises(ConfigError, match="model.views"):
+        parse_config({"model": {"views": "all"}})
