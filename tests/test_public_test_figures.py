@@ -42,15 +42,21 @@ def test_training_split_loads_with_published_counts(fer2013_path):
         assert faces.class_counts()["disgust"] == 436 and faces.class_counts()["happy"] == 7215
 
 
-def test_bundled_model_runs_in_tflite_runtime_2_14():
+def test_bundled_model_runs_in_tflite_runtime_2_14(astronaut_bgr):
     python = os.environ.get("FER_KIOSK_TFLITE214_PYTHON")
     if not python or not Path(python).exists():
         pytest.skip("FER_KIOSK_TFLITE214_PYTHON is not set (tests/run.sh makes that environment when it can)")
     pytest.importorskip("tensorflow", reason="the check lives in the converter (train extra)")
     from converter.convert import check_with_tflite_runtime
     from edge.classifier import EmotionClassifier
-    from tests.conftest import synthetic_faces
+    from edge.contract import CropRule
+    from edge.preprocess import crop_face, to_gray
 
-    images, _ = synthetic_faces(4)
+    # Real face crops (synthetic noise faces sit near class ties, where top-1 flips between
+    # runtimes on rounding alone): the astronaut's face at 30 offsets and sizes.
+    gray = to_gray(astronaut_bgr)
+    images = np.stack([crop_face(gray, (165 + dx, 55 + dy, 100 + ds, 100 + ds), CropRule(), (48, 48))
+                       for dx in (-10, 0, 10) for dy in (-10, 0, 10) for ds in (-15, 0, 15)]
+                      + [crop_face(gray, (170, 60, 100, 100), CropRule(), (48, 48))[:, ::-1]] * 3)
     answer = check_with_tflite_runtime(python, EmotionClassifier(DEFAULT_MODEL), images)
     assert answer.startswith("tflite-runtime 2.14")
