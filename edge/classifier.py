@@ -9,6 +9,7 @@ written for another model.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -97,11 +98,15 @@ def contract_mismatches(contract: ModelContract, input_details: dict, output_det
 class EmotionClassifier:
     """Probabilities over the contract's labels for 48x48 uint8 face crops."""
 
-    def __init__(self, model_path: str | Path, num_threads: int = 1, verify_hash: bool = True):
+    def __init__(self, model_path: str | Path, num_threads: int = 1, verify_hash: bool = True,
+                 views: tuple[View, ...] | None = None):
+        """``views``: test-time views to average instead of the contract's own."""
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise ContractError(f"model file {self.model_path} not found")
         self.contract = load_contract(self.model_path)
+        if views is not None:
+            self.contract = replace(self.contract, views=views)
         if verify_hash:
             digest = file_sha256(self.model_path)
             if digest != self.contract.sha256:
@@ -151,8 +156,6 @@ class EmotionClassifier:
         if len(crops) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         views = self.contract.views
-        if views == (View(),):
-            return self.invoke(crops)
         return average_views(self.invoke(all_views(crops, views)), len(views))
 
     def invoke(self, crops: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from edge import DEFAULT_MODEL
+from edge.contract import VIEW_SETS
 
 EX_CONFIG = 78  # sysexits.h: configuration error (systemd's RestartPreventExitStatus)
 
@@ -146,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True, help="fer2013.csv[.gz] or a folder with train/ and test/")
     ev.add_argument("--usage", default="PublicTest", help="split to evaluate (default PublicTest)")
     ev.add_argument("--model", default=str(DEFAULT_MODEL), help="a .tflite (with its .json) or a .keras model")
-    ev.add_argument("--views", choices=("single", "mirror", "mirror-shift"), default=None,
+    ev.add_argument("--views", choices=tuple(VIEW_SETS), default=None,
                     help="test-time views averaged per face (default: the .tflite contract's own; "
                          "a .keras model: single)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")

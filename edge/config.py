@@ -19,6 +19,8 @@ from typing import Any, Union
 
 import yaml
 
+from edge.contract import VIEW_SETS
+
 
 class ConfigError(Exception):
     """The configuration is invalid; ``errors`` lists each problem with its YAML path."""
@@ -90,7 +92,7 @@ class ModelConfig:
     # Test-time views averaged per face. "contract": what the model's contract says (chosen
     # on validation data: mirror-shift, 10 passes, for the bundled model). A slower box can
     # trade accuracy for CPU: "mirror" (2 passes) or "single" (see models/README.md).
-    views: str = field(default="contract", metadata=_range(choices=("contract", "single", "mirror", "mirror-shift")))
+    views: str = field(default="contract", metadata=_range(choices=("contract", *VIEW_SETS)))
 
 
 @dataclass(frozen=True)

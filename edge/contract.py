@@ -66,8 +66,8 @@ class View:
 VIEW_SETS: dict[str, tuple[View, ...]] = {
     "single": (View(),),
     "mirror": (View(), View(flip=True)),
-    # The face and its mirror, each also shifted 2 px each way: 10 passes of a model that
-    # costs well under a millisecond per face, for about one accuracy point on FER2013.
+    # The face and its mirror, each also shifted 2 px each way: 10 passes (about 0.33 ms of
+    # CPU each for the bundled int8 model) for about one accuracy point on FER2013.
     "mirror-shift": tuple(
         View(flip, dx, dy) for flip in (False, True) for dx, dy in ((0, 0), (2, 0), (-2, 0), (0, 2), (0, -2))
     ),

@@ -6,7 +6,6 @@ A .tflite model goes through ``EmotionClassifier``, the daemon's own code path.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +38,7 @@ def predict_probabilities(
         return probs, EMOTIONS
     from edge.classifier import EmotionClassifier
 
-    classifier = EmotionClassifier(model_path)
-    if views is not None:
-        classifier.contract = replace(classifier.contract, views=VIEW_SETS[views])
+    classifier = EmotionClassifier(model_path, views=None if views is None else VIEW_SETS[views])
     return classifier.classify_many(faces.images), classifier.labels
 
 

@@ -48,9 +48,8 @@ def build_pipeline(config: Config) -> FramePipeline:
     if config.detector.threads:
         cv2.setNumThreads(config.detector.threads)  # process-wide: the detector is OpenCV's main user
     model_path = config.model.path or str(DEFAULT_MODEL)
-    classifier = EmotionClassifier(model_path, num_threads=config.model.num_threads)
-    if config.model.views != "contract":
-        classifier.contract = dataclasses.replace(classifier.contract, views=VIEW_SETS[config.model.views])
+    views = None if config.model.views == "contract" else VIEW_SETS[config.model.views]
+    classifier = EmotionClassifier(model_path, num_threads=config.model.num_threads, views=views)
     return FramePipeline(HaarFaceDetector(config.detector), classifier, config.model)
 
 
