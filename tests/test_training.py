@@ -174,6 +174,42 @@ def test_second_stage_starts_from_a_checkpoint_and_keeps_every_epoch(tmp_path, s
         train(TrainSettings(data=str(synthetic_csv), schedule="linear"), tmp_path / "fourth")
 
 
+def test_softened_teacher_targets_keep_the_label_and_sum_to_one():
+    from training.train import distillation_targets, soften
+
+    teacher = np.array([[0.7, 0.1, 0.05, 0.05, 0.04, 0.03, 0.03], [0.2, 0.1, 0.1, 0.4, 0.1, 0.05, 0.05]])
+    np.testing.assert_allclose(soften(teacher, 1.0), teacher, rtol=1e-6)
+    softer = soften(teacher, 2.0)
+    assert (softer.argmax(1) == teacher.argmax(1)).all() and (softer.max(1) < teacher.max(1)).all()
+    targets = distillation_targets(np.array([0, 4]), softer, 0.5)
+    np.testing.assert_allclose(targets.sum(1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(distillation_targets(np.array([0, 4]), softer, 0.0), np.eye(7)[[0, 4]])
+    assert targets[1].argmax() == 4  # half the weight on the label outweighs a teacher that disagrees
+
+
+def test_distillation_trains_against_the_teachers_cached_probabilities(tmp_path, synthetic_csv):
+    first = tmp_path / "teacher"
+    train(TrainSettings(data=str(synthetic_csv), epochs=1, batch_size=32), first, verbose=0)
+    student = tmp_path / "student"
+    settings = TrainSettings(data=str(synthetic_csv), epochs=2, batch_size=32, teacher=str(first / "best.keras"),
+                             teacher_views="mirror", schedule="cosine", stop_patience=100)
+    state = train(settings, student, verbose=0)
+    assert state.epoch == 2 and np.isfinite(state.best_val_loss)
+    cached = np.load(student / "teacher-probabilities.npy")
+    np.testing.assert_allclose(cached.sum(1), 1.0, rtol=1e-5)
+    assert (cached.max(1) < 1.0).all()  # softened: a distribution, not the teacher's hard answer
+    # A resumed run reads the same targets back instead of asking the teacher again.
+    (first / "best.keras").unlink()
+    state = train(TrainSettings(**{**settings.__dict__, "epochs": 3}), student, verbose=0)
+    assert state.epoch == 3
+
+    with pytest.raises(TrainingError, match="--teacher .*no such model"):
+        train(TrainSettings(data=str(synthetic_csv), teacher=str(tmp_path / "absent.keras")), tmp_path / "other")
+    with pytest.raises(TrainingError, match="--teacher-views 'sideways'"):
+        train(TrainSettings(data=str(synthetic_csv), teacher=str(student / "best.keras"), teacher_views="sideways"),
+              tmp_path / "another")
+
+
 def test_batchnorm_statistics_are_re_measured_as_the_mean_over_all_batches():
     from training.average import recompute_batchnorm
 

@@ -38,6 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", default="", help="start from this .keras checkpoint (a second training stage)")
     p.add_argument("--keep-epoch-weights", action="store_true",
                    help="save every epoch's weights under RUN/epochs/ (for averaging them afterwards)")
+    p.add_argument("--teacher", default="",
+                   help="distil from this trained .keras model: its probabilities on each training face "
+                   "are mixed into the target")
+    p.add_argument("--teacher-views", default=d.teacher_views,
+                   help="test-time views the teacher's probabilities are averaged over (single, mirror, mirror-shift)")
+    p.add_argument("--distill-weight", type=float, default=d.distill_weight,
+                   help="share of the target that is the teacher's distribution (the rest is the label)")
+    p.add_argument("--distill-temperature", type=float, default=d.distill_temperature,
+                   help="softens the teacher's distribution (1: as it is)")
     p.add_argument("--max-train-faces", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                    help="1: progress bar (default on a terminal), 2: one line per epoch")
@@ -65,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         min_learning_rate=args.min_learning_rate,
         init_from=args.init_from,
         keep_epoch_weights=args.keep_epoch_weights,
+        teacher=args.teacher,
+        teacher_views=args.teacher_views,
+        distill_weight=args.distill_weight,
+        distill_temperature=args.distill_temperature,
     )
     try:
         state = train(settings, args.run_dir, verbose=args.verbose)

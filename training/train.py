@@ -32,7 +32,7 @@ import numpy as np
 import training  # noqa: F401  (sets TensorFlow's environment before it is imported)
 import keras
 
-from edge.contract import EMOTIONS
+from edge.contract import EMOTIONS, VIEW_SETS, all_views, average_views
 from edge.datasets import FaceSet, load_fer2013, stratified_split
 from edge.metrics import classification_report
 from training.augment import Augmentation, augmented_epoch
@@ -70,6 +70,13 @@ class TrainSettings:
     schedule: str = "plateau"
     init_from: str = ""  # a .keras checkpoint to start from instead of random weights
     keep_epoch_weights: bool = False  # weights of every epoch, for averaging them afterwards
+    # Distillation: a trained .keras model whose probabilities (averaged over
+    # `teacher_views`, softened by `distill_temperature`) are mixed into each training
+    # target with weight `distill_weight`; the rest stays the one-hot label.
+    teacher: str = ""
+    teacher_views: str = "mirror-shift"
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
 
     # Settings that may change when a run resumes: they do not alter the schedule.
     RESUMABLE_CHANGES = ("data", "epochs")
@@ -209,6 +216,49 @@ def _check_settings(run_dir: Path, settings: TrainSettings) -> None:
         _atomic_write_json(path, asdict(settings))
 
 
+def soften(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities as a softmax of the same logits divided by ``temperature``."""
+    logits = np.log(np.clip(probabilities, 1e-12, 1.0)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    soft = np.exp(logits)
+    return soft / soft.sum(axis=1, keepdims=True)
+
+
+def distillation_targets(labels: np.ndarray, teacher: np.ndarray, weight: float) -> np.ndarray:
+    """Training targets: ``weight`` of the teacher's distribution, the rest the true label."""
+    one_hot = np.eye(len(EMOTIONS), dtype=np.float32)[labels]
+    return ((1 - weight) * one_hot + weight * teacher).astype(np.float32)
+
+
+def _teacher_probabilities(settings: TrainSettings, run_dir: Path, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The teacher's softened probabilities on the (unaugmented) training faces, cached in
+    the run folder: a resumed run trains against the very same targets."""
+    cache = run_dir / "teacher-probabilities.npy"
+    if cache.exists():
+        saved = np.load(cache)
+        if saved.shape == (len(images), len(EMOTIONS)):
+            return saved
+    source = Path(settings.teacher)
+    if not source.is_file():
+        raise TrainingError(f"--teacher {source}: no such model")
+    if settings.teacher_views not in VIEW_SETS:
+        raise TrainingError(f"--teacher-views {settings.teacher_views!r}: expected one of {sorted(VIEW_SETS)}")
+    try:
+        teacher = keras.models.load_model(source, compile=False)
+    except Exception as err:
+        raise TrainingError(f"--teacher {source}: cannot load it as a Keras model ({err})") from err
+    views = VIEW_SETS[settings.teacher_views]
+    chunks = []
+    for start in range(0, len(images), 4096):  # 10 views of 28k faces would not fit at once
+        stacked = all_views(images[start : start + 4096], views)[..., None].astype(np.float32)
+        chunks.append(average_views(teacher.predict(stacked, batch_size=256, verbose=0), len(views)))
+    probabilities = soften(np.concatenate(chunks), settings.distill_temperature).astype(np.float32)
+    np.save(cache, probabilities)
+    _LOGGER.info("teacher %s (%s views) agrees with %.1f %% of the training labels", source,
+                 settings.teacher_views, 100 * float((probabilities.argmax(1) == labels).mean()))
+    return probabilities
+
+
 def _initial_model(settings: TrainSettings) -> keras.Model:
     model = make_mini_xception(l2=settings.l2)
     if settings.init_from:
@@ -249,6 +299,9 @@ def train(settings: TrainSettings, run_dir: str | Path, verbose: int | None = No
     x_train, y_train = faces.images[train_idx], faces.labels[train_idx]
     x_val = faces.images[val_idx][..., None].astype(np.float32)
     y_val = faces.labels[val_idx]
+    teacher = _teacher_probabilities(settings, run_dir, x_train, y_train) if settings.teacher else None
+    if teacher is not None:  # soft targets need the categorical loss; validation stays one-hot
+        y_val = np.eye(len(EMOTIONS), dtype=np.float32)[y_val]
     weights = class_weight_vector(y_train, settings.class_weights)
     sample_weights = None if settings.class_weights == "none" else weights[y_train].astype(np.float32)
     _LOGGER.info(
@@ -267,7 +320,7 @@ def train(settings: TrainSettings, run_dir: str | Path, verbose: int | None = No
         model = _initial_model(settings)
         model.compile(
             optimizer=keras.optimizers.Adam(settings.learning_rate),
-            loss="sparse_categorical_crossentropy",
+            loss="sparse_categorical_crossentropy" if teacher is None else "categorical_crossentropy",
             metrics=["accuracy"],
         )
     callbacks = [
@@ -279,6 +332,8 @@ def train(settings: TrainSettings, run_dir: str | Path, verbose: int | None = No
     # One fit() call per epoch: each epoch's input is built whole from (seed, epoch).
     while not state.finished and state.epoch < settings.epochs:
         x, y, order = augmented_epoch(x_train, y_train, settings.seed, state.epoch, augmentation)
+        if teacher is not None:
+            y = distillation_targets(y, teacher[order], settings.distill_weight)
         model.fit(
             x, y,
             sample_weight=None if sample_weights is None else sample_weights[order],
