@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             run = Path(args.run_dir)
             settings = json.loads((run / "settings.json").read_text())
             # File names only: the machine's paths stay out of the shipped contract.
-            for key in ("data", "init_from"):
+            for key in ("data", "init_from", "teacher"):
                 if settings.get(key):
                     settings[key] = Path(settings[key]).name
             training_data["settings"] = settings

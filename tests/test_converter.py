@@ -84,6 +84,31 @@ def test_accuracy_gate_fails_the_command_with_a_clear_message(tmp_path, small_mo
     assert "float16 conversion loses" in result.stderr and "the limit is -1.00" in result.stderr
 
 
+def test_contract_records_the_run_without_this_machines_paths(tmp_path, small_model, synthetic_csv):
+    from dataclasses import asdict
+
+    from training.train import RunState, TrainSettings
+
+    run = tmp_path / "runs" / "student"
+    run.mkdir(parents=True)
+    settings = TrainSettings(data=str(synthetic_csv), init_from=str(tmp_path / "runs" / "stage1.keras"),
+                             teacher=str(tmp_path / "runs" / "teacher.keras"), max_train_faces=200)
+    (run / "settings.json").write_text(json.dumps(asdict(settings)))
+    (run / "state.json").write_text(json.dumps(asdict(RunState(epoch=3, finished=True, stop_reason="done"))))
+    out = tmp_path / "model.tflite"
+    result = subprocess.run(
+        [sys.executable, "-m", "converter", "--keras", str(small_model), "--out", str(out), "--format", "float32",
+         "--data", str(synthetic_csv), "--run-dir", str(run)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = out.with_suffix(".json").read_text()
+    assert str(tmp_path) not in text
+    recorded = json.loads(text)["training_data"]["settings"]
+    assert (recorded["init_from"], recorded["teacher"]) == ("stage1.keras", "teacher.keras")
+    assert recorded["data"] == synthetic_csv.name
+
+
 def test_unloadable_keras_file_is_a_conversion_error(tmp_path, check_faces):
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"no model here")
