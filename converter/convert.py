@@ -32,14 +32,13 @@ from edge.contract import (
     CropRule,
     ModelContract,
     View,
-    all_views,
-    average_views,
     dequantize,
     file_sha256,
     save_contract,
 )
 from edge.datasets import FaceSet, stratified_split
 from edge.metrics import classification_report
+from training.model import keras_probabilities
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -139,15 +138,6 @@ def _interpreter_contract(path: Path, fmt: str, **fields: Any) -> ModelContract:
         checked_with={"runtime": runtime},
         **fields,
     )
-
-
-def keras_probabilities(
-    model: keras.Model, images: np.ndarray, views: tuple[View, ...] = (View(),)
-) -> np.ndarray:
-    """The Keras model's probabilities, averaged over the contract's test-time views the
-    way the daemon's classifier averages them."""
-    stacked = all_views(images, views)[..., None].astype(np.float32)
-    return average_views(model.predict(stacked, batch_size=256, verbose=0), len(views))
 
 
 def check_conversion(model: keras.Model, tflite_path: Path, faces: FaceSet) -> CheckResult:

@@ -32,11 +32,11 @@ import numpy as np
 import training  # noqa: F401  (sets TensorFlow's environment before it is imported)
 import keras
 
-from edge.contract import EMOTIONS, VIEW_SETS, all_views, average_views
+from edge.contract import EMOTIONS, VIEW_SETS
 from edge.datasets import FaceSet, load_fer2013, stratified_split
 from edge.metrics import classification_report
 from training.augment import Augmentation, augmented_epoch
-from training.model import make_mini_xception
+from training.model import keras_probabilities, make_mini_xception
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -247,12 +247,8 @@ def _teacher_probabilities(settings: TrainSettings, run_dir: Path, images: np.nd
         teacher = keras.models.load_model(source, compile=False)
     except Exception as err:
         raise TrainingError(f"--teacher {source}: cannot load it as a Keras model ({err})") from err
-    views = VIEW_SETS[settings.teacher_views]
-    chunks = []
-    for start in range(0, len(images), 4096):  # 10 views of 28k faces would not fit at once
-        stacked = all_views(images[start : start + 4096], views)[..., None].astype(np.float32)
-        chunks.append(average_views(teacher.predict(stacked, batch_size=256, verbose=0), len(views)))
-    probabilities = soften(np.concatenate(chunks), settings.distill_temperature).astype(np.float32)
+    raw = keras_probabilities(teacher, images, VIEW_SETS[settings.teacher_views])
+    probabilities = soften(raw, settings.distill_temperature).astype(np.float32)
     np.save(cache, probabilities)
     _LOGGER.info("teacher %s (%s views) agrees with %.1f %% of the training labels", source,
                  settings.teacher_views, 100 * float((probabilities.argmax(1) == labels).mean()))
