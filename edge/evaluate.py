@@ -12,7 +12,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge.contract import EMOTIONS, VIEW_SETS, all_views, average_views
+from edge.contract import EMOTIONS, VIEW_SETS
 from edge.datasets import FaceSet
 from edge.metrics import classification_report
 
@@ -29,13 +29,12 @@ def predict_probabilities(
         try:
             import training  # noqa: F401  (TensorFlow's environment)
             import keras
+
+            from training.model import keras_probabilities
         except ImportError as err:
             raise RuntimeError("evaluating a .keras model needs the train extra: pip install -e '.[train]'") from err
         model = keras.models.load_model(model_path, compile=False)
-        chosen = VIEW_SETS[views or "single"]
-        stacked = all_views(faces.images, chosen)[..., None].astype(np.float32)
-        probs = average_views(model.predict(stacked, batch_size=256, verbose=0), len(chosen))
-        return probs, EMOTIONS
+        return keras_probabilities(model, faces.images, VIEW_SETS[views or "single"]), EMOTIONS
     from edge.classifier import EmotionClassifier
 
     classifier = EmotionClassifier(model_path, views=None if views is None else VIEW_SETS[views])

@@ -27,7 +27,7 @@ import training  # noqa: F401  (sets TensorFlow's environment before it is impor
 import keras
 
 from edge.datasets import stratified_split
-from training.model import make_mini_xception
+from training.model import keras_probabilities, make_mini_xception
 from training.train import TrainingError, TrainSettings, _atomic_save_model, _load_training_faces
 
 _LOGGER = logging.getLogger(__name__)
@@ -62,8 +62,7 @@ def recompute_batchnorm(model: keras.Model, images: np.ndarray, batch_size: int 
 
 
 def accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> float:
-    probs = model.predict(images[..., None].astype(np.float32), batch_size=512, verbose=0)
-    return float((probs.argmax(1) == labels).mean())
+    return float((keras_probabilities(model, images).argmax(1) == labels).mean())
 
 
 def average_run(run_dir: Path, last: int, data: str | None = None) -> dict:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import keras
-from keras import layers, regularizers
-
 import numpy as np
+from keras import layers, regularizers
 
 from edge.contract import (
     EMOTIONS, INPUT_SIZE, NORMALIZATION_OFFSET, NORMALIZATION_SCALE, View, all_views, average_views,

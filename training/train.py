@@ -368,5 +368,4 @@ def final_report(settings: TrainSettings, run_dir: str | Path) -> dict[str, Any]
 
 
 def _evaluate(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    probs = model.predict(images[..., None].astype(np.float32), batch_size=256, verbose=0)
-    return classification_report(labels, probs.argmax(axis=1), EMOTIONS)
+    return classification_report(labels, keras_probabilities(model, images).argmax(axis=1), EMOTIONS)
