@@ -90,7 +90,7 @@ die() { echo "install.sh: error: $*" >&2; exit 1; }
 own_root() { if [[ $IS_ROOT -eq 1 ]]; then chown root:root "$@"; fi; }
 
 for f in "$REPO/deploy/$UNIT" "$REPO/config.yaml" "$REPO/pyproject.toml" \
-         "$REPO/models/$MODEL_NAME.tflite" "$REPO/models/$MODEL_NAME.json"; do
+         "$REPO/edge/models/$MODEL_NAME.tflite" "$REPO/edge/models/$MODEL_NAME.json"; do
     [[ -f "$f" ]] || die "$f is missing: run this script from a complete checkout"
 done
 
@@ -139,7 +139,7 @@ fi
 log "copying the model to $MODELS"
 for ext in tflite json; do
     # Via a temporary file and rename: a running daemon never sees a half-written model.
-    install -m 0644 "$REPO/models/$MODEL_NAME.$ext" "$D_MODELS/.$MODEL_NAME.$ext.new"
+    install -m 0644 "$REPO/edge/models/$MODEL_NAME.$ext" "$D_MODELS/.$MODEL_NAME.$ext.new"
     own_root "$D_MODELS/.$MODEL_NAME.$ext.new"
     mv -f "$D_MODELS/.$MODEL_NAME.$ext.new" "$D_MODELS/$MODEL_NAME.$ext"
 done

@@ -83,7 +83,7 @@ class DetectorConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    path: str = ""  # empty: the bundled models/emotion_int8.tflite
+    path: str = ""  # empty: the bundled edge/models/emotion_int8.tflite
     num_threads: int = field(default=1, metadata=_range(1, 64))
     # A face that has not moved (box overlap >= reclassify_iou) keeps its last
     # probabilities for up to reclassify_seconds; 0 classifies every face on every frame.
@@ -91,7 +91,7 @@ class ModelConfig:
     reclassify_iou: float = field(default=0.9, metadata=_range(0.0, 1.0))
     # Test-time views averaged per face. "contract": what the model's contract says (chosen
     # on validation data: mirror-shift, 10 passes, for the bundled model). A slower box can
-    # trade accuracy for CPU: "mirror" (2 passes) or "single" (see models/README.md).
+    # trade accuracy for CPU: "mirror" (2 passes) or "single" (see edge/models/README.md).
     views: str = field(default="contract", metadata=_range(choices=("contract", *VIEW_SETS)))
 
 

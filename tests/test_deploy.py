@@ -255,7 +255,7 @@ def test_install_uninstall_layout(tmp_path):
     assert "edited" not in (etc / "config.yaml.dist").read_text()
     assert credentials.read_text() == "username=kiosk-01\npassword=secret\n"
     assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
-    assert (models / "emotion_int8.tflite").read_bytes() == (ROOT / "models/emotion_int8.tflite").read_bytes()
+    assert (models / "emotion_int8.tflite").read_bytes() == (ROOT / "edge/models/emotion_int8.tflite").read_bytes()
 
     # State as systemd's DynamicUser= leaves it: /var/lib/private/fer-kiosk + symlink.
     state = root / "var/lib/private/fer-kiosk/spool"
