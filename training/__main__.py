@@ -6,12 +6,14 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 import training  # noqa: F401  (sets TensorFlow's environment first)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from training.augment import Augmentation
+    from training.model import ARCHITECTURES
     from training.train import CLASS_WEIGHT_MODES, SCHEDULES, TrainSettings
 
     d = TrainSettings(data="")
@@ -47,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the target that is the teacher's distribution (the rest is the label)")
     p.add_argument("--distill-temperature", type=float, default=d.distill_temperature,
                    help="softens the teacher's distribution (1: as it is)")
+    p.add_argument("--architecture", choices=sorted(ARCHITECTURES), default=d.architecture,
+                   help="mini_xception: the shipped model; vgg: a larger teacher to distil from")
+    p.add_argument("--l2", type=float, default=None,
+                   help="L2 weight on the convolutions (default: 0.01 for mini_xception, 1e-4 for vgg)")
+    p.add_argument("--augmentation", type=json.loads, default={},
+                   help="JSON object overriding augmentation fields, e.g. "
+                   "'{\"erasing_probability\": 0.5, \"brightness\": 0.2}' (fields: "
+                   + ", ".join(f.name for f in fields(Augmentation)) + ")")
     p.add_argument("--max-train-faces", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
                    help="1: progress bar (default on a terminal), 2: one line per epoch")
@@ -59,7 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     from edge.datasets import DatasetError
     from training.train import TrainingError, TrainSettings, final_report, train
 
+    from training.augment import Augmentation
+
+    unknown = set(args.augmentation) - {f.name for f in fields(Augmentation)}
+    if unknown:
+        print(f"error: --augmentation: unknown fields {sorted(unknown)}", file=sys.stderr)
+        return 2
+    l2 = args.l2 if args.l2 is not None else (1e-4 if args.architecture == "vgg" else TrainSettings(data="").l2)
     settings = TrainSettings(
+        architecture=args.architecture,
+        l2=l2,
+        augmentation={**asdict(Augmentation()), **args.augmentation},
         data=args.data,
         epochs=args.epochs,
         batch_size=args.batch_size,

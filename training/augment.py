@@ -21,6 +21,14 @@ class Augmentation:
     shift_fraction: float = 0.1
     zoom_fraction: float = 0.1
     horizontal_flip: bool = True
+    # Photometric changes a real camera brings (all off by default: the thesis used none).
+    brightness: float = 0.0  # pixels shifted by up to +-brightness * 255
+    contrast: float = 0.0  # spread around the face's mean scaled by 1 +- contrast
+    gamma: float = 0.0  # gamma drawn from [1 - gamma, 1 + gamma]
+    blur_probability: float = 0.0  # Gaussian blur, sigma 0.5..1.2 px
+    noise_std: float = 0.0  # Gaussian sensor noise, in pixel values
+    # Random erasing (Zhong et al., 2020): a rectangle of 2-20 % of the face filled with noise.
+    erasing_probability: float = 0.0
 
 
 def affine_matrices(n: int, size: int, aug: Augmentation, rng: np.random.Generator) -> np.ndarray:
@@ -50,6 +58,41 @@ def warp_batch(images: np.ndarray, matrices: np.ndarray) -> np.ndarray:
     return out
 
 
+def photometric_batch(images: np.ndarray, aug: Augmentation, rng: np.random.Generator) -> np.ndarray:
+    """Brightness, contrast, gamma, blur and noise on uint8 faces; float32 0..255 out."""
+    n = len(images)
+    out = images.astype(np.float32)
+    if aug.blur_probability > 0:
+        for i in np.flatnonzero(rng.random(n) < aug.blur_probability):
+            out[i] = cv2.GaussianBlur(out[i], (0, 0), float(rng.uniform(0.5, 1.2)))
+    if aug.gamma > 0:
+        gamma = rng.uniform(1 - aug.gamma, 1 + aug.gamma, (n, 1, 1)).astype(np.float32)
+        out = 255.0 * (out / 255.0) ** gamma
+    if aug.contrast > 0:
+        factor = rng.uniform(1 - aug.contrast, 1 + aug.contrast, (n, 1, 1)).astype(np.float32)
+        mean = out.mean(axis=(1, 2), keepdims=True)
+        out = mean + (out - mean) * factor
+    if aug.brightness > 0:
+        out += rng.uniform(-aug.brightness, aug.brightness, (n, 1, 1)).astype(np.float32) * 255
+    if aug.noise_std > 0:
+        out += rng.normal(0, aug.noise_std, out.shape).astype(np.float32)
+    return np.clip(out, 0, 255)
+
+
+def erase_batch(images: np.ndarray, probability: float, rng: np.random.Generator) -> np.ndarray:
+    """Random erasing in place on float faces: one rectangle of 2-20 % of the area (aspect
+    0.3..3.3) per chosen face, filled with uniform noise."""
+    n, h, w = images.shape
+    for i in np.flatnonzero(rng.random(n) < probability):
+        area = rng.uniform(0.02, 0.2) * h * w
+        aspect = np.exp(rng.uniform(np.log(0.3), np.log(3.3)))
+        eh = int(min(h, round(np.sqrt(area * aspect))))
+        ew = int(min(w, round(np.sqrt(area / aspect))))
+        top, left = rng.integers(0, h - eh + 1), rng.integers(0, w - ew + 1)
+        images[i, top : top + eh, left : left + ew] = rng.uniform(0, 255, (eh, ew))
+    return images
+
+
 def augmented_epoch(
     images: np.ndarray,
     labels: np.ndarray,
@@ -69,4 +112,7 @@ def augmented_epoch(
     batch = images[order]
     if augmentation is not None:
         batch = warp_batch(batch, affine_matrices(len(order), images.shape[1], augmentation, rng))
+        batch = photometric_batch(batch, augmentation, rng)
+        if augmentation.erasing_probability > 0:
+            batch = erase_batch(batch, augmentation.erasing_probability, rng)
     return batch[..., None].astype(np.float32), labels[order], order

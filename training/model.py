@@ -57,6 +57,45 @@ def make_mini_xception(
     return keras.Model(inputs, outputs, name="mini_xception")
 
 
+def make_vgg_teacher(
+    input_shape: tuple[int, int, int] = (INPUT_SIZE, INPUT_SIZE, 1),
+    num_classes: int = len(EMOTIONS),
+    l2: float = 1e-4,
+    widths: tuple[int, ...] = (32, 64, 128, 256),
+    dropout: float = 0.5,
+) -> keras.Model:
+    """A VGG-style teacher for distillation (about 1.8 M parameters, 30x the student).
+
+    Four stages of two 3x3 convolutions with BatchNorm, each halving the face (48 -> 3),
+    then one dense layer: the layout of the best plain FER2013 networks (Khaireddin & Chen,
+    2021), narrowed so that an epoch fits a few minutes on 2 CPU cores. It is a training
+    artifact only; the daemon always runs the mini-Xception. Same raw-pixel input and
+    normalization layer as the student, so every tool that feeds one feeds the other.
+    """
+    reg = regularizers.L2(l2)
+    inputs = keras.Input(shape=input_shape, name="pixels")
+    x = layers.Rescaling(NORMALIZATION_SCALE, NORMALIZATION_OFFSET, name="normalize")(inputs)
+    for stage, filters in enumerate(widths, start=1):
+        for i in (1, 2):
+            x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg,
+                              name=f"stage{stage}_conv{i}")(x)
+            x = layers.BatchNormalization(name=f"stage{stage}_bn{i}")(x)
+            x = layers.Activation("relu", name=f"stage{stage}_relu{i}")(x)
+        x = layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dropout(dropout, name="dropout1")(x)
+    x = layers.Dense(256, use_bias=False, kernel_regularizer=reg, name="dense")(x)
+    x = layers.BatchNormalization(name="dense_bn")(x)
+    x = layers.Activation("relu", name="dense_relu")(x)
+    x = layers.Dropout(dropout, name="dropout2")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="vgg_teacher")
+
+
+# What `--architecture` may name. The shipped model is always the mini-Xception.
+ARCHITECTURES = {"mini_xception": make_mini_xception, "vgg": make_vgg_teacher}
+
+
 def keras_probabilities(
     model: keras.Model, images: np.ndarray, views: tuple[View, ...] = (View(),), chunk: int = 4096
 ) -> np.ndarray:

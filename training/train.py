@@ -36,7 +36,7 @@ from edge.contract import EMOTIONS, VIEW_SETS
 from edge.datasets import FaceSet, load_fer2013, stratified_split
 from edge.metrics import classification_report
 from training.augment import Augmentation, augmented_epoch
-from training.model import keras_probabilities, make_mini_xception
+from training.model import ARCHITECTURES, keras_probabilities
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -77,6 +77,8 @@ class TrainSettings:
     teacher_views: str = "mirror-shift"
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
+    # "mini_xception" (the shipped model) or "vgg" (a larger teacher for distillation).
+    architecture: str = "mini_xception"
 
     # Settings that may change when a run resumes: they do not alter the schedule.
     RESUMABLE_CHANGES = ("data", "epochs")
@@ -256,7 +258,9 @@ def _teacher_probabilities(settings: TrainSettings, run_dir: Path, images: np.nd
 
 
 def _initial_model(settings: TrainSettings) -> keras.Model:
-    model = make_mini_xception(l2=settings.l2)
+    if settings.architecture not in ARCHITECTURES:
+        raise TrainingError(f"unknown architecture {settings.architecture!r}; expected one of {sorted(ARCHITECTURES)}")
+    model = ARCHITECTURES[settings.architecture](l2=settings.l2)
     if settings.init_from:
         source = Path(settings.init_from)
         if not source.is_file():
@@ -264,7 +268,7 @@ def _initial_model(settings: TrainSettings) -> keras.Model:
         try:
             model.set_weights(keras.models.load_model(source, compile=False).get_weights())
         except Exception as err:  # not a Keras file, or another architecture
-            raise TrainingError(f"--init-from {source}: cannot load it as a mini-Xception ({err})") from err
+            raise TrainingError(f"--init-from {source}: cannot load it as a {settings.architecture} ({err})") from err
         _LOGGER.info("starting from the weights of %s", source)
     return model
 
