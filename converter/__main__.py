@@ -8,11 +8,12 @@ import logging
 import sys
 from pathlib import Path
 
-import training  # noqa: F401  (sets TensorFlow's environment first)
+import training  # sets TensorFlow's environment first
+from edge import DEFAULT_MODEL
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from converter.convert import FORMATS
+    from converter import FORMATS
     from edge.contract import DEFAULT_CROP_MARGIN, VIEW_SETS
 
     p = argparse.ArgumentParser(
@@ -21,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
         "that it agrees with the Keras model (exit 1 when accuracy drops more than allowed).",
     )
     p.add_argument("--keras", required=True, help="trained model (.keras), e.g. RUN_DIR/best.keras")
-    p.add_argument("--out", required=True, help="output NAME.tflite; NAME.json is written beside it")
+    p.add_argument("--out", default=str(DEFAULT_MODEL),
+                   help="output NAME.tflite; NAME.json is written beside it (default: the model the "
+                   "edge package ships, edge/models/emotion_int8.tflite)")
     p.add_argument("--format", choices=FORMATS, default="int8")
     p.add_argument("--data", required=True, help="FER2013 (CSV or folders): calibration faces and check faces")
     p.add_argument("--check-usage", default="PublicTest", help="split to prove the conversion on (default PublicTest)")
@@ -56,6 +59,10 @@ def _validation(keras_path: str, data: str, settings: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    missing = training.missing_train_extra("fer-kiosk-convert")
+    if missing:
+        print(missing, file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from converter.convert import (
         ConversionError, calibration_faces, choose_views, convert_and_check, default_other_runtime,

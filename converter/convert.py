@@ -25,6 +25,7 @@ import training  # noqa: F401  (sets TensorFlow's environment before it is impor
 import keras
 import tensorflow as tf
 
+from converter import FORMATS
 from edge.classifier import EmotionClassifier, load_interpreter_class, tensor_quantization
 from edge.contract import (
     EMOTIONS,
@@ -42,7 +43,6 @@ from training.model import keras_probabilities
 
 _LOGGER = logging.getLogger(__name__)
 
-FORMATS = ("float32", "float16", "dynamic", "int8")
 # Two runtimes running the same int8 file pick different kernels (XNNPACK, reference) that
 # round differently: measured on the default model, LiteRT 2.3 and tflite-runtime 2.14 each
 # differ from the float Keras model by 0.006 in mean probability and agree with each other on

@@ -22,3 +22,15 @@ if "tensorflow" in sys.modules and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def missing_train_extra(prog: str) -> str | None:
+    """One line saying what to install when TensorFlow or Keras is absent (the base install
+    is the kiosk's and has neither), else None."""
+    import importlib.util
+
+    missing = [name for name in ("tensorflow", "keras") if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    return (f"error: {prog} needs {' and '.join(missing)}, which the base install leaves out: "
+            "pip install 'fer-kiosk[train]'")

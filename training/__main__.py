@@ -8,13 +8,12 @@ import logging
 import sys
 from dataclasses import asdict, fields
 
-import training  # noqa: F401  (sets TensorFlow's environment first)
+import training  # sets TensorFlow's environment first
 
 
 def build_parser() -> argparse.ArgumentParser:
     from training.augment import Augmentation
-    from training.model import ARCHITECTURES
-    from training.train import CLASS_WEIGHT_MODES, SCHEDULES, TrainSettings
+    from training.settings import ARCHITECTURE_NAMES, CLASS_WEIGHT_MODES, SCHEDULES, TrainSettings
 
     d = TrainSettings(data="")
     p = argparse.ArgumentParser(
@@ -49,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the target that is the teacher's distribution (the rest is the label)")
     p.add_argument("--distill-temperature", type=float, default=d.distill_temperature,
                    help="softens the teacher's distribution (1: as it is)")
-    p.add_argument("--architecture", choices=sorted(ARCHITECTURES), default=d.architecture,
+    p.add_argument("--architecture", choices=ARCHITECTURE_NAMES, default=d.architecture,
                    help="mini_xception: the shipped model; vgg: a larger teacher to distil from")
     p.add_argument("--l2", type=float, default=None,
                    help="L2 weight on the convolutions (default: 0.01 for mini_xception, 1e-4 for vgg)")
@@ -65,9 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    missing = training.missing_train_extra("fer-kiosk-train")
+    if missing:
+        print(missing, file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from edge.datasets import DatasetError
-    from training.train import TrainingError, TrainSettings, final_report, train
+    from training.settings import TrainSettings
+    from training.train import TrainingError, final_report, train
 
     from training.augment import Augmentation
 
