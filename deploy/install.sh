@@ -5,17 +5,18 @@ set -euo pipefail
 
 usage() {
     cat <<'EOF'
-Usage: sudo deploy/install.sh [--root DIR] [--no-venv] [--no-prune] [--no-apt] [--no-start] [--help]
+Usage: sudo deploy/install.sh [--wheel FILE] [--root DIR] [--no-venv] [--no-prune] [--no-apt] [--no-start] [--help]
 
 Installs fer-kiosk from this repository checkout:
-  /opt/fer-kiosk/venv                   virtual environment with fer-kiosk[systemd] (non-editable)
-  /opt/fer-kiosk/models/                the emotion model (.tflite + .json contract)
+  /opt/fer-kiosk/venv                   virtual environment with the fer-kiosk wheel (the model inside it)
   /opt/fer-kiosk/docs/deploy.md         this documentation
   /etc/fer-kiosk/config.yaml            configuration (kept if it exists; config.yaml.dist beside it)
   /etc/fer-kiosk/credentials            MQTT username/password template, root 0600 (never overwritten)
   /etc/systemd/system/fer-kiosk.service the unit; then daemon-reload, enable, (re)start
 
 Options:
+  --wheel FILE install this fer-kiosk wheel (as built by `python -m build`, e.g. dist/*.whl)
+               instead of building one from the checkout with `pip wheel`
   --root DIR   install into DIR instead of / (every path is prefixed with DIR). Skips apt-get
                and every systemctl call; the unit is enabled by creating the
                multi-user.target.wants symlink inside DIR. Meant for tests and image builds.
@@ -27,12 +28,16 @@ Options:
   --no-start   enable the unit but do not (re)start it
   -h, --help   this text
 
-Running it again upgrades the installation (venv, models, unit) and keeps
+No compiler is needed on the box: the daemon is pure Python over binary wheels (LiteRT,
+OpenCV, numpy) and speaks to systemd and the journal over their sockets.
+
+Running it again upgrades the installation (venv, model, unit) and keeps
 /etc/fer-kiosk/config.yaml and /etc/fer-kiosk/credentials as they are.
 EOF
 }
 
 ROOT=""
+WHEEL=""
 DO_VENV=1
 DO_PRUNE=1
 DO_APT=1
@@ -43,6 +48,10 @@ while [[ $# -gt 0 ]]; do
             [[ $# -ge 2 && -n "$2" ]] || { echo "install.sh: --root needs a directory" >&2; exit 2; }
             ROOT="$2"; shift 2 ;;
         --root=*) ROOT="${1#--root=}"; shift ;;
+        --wheel)
+            [[ $# -ge 2 && -n "$2" ]] || { echo "install.sh: --wheel needs a file" >&2; exit 2; }
+            WHEEL="$2"; shift 2 ;;
+        --wheel=*) WHEEL="${1#--wheel=}"; shift ;;
         --no-venv) DO_VENV=0; shift ;;
         --no-prune) DO_PRUNE=0; shift ;;
         --no-apt) DO_APT=0; shift ;;
@@ -51,6 +60,11 @@ while [[ $# -gt 0 ]]; do
         *) echo "install.sh: unknown option: $1" >&2; usage >&2; exit 2 ;;
     esac
 done
+
+if [[ -n "$WHEEL" ]]; then
+    [[ -f "$WHEEL" && "$WHEEL" == *.whl ]] || { echo "install.sh: --wheel $WHEEL is not a .whl file" >&2; exit 2; }
+    WHEEL="$(cd "$(dirname "$WHEEL")" && pwd)/$(basename "$WHEEL")"
+fi
 
 if [[ -n "$ROOT" ]]; then
     [[ -d "$ROOT" ]] || { echo "install.sh: --root $ROOT is not a directory" >&2; exit 2; }
@@ -75,7 +89,6 @@ MODELS=$APP/models
 ETC=/etc/fer-kiosk
 UNIT_DIR=/etc/systemd/system
 UNIT=fer-kiosk.service
-MODEL_NAME=emotion_int8
 # ... and where they are written (the same unless --root).
 D_APP=$ROOT$APP
 D_VENV=$ROOT$VENV
@@ -89,8 +102,7 @@ die() { echo "install.sh: error: $*" >&2; exit 1; }
 # chown only when we can (root); a non-root --root install keeps the caller as owner.
 own_root() { if [[ $IS_ROOT -eq 1 ]]; then chown root:root "$@"; fi; }
 
-for f in "$REPO/deploy/$UNIT" "$REPO/config.yaml" "$REPO/pyproject.toml" \
-         "$REPO/edge/models/$MODEL_NAME.tflite" "$REPO/edge/models/$MODEL_NAME.json"; do
+for f in "$REPO/deploy/$UNIT" "$REPO/config.yaml" "$REPO/pyproject.toml"; do
     [[ -f "$f" ]] || die "$f is missing: run this script from a complete checkout"
 done
 
@@ -99,10 +111,9 @@ if [[ -z "$ROOT" && $DO_APT -eq 1 ]]; then
     log "installing Debian packages"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update
-    # python3-venv: the venv; python3-dev, gcc, libsystemd-dev, pkg-config: to build the
-    # systemd-python wheel (sd_notify, journal); ca-certificates: pip over HTTPS, MQTT TLS.
-    apt-get install -y --no-install-recommends \
-        python3 python3-venv python3-dev gcc libsystemd-dev pkg-config ca-certificates
+    # python3-venv: the venv; ca-certificates: pip over HTTPS, MQTT TLS. No build tools:
+    # every dependency is a binary wheel and sd_notify/journal are spoken over sockets.
+    apt-get install -y --no-install-recommends python3 python3-venv ca-certificates
 fi
 
 # The camera group. Debian creates it (GID 44); make sure a minimal image has it too.
@@ -111,51 +122,64 @@ if [[ -z "$ROOT" ]] && ! getent group video >/dev/null; then
     groupadd --system video
 fi
 
-# ---- 2. application: venv and models -------------------------------------------------
-install -d -m 0755 "$D_APP" "$D_MODELS" "$D_APP/docs"
-own_root "$D_APP" "$D_MODELS" "$D_APP/docs"
+# ---- 2. application: the venv with the wheel (the model is package data) ---------------
+install -d -m 0755 "$D_APP" "$D_APP/docs"
+own_root "$D_APP" "$D_APP/docs"
 
 if [[ $DO_VENV -eq 1 ]]; then
     [[ -x "$D_VENV/bin/python" ]] || { log "creating $VENV"; python3 -m venv "$D_VENV"; }
     # A pruned venv has no pip: bring it back to upgrade (prune_venv.py removes it again).
     "$D_VENV/bin/python" -m pip --version >/dev/null 2>&1 || "$D_VENV/bin/python" -m ensurepip --upgrade >/dev/null
-    log "installing fer-kiosk[systemd] from $REPO into $VENV"
-    # Build from a clean copy of the checkout: setuptools builds in the source tree, and a
-    # stale build/ there could put deleted modules into the wheel; it also keeps root-owned
-    # build files out of the admin's checkout.
-    SRC="$(mktemp -d)"
-    trap 'rm -rf "$SRC"' EXIT
-    tar -C "$REPO" -cf - --exclude=./.git --exclude=./.venv --exclude=./venv --exclude=./build \
-        --exclude=./dist --exclude='*.egg-info' --exclude=__pycache__ --exclude=.pytest_cache \
-        --exclude=./.benchmarks . | tar -C "$SRC" -xf -
-    # Non-editable: the service must not depend on the checkout staying where it is. pip
-    # rebuilds and reinstalls a local directory every time, so re-running upgrades.
-    "$D_VENV/bin/python" -m pip install --disable-pip-version-check --no-input "${SRC}[systemd]"
+    WORK="$(mktemp -d)"
+    trap 'rm -rf "$WORK"' EXIT
+    if [[ -z "$WHEEL" ]]; then
+        # Build the wheel from a clean copy of the checkout: setuptools builds in the source
+        # tree, and a stale build/ there could put deleted modules into the wheel; it also
+        # keeps root-owned build files out of the admin's checkout.
+        log "building the fer-kiosk wheel from $REPO"
+        tar -C "$REPO" -cf - --exclude=./.git --exclude=./.venv --exclude=./venv --exclude=./build \
+            --exclude=./dist --exclude='*.egg-info' --exclude=__pycache__ --exclude=.pytest_cache \
+            --exclude=./.benchmarks --exclude='./.venv-*' . | (mkdir "$WORK/src" && tar -C "$WORK/src" -xf -)
+        "$D_VENV/bin/python" -m pip wheel --disable-pip-version-check --no-input --no-deps \
+            -w "$WORK/dist" "$WORK/src" >/dev/null
+        WHEEL="$(ls "$WORK"/dist/fer_kiosk-*.whl)"
+    fi
+    # Non-editable, from the wheel users get: the service never depends on the checkout.
+    # --force-reinstall --no-deps first: a re-run with the same version still upgrades it.
+    log "installing $(basename "$WHEEL") into $VENV"
+    "$D_VENV/bin/python" -m pip install --disable-pip-version-check --no-input "$WHEEL"
+    "$D_VENV/bin/python" -m pip install --disable-pip-version-check --no-input --force-reinstall --no-deps "$WHEEL" >/dev/null
     [[ -x "$D_VENV/bin/fer-kiosk" ]] || die "$VENV/bin/fer-kiosk was not installed"
 else
     log "--no-venv: not creating $VENV"
 fi
 
-log "copying the model to $MODELS"
-for ext in tflite json; do
-    # Via a temporary file and rename: a running daemon never sees a half-written model.
-    install -m 0644 "$REPO/edge/models/$MODEL_NAME.$ext" "$D_MODELS/.$MODEL_NAME.$ext.new"
-    own_root "$D_MODELS/.$MODEL_NAME.$ext.new"
-    mv -f "$D_MODELS/.$MODEL_NAME.$ext.new" "$D_MODELS/$MODEL_NAME.$ext"
-done
+# Installations before 0.2 copied the model to $MODELS and pointed config.yaml at it; that
+# config is never overwritten, so keep that copy current from the package while it exists.
+if [[ $DO_VENV -eq 1 && -d "$D_MODELS" ]]; then
+    log "refreshing the model an older config.yaml points at ($MODELS)"
+    "$D_VENV/bin/python" - "$D_MODELS" <<'PY'
+import os, shutil, sys
+from edge import DEFAULT_MODEL
+for source in (DEFAULT_MODEL, DEFAULT_MODEL.with_suffix(".json")):
+    target = os.path.join(sys.argv[1], source.name)
+    shutil.copyfile(source, target + ".new")  # a running daemon never sees half a model
+    os.chmod(target + ".new", 0o644)
+    os.replace(target + ".new", target)
+PY
+fi
 if [[ $DO_VENV -eq 1 ]]; then
     if [[ $DO_PRUNE -eq 1 ]]; then
         log "pruning what the daemon never loads from $VENV (deploy/prune_venv.py)"
         "$D_VENV/bin/python" "$REPO/deploy/prune_venv.py" "$D_VENV" | tail -n 1
     fi
     # Prove the installed venv still loads the model, the runtime and the cascade.
-    "$D_VENV/bin/python" - "$D_MODELS/$MODEL_NAME.tflite" <<'PY' \
+    "$D_VENV/bin/python" - <<'PY' \
         || die "the installed environment cannot load the daemon's parts (re-run with --no-prune?)"
-import sys
 from edge.config import parse_config
 from edge.service import build_pipeline
-pipeline = build_pipeline(parse_config({"model": {"path": sys.argv[1]}}))
-print(f"install.sh: venv check: {pipeline.classifier.runtime} and the Haar cascade load")
+pipeline = build_pipeline(parse_config({}))
+print(f"install.sh: venv check: the bundled model, {pipeline.classifier.runtime} and the Haar cascade load")
 PY
 fi
 if [[ -f "$REPO/docs/deploy.md" ]]; then
@@ -167,22 +191,10 @@ fi
 install -d -m 0755 "$D_ETC"
 own_root "$D_ETC"
 
-# config.yaml.dist: the repository's config.yaml with model.path set to the installed
-# model. Only the `path:` line inside the top-level `model:` block changes (spool: has a
-# `path:` too); plain (m)awk, because PyYAML may not exist before the venv does.
+# config.yaml.dist: the repository's config.yaml as it is (model.path empty: the model
+# inside the installed package), refreshed by every install.
 DIST="$D_ETC/config.yaml.dist"
-awk -v model_path="$MODELS/$MODEL_NAME.tflite" '
-    /^[^ \t#]/ { in_model = ($0 ~ /^model:[ \t]*(#.*)?$/) }
-    in_model && /^[ \t]+path:/ && !done {
-        match($0, /^[ \t]+/)
-        print substr($0, 1, RLENGTH) "path: \"" model_path "\"   # set by deploy/install.sh"
-        done = 1
-        next
-    }
-    { print }
-    END { if (!done) exit 3 }
-' "$REPO/config.yaml" > "$DIST.tmp" || { rm -f "$DIST.tmp"; die "no model: path: line found in $REPO/config.yaml"; }
-chmod 0644 "$DIST.tmp"
+install -m 0644 "$REPO/config.yaml" "$DIST.tmp"
 own_root "$DIST.tmp"
 mv -f "$DIST.tmp" "$DIST"
 

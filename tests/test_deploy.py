@@ -179,21 +179,42 @@ def test_prune_refuses_a_folder_that_is_not_a_venv(tmp_path):
 
 
 @pytest.mark.slow
+def _no_compiler_path(tmp_path: Path) -> str:
+    """PATH with every C compiler name shadowed by one that fails, as on a box without gcc:
+    if pip tried to build anything from source, the install would fail."""
+    shims = tmp_path / "no-compiler"
+    shims.mkdir()
+    for name in ("gcc", "cc", "c++", "g++", "clang", "x86_64-linux-gnu-gcc", "aarch64-linux-gnu-gcc"):
+        shim = shims / name
+        shim.write_text("#!/bin/sh\necho \"$0: no compiler on this box\" >&2\nexit 127\n")
+        shim.chmod(0o755)
+    return f"{shims}:{os.environ['PATH']}"
+
+
 def test_install_with_venv_prunes_it_and_the_daemon_still_loads(tmp_path):
-    """The real installer end to end in a scratch root: pip, pruning, the venv check; a
-    second run (an upgrade) restores pip with ensurepip before installing again."""
+    """The real installer end to end in a scratch root, with no compiler: it builds the
+    wheel, installs it, prunes, runs the venv check; a second run (an upgrade) restores pip
+    with ensurepip before installing again. The model comes from inside the package."""
     root = tmp_path / "root"
     root.mkdir()
+    env = {**os.environ, "PATH": _no_compiler_path(tmp_path)}
     for attempt in ("install", "upgrade"):
         result = subprocess.run(["bash", str(INSTALL), "--root", str(root), "--no-apt", "--no-start"],
-                                capture_output=True, text=True, timeout=900)
+                                capture_output=True, text=True, timeout=900, env=env)
         assert result.returncode == 0, f"{attempt}: " + (result.stdout + result.stderr)[-3000:]
-        assert "venv check: ai-edge-litert" in result.stdout or "venv check: tflite-runtime" in result.stdout
+        assert "no compiler on this box" not in result.stdout + result.stderr
+        assert "venv check: the bundled model, ai-edge-litert" in result.stdout \
+            or "venv check: the bundled model, tflite-runtime" in result.stdout
     packages = next((root / "opt/fer-kiosk/venv/lib").glob("python3*/site-packages"))
     assert not (packages / "pip").exists() and (packages / "cv2/data/haarcascade_frontalface_default.xml").exists()
-    check = subprocess.run([str(root / "opt/fer-kiosk/venv/bin/fer-kiosk"), "classify", "--help"],
+    assert (packages / "edge/models/emotion_int8.tflite").read_bytes() == \
+        (ROOT / "edge/models/emotion_int8.tflite").read_bytes()
+    assert not (root / "opt/fer-kiosk/models").exists()
+    fer_kiosk = str(root / "opt/fer-kiosk/venv/bin/fer-kiosk")
+    check = subprocess.run([fer_kiosk, "check", "--config", str(root / "etc/fer-kiosk/config.yaml")],
                            capture_output=True, text=True, timeout=120)
-    assert check.returncode == 0, check.stderr
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "site-packages/edge/models/emotion_int8.tflite" in check.stdout
 
 
 # ---- install.sh / uninstall.sh in a scratch root -----------------------------------------
@@ -208,6 +229,7 @@ def test_install_help_and_bad_option():
     assert _run(["bash", str(INSTALL), "--help"]).returncode == 0
     assert "--root" in _run(["bash", str(INSTALL), "--help"]).stdout
     assert _run(["bash", str(INSTALL), "--bogus"]).returncode == 2
+    assert _run(["bash", str(INSTALL), "--wheel", str(ROOT / "README.md")]).returncode == 2
     assert _run(["bash", str(UNINSTALL), "--help"]).returncode == 0
     assert _run(["bash", str(UNINSTALL), "--bogus"]).returncode == 2
 
@@ -222,22 +244,14 @@ def test_install_uninstall_layout(tmp_path):
     wants = root / "etc/systemd/system/multi-user.target.wants/fer-kiosk.service"
     assert wants.is_symlink() and os.readlink(wants) == "/etc/systemd/system/fer-kiosk.service"
 
-    models = root / "opt/fer-kiosk/models"
-    for name in ("emotion_int8.tflite", "emotion_int8.json"):
-        assert (models / name).read_bytes() == (ROOT / "models" / name).read_bytes()
     assert not (root / "opt/fer-kiosk/venv").exists()  # --no-venv
+    assert not (root / "opt/fer-kiosk/models").exists()  # the model is inside the package
 
-    # The config is the repository's with only model.path changed, and it is valid YAML.
+    # The config is the repository's as it is: model.path empty means the packaged model.
     etc = root / "etc/fer-kiosk"
-    config = yaml.safe_load((etc / "config.yaml").read_text())
-    original = yaml.safe_load((ROOT / "config.yaml").read_text())
-    assert config["model"]["path"] == "/opt/fer-kiosk/models/emotion_int8.tflite"
-    original["model"]["path"] = config["model"]["path"]
-    assert config == original
+    assert (etc / "config.yaml").read_text() == (ROOT / "config.yaml").read_text()
+    assert yaml.safe_load((etc / "config.yaml").read_text())["model"]["path"] == ""
     assert (etc / "config.yaml.dist").read_text() == (etc / "config.yaml").read_text()
-    changed = [a for a, b in zip((ROOT / "config.yaml").read_text().splitlines(),
-                                 (etc / "config.yaml").read_text().splitlines()) if a != b]
-    assert len(changed) == 1 and changed[0].startswith("  path:")
 
     credentials = etc / "credentials"
     info = credentials.stat()
@@ -249,13 +263,11 @@ def test_install_uninstall_layout(tmp_path):
     # A second run keeps the admin's config and credentials, refreshes the rest.
     (etc / "config.yaml").write_text((etc / "config.yaml").read_text() + "# edited by the admin\n")
     credentials.write_text("username=kiosk-01\npassword=secret\n")
-    (models / "emotion_int8.tflite").write_bytes(b"stale")
     _install(root)
     assert (etc / "config.yaml").read_text().endswith("# edited by the admin\n")
     assert "edited" not in (etc / "config.yaml.dist").read_text()
     assert credentials.read_text() == "username=kiosk-01\npassword=secret\n"
     assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
-    assert (models / "emotion_int8.tflite").read_bytes() == (ROOT / "edge/models/emotion_int8.tflite").read_bytes()
 
     # State as systemd's DynamicUser= leaves it: /var/lib/private/fer-kiosk + symlink.
     state = root / "var/lib/private/fer-kiosk/spool"
