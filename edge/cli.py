@@ -15,30 +15,9 @@ EX_CONFIG = 78  # sysexits.h: configuration error (systemd's RestartPreventExitS
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import cv2
+    from edge.evaluate import load_classifier, run
 
-    from edge.contract import ContractError
-    from edge.datasets import DatasetError, load_fer2013
-    from edge.evaluate import confusion_matrix_image, evaluate
-    from edge.metrics import format_report
-
-    try:
-        faces = load_fer2013(args.data, args.usage)
-        report = evaluate(args.model, faces, args.views)
-    except (DatasetError, ContractError, RuntimeError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    report["data"] = f"{Path(args.data).name} {args.usage}"
-    if args.views:
-        report["views"] = args.views
-    if args.confusion_png:
-        cv2.imwrite(args.confusion_png, confusion_matrix_image(report, f"{report['model']} on {report['data']}"))
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(f"{report['model']} on {report['data']}")
-        print(format_report(report))
-    return 0
+    return run(args, load_classifier)
 
 
 def _load(args: argparse.Namespace):
@@ -143,15 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="overrides the config's log_level")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    ev = sub.add_parser("evaluate", help="accuracy, macro-F1, per-class figures and confusion matrix on FER2013")
-    ev.add_argument("--data", required=True, help="fer2013.csv[.gz] or a folder with train/ and test/")
-    ev.add_argument("--usage", default="PublicTest", help="split to evaluate (default PublicTest)")
-    ev.add_argument("--model", default=str(DEFAULT_MODEL), help="a .tflite (with its .json) or a .keras model")
-    ev.add_argument("--views", choices=tuple(VIEW_SETS), default=None,
-                    help="test-time views averaged per face (default: the .tflite contract's own; "
-                         "a .keras model: single)")
-    ev.add_argument("--json", action="store_true", help="print one JSON object")
-    ev.add_argument("--confusion-png", metavar="FILE", help="also save the confusion matrix as a PNG")
+    from edge.evaluate import add_arguments
+
+    ev = sub.add_parser("evaluate", help="accuracy, balanced accuracy, macro-F1, per-class figures and "
+                        "confusion matrix on FER2013, a folder of labelled faces or photos, or the model card")
+    add_arguments(ev, str(DEFAULT_MODEL), "a .tflite with its .json (default: the bundled model; "
+                  "a .keras model: python -m training.evaluate)")
     ev.set_defaults(handler=_evaluate)
 
     run = sub.add_parser("run", help="the daemon: camera -> faces -> emotions -> MQTT")

@@ -147,12 +147,7 @@ def _load_folders(root: Path, usage: str) -> FaceSet:
         for file in sorted(folder.iterdir()):
             if file.suffix.lower() not in _IMAGE_SUFFIXES:
                 continue
-            image = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
-            if image is None:
-                raise DatasetError(f"{file}: cannot read this image (corrupt or not an image)")
-            if image.shape != (INPUT_SIZE, INPUT_SIZE):
-                image = cv2.resize(image, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_AREA)
-            images.append(image)
+            images.append(_to_input_size(read_image(file)))
             labels.append(label)
     if not labels:
         raise DatasetError(f"{split}: no images found in {split}/<emotion>/")
@@ -172,3 +167,98 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
         held.append(idx[:n_held])
         keep.append(idx[n_held:])
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
+
+
+# The validation split: a stratified share of Training, carved by ``stratified_split``.
+# The same values as training's defaults (TrainSettings; a test holds them equal), so a
+# model's validation figures can be measured again without TensorFlow.
+VALIDATION_FRACTION = 0.1
+SPLIT_SEED = 1337
+
+
+def load_validation(path: str | Path, fraction: float = VALIDATION_FRACTION,
+                    seed: int = SPLIT_SEED) -> FaceSet:
+    """The faces training held out of Training to choose epochs and checkpoints on."""
+    faces = load_fer2013(path, "Training")
+    _, held = stratified_split(faces.labels, fraction, seed)
+    return FaceSet(faces.images[held], faces.labels[held], f"{faces.source} validation")
+
+
+# A labelled folder: any images, listed in ``labels.csv`` (``file,emotion``, more columns
+# allowed, e.g. ``subject``), file paths relative to the folder, emotion names from EMOTIONS.
+LABELS_FILE = "labels.csv"
+
+
+@dataclass(frozen=True)
+class LabelledFiles:
+    files: tuple[Path, ...]
+    labels: np.ndarray  # int64, (N,), index into EMOTIONS
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def is_labelled_folder(path: str | Path) -> bool:
+    return (Path(path) / LABELS_FILE).is_file()
+
+
+def read_labelled_folder(root: str | Path) -> LabelledFiles:
+    """The files and labels ``root/labels.csv`` lists; every file must exist."""
+    root = Path(root)
+    table = root / LABELS_FILE
+    if not table.is_file():
+        raise DatasetError(f"{root}: no {LABELS_FILE} (expected columns file,emotion)")
+    files: list[Path] = []
+    labels: list[int] = []
+    try:
+        with open(table, encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle)
+            header = [h.strip().lower() for h in next(reader, [])]
+            missing = {"file", "emotion"} - set(header)
+            if missing:
+                raise DatasetError(f"{table}: header {header} lacks column(s) {sorted(missing)}")
+            i_file, i_emotion = header.index("file"), header.index("emotion")
+            for row in reader:
+                if not row or not any(field.strip() for field in row):
+                    continue
+                where = f"{table.name} row {reader.line_num}"
+                if len(row) != len(header):
+                    raise DatasetError(f"{where}: {len(row)} fields, expected {len(header)}")
+                emotion = row[i_emotion].strip().lower()
+                if emotion not in EMOTIONS:
+                    raise DatasetError(f"{where}: unknown emotion {row[i_emotion]!r}; "
+                                       f"expected one of {', '.join(EMOTIONS)}")
+                file = root / row[i_file].strip()
+                if not file.is_file():
+                    raise DatasetError(f"{where}: {row[i_file].strip()} not found in {root}")
+                files.append(file)
+                labels.append(EMOTIONS.index(emotion))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DatasetError(f"{table}: cannot read: {err}") from err
+    if not files:
+        raise DatasetError(f"{table}: no images listed")
+    return LabelledFiles(tuple(files), np.asarray(labels, dtype=np.int64), str(root))
+
+
+def read_image(file: Path, flags: int = cv2.IMREAD_GRAYSCALE) -> np.ndarray:
+    image = cv2.imread(str(file), flags)
+    if image is None:
+        raise DatasetError(f"{file}: cannot read this image (corrupt or not an image)")
+    return image
+
+
+def load_face_folder(root: str | Path) -> FaceSet:
+    """A labelled folder of face crops, each resized to the model's input like a FER2013 face."""
+    listed = read_labelled_folder(root)
+    images = [_to_input_size(read_image(file)) for file in listed.files]
+    _LOGGER.info("loaded %d face crops from %s", len(images), listed.source)
+    return FaceSet(np.stack(images), listed.labels, listed.source)
+
+
+def _to_input_size(image: np.ndarray) -> np.ndarray:
+    if image.shape == (INPUT_SIZE, INPUT_SIZE):
+        return image
+    shrinking = image.shape[0] > INPUT_SIZE or image.shape[1] > INPUT_SIZE
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(image, (INPUT_SIZE, INPUT_SIZE), interpolation=interpolation)

@@ -1,53 +1,285 @@
-"""Accuracy of a model on FER2013 faces, for a .tflite (base install) or a .keras model.
+"""How well a model does on labelled faces, and the model card that gathers those figures.
 
-A FER2013 image is already a face crop: it is classified whole, without the detector.
-A .tflite model goes through ``EmotionClassifier``, the daemon's own code path.
+Sources, all giving the same report (``edge.metrics.classification_report``):
+
+- FER2013 (CSV or image folders): a split, or ``validation``, the share of Training that
+  training held out (``edge.datasets.load_validation``).
+- A folder with ``labels.csv`` of face crops: each image is classified whole, resized to
+  the model's input, like a FER2013 face.
+- A folder with ``labels.csv`` of photos, with ``detect``: each photo goes through the
+  daemon's own ``FramePipeline`` (Haar detector, the contract's crop rule); the largest
+  face is the one classified, and photos with no face or several faces are counted.
+
+This module runs a .tflite model through ``EmotionClassifier``, the daemon's code path: the
+edge never imports training. ``python -m training.evaluate`` does the same for a .keras
+model with its own classifier and this module's code.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
-from edge.contract import EMOTIONS, VIEW_SETS
-from edge.datasets import FaceSet
-from edge.metrics import classification_report
+from edge.config import DetectorConfig
+from edge.contract import EMOTIONS, VIEW_SETS, ContractError, ModelContract
+from edge.datasets import (
+    SPLIT_SEED,
+    VALIDATION_FRACTION,
+    DatasetError,
+    FaceSet,
+    LabelledFiles,
+    is_labelled_folder,
+    load_face_folder,
+    load_fer2013,
+    load_validation,
+    read_image,
+    read_labelled_folder,
+)
+from edge.metrics import classification_report, format_report
+
+KERAS_HINT = "a .keras model is evaluated by training: python -m training.evaluate --model FILE.keras"
+VALIDATION = "validation"  # the usage name of the split carved from Training
+
+# Still photos: detection at full resolution, a full detection on every photo (as
+# ``fer-kiosk classify`` does), faces from 24 pixels.
+PHOTO_DETECTOR = DetectorConfig(detect_width=0, min_face_size=24, full_detect_every=1)
+
+# The model card: its data options (each also read from an environment variable), and its
+# rows (option, row name, FER2013 usage; a labelled folder of face crops has no usage).
+CARD_OPTIONS = {
+    "fer2013": ("FER2013_PATH", "fer2013.csv[.gz] or its image folders: the validation and PublicTest rows"),
+    "wild": ("FER_WILD_PATH", "the expressions-wild folder (face crops, labels.csv)"),
+    "ckplus": ("FER_CKPLUS_PATH", "the CK+48 folder (face crops, labels.csv)"),
+}
+CARD_ROWS = (
+    ("fer2013", "FER2013 validation", VALIDATION),
+    ("fer2013", "FER2013 PublicTest", "PublicTest"),
+    ("wild", "expressions-wild", None),
+    ("ckplus", "CK+48", None),
+)
 
 
-def predict_probabilities(
-    model_path: str | Path, faces: FaceSet, views: str | None = None
-) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Probabilities for every face. ``views`` names a set in VIEW_SETS; None means the
-    .tflite contract's own views (a .keras model has no contract: a single view)."""
-    model_path = Path(model_path)
-    if views is not None and views not in VIEW_SETS:
-        raise ValueError(f"unknown view set {views!r}; expected one of {list(VIEW_SETS)}")
-    if model_path.suffix == ".keras":
-        try:
-            import training  # noqa: F401  (TensorFlow's environment)
-            import keras
+class Classifier(Protocol):
+    """What evaluation needs of a model: ``EmotionClassifier`` or training's Keras twin."""
 
-            from training.model import keras_probabilities
-        except ImportError as err:
-            raise RuntimeError("evaluating a .keras model needs the train extra: pip install -e '.[train]'") from err
-        model = keras.models.load_model(model_path, compile=False)
-        return keras_probabilities(model, faces.images, VIEW_SETS[views or "single"]), EMOTIONS
+    contract: ModelContract
+
+    @property
+    def labels(self) -> tuple[str, ...]: ...
+
+    def classify(self, crops: np.ndarray) -> np.ndarray: ...
+
+    def classify_many(self, crops: np.ndarray) -> np.ndarray: ...
+
+
+class EvaluationError(Exception):
+    """Nothing to evaluate, or a model that cannot be evaluated here; the message says why."""
+
+
+def load_classifier(model_path: str | Path, views: str | None = None):
+    """The daemon's classifier for a .tflite; ``views`` overrides the contract's views."""
     from edge.classifier import EmotionClassifier
 
-    classifier = EmotionClassifier(model_path, views=None if views is None else VIEW_SETS[views])
-    return classifier.classify_many(faces.images), classifier.labels
+    model_path = Path(model_path)
+    if model_path.suffix == ".keras":
+        raise EvaluationError(f"{model_path.name}: fer-kiosk evaluates .tflite models; {KERAS_HINT}")
+    return EmotionClassifier(model_path, views=None if views is None else VIEW_SETS[views])
 
 
-def evaluate(model_path: str | Path, faces: FaceSet, views: str | None = None) -> dict[str, Any]:
-    probs, labels = predict_probabilities(model_path, faces, views)
+def report_from_predictions(truth: np.ndarray, predicted: np.ndarray,
+                            labels: Sequence[str]) -> dict[str, Any]:
     if tuple(labels) != EMOTIONS:
-        raise RuntimeError(f"model labels {list(labels)} differ from FER2013's {list(EMOTIONS)}")
-    report = classification_report(faces.labels, probs.argmax(axis=1), labels)
-    report["model"] = Path(model_path).name
+        raise ContractError(f"model labels {list(labels)} differ from the data's {list(EMOTIONS)}")
+    return classification_report(np.asarray(truth, np.int64), np.asarray(predicted, np.int64), labels)
+
+
+def evaluate_faces(classifier: Classifier, faces: FaceSet) -> dict[str, Any]:
+    """Each image is a face crop: classified whole."""
+    probs = classifier.classify_many(faces.images)
+    return report_from_predictions(faces.labels, probs.argmax(axis=1), classifier.labels)
+
+
+def evaluate_photos(classifier: Classifier, photos: LabelledFiles,
+                    detector: DetectorConfig = PHOTO_DETECTOR) -> dict[str, Any]:
+    """Each image is a photo: faces found and cropped by the daemon's pipeline, the largest
+    one classified. Photos without a face are left out of the figures and counted."""
+    from edge.detect import HaarFaceDetector
+    from edge.pipeline import FramePipeline
+
+    pipeline = FramePipeline(HaarFaceDetector(detector), classifier)
+    truth, predicted, no_face, several = [], [], [], []
+    root = Path(photos.source)
+    for file, label in zip(photos.files, photos.labels):
+        faces = pipeline.process(read_image(file, cv2.IMREAD_COLOR))  # largest first
+        name = str(file.relative_to(root)) if file.is_relative_to(root) else str(file)
+        if not faces:
+            no_face.append(name)
+            continue
+        if len(faces) > 1:
+            several.append(name)
+        truth.append(label)
+        predicted.append(int(faces[0].probabilities.argmax()))
+    report = report_from_predictions(np.asarray(truth), np.asarray(predicted), classifier.labels)
+    correct = int(np.trace(np.asarray(report["confusion_matrix"])))
+    report["detection"] = {
+        "images": len(photos),
+        "with_face": len(truth),
+        "no_face": len(no_face),
+        "several_faces": len(several),
+        # a photo without a face counted as a miss: what a user of the kiosk sees
+        "accuracy_of_all_images": correct / len(photos),
+        "no_face_files": no_face,
+        "several_faces_files": several,
+    }
     return report
+
+
+def validation_settings(contract: ModelContract) -> tuple[float, int]:
+    """(fraction, seed) of the validation split the model was trained with, from its
+    contract's training settings; training's defaults when the contract does not say."""
+    settings = contract.training_data.get("settings", {})
+    return (float(settings.get("validation_fraction", VALIDATION_FRACTION)),
+            int(settings.get("seed", SPLIT_SEED)))
+
+
+def load_source(path: str | Path, usage: str, validation: tuple[float, int]) -> FaceSet:
+    """Face crops from a labelled folder, or one FER2013 split (``validation``: carved from
+    Training with ``validation`` = (fraction, seed))."""
+    if is_labelled_folder(path):
+        return load_face_folder(path)
+    if usage == VALIDATION:
+        return load_validation(path, *validation)
+    return load_fer2013(path, usage)
+
+
+def evaluate_source(classifier: Classifier, path: str | Path, usage: str = "PublicTest",
+                    detect: bool = False) -> dict[str, Any]:
+    """The report for one source, with ``model``, ``data`` and ``views`` filled in."""
+    path = Path(path)
+    name = path.resolve().name
+    if detect:
+        if not is_labelled_folder(path):
+            raise DatasetError(f"{path}: --detect needs a folder of photos with labels.csv")
+        report = evaluate_photos(classifier, read_labelled_folder(path))
+        data = f"{name} (photos, detected)"
+    else:
+        faces = load_source(path, usage, validation_settings(classifier.contract))
+        report = evaluate_faces(classifier, faces)
+        data = f"{name} (face crops)" if is_labelled_folder(path) else f"{name} {usage}"
+    views = _views_name(classifier.contract)
+    return {"model": _model_name(classifier), "data": data, "views": views, **report}
+
+
+def model_card(classifier: Classifier, paths: dict[str, str | Path | None]) -> list[dict[str, Any]]:
+    """One report per card row whose data is given (``paths``: option name -> path)."""
+    return [
+        {**evaluate_source(classifier, paths[option], usage or "PublicTest"), "data": name}
+        for option, name, usage in CARD_ROWS
+        if paths.get(option)
+    ]
+
+
+def format_card(rows: list[dict[str, Any]]) -> str:
+    """The model card's table (Markdown): overall figures, then recall per class with its count."""
+    head = "| data | faces | accuracy | balanced accuracy | macro-F1 | " + " | ".join(EMOTIONS) + " |"
+    lines = [head, "|---" * (5 + len(EMOTIONS)) + "|"]
+    for row in rows:
+        recalls = [
+            f"{c['recall']:.3f} ({c['support']})" if c["support"] else "–"
+            for c in (row["per_class"][name] for name in EMOTIONS)
+        ]
+        figures = [row["data"], f"{row['n']:,}", f"{row['accuracy'] * 100:.2f} %",
+                   f"{row['balanced_accuracy'] * 100:.2f} %", f"{row['macro_f1']:.3f}", *recalls]
+        lines.append("| " + " | ".join(figures) + " |")
+    return "\n".join(lines)
+
+
+def format_detection(report: dict[str, Any]) -> str:
+    d = report["detection"]
+    return (f"photos: {d['images']}   with a face: {d['with_face']}   no face: {d['no_face']}   "
+            f"several faces: {d['several_faces']}   accuracy counting photos without a face as "
+            f"misses: {d['accuracy_of_all_images']:.4f}")
+
+
+def _model_name(classifier: Classifier) -> str:
+    path = getattr(classifier, "model_path", None)
+    return Path(path).name if path else classifier.contract.source.get("checkpoint", "model")
+
+
+def _views_name(contract: ModelContract) -> str:
+    return next((name for name, views in VIEW_SETS.items() if views == contract.views), "custom")
+
+
+# The command line, shared by ``fer-kiosk evaluate`` and ``python -m training.evaluate``.
+
+def add_arguments(parser: argparse.ArgumentParser, model_default: str | None, model_help: str) -> None:
+    parser.add_argument("--model", default=model_default, required=model_default is None, help=model_help)
+    parser.add_argument("--data", help="fer2013.csv[.gz], a FER2013 image-folder root, or a folder with "
+                        "labels.csv (file,emotion) of face crops (or of photos, with --detect)")
+    parser.add_argument("--usage", default="PublicTest",
+                        help="FER2013 split: PublicTest (default), PrivateTest, Training, or validation "
+                        "(the share of Training the model's training held out)")
+    parser.add_argument("--detect", action="store_true",
+                        help="--data holds full-frame photos: find and crop faces with the daemon's "
+                        "detector and crop rule, and count photos with no face or several faces")
+    parser.add_argument("--card", action="store_true",
+                        help="the model card's table: FER2013 validation and PublicTest, "
+                        "expressions-wild and CK+48 (the sources given below)")
+    for option, (env, what) in CARD_OPTIONS.items():
+        parser.add_argument(f"--{option}", default=os.environ.get(env) or None, metavar="PATH",
+                            help=f"with --card: {what} (default: ${env})")
+    parser.add_argument("--views", choices=tuple(VIEW_SETS), default=None,
+                        help="test-time views averaged per face (default: the model's own)")
+    parser.add_argument("--json", action="store_true", help="print JSON (with --card: a list, one per row)")
+    parser.add_argument("--confusion-png", metavar="FILE",
+                        help="also save the confusion matrix as a PNG (with --card: FILE-ROW.png per row)")
+
+
+def run(args: argparse.Namespace, load: Callable[[str, str | None], Classifier]) -> int:
+    """Runs the parsed command with ``load(model, views)``; prints the report, returns the exit status."""
+    try:
+        if args.card == bool(args.data):
+            raise EvaluationError("give either --data PATH or --card (with --fer2013, --wild, --ckplus "
+                                  "or their environment variables)")
+        paths = {option: getattr(args, option) for option in CARD_OPTIONS}
+        if args.card and not any(paths.values()):
+            raise EvaluationError("--card: no data; give --fer2013, --wild or --ckplus (or "
+                                  + ", ".join(env for env, _ in CARD_OPTIONS.values()) + ")")
+        classifier = load(args.model, args.views)
+        if args.card:
+            reports = model_card(classifier, paths)
+        else:
+            reports = [evaluate_source(classifier, args.data, args.usage, args.detect)]
+    except (EvaluationError, DatasetError, ContractError, RuntimeError, ImportError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.confusion_png:
+        for report in reports:
+            target = Path(args.confusion_png)
+            if args.card:
+                slug = "".join(c if c.isalnum() else "-" for c in report["data"].lower())
+                target = target.with_name(f"{target.stem}-{slug}{target.suffix or '.png'}")
+            cv2.imwrite(str(target), confusion_matrix_image(report, f"{report['model']} on {report['data']}"))
+    if args.json:
+        print(json.dumps(reports if args.card else reports[0]))
+    elif args.card:
+        print(f"{reports[0]['model']}, views {reports[0]['views']}\n")
+        print(format_card(reports))
+    else:
+        report = reports[0]
+        print(f"{report['model']} on {report['data']}, views {report['views']}")
+        if "detection" in report:
+            print(format_detection(report))
+        print(format_report(report))
+    return 0
 
 
 def confusion_matrix_image(report: dict[str, Any], title: str = "") -> np.ndarray:
@@ -68,7 +300,8 @@ def confusion_matrix_image(report: dict[str, Any], title: str = "") -> np.ndarra
             cv2.putText(image, f"{rows[i, j]:.2f}", (x0 + 12, y0 + 32), font, 0.5, color, 1, cv2.LINE_AA)
             cv2.putText(image, f"{int(matrix[i, j])}", (x0 + 12, y0 + 52), font, 0.4, color, 1, cv2.LINE_AA)
         cv2.putText(image, labels[i], (8, top + i * cell + 40), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-        cv2.putText(image, labels[i][:8], (left + i * cell + 4, top - 10), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(image, labels[i][:8], (left + i * cell + 4, top - 10), font, 0.45, (0, 0, 0), 1,
+                    cv2.LINE_AA)
     heading = title or f"accuracy {report['accuracy']:.3f}  macro-F1 {report['macro_f1']:.3f}  (rows: true)"
     cv2.putText(image, heading, (8, 30), font, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(image, "predicted ->", (left, 60), font, 0.45, (80, 80, 80), 1, cv2.LINE_AA)
