@@ -44,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _validation(keras_path: str, data: str, settings: dict) -> dict:
-    """Keras figures on the run's own validation split (carved from Training as it was)."""
+def _validation(keras_path: str, data: str, settings: dict):
+    """Keras figures on the run's own validation split (carved from Training as it was), and
+    that split's faces (the calibration temperature is fitted on them)."""
     import keras
 
     from converter.convert import validation_figures
@@ -54,7 +55,8 @@ def _validation(keras_path: str, data: str, settings: dict) -> dict:
     faces = load_fer2013(data, "Training")
     _, held = stratified_split(faces.labels, settings["validation_fraction"], settings["seed"])
     model = keras.models.load_model(keras_path, compile=False)
-    return validation_figures(model, FaceSet(faces.images[held], faces.labels[held], faces.source))
+    held_out = FaceSet(faces.images[held], faces.labels[held], faces.source)
+    return validation_figures(model, held_out), held_out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.format == "int8":
             calibration = calibration_faces(load_fer2013(args.data, "Training"), args.calibration_faces, seed=0)
         training_data = {"data": Path(args.data).name, "usage": "Training"}
-        validation = None
+        validation = validation_faces = None
         if args.run_dir:
             run = Path(args.run_dir)
             settings = json.loads((run / "settings.json").read_text())
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             averaged = run / "averaged.json"
             if Path(args.keras).name == "averaged.keras" and averaged.exists():
                 training_data["averaging"] = json.loads(averaged.read_text())  # python -m training.average
-            validation = _validation(args.keras, args.data, settings)
+            validation, validation_faces = _validation(args.keras, args.data, settings)
         views = args.views
         if views == "auto":
             views = choose_views(validation) if validation else "single"
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             check_name=f"{Path(args.data).name} {args.check_usage}",
             views=VIEW_SETS[views],
             validation=validation,
+            validation_faces=validation_faces,
         )
     except (ConversionError, ContractError, DatasetError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -122,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         "accuracy_drop_points": round(result.accuracy_drop_points, 2),
         "views": views,
         "validation": validation,
+        "calibration": contract.evaluation.get("calibration"),
         "checked_with": contract.checked_with,
     }, indent=2))
     return 0

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edge.calibration import apply_temperature
 from edge.contract import (
     ContractError,
     ModelContract,
@@ -156,7 +157,8 @@ class EmotionClassifier:
         if len(crops) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         views = self.contract.views
-        return average_views(self.invoke(all_views(crops, views)), len(views))
+        averaged = average_views(self.invoke(all_views(crops, views)), len(views))
+        return apply_temperature(averaged, self.contract.temperature)
 
     def invoke(self, crops: np.ndarray) -> np.ndarray:
         """One pass of the model file over the crops (no test-time views)."""

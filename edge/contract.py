@@ -109,6 +109,9 @@ class ModelContract:
     # Test-time augmentation: the probabilities are averaged over these views of the crop
     # (decided by the converter on the validation split, never on test data).
     views: tuple[View, ...] = (View(),)
+    # Calibration: the view-averaged probabilities p become softmax(log(p) / temperature)
+    # (edge.calibration), fitted by the converter on the validation split; 1: as they are.
+    temperature: float = 1.0
     sha256: str = ""
     model_format: str = "float32"
     source: dict[str, Any] = field(default_factory=dict)
@@ -164,6 +167,8 @@ class ModelContract:
             raise ContractError(
                 f"model contract version {contract.version} is not supported (expected {CONTRACT_VERSION})"
             )
+        if not (isinstance(contract.temperature, (int, float)) and 0.01 <= contract.temperature <= 100):
+            raise ContractError(f"model contract temperature {contract.temperature!r} is not a number in 0.01..100")
         if len(contract.labels) != len(set(contract.labels)):
             raise ContractError(f"model contract repeats a label: {list(contract.labels)}")
         return contract

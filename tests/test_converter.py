@@ -107,6 +107,12 @@ def test_contract_records_the_run_without_this_machines_paths(tmp_path, small_mo
     recorded = json.loads(text)["training_data"]["settings"]
     assert (recorded["init_from"], recorded["teacher"]) == ("stage1.keras", "teacher.keras")
     assert recorded["data"] == synthetic_csv.name
+    # The temperature is fitted on the run's validation split and written into the contract.
+    contract = json.loads(text)
+    calibration = contract["evaluation"]["calibration"]
+    assert calibration["temperature"] == contract["temperature"] and 0.05 <= contract["temperature"] <= 10
+    assert calibration["fitted_on"].startswith("validation split")
+    assert calibration["validation"]["nll_after"] <= calibration["validation"]["nll_before"] + 1e-4
 
 
 def test_unloadable_keras_file_is_a_conversion_error(tmp_path, check_faces):

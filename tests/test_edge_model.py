@@ -75,7 +75,7 @@ def test_views_in_the_contract_average_the_crop_seen_each_way(tmp_path, astronau
 
     model = tmp_path / "m.tflite"
     model.write_bytes(DEFAULT_MODEL.read_bytes())
-    contract = load_contract(DEFAULT_MODEL)
+    contract = replace(load_contract(DEFAULT_MODEL), temperature=1.0)
     save_contract(replace(contract, views=VIEW_SETS["single"]), model)
     plain = EmotionClassifier(model)
     gray = to_gray(astronaut_bgr)
@@ -85,6 +85,28 @@ def test_views_in_the_contract_average_the_crop_seen_each_way(tmp_path, astronau
         expected = np.mean([plain.classify(apply_view(crops, view)) for view in views], axis=0)
         save_contract(replace(contract, views=views), model)
         np.testing.assert_allclose(EmotionClassifier(model).classify(crops), expected, atol=1e-6)
+
+
+def test_the_contracts_temperature_rescales_the_averaged_probabilities(tmp_path, astronaut_bgr):
+    from dataclasses import replace
+
+    from edge.calibration import apply_temperature
+    from edge.contract import ContractError, save_contract
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(DEFAULT_MODEL.read_bytes())
+    contract = load_contract(DEFAULT_MODEL)
+    gray = to_gray(astronaut_bgr)
+    crops = crop_face(gray, (170, 60, 100, 100), contract.crop, (48, 48))[None]
+    save_contract(replace(contract, temperature=1.0), model)
+    raw = EmotionClassifier(model).classify(crops)
+    save_contract(replace(contract, temperature=2.0), model)
+    softened = EmotionClassifier(model).classify(crops)
+    np.testing.assert_allclose(softened, apply_temperature(raw, 2.0), atol=1e-6)
+    assert softened.max() < raw.max() and softened.argmax() == raw.argmax()
+    save_contract(replace(contract, temperature=0.0), model)
+    with pytest.raises(ContractError, match="temperature"):
+        EmotionClassifier(model)
 
 
 def test_apply_view_mirrors_then_shifts_repeating_the_edge():
