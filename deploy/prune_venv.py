@@ -41,6 +41,8 @@ PRUNE: tuple[tuple[str, str], ...] = (
     ("cv2/data/haarcascade_[!f]*.xml", "cascades for eyes, bodies, smiles and licence plates"),
     ("cv2/data/haarcascade_frontalcatface*.xml", "cascades for cats"),
     ("cv2/data/haarcascade_fullbody.xml", "a cascade for whole bodies"),
+    ("numpy/**/*.pyi", "type stubs, read by type checkers, never at run time"),
+    ("cv2/**/*.pyi", "type stubs, read by type checkers, never at run time"),
 )
 
 # Never removed, whatever a rule says: what the daemon loads.
