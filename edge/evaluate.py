@@ -43,6 +43,7 @@ from edge.datasets import (
     read_image,
     read_labelled_folder,
 )
+from edge.calibration import expected_calibration_error
 from edge.metrics import classification_report, format_report
 
 KERAS_HINT = "a .keras model is evaluated by training: python -m training.evaluate --model FILE.keras"
@@ -104,7 +105,10 @@ def report_from_predictions(truth: np.ndarray, predicted: np.ndarray,
 def evaluate_faces(classifier: Classifier, faces: FaceSet) -> dict[str, Any]:
     """Each image is a face crop: classified whole."""
     probs = classifier.classify_many(faces.images)
-    return report_from_predictions(faces.labels, probs.argmax(axis=1), classifier.labels)
+    report = report_from_predictions(faces.labels, probs.argmax(axis=1), classifier.labels)
+    # How far the confidences the payloads carry are from how often the model is right.
+    report["expected_calibration_error"] = round(expected_calibration_error(probs, faces.labels), 4)
+    return report
 
 
 def evaluate_photos(classifier: Classifier, photos: LabelledFiles,
@@ -189,15 +193,17 @@ def model_card(classifier: Classifier, paths: dict[str, str | Path | None]) -> l
 
 def format_card(rows: list[dict[str, Any]]) -> str:
     """The model card's table (Markdown): overall figures, then recall per class with its count."""
-    head = "| data | faces | accuracy | balanced accuracy | macro-F1 | " + " | ".join(EMOTIONS) + " |"
-    lines = [head, "|---" * (5 + len(EMOTIONS)) + "|"]
+    head = "| data | faces | accuracy | balanced accuracy | macro-F1 | ECE | " + " | ".join(EMOTIONS) + " |"
+    lines = [head, "|---" * (6 + len(EMOTIONS)) + "|"]
     for row in rows:
         recalls = [
             f"{c['recall']:.3f} ({c['support']})" if c["support"] else "–"
             for c in (row["per_class"][name] for name in EMOTIONS)
         ]
         figures = [row["data"], f"{row['n']:,}", f"{row['accuracy'] * 100:.2f} %",
-                   f"{row['balanced_accuracy'] * 100:.2f} %", f"{row['macro_f1']:.3f}", *recalls]
+                   f"{row['balanced_accuracy'] * 100:.2f} %", f"{row['macro_f1']:.3f}",
+                   f"{row['expected_calibration_error']:.3f}" if "expected_calibration_error" in row else "–",
+                   *recalls]
         lines.append("| " + " | ".join(figures) + " |")
     return "\n".join(lines)
 

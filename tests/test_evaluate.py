@@ -177,7 +177,7 @@ def test_card_gathers_every_source_given_and_reads_paths_from_the_environment(tm
     table = evaluate_cli("--card", "--wild", str(crops), env=env)
     assert table.returncode == 0, table.stderr
     rows = [line for line in table.stdout.splitlines() if line.startswith("| ")]
-    assert rows[0].startswith("| data | faces | accuracy | balanced accuracy | macro-F1 | angry |")
+    assert rows[0].startswith("| data | faces | accuracy | balanced accuracy | macro-F1 | ECE | angry |")
     assert len(rows) == 2 and rows[1].startswith("| expressions-wild | 14 |")
 
 
