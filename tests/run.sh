@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command of README.md (and exactly what .ci/run runs), for a fresh machine:
-# installs what the tests need (system packages when missing, a virtual environment with
+# installs what the tests need (system packages when missing: Mosquitto, Chromium, ..., a virtual environment with
 # the project and its train/test extras), then runs the whole suite.
 #   bash tests/run.sh [pytest arguments]
 #   bash tests/run.sh --edge [pytest arguments]
@@ -24,6 +24,8 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(
 command -v mosquitto_passwd >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+# the dashboard's browser tests: Debian's Chromium, driven by Playwright (no browser download)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # Debian's python3 has no venv module (ensurepip) without python3-venv (or python3.X-venv).
 if ! "$python" -c "import ensurepip, venv" >/dev/null 2>&1; then
   missing+=(python3-venv)

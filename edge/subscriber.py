@@ -1,0 +1,71 @@
+"""A read-only MQTT client for the tools that watch the kiosks (``fer-kiosk watch``, the
+dashboard): the same broker settings, credentials and TLS as the daemon, reconnecting by
+itself, and one clear line when the broker refuses it."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Callable, Sequence
+
+import paho.mqtt.client as mqtt
+
+from edge.config import MqttConfig
+from edge.mqtt import resolve_credentials, tls_context
+
+_LOGGER = logging.getLogger(__name__)
+
+MessageHandler = Callable[[str, bytes, bool], None]  # topic, payload, retained
+
+
+def make_subscriber(
+    config: MqttConfig,
+    topics: Sequence[str],
+    on_message: MessageHandler,
+    client_name: str,
+    on_status: Callable[[bool, str], None] | None = None,
+) -> mqtt.Client:
+    """A paho client (not yet connected) that subscribes to ``topics`` at QoS 1 after every
+    connect and hands each message to ``on_message``. Credentials and TLS come from the
+    ``mqtt`` section as for the daemon; a bad file raises CredentialsError."""
+    client = mqtt.Client(
+        callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+        client_id=f"{client_name}-{uuid.uuid4().hex[:8]}",
+        protocol=mqtt.MQTTv311,
+        clean_session=True,
+    )
+    credentials = resolve_credentials(config)
+    if credentials is not None:
+        client.username_pw_set(credentials.username, credentials.password)
+    if config.tls.enabled:
+        client.tls_set_context(tls_context(config.tls))
+        client.tls_insecure_set(config.tls.insecure)
+    client.reconnect_delay_set(1, max(1, int(config.reconnect_max_seconds)))
+    where = f"{config.host}:{config.port}"
+
+    def handle_connect(client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            _LOGGER.error("MQTT broker %s refused %s: %s", where, client_name, reason_code)
+            if on_status:
+                on_status(False, f"refused: {reason_code}")
+            return
+        for topic in topics:
+            client.subscribe(topic, qos=1)
+        _LOGGER.info("%s subscribed to %s on %s", client_name, ", ".join(topics), where)
+        if on_status:
+            on_status(True, "connected")
+
+    def handle_disconnect(client, userdata, flags, reason_code, properties) -> None:
+        if on_status:
+            on_status(False, "disconnected" if not reason_code.is_failure else f"lost: {reason_code}")
+
+    def handle_message(client, userdata, message) -> None:
+        try:
+            on_message(message.topic, message.payload, bool(message.retain))
+        except Exception:  # noqa: BLE001 - one bad message never stops the subscriber
+            _LOGGER.exception("message on %s could not be handled", message.topic)
+
+    client.on_connect = handle_connect
+    client.on_disconnect = handle_disconnect
+    client.on_message = handle_message
+    return client
