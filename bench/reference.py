@@ -1,7 +1,7 @@
 """Detection recall against the reference: Haar at full resolution on every frame.
 
 The reference is what the daemon would find if it could afford the most expensive setting
-(detect_width 0, full_detect_every 1); recall says how many of those faces a cheaper
+(detect_width 0, a full detection on every frame); recall says how many of those faces a cheaper
 pipeline still finds. The cascade also fires now and then on the scenery; since the clips
 are scripted, a reference box counts as a face only when it lies on a person's cut-out.
 Reference faces are cached next to the clip (they depend only on it).
@@ -14,11 +14,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from edge.config import DetectorConfig
 from edge.detect import HaarFaceDetector
-from edge.preprocess import iou
-from edge.preprocess import Box, to_gray
+from edge.preprocess import Box, iou, to_gray
+from edge.tracking import match
 
 MATCH_IOU = 0.3
 
@@ -28,7 +29,7 @@ def reference_path(clip: Path) -> Path:
 
 
 def detect_every_frame(clip: Path) -> list[list[Box]]:
-    detector = HaarFaceDetector(DetectorConfig(detect_width=0, full_detect_every=1))
+    detector = HaarFaceDetector(DetectorConfig(detect_width=0))
     capture = cv2.VideoCapture(str(clip))
     frames: list[list[Box]] = []
     try:
@@ -97,3 +98,41 @@ def recall(reference: Sequence[Sequence[Box]], found: Mapping[int, Sequence[Box]
         "extra": extra,
         "frames": len(found),
     }
+
+
+def reference_people(reference: Sequence[Sequence[Box]], max_gap: int = 15,
+                     min_frames: int = 15) -> list[dict[int, Box]]:
+    """The people the reference sees, each as {frame index: box}: boxes linked from frame to
+    frame by the tracker's matching rule; a person unseen for ``max_gap`` frames has left.
+    Shorter than ``min_frames``: a fluke, left out."""
+    people: list[dict[int, Box]] = []
+    for index, boxes in enumerate(reference):
+        live = [p for p in people if index - max(p) <= max_gap]
+        pairs = match([p[max(p)] for p in live], boxes, MATCH_IOU, 0.6)
+        for pi, bi in pairs:
+            live[pi][index] = boxes[bi]
+        people += [{index: box} for bi, box in enumerate(boxes) if bi not in {b for _, b in pairs}]
+    return [p for p in people if len(p) >= min_frames]
+
+
+def arrival_latency(reference: Sequence[Sequence[Box]], new_events: Mapping[int, Sequence[Box]],
+                    fps: float) -> dict:
+    """From each person's first frame in the reference to the pipeline's `new` event for them
+    (the first whose box overlaps theirs, at or after their first frame), in ms of the clip's
+    clock; ``missed``: people who never got one."""
+    latencies, missed, used = [], 0, set()
+    for person in reference_people(reference):
+        first, last = min(person), max(person)
+        hit = next(((index, k) for index in sorted(new_events) if first <= index <= last
+                    for k, box in enumerate(new_events[index]) if (index, k) not in used
+                    and iou(box, person[max(i for i in person if i <= index)]) >= MATCH_IOU), None)
+        if hit is None:
+            missed += 1
+            continue
+        used.add(hit)
+        latencies.append(1000.0 * (hit[0] - first) / fps)
+    values = np.asarray(latencies) if latencies else None
+    return {"p50": round(float(np.percentile(values, 50)), 1) if values is not None else None,
+            "p95": round(float(np.percentile(values, 95)), 1) if values is not None else None,
+            "max": round(float(values.max()), 1) if values is not None else None,
+            "people": len(latencies) + missed, "missed": missed}

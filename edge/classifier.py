@@ -22,6 +22,7 @@ from edge.contract import (
     Quantization,
     View,
     all_views,
+    apply_view,
     average_views,
     dequantize,
     file_sha256,
@@ -56,10 +57,6 @@ def load_interpreter_class() -> tuple[type, str]:
         raise RuntimeMissingError(
             "no TFLite runtime: install ai-edge-litert (or tflite-runtime where LiteRT has no wheel)"
         ) from err
-
-
-def runtime_name() -> str:
-    return load_interpreter_class()[1]
 
 
 def tensor_quantization(details: dict[str, Any]) -> Quantization | None:
@@ -158,6 +155,19 @@ class EmotionClassifier:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         views = self.contract.views
         averaged = average_views(self.invoke(all_views(crops, views)), len(views))
+        return apply_temperature(averaged, self.contract.temperature)
+
+    def classify_with(self, crops: np.ndarray | Sequence[np.ndarray], views: Sequence[tuple[View, ...]]) -> np.ndarray:
+        """Probabilities (N, len(labels)) for N face crops, each averaged over its own views
+        (``views[i]`` for crop i), in one interpreter call. The temperature is applied to each
+        face's average, as ``classify`` does: every answer the tracker smooths is calibrated."""
+        crops = np.asarray(crops)
+        if len(crops) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        batch = [apply_view(crops[i : i + 1], view) for i, face_views in enumerate(views) for view in face_views]
+        out = self.invoke(np.concatenate(batch))
+        ends = np.cumsum([len(face_views) for face_views in views])
+        averaged = np.stack([out[end - len(face_views) : end].mean(axis=0) for end, face_views in zip(ends, views)])
         return apply_temperature(averaged, self.contract.temperature)
 
     def invoke(self, crops: np.ndarray) -> np.ndarray:

@@ -74,7 +74,7 @@ def _classify(args: argparse.Namespace) -> int:
     from edge.service import build_pipeline
 
     try:
-        config = parse_config({"model": {"path": args.model or ""}, "detector": {"detect_width": 0, "min_face_size": 24, "full_detect_every": 1}})
+        config = parse_config({"model": {"path": args.model or ""}, "detector": {"detect_width": 0, "min_face_size": 24}})
         pipeline = build_pipeline(config)
     except Exception as err:  # noqa: BLE001 - one clear line for any start-up failure
         print(f"error: {err}", file=sys.stderr)

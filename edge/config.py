@@ -49,6 +49,20 @@ class CameraConfig:
     retry_max_seconds: float = field(default=30.0, metadata=_range(0.01, 3600))
 
 
+# Chosen from the benchmark's figures (docs/benchmarks.md, "Choosing the defaults").
+FULL_DETECT_SECONDS = 1.0
+MAX_CLASSIFY_HZ = 10.0
+
+# Keys of older releases: refused with what replaces them, not with a bare "unknown key".
+REPLACED_KEYS = {
+    "detector.full_detect_every": "replaced by detector.full_detect_seconds, a time rather than a frame "
+                                  "count (10 frames at 30 fps were 0.33 s; 0 still means every frame)",
+    "model.reclassify_seconds": "replaced by model.max_classify_hz (0.1 s was 10 Hz)",
+    "model.reclassify_iou": "removed: model.max_classify_hz decides how often a face is classified, "
+                            "moving or not",
+}
+
+
 @dataclass(frozen=True)
 class DetectorConfig:
     scale_factor: float = field(default=1.1, metadata=_range(1.01, 2.0))
@@ -64,10 +78,11 @@ class DetectorConfig:
     detect_width: int = field(default=320, metadata=_range(0, 8192))
     cascade: str = ""  # empty: OpenCV's haarcascade_frontalface_default.xml
     # Between full-frame detections, faces are searched only near where they were, at
-    # their own size (a fraction of the cost). A full-frame detection runs every
-    # full_detect_every frames, and at once when something moves outside the known faces
-    # (someone arriving). 1: full-frame detection on every frame.
-    full_detect_every: int = field(default=10, metadata=_range(1, 1000))
+    # their own size (a fraction of the cost). A full-frame detection runs at once when
+    # something moves outside the known faces (someone arriving) or a known face is lost,
+    # and otherwise at most every full_detect_seconds (a time: 15 and 30 fps cameras behave
+    # the same). 0: full-frame detection on every frame. Replaces full_detect_every (frames).
+    full_detect_seconds: float = field(default=FULL_DETECT_SECONDS, metadata=_range(0.0, 3600))
     motion_trigger: bool = True
     # Fraction of a frame's pixels (outside known faces) that must change to count as motion.
     motion_fraction: float = field(default=0.002, metadata=_range(0.0, 1.0))
@@ -85,10 +100,11 @@ class DetectorConfig:
 class ModelConfig:
     path: str = ""  # empty: the bundled edge/models/emotion_int8.tflite
     num_threads: int = field(default=1, metadata=_range(1, 64))
-    # A face that has not moved (box overlap >= reclassify_iou) keeps its last
-    # probabilities for up to reclassify_seconds; 0 classifies every face on every frame.
-    reclassify_seconds: float = field(default=0.1, metadata=_range(0.0, 60))
-    reclassify_iou: float = field(default=0.9, metadata=_range(0.0, 1.0))
+    # Each face is classified at most this often (a new face at once, with every view; then
+    # one view per classification in turn, the tracker's smoothing averaging them); in
+    # between it keeps its last probabilities. Several faces share the frames, the one that
+    # moved most first. Replaces reclassify_seconds and reclassify_iou.
+    max_classify_hz: float = field(default=MAX_CLASSIFY_HZ, metadata=_range(0.1, 240))
     # Test-time views averaged per face. "contract": what the model's contract says (chosen
     # on validation data: mirror-shift, 10 passes, for the bundled model). A slower box can
     # trade accuracy for CPU: "mirror" (2 passes) or "single" (see edge/models/README.md).
@@ -232,7 +248,9 @@ def _build(cls: type, data: Any, path: str, errors: list[str]) -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
-        if key not in known:
+        if key not in known and f"{path}.{key}" in REPLACED_KEYS:
+            errors.append(f"{path}.{key}: {REPLACED_KEYS[f'{path}.{key}']}")
+        elif key not in known:
             errors.append(
                 f"{path + '.' if path else ''}{key}: unknown key (expected one of {', '.join(known)})"
             )

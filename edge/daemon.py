@@ -7,7 +7,6 @@ so tests can swap any of them; ``start_daemon`` builds the real ones from the co
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -39,7 +38,7 @@ class LoopStats:
 
 
 class ProcessingLoop:
-    """Frames -> faces -> tracked people -> events and state, until ``stop`` is set."""
+    """Frames -> faces -> tracked people -> events and state, one ``step`` at a time."""
 
     def __init__(
         self,
@@ -50,12 +49,10 @@ class ProcessingLoop:
         publisher: Publisher,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
-        on_frame: Callable[[Frame, list], None] | None = None,
     ):
         self.config = config
         self.source, self.pipeline, self.tracker, self.publisher = source, pipeline, tracker, publisher
         self.clock, self.wall_clock = clock, wall_clock
-        self.on_frame = on_frame
         self.topics = Topics(config.base_topic)
         self.device_id = config.device_id
         self.stats = LoopStats()
@@ -89,28 +86,22 @@ class ProcessingLoop:
             self.publisher.publish(self.state(status))
 
     def step(self, timeout: float = 0.2) -> Frame | None:
-        """Processes the newest frame (or only the passing of time, when none came)."""
+        """Processes the newest frame (or only the passing of time, when none came): the
+        pipeline (grayscale, faces, which to classify, crops, emotions), then the tracker."""
         frame = self.source.latest(timeout)
         if frame is None:
             events = self.tracker.expire(self.clock(), self.wall_clock())
-            results: list = []
         else:
             times = StageTimes()
-            results = self.pipeline.process(frame.image, times, now=frame.monotonic)
-            events = self.tracker.update([(r.box, r.probabilities) for r in results], frame.monotonic, frame.wall_time)
+            faces = self.pipeline.process(frame.image, times, now=frame.monotonic)
+            events = self.tracker.update([(f.box, f.probabilities) for f in faces], frame.monotonic, frame.wall_time)
             self.stats.frames += 1
-            self.stats.faces += len(results)
-            self.collector.frame(times, len(results))
+            self.stats.faces += len(faces)
+            self.collector.frame(times, len(faces))
             self.stats.last_frame_monotonic = frame.monotonic
         self._publish_events(events)
         self.publish_state()
-        if frame is not None and self.on_frame is not None:
-            self.on_frame(frame, results)
         return frame
-
-    def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            self.step()
 
     def finish(self) -> None:
         """Ends every visit (their summaries are kept) and marks the device stopped."""

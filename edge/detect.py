@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import cv2
@@ -77,9 +78,11 @@ def _expand(box: Box, left: float, top: float, right: float, bottom: float, widt
 class FaceFinder:
     """Faces per frame at a fraction of full detection's cost, without missing arrivals.
 
-    - A full-frame detection runs every ``full_detect_every`` frames, and at once when
-      something moves outside the known faces (someone arriving) or a known face is not
-      found where it was searched (on that same frame: a lost face is never a missed frame).
+    - A full-frame detection runs when the scene asks for it: at once when something moves
+      outside the known faces (someone arriving) or a known face is not found where it was
+      searched (on that same frame: a lost face is never a missed frame), and otherwise at
+      most every ``full_detect_seconds`` (a time, so 15 and 30 fps cameras behave the same).
+      Without a frame time (a lone photo) every detection is a full one.
     - In between, each known face is searched only in a small window around where it is
       heading (its last position plus its last step), scaled so the face is ~40 px wide, at
       sizes close to its own: a handful of cascade windows instead of a whole image pyramid.
@@ -96,7 +99,7 @@ class FaceFinder:
         self.config = detector.config
         self._boxes: list[Box] = []
         self._steps: list[tuple[int, int]] = []  # each face's motion per frame, for the next search
-        self._since_full = 10**9
+        self._last_full = -math.inf  # monotonic time of the last full-frame detection
         self._thumb: np.ndarray | None = None
         self.full_detections = 0
         self.local_searches = 0
@@ -140,15 +143,17 @@ class FaceFinder:
         fx, fy, fw, fh = max(found, key=lambda b: b[2] * b[3])
         return (x0 + int(round(fx / scale)), y0 + int(round(fy / scale)), int(round(fw / scale)), int(round(fh / scale)))
 
-    def find(self, gray: np.ndarray) -> list[Box]:
+    def find(self, gray: np.ndarray, now: float | None = None) -> list[Box]:
+        """Faces of this frame; ``now``: its monotonic time (None: a lone photo)."""
         c = self.config
-        if c.motion_trigger and c.full_detect_every > 1:
+        if now is None or c.full_detect_seconds <= 0:
+            return self._full(gray, now)
+        if c.motion_trigger:
             moved, face_changed = self._motion(gray)
         else:
             moved, face_changed = False, [True] * len(self._boxes)
-        self._since_full += 1
-        if c.full_detect_every <= 1 or self._since_full >= c.full_detect_every or moved:
-            return self._full(gray)
+        if moved or now - self._last_full >= c.full_detect_seconds:
+            return self._full(gray, now)
         boxes: list[Box] = []
         steps: list[tuple[int, int]] = []
         for previous, step, changed in zip(self._boxes, self._steps, face_changed):
@@ -162,17 +167,17 @@ class FaceFinder:
             if box is None:
                 # Lost (gone, turned, or faster than the window): look at the whole frame
                 # now rather than miss them on this frame.
-                return self._full(gray)
+                return self._full(gray, now)
             if all(iou(box, other) < 0.5 for other in boxes):
                 boxes.append(box)
                 steps.append((box[0] - previous[0], box[1] - previous[1]))
         self._remember(boxes, steps)
         return list(self._boxes)
 
-    def _full(self, gray: np.ndarray) -> list[Box]:
+    def _full(self, gray: np.ndarray, now: float | None) -> list[Box]:
         found = self.detector.detect(gray)
         self._remember(found, [_step_from(self._boxes, box) for box in found])
-        self._since_full = 0
+        self._last_full = now if now is not None else -math.inf
         self.full_detections += 1
         return list(self._boxes)
 

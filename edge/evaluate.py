@@ -51,7 +51,7 @@ VALIDATION = "validation"  # the usage name of the split carved from Training
 
 # Still photos: detection at full resolution, a full detection on every photo (as
 # ``fer-kiosk classify`` does), faces from 24 pixels.
-PHOTO_DETECTOR = DetectorConfig(detect_width=0, min_face_size=24, full_detect_every=1)
+PHOTO_DETECTOR = DetectorConfig(detect_width=0, min_face_size=24)  # a photo: always a full detection
 
 # The model card: its data options (each also read from an environment variable), and its
 # rows (option, row name, FER2013 usage; a labelled folder of face crops has no usage).

@@ -1,17 +1,26 @@
-"""One frame in, faces with emotion probabilities out: the path every command shares."""
+"""One frame in, faces with emotion probabilities out: the path every command shares.
+
+Per frame, top to bottom (``FramePipeline.process``): grayscale, find the faces, choose
+which of them to classify and through which test-time views (``ClassifyPolicy``), crop
+them by the contract's rule, classify them in one interpreter call. The daemon's loop then
+hands the faces to the tracker, whose smoothing over time averages what the views give.
+"""
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
 from edge.classifier import EmotionClassifier
-from edge.config import ModelConfig
+from edge.config import ModelConfig, TrackingConfig
+from edge.contract import View
 from edge.detect import FaceFinder, HaarFaceDetector
 from edge.preprocess import Box, crop_face, to_gray
-from edge.tracking import iou
+from edge.tracking import center_distance, match
 
 
 @dataclass
@@ -30,51 +39,145 @@ class FaceResult:
     probabilities: np.ndarray
 
 
-class FramePipeline:
-    """Grayscale, find faces, crop them by the contract's rule, classify them in one batch.
+@dataclass(frozen=True)
+class ClassifyRequest:
+    """Classify face ``face`` (an index into this frame's boxes) through ``views``."""
 
-    A face that has not moved since it was last classified keeps those probabilities for
-    up to ``reclassify_seconds`` (the tracker smooths over time anyway)."""
+    face: int
+    views: tuple[View, ...]
+
+
+@dataclass
+class _Scheduled:
+    """What the policy remembers of one face between frames."""
+
+    box: Box
+    last_seen: float
+    classified_at: float = -math.inf
+    classified_box: Box | None = None
+    next_view: int = 0
+    probabilities: np.ndarray | None = None
+
+
+@dataclass
+class ClassifyPolicy:
+    """Which faces to classify on a frame, and through which of the contract's views.
+
+    - **Temporal views.** A face seen for the first time gets the whole view set at once (its
+      ``new`` event keeps the accuracy of averaged views); after that each classification
+      uses the next ``views_per_pass`` views of the set in turn, and the tracker's smoothing
+      over time does the averaging the views used to do within a frame.
+    - **A budget.** Each face is classified at most ``max_hz`` times a second; in between it
+      keeps its last probabilities. Several faces share the frames fairly: on one frame at
+      most as many routine classifications as the faces' combined rate asks for (at least
+      one), the face that moved most since its last classification first, then the one that
+      waited longest. New faces are always served on their first frame.
+    - Without a time (a photo, ``now`` None) every face gets the whole set and nothing is kept.
+
+    Faces are followed from frame to frame with the tracker's own matching rule; a face
+    unseen for ``forget_seconds`` is forgotten (and counts as new if it comes back).
+    """
+
+    views: tuple[View, ...]
+    max_hz: float = 10.0
+    views_per_pass: int = 1
+    iou_threshold: float = 0.3
+    max_center_distance: float = 0.6
+    forget_seconds: float = 1.0
+    _faces: list[_Scheduled] = field(default_factory=list, repr=False)
+    _slots: list[_Scheduled | None] = field(default_factory=list, repr=False)
+    _last_frame: float | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_config(cls, views: tuple[View, ...], model: ModelConfig, tracking: TrackingConfig) -> "ClassifyPolicy":
+        return cls(views, max_hz=model.max_classify_hz, iou_threshold=tracking.iou_threshold,
+                   max_center_distance=tracking.max_center_distance, forget_seconds=tracking.max_missing_seconds)
+
+    def plan(self, boxes: Sequence[Box], now: float | None) -> list[ClassifyRequest]:
+        """The faces of this frame to classify, new faces first, then by priority."""
+        if now is None:
+            self._slots = [None] * len(boxes)
+            return [ClassifyRequest(i, self.views) for i in range(len(boxes))]
+        self._faces = [f for f in self._faces if now - f.last_seen <= self.forget_seconds]
+        pairs = dict((di, ti) for ti, di in match([f.box for f in self._faces], boxes,
+                                                  self.iou_threshold, self.max_center_distance))
+        slots: list[_Scheduled] = []
+        for i, box in enumerate(boxes):
+            face = self._faces[pairs[i]] if i in pairs else _Scheduled(box, now)
+            if i not in pairs:
+                self._faces.append(face)
+            face.box, face.last_seen = box, now
+            slots.append(face)
+        self._slots = slots
+        new = [i for i, face in enumerate(slots) if face.probabilities is None]
+        period = 1.0 / self.max_hz
+        # 5 % slack: at 30 fps and 10 Hz, three frames (0.0999... s) are one period
+        due = [i for i, face in enumerate(slots) if face.probabilities is not None
+               and now - face.classified_at >= 0.95 * period]
+        frame_gap = min(now - self._last_frame, period) if self._last_frame is not None else period
+        self._last_frame = now
+        share = max(1, math.ceil(len(slots) * self.max_hz * frame_gap - 1e-6)) - len(new)
+        due.sort(key=lambda i: (-self._moved(slots[i]), slots[i].classified_at))
+        requests = [ClassifyRequest(i, self.views) for i in new]
+        for i in due[: max(share, 0)]:
+            face = slots[i]
+            picked = tuple(self.views[(face.next_view + k) % len(self.views)]
+                           for k in range(min(self.views_per_pass, len(self.views))))
+            face.next_view = (face.next_view + len(picked)) % len(self.views)
+            requests.append(ClassifyRequest(i, picked))
+        for request in requests:
+            slots[request.face].classified_at = now
+            slots[request.face].classified_box = boxes[request.face]
+        return requests
+
+    @staticmethod
+    def _moved(face: _Scheduled) -> float:
+        """How far the face moved since its last classification, in face widths."""
+        return center_distance(face.classified_box, face.box) if face.classified_box is not None else 0.0
+
+    def record(self, requests: Sequence[ClassifyRequest], probabilities: np.ndarray) -> list[np.ndarray]:
+        """Stores what the classifier said; returns, per face of the frame, its latest probabilities."""
+        fresh = {request.face: p for request, p in zip(requests, probabilities)}
+        latest = []
+        for i, face in enumerate(self._slots):
+            if face is None:
+                latest.append(fresh[i])
+                continue
+            if i in fresh:
+                face.probabilities = fresh[i]
+            latest.append(face.probabilities)
+        return latest
+
+
+class FramePipeline:
+    """Grayscale, find faces, choose which to classify, crop them, classify them in one batch."""
 
     def __init__(self, detector: HaarFaceDetector, classifier: EmotionClassifier,
-                 model_config: ModelConfig = ModelConfig(), timer=time.perf_counter):
+                 policy: ClassifyPolicy | None = None, timer=time.perf_counter):
         self.detector = detector
         self.finder = FaceFinder(detector)
         self.classifier = classifier
-        self.model_config = model_config
+        self.policy = policy if policy is not None else ClassifyPolicy(classifier.contract.views)
         self.timer = timer
-        self._cache: list[tuple[Box, np.ndarray, float]] = []
-        self.classified = 0
+        self.classified = 0  # faces sent to the model
+        self.passes = 0  # model passes (a face through one view is one pass)
 
     def process(self, frame: np.ndarray, times: StageTimes | None = None, now: float | None = None) -> list[FaceResult]:
+        """``now``: the frame's monotonic time; None for a lone photo (full detection, all views)."""
         t = times if times is not None else StageTimes()
-        clock = self.timer
+        clock, contract = self.timer, self.classifier.contract
         t0 = clock()
         gray = to_gray(frame)
         t1 = clock()
-        boxes = self.finder.find(gray)
+        boxes = self.finder.find(gray, now)
         t2 = clock()
-        contract = self.classifier.contract
-        m = self.model_config
-        probs: list[np.ndarray | None] = [None] * len(boxes)
-        if now is not None and m.reclassify_seconds > 0:
-            for i, box in enumerate(boxes):
-                for cached_box, cached_probs, when in self._cache:
-                    if now - when <= m.reclassify_seconds and iou(box, cached_box) >= m.reclassify_iou:
-                        probs[i] = cached_probs
-                        break
-        todo = [i for i, p in enumerate(probs) if p is None]
-        crops = [crop_face(gray, boxes[i], contract.crop, contract.input_hw) for i in todo]
+        requests = self.policy.plan(boxes, now)
+        crops = [crop_face(gray, boxes[r.face], contract.crop, contract.input_hw) for r in requests]
         t3 = clock()
-        if crops:
-            fresh = self.classifier.classify(np.stack(crops))
-            self.classified += len(crops)
-            stamp = now if now is not None else 0.0
-            kept = [entry for entry in self._cache if now is not None and now - entry[2] <= m.reclassify_seconds]
-            for i, p in zip(todo, fresh):
-                probs[i] = p
-                kept.append((boxes[i], p, stamp))
-            self._cache = kept[-32:]
+        fresh = self.classifier.classify_with(np.asarray(crops), [r.views for r in requests])
+        latest = self.policy.record(requests, fresh)
         t4 = clock()
+        self.classified += len(requests)
+        self.passes += sum(len(r.views) for r in requests)
         t.grayscale, t.detect, t.preprocess, t.classify = t1 - t0, t2 - t1, t3 - t2, t4 - t3
-        return [FaceResult(box, p) for box, p in zip(boxes, probs)]
+        return [FaceResult(box, p) for box, p in zip(boxes, latest)]

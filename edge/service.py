@@ -31,7 +31,7 @@ from edge.detect import DetectorError, HaarFaceDetector
 from edge.homeassistant import discovery_messages
 from edge.mqtt import MqttPublisher, resolve_credentials
 from edge.payloads import Topics, stats_message
-from edge.pipeline import FramePipeline
+from edge.pipeline import ClassifyPolicy, FramePipeline
 from edge.spool import DiskSpool, default_spool_dir
 from edge.systemd import Notifier
 from edge.tracking import FaceTracker
@@ -50,7 +50,8 @@ def build_pipeline(config: Config) -> FramePipeline:
     model_path = config.model.path or str(DEFAULT_MODEL)
     views = None if config.model.views == "contract" else VIEW_SETS[config.model.views]
     classifier = EmotionClassifier(model_path, num_threads=config.model.num_threads, views=views)
-    return FramePipeline(HaarFaceDetector(config.detector), classifier, config.model)
+    policy = ClassifyPolicy.from_config(classifier.contract.views, config.model, config.tracking)
+    return FramePipeline(HaarFaceDetector(config.detector), classifier, policy)
 
 
 def build_publisher(config: Config, loop_ref: list, labels) -> MqttPublisher:
