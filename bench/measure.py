@@ -11,6 +11,7 @@ Each wrapper stands in for the part it wraps (the loop cannot tell the differenc
 
 from __future__ import annotations
 
+import json
 import resource
 import time
 from collections.abc import Callable, Sequence
@@ -72,8 +73,8 @@ class ClipSource:
     """Every frame of a clip, read when asked (throughput runs).
 
     Frames are stamped on the clip's own clock (frame i at i / fps), and ``clock`` follows
-    it: however fast frames are processed, the tracker and the reclassify cache see a 30 fps
-    camera, so they do the work they would do live."""
+    it: however fast frames are processed, the tracker, the classification budget and the
+    full-detection timer see a 30 fps camera, so they do the work they would do live."""
 
     def __init__(self, clip: Path, read_seconds: list[float]):
         self._capture = TimedCapture(cv2.VideoCapture(str(clip)), read_seconds)
@@ -136,9 +137,10 @@ class RecordingPublisher:
         self.call_seconds: list[float] = []  # every publish() call, events and state alike
         self.step_seconds = 0.0
         self.step_event_times: list[float] = []
+        self.step_new_boxes: list[Box] = []  # boxes of this step's `new` events
 
     def new_step(self) -> None:
-        self.step_seconds, self.step_event_times = 0.0, []
+        self.step_seconds, self.step_event_times, self.step_new_boxes = 0.0, [], []
 
     def publish(self, message: Message, keep: bool = False) -> bool:
         start = time.perf_counter()
@@ -149,6 +151,9 @@ class RecordingPublisher:
         if message.topic == self.events_topic:
             self.step_event_times.append(time.monotonic())
             self.events.append(message)
+            payload = json.loads(message.payload)
+            if payload.get("type") == "new":
+                self.step_new_boxes.append(tuple(payload["box"]))
         return ok
 
 
@@ -161,6 +166,7 @@ class StepRecord:
     stages: dict[str, float]
     boxes: list[Box]
     latencies: list[float]
+    new_faces: list[Box]  # boxes of the `new` events this frame caused
     cpu: float
     wall: float
 
@@ -174,7 +180,8 @@ def record_step(frame: Frame, source: RecordingSource, pipeline: RecordingPipeli
     stages = {"grayscale": t.grayscale, "detect": t.detect, "preprocess": t.preprocess, "classify": t.classify,
               "track": max(0.0, after - publisher.step_seconds), "publish": publisher.step_seconds}
     latencies = [handed - frame.monotonic for handed in publisher.step_event_times]
-    return StepRecord(frame.sequence, stages, list(pipeline.boxes), latencies, time.process_time(), ended)
+    return StepRecord(frame.sequence, stages, list(pipeline.boxes), latencies, list(publisher.step_new_boxes),
+                      time.process_time(), ended)
 
 
 def peak_rss_mb() -> float:

@@ -44,7 +44,7 @@ from bench.measure import (
     record_step,
     timed_opener,
 )
-from bench.reference import load_reference, recall, reference_false_positives
+from bench.reference import arrival_latency, load_reference, recall, reference_false_positives
 from edge.capture import Frame, FrameSource
 from edge.config import Config, parse_config
 from edge.contract import EMOTIONS, INPUT_SIZE
@@ -57,6 +57,7 @@ from edge.tracking import FaceTracker
 _LOGGER = logging.getLogger(__name__)
 
 PIPELINES = ("fast", "baseline")
+CLIP_FPS = 30.0  # bench.scenes renders every clip at 30 fps
 MODES = ("throughput", "realtime", "realtime-broker")
 
 
@@ -196,8 +197,14 @@ def summarize(run: Run, records: list[StepRecord], read_seconds: list[float], st
     if hasattr(inner, "finder"):
         result["full_detections"] = inner.finder.full_detections
         result["local_searches"] = inner.finder.local_searches
+    passes = getattr(inner, "passes", None)
+    if passes is not None:
+        result["model_passes"] = passes
     if reference is not None:
         result["detection"] = recall(reference, {r.sequence - 1: r.boxes for r in records})
+        # on the clip's clock (frame i at i/30 s): a figure of the pipeline's decisions, not of the machine
+        result["first_frame_to_new_ms"] = arrival_latency(
+            reference, {r.sequence - 1: r.new_faces for r in records if r.new_faces}, CLIP_FPS)
     return result
 
 

@@ -16,7 +16,14 @@ import numpy as np
 import pytest
 
 from bench.measure import STAGES
-from bench.reference import ensure_reference, load_reference, on_people, recall, reference_false_positives
+from bench.reference import (
+    arrival_latency,
+    ensure_reference,
+    load_reference,
+    on_people,
+    recall,
+    reference_false_positives,
+)
 from bench.report import speedups
 from bench.scenes import ClipSpec, PortraitSource, ensure_clip, resolve_faces_dir
 from tests.conftest import ROOT
@@ -58,6 +65,9 @@ def test_fast_pipeline_throughput_run_reports_every_figure(tiny_clip):
     assert result["latency_ms"] is None  # throughput frames carry the clip's clock
     assert result["publish_call_ms"]["count"] >= 1  # at least the `new` event and a state change
     assert 1 <= result["full_detections"] <= 45
+    arrival = result["first_frame_to_new_ms"]
+    assert arrival["people"] == 1 and arrival["missed"] == 0 and 0 <= arrival["p50"] <= 1000
+    assert result["model_passes"] >= 10  # the whole view set on the face's first frame
     assert result["events"].get("new", 0) >= 1  # one person in view: a `new` event
     detection = result["detection"]
     assert detection["reference_false_positives"] == reference_false_positives(reference)
@@ -97,6 +107,16 @@ def test_recall_matches_each_reference_box_by_overlap():
     assert figures["reference_faces"] == 3 and figures["matched"] == 1
     assert figures["recall"] == pytest.approx(1 / 3)
     assert figures["extra"] == 2  # frame 1's box is off both faces; frame 2 has no face at all
+
+
+def test_arrival_latency_runs_from_a_persons_first_reference_frame_to_their_new_event():
+    walker = [[(10 * i, 10, 100, 100)] for i in range(40)]
+    sitter = [[] for _ in range(10)] + [[(400, 300, 100, 100)] for _ in range(30)]
+    reference = [a + b for a, b in zip(walker, sitter)]
+    figures = arrival_latency(reference, {2: [(22, 10, 100, 100)], 16: [(400, 302, 100, 100)]}, 30.0)
+    assert figures["people"] == 2 and figures["missed"] == 0
+    assert figures["p50"] == pytest.approx(1000 * (2 + 6) / 2 / 30, abs=0.1)  # 2 and 6 frames late
+    assert arrival_latency(reference, {}, 30.0)["missed"] == 2
 
 
 def test_reference_keeps_only_detections_on_a_person():
