@@ -24,6 +24,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 UNIT = DEPLOY / "fer-kiosk.service"
+DASHBOARD_UNIT = DEPLOY / "fer-kiosk-dashboard.service"
 INSTALL = DEPLOY / "install.sh"
 UNINSTALL = DEPLOY / "uninstall.sh"
 MAX_EXPOSURE = 2.0
@@ -52,7 +53,7 @@ def _stub_executable(path: Path) -> None:
     path.chmod(0o755)
 
 
-def _verify_root(tmp_path: Path, unit_text: str) -> subprocess.CompletedProcess:
+def _verify_root(tmp_path: Path, unit_text: str, name: str = "fer-kiosk.service") -> subprocess.CompletedProcess:
     """`systemd-analyze verify --root=R` on the unit installed in a scratch root R.
 
     verify checks that the Exec*= binaries exist; /opt/fer-kiosk/venv/bin/fer-kiosk does not on
@@ -68,15 +69,16 @@ def _verify_root(tmp_path: Path, unit_text: str) -> subprocess.CompletedProcess:
     (root / "bin").symlink_to("usr/bin")
     _stub_executable(root / "usr/bin/kill")
     _stub_executable(root / "opt/fer-kiosk/venv/bin/fer-kiosk")
-    installed = root / "etc/systemd/system/fer-kiosk.service"
+    installed = root / "etc/systemd/system" / name
     installed.parent.mkdir(parents=True)
     installed.write_text(unit_text)
-    return _run([SYSTEMD_ANALYZE, "verify", f"--root={root}", "/etc/systemd/system/fer-kiosk.service"])
+    return _run([SYSTEMD_ANALYZE, "verify", f"--root={root}", f"/etc/systemd/system/{name}"])
 
 
 @needs_systemd_analyze
-def test_unit_verify_is_clean(tmp_path):
-    result = _verify_root(tmp_path, UNIT.read_text())
+@pytest.mark.parametrize("unit", [UNIT, DASHBOARD_UNIT], ids=lambda p: p.name)
+def test_unit_verify_is_clean(tmp_path, unit):
+    result = _verify_root(tmp_path, unit.read_text(), unit.name)
     print(result.stdout, result.stderr)
     assert result.returncode == 0, result.stderr
     about_unit = [line for line in result.stderr.splitlines() if "fer-kiosk" in line]
@@ -94,12 +96,13 @@ def test_unit_verify_setup_catches_mistakes(tmp_path):
 
 
 @needs_systemd_analyze
-def test_unit_security_exposure():
-    result = _run([SYSTEMD_ANALYZE, "security", "--offline=yes", str(UNIT)])
+@pytest.mark.parametrize("unit", [UNIT, DASHBOARD_UNIT], ids=lambda p: p.name)
+def test_unit_security_exposure(unit):
+    result = _run([SYSTEMD_ANALYZE, "security", "--offline=yes", str(unit)])
     match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
     assert match, f"no exposure figure in the output:\n{result.stdout}\n{result.stderr}"
     exposure = float(match.group(1))
-    print(f"systemd-analyze security --offline=yes {UNIT.relative_to(ROOT)}: exposure {exposure}")
+    print(f"systemd-analyze security --offline=yes {unit.relative_to(ROOT)}: exposure {exposure}")
     assert result.returncode == 0, result.stderr
     assert exposure <= MAX_EXPOSURE
 
