@@ -32,16 +32,24 @@ def _load(args: argparse.Namespace):
 
 
 def _check(args: argparse.Namespace) -> int:
-    from edge.service import build_pipeline
+    from edge.config import ConfigError
+    from edge.service import build_pipeline, check_inputs
 
     config = _load(args)
     if config is None:
+        return EX_CONFIG
+    try:
+        warnings = check_inputs(config)  # every file run opens: credentials, TLS, spool
+    except ConfigError as err:
+        print("\n".join(f"error: {line}" for line in err.errors), file=sys.stderr)
         return EX_CONFIG
     try:
         pipeline = build_pipeline(config)
     except Exception as err:  # noqa: BLE001 - any model/detector failure is reported, in one line
         print(f"error: {err}", file=sys.stderr)
         return EX_CONFIG
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
     print(f"{args.config or 'defaults'}: valid")
     print(f"  model: {pipeline.classifier.model_path} ({pipeline.classifier.contract.model_format}, "
           f"{pipeline.classifier.runtime})")
@@ -52,6 +60,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from edge.classifier import ContractError
+    from edge.config import ConfigError
     from edge.detect import DetectorError
     from edge import service
 
@@ -62,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(args.log_level or config.log_level)
     try:
         return service.run(config, args.config)
-    except (ContractError, DetectorError) as err:
+    except (ContractError, DetectorError, ConfigError) as err:  # a file that run cannot use
         logging.getLogger("edge").error("%s", err)
         return EX_CONFIG
 

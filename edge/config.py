@@ -9,6 +9,7 @@ object is handed to the parts that need it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import socket
 import types
@@ -47,11 +48,21 @@ class CameraConfig:
     realtime: bool = True
     retry_initial_seconds: float = field(default=1.0, metadata=_range(0.01, 3600))
     retry_max_seconds: float = field(default=30.0, metadata=_range(0.01, 3600))
+    # Frames (and image files as a source) larger than this many pixels are refused before
+    # they are decoded whole: a 4K frame is 8.3 million; a 140 KB PNG can claim 144 million.
+    max_frame_pixels: int = field(default=16_000_000, metadata=_range(65_536, 1_000_000_000))
+
+
+# The default pixel limit, also for `fer-kiosk classify` (which reads no config).
+DEFAULT_MAX_PIXELS = 16_000_000
+
+# A config file is a few KB; anything this large is not one.
+MAX_CONFIG_BYTES = 1_000_000
 
 
 # Chosen from the benchmark's figures (docs/benchmarks.md, "Choosing the defaults").
 FULL_DETECT_SECONDS = 1.0
-MAX_CLASSIFY_HZ = 10.0
+MAX_CLASSIFY_HZ = 15.0
 
 # Keys of older releases: refused with what replaces them, not with a bare "unknown key".
 REPLACED_KEYS = {
@@ -195,6 +206,12 @@ def _safe_topic_part(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in text) or "kiosk"
 
 
+def _show(value: Any, limit: int = 60) -> str:
+    """``repr`` of a value for an error line, cut short: a line, never megabytes."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + " ...)"
+
+
 def _type_name(hint: Any) -> str:
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
     if typing.get_origin(hint) in (Union, types.UnionType):
@@ -213,7 +230,7 @@ def _convert(hint: Any, value: Any, path: str, errors: list[str]) -> Any:
             result = _convert(option, value, path, attempt)
             if not attempt:
                 return result
-        errors.append(f"{path}: expected {_type_name(hint)}, got {value!r}")
+        errors.append(f"{path}: expected {_type_name(hint)}, got {_show(value)}")
         return None
     # YAML's own types only: a quoted "30" is a string, not a number; true is not 1.
     ok = (
@@ -223,14 +240,20 @@ def _convert(hint: Any, value: Any, path: str, errors: list[str]) -> Any:
         or (hint is str and isinstance(value, str))
     )
     if not ok:
-        errors.append(f"{path}: expected {_type_name(hint)}, got {value!r}")
+        errors.append(f"{path}: expected {_type_name(hint)}, got {_show(value)}")
+        return None
+    if hint is float and not math.isfinite(value):  # .nan, .inf: every comparison would lie
+        errors.append(f"{path}: expected a finite number, got {value!r}")
+        return None
+    if hint is str and "\x00" in value:
+        errors.append(f"{path}: contains a NUL character")
         return None
     return float(value) if hint is float else value
 
 
 def _check_range(spec: dict, value: Any, path: str, errors: list[str]) -> None:
     if spec.get("choices") and value not in spec["choices"]:
-        errors.append(f"{path}: must be one of {', '.join(map(str, spec['choices']))}, got {value!r}")
+        errors.append(f"{path}: must be one of {', '.join(map(str, spec['choices']))}, got {_show(value)}")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if spec.get("min") is not None and value < spec["min"]:
             errors.append(f"{path}: must be at least {spec['min']}, got {value!r}")
@@ -243,7 +266,7 @@ def _build(cls: type, data: Any, path: str, errors: list[str]) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        errors.append(f"{where}: expected a mapping of settings, got {data!r}")
+        errors.append(f"{where}: expected a mapping of settings, got {_show(data)}")
         return cls()
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
@@ -252,7 +275,8 @@ def _build(cls: type, data: Any, path: str, errors: list[str]) -> Any:
             errors.append(f"{path}.{key}: {REPLACED_KEYS[f'{path}.{key}']}")
         elif key not in known:
             errors.append(
-                f"{path + '.' if path else ''}{key}: unknown key (expected one of {', '.join(known)})"
+                f"{path + '.' if path else ''}{key if isinstance(key, str) and len(key) <= 60 else _show(key)}: "
+                f"unknown key (expected one of {', '.join(known)})"
             )
     values = {}
     for name, spec in known.items():
@@ -275,6 +299,9 @@ def _cross_checks(config: Config) -> list[str]:
     c = config.camera
     if c.retry_max_seconds < c.retry_initial_seconds:
         errors.append("camera.retry_max_seconds: must not be below retry_initial_seconds")
+    if c.width * c.height > c.max_frame_pixels:
+        errors.append(f"camera.max_frame_pixels: {c.max_frame_pixels} is below the requested "
+                      f"{c.width}x{c.height} = {c.width * c.height} pixels")
     for key, value in (("topic_prefix", config.mqtt.topic_prefix), ("device_id", config.mqtt.device_id)):
         if any(ch in value for ch in "#+") or value.startswith("/") or value.endswith("/"):
             errors.append(f"mqtt.{key}: {value!r} may not contain # or + nor start or end with /")
@@ -314,20 +341,100 @@ def load_config(path: str | Path | None) -> Config:
     """Reads and validates a YAML file; no path means all defaults."""
     if path is None:
         return parse_config({}, "defaults")
+    return parse_config(read_config_data(path), str(path))
+
+
+def read_config_data(path: str | Path) -> Any:
+    """The YAML of a config file, checked as every config is (size, encoding, duplicate keys,
+    aliases), with relative file paths made relative to the file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as err:
         raise ConfigError([f"cannot read: {err.strerror}"], str(path)) from err
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"larger than {MAX_CONFIG_BYTES} bytes: not a fer-kiosk config"], str(path))
+    data = parse_yaml(raw, str(path))
+    # Relative paths in the file are relative to the file, not to wherever the daemon starts.
+    return _resolve_paths(data, path.absolute().parent)
+
+
+def parse_section(cls: type, data: Any, source: str = "config") -> Any:
+    """Any config dataclass (the dashboard's, say) validated by the same rules as the daemon's:
+    unknown keys, wrong types and out-of-range values refused with their YAML path."""
+    errors: list[str] = []
+    built = _build(cls, data if data is not None else {}, "", errors)
+    if errors:
+        raise ConfigError(errors, source)
+    return built
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML without aliases: an alias can make a few hundred bytes expand to gigabytes
+    (the "billion laughs"), and a config has no use for them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.get_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases (*{event.anchor}) are not allowed in the config: write the value out",
+                event.start_mark)
+        return super().compose_node(parent, index)
+
+
+def _duplicate_keys(node: yaml.Node, path: str, errors: list[str]) -> None:
+    """Every key given twice in one mapping, by its YAML path (YAML itself keeps the last one
+    silently, so the first setting would be ignored without a word)."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            key_path = f"{path}.{key}" if path and key is not None else str(key)
+            if key is not None:
+                if key in seen:
+                    errors.append(f"{key_path}: duplicate key (lines {seen[key]} and {key_node.start_mark.line + 1})")
+                else:
+                    seen[key] = key_node.start_mark.line + 1
+            _duplicate_keys(value_node, key_path, errors)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _duplicate_keys(item, f"{path}[{i}]", errors)
+
+
+def parse_yaml(raw: bytes, source: str = "config") -> Any:
+    """The data of a YAML config: UTF-8 only, no aliases, no duplicate keys, each refused
+    with one line that says where."""
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8-sig")  # a UTF-8 byte-order mark is allowed by YAML
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        hint = " (it looks like UTF-16)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        raise ConfigError([f"line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x}){hint}; save it as UTF-8"],
+                          source) from None
+    loader = None
+    try:
+        loader = _StrictLoader(text)  # the reader refuses control characters here already
+        node = loader.get_single_node()
+        errors: list[str] = []
+        if node is not None:
+            _duplicate_keys(node, "", errors)
+        if errors:
+            raise ConfigError(errors, source)
+        return loader.construct_document(node) if node is not None else None
+    except yaml.reader.ReaderError as err:
+        line = text[: err.position].count("\n") + 1
+        raise ConfigError([f"line {line}: character #x{err.character:04x} is not allowed in YAML text"], source) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError([f"{where}not valid YAML ({getattr(err, 'problem', err)})"], str(path)) from err
-    # Relative paths in the file are relative to the file, not to wherever the daemon starts.
-    config = parse_config(_resolve_paths(data, path.parent), str(path))
-    return config
+        problem = " ".join((getattr(err, "problem", None) or str(err)).split())
+        raise ConfigError([f"{where}not valid YAML ({problem})"], source) from None
+    except RecursionError:
+        raise ConfigError(["not valid YAML (nested too deeply)"], source) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
 def _resolve_paths(data: Any, base: Path) -> Any:

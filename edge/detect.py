@@ -33,13 +33,38 @@ def detection_scale(frame_width: int, detect_width: int, min_face_size: int = CA
     return min(1.0, max(detect_width / frame_width, CASCADE_WINDOW / max(min_face_size, 1)))
 
 
+def load_cascade(path: str) -> cv2.CascadeClassifier:
+    """OpenCV's cascade from ``path`` (empty: the bundled frontal-face one); DetectorError,
+    naming ``detector.cascade`` and the file, when it cannot be read or is not a cascade
+    (OpenCV itself raises SystemError for a malformed XML file, and says nothing useful)."""
+    key = "detector.cascade" if path else "detector.cascade (OpenCV's bundled cascade)"
+    path = path or str(DEFAULT_CASCADE)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError as err:
+        raise DetectorError(f"{key}: {path}: cannot read ({err.strerror})") from None
+    if b"<opencv_storage>" not in head and b"<cascade" not in head:
+        raise DetectorError(f"{key}: {path}: not an OpenCV Haar cascade (no <opencv_storage> XML)")
+    try:
+        cascade = cv2.CascadeClassifier(path)
+    except (cv2.error, SystemError) as err:
+        cause = err.__cause__ or err.__context__ or err
+        func = str(getattr(cause, "func", ""))
+        if "):" in func:  # XML parser: "file(line): what"
+            detail = "XML line " + func.rsplit("(", 1)[-1].replace("):", ":")
+        else:
+            detail = f"OpenCV: {getattr(cause, 'err', None) or type(cause).__name__}"
+        raise DetectorError(f"{key}: {path}: not a valid Haar cascade ({' '.join(detail.split())[:160]})") from None
+    if cascade.empty():
+        raise DetectorError(f"{key}: {path}: not a valid Haar cascade (OpenCV loaded no stages)")
+    return cascade
+
+
 class HaarFaceDetector:
     def __init__(self, config: DetectorConfig):
         self.config = config
-        path = Path(config.cascade) if config.cascade else DEFAULT_CASCADE
-        self._cascade = cv2.CascadeClassifier(str(path))
-        if self._cascade.empty():
-            raise DetectorError(f"cannot load the Haar cascade {path}")
+        self._cascade = load_cascade(config.cascade)
 
     def detect(self, gray: np.ndarray) -> list[Box]:
         """Face boxes (x, y, w, h) in full-frame pixels, largest first."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import signal
 import threading
 import time
@@ -29,10 +30,10 @@ from edge.contract import VIEW_SETS
 from edge.daemon import ProcessingLoop
 from edge.detect import DetectorError, HaarFaceDetector
 from edge.homeassistant import discovery_messages
-from edge.mqtt import MqttPublisher, resolve_credentials
+from edge.mqtt import CredentialsError, MqttPublisher, credentials_warnings, resolve_credentials, tls_context
 from edge.payloads import Topics, stats_message
 from edge.pipeline import ClassifyPolicy, FramePipeline
-from edge.spool import DiskSpool, default_spool_dir
+from edge.spool import DiskSpool, SpoolError, check_spool_dir, default_spool_dir
 from edge.systemd import Notifier
 from edge.tracking import FaceTracker
 
@@ -41,6 +42,33 @@ _LOGGER = logging.getLogger(__name__)
 # Frames must have arrived this recently for the loop to tell systemd it is alive.
 FRAMES_STALE_SECONDS = 5.0
 STATUS_INTERVAL_SECONDS = 5.0
+
+
+def spool_dir(config: Config):
+    return config.spool.path or default_spool_dir()
+
+
+def check_inputs(config: Config, environ=os.environ) -> list[str]:
+    """Every file ``run`` will open besides the model and the cascade (which
+    ``build_pipeline`` loads): the MQTT credentials, the TLS files, the spool folder.
+    Raises ConfigError with one line per problem, each naming its key and file; returns
+    warnings (a credentials file others may read)."""
+    errors = []
+    try:
+        resolve_credentials(config.mqtt, environ)
+    except CredentialsError as err:
+        errors.append(str(err))
+    if config.mqtt.tls.enabled:
+        try:
+            tls_context(config.mqtt.tls)
+        except CredentialsError as err:
+            errors.append(str(err))
+    problem = check_spool_dir(spool_dir(config))
+    if problem:
+        errors.append(f"spool.path: {problem}")
+    if errors:
+        raise ConfigError(errors)
+    return credentials_warnings(config.mqtt, environ)
 
 
 def build_pipeline(config: Config) -> FramePipeline:
@@ -54,9 +82,9 @@ def build_pipeline(config: Config) -> FramePipeline:
     return FramePipeline(HaarFaceDetector(config.detector), classifier, policy)
 
 
-def build_publisher(config: Config, loop_ref: list, labels) -> MqttPublisher:
+def build_publisher(config: Config, loop_ref: list, labels, spool: DiskSpool | None = None) -> MqttPublisher:
+    """Raises ConfigError when a credentials, TLS or spool file cannot be used."""
     topics = Topics(config.base_topic)
-    spool = DiskSpool(config.spool.path or default_spool_dir(), config.spool.max_messages)
 
     def discovery():
         return discovery_messages(config.homeassistant.discovery_prefix, config.device_id, topics,
@@ -68,14 +96,22 @@ def build_publisher(config: Config, loop_ref: list, labels) -> MqttPublisher:
             messages.append(loop_ref[0].state())
         return messages
 
-    publisher = MqttPublisher(
-        config.mqtt,
-        client_id=config.mqtt.client_id or f"fer-kiosk-{config.device_id}",
-        availability_topic=topics.availability,
-        spool=spool,
-        on_connected=on_connected,
-        credentials=resolve_credentials(config.mqtt),
-    )
+    try:
+        if spool is None:
+            spool = DiskSpool(spool_dir(config), config.spool.max_messages)
+        publisher = MqttPublisher(
+            config.mqtt,
+            client_id=config.mqtt.client_id or f"fer-kiosk-{config.device_id}",
+            availability_topic=topics.availability,
+            spool=spool,
+            on_connected=on_connected,
+            credentials=resolve_credentials(config.mqtt),
+        )
+    except SpoolError as err:
+        raise ConfigError([f"spool.path: {err}"]) from None
+    except CredentialsError as err:
+        raise ConfigError([str(err)]) from None
+
     if config.homeassistant.enabled:
         def on_ha_status(payload: bytes) -> None:
             if payload.strip() == b"online":  # Home Assistant restarted: it forgot the entities
@@ -92,6 +128,8 @@ class Service:
         self.config = config
         self.config_path = config_path
         self.notifier = notifier or Notifier()
+        for warning in check_inputs(config):  # ConfigError (exit 78) for a file run cannot use
+            _LOGGER.warning("%s", warning)
         self.stop_event = threading.Event()
         self._reload_requested = threading.Event()
         self.started = time.monotonic()
@@ -121,9 +159,10 @@ class Service:
 
     def status_line(self) -> str:
         broker = "broker connected" if self.publisher.connected else "broker unreachable"
-        queued = len(self.publisher.spool)
+        queued, unsaved = len(self.publisher.spool), self.publisher.spool.unsaved
         return (f"{self.loop.collector.fps():.1f} fps, {len(self.tracker.present())} face(s), {broker}"
-                + (f", {queued} summaries queued" if queued else ""))
+                + (f", {queued} summaries queued" if queued else "")
+                + (f", {unsaved} not written to disk" if unsaved else ""))
 
     def run(self) -> int:
         c = self.config
@@ -152,6 +191,7 @@ class Service:
                     if not flowing and ready:
                         _LOGGER.warning("no frames for %.0f s: no more watchdog pings", FRAMES_STALE_SECONDS)
                 if now >= next_status:
+                    self.publisher.spool.retry_writes()  # a spool that could not be written
                     self.notifier.status(self.status_line() if flowing or not ready else "no frames from the camera")
                     next_status = now + STATUS_INTERVAL_SECONDS
                 if now >= next_stats:
@@ -171,6 +211,7 @@ class Service:
             "queued": len(self.publisher.spool),
             "dropped": self.publisher.dropped,
             "spool_dropped": self.publisher.spool.dropped,
+            "spool_unsaved": self.publisher.spool.unsaved,
             "broker_connected": self.publisher.connected,
         })
         self.publisher.publish(stats_message(figures, self.loop.topics, self.config.device_id, time.time(), __version__))
@@ -190,6 +231,8 @@ class Service:
         self.notifier.reloading()
         try:
             new = load_config(self.config_path)
+            for warning in check_inputs(new):
+                _LOGGER.warning("%s", warning)
         except ConfigError as err:
             _LOGGER.error("reload refused, keeping the running configuration: %s", err)
             self.notifier.ready(self.status_line())
@@ -199,23 +242,28 @@ class Service:
             _LOGGER.info("reload: configuration unchanged")
             self.notifier.ready(self.status_line())
             return
-        pipeline = self.pipeline
-        if {"detector", "model"} & set(changed):
-            try:
+        pipeline, publisher = self.pipeline, None
+        try:
+            if {"detector", "model"} & set(changed):
                 pipeline = build_pipeline(new)
-            except (ContractError, DetectorError) as err:
-                _LOGGER.error("reload refused, keeping the running configuration: %s", err)
-                self.notifier.ready(self.status_line())
-                return
+            if {"mqtt", "homeassistant", "spool"} & set(changed):
+                # built (files read, spool opened) before anything running is touched
+                same_spool = str(spool_dir(new)) == str(spool_dir(self.config))
+                publisher = build_publisher(new, self._loop_ref, pipeline.classifier.labels,
+                                            spool=self.publisher.spool if same_spool else None)
+        except (ContractError, DetectorError, ConfigError) as err:
+            _LOGGER.error("reload refused, keeping the running configuration: %s", err)
+            self.notifier.ready(self.status_line())
+            return
         self.config, self.pipeline = new, pipeline
         logging.getLogger().setLevel(new.log_level)
         if {"tracking", "mqtt", "homeassistant", "spool"} & set(changed):
             # visits end under the old settings, so their summaries reach the old topics
             self.loop._publish_events(self.tracker.end_all(time.monotonic(), time.time()))
             self.tracker = FaceTracker(new.tracking, pipeline.classifier.labels)
-        if {"mqtt", "homeassistant", "spool"} & set(changed):
+        if publisher is not None:
             self.publisher.stop(timeout=2.0)
-            self.publisher = build_publisher(new, self._loop_ref, pipeline.classifier.labels)
+            self.publisher = publisher
             self.publisher.start()
         if "camera" in changed:
             self.source.stop(timeout=1.0)

@@ -1,10 +1,17 @@
 """A bounded, ordered, on-disk queue of messages that must reach the broker.
 
 One file per message, named by a sequence number, written atomically (temporary file,
-fsync, rename), so a crash or power cut leaves either the whole message or none. A message
-is removed only after the broker acknowledged it (PUBACK), so delivery is at least once:
-a message sent just before a crash is sent again after the restart, and subscribers drop
-the duplicate by its ``event_id``.
+fsync, rename, fsync of the folder), so a crash or power cut leaves either the whole
+message or none. A message is removed only after the broker acknowledged it (PUBACK), so
+delivery is at least once: a message sent just before a crash is sent again after the
+restart, and subscribers drop the duplicate by its ``event_id``.
+
+The spool never stops and never loses on its own account:
+- entries are validated when read; a malformed one is moved aside to ``bad/`` with a
+  warning and the others go on; files that are not entries (``notes.json``) are ignored;
+- a write that fails (disk full, folder not writable) keeps the message in memory, in
+  order, where it can still be sent; the failure is logged once, the write retried
+  (``retry_writes``) and the backlog counted (``unsaved``).
 """
 
 from __future__ import annotations
@@ -12,12 +19,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import tempfile
 import threading
+import time
 from pathlib import Path
 
 from edge.payloads import Message
 
 _LOGGER = logging.getLogger(__name__)
+
+ENTRY = re.compile(r"^\d{16}\.json$")
+BAD_FOLDER = "bad"
+RETRY_SECONDS = 5.0
+
+
+class SpoolError(Exception):
+    """The spool folder cannot be used at all (its path is a file, it cannot be created or
+    listed); the message names the folder and what is wrong."""
 
 
 def default_spool_dir() -> Path:
@@ -28,62 +47,216 @@ def default_spool_dir() -> Path:
     return Path(base) / "fer-kiosk" / "spool"
 
 
+def check_spool_dir(directory: str | Path) -> str | None:
+    """What makes ``directory`` unusable as the spool (None: usable), without creating it:
+    a file in the way, a folder that cannot be written, or no way to create it."""
+    path = Path(directory)
+    if path.exists() and not path.is_dir():
+        return f"{path} is not a folder (a file of that name is in the way)"
+    if path.is_dir():
+        try:
+            fd, name = tempfile.mkstemp(dir=path, prefix=".write-test-")
+            os.close(fd)
+            os.unlink(name)
+        except OSError as err:
+            return f"{path}: cannot write in this folder ({err.strerror})"
+        return None
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{path} cannot be created: {parent} is not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{path} cannot be created: {parent} is not writable"
+    return None
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _record(message: Message) -> dict:
+    return {"topic": message.topic, "payload": message.payload.decode(), "qos": message.qos, "retain": message.retain}
+
+
+def _message(record: object) -> Message:
+    """The message of a spool record; ValueError says what is wrong with it."""
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    topic, payload, qos, retain = (record.get(k) for k in ("topic", "payload", "qos", "retain"))
+    if not isinstance(topic, str) or not topic or any(ch in topic for ch in "#+\x00"):
+        raise ValueError("no valid topic")
+    if not isinstance(payload, str):
+        raise ValueError("no payload string")
+    if qos not in (0, 1, 2) or isinstance(qos, bool):
+        raise ValueError("qos is not 0, 1 or 2")
+    if not isinstance(retain, bool):
+        raise ValueError("retain is not true or false")
+    return Message(topic, payload.encode(), qos, retain)
+
+
 class DiskSpool:
     def __init__(self, directory: str | Path, limit: int = 10_000):
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.limit = limit
         self.dropped = 0
+        self.moved_aside = 0
         self._lock = threading.Lock()
-        for stale in self.directory.glob("*.tmp"):
-            stale.unlink(missing_ok=True)
-        self._names = sorted(p.name for p in self.directory.glob("*.json"))
+        self._unsaved: dict[str, dict] = {}  # name -> record, waiting to be written (in order)
+        self._write_error: str | None = None
+        self._next_retry = 0.0
+        self._unremovable: set[str] = set()
+        try:
+            if self.directory.exists() and not self.directory.is_dir():
+                raise SpoolError(f"{self.directory} is not a folder (a file of that name is in the way)")
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for stale in self.directory.glob("*.tmp"):
+                stale.unlink(missing_ok=True)
+            names = [p.name for p in self.directory.iterdir()]
+        except OSError as err:
+            raise SpoolError(f"{self.directory}: cannot use this folder ({err.strerror})") from None
+        self._names = sorted(n for n in names if ENTRY.match(n))
+        others = [n for n in names if not ENTRY.match(n) and n != BAD_FOLDER]
+        if others:
+            _LOGGER.info("spool %s: ignoring %d file(s) that are not spool entries (%s)", self.directory,
+                         len(others), ", ".join(sorted(others)[:3]) + (", ..." if len(others) > 3 else ""))
         self._next = int(self._names[-1].split(".")[0]) + 1 if self._names else 1
         if self._names:
             _LOGGER.info("spool %s holds %d undelivered message(s) from before", self.directory, len(self._names))
 
-    def append(self, message: Message) -> str:
-        record = {"topic": message.topic, "payload": message.payload.decode(), "qos": message.qos, "retain": message.retain}
-        with self._lock:
-            name = f"{self._next:016d}.json"
-            self._next += 1
-            tmp = self.directory / (name + ".tmp")
+    # -- writing --------------------------------------------------------------------------
+
+    def _write(self, name: str, record: dict) -> None:
+        tmp = self.directory / (name + ".tmp")
+        try:
             with open(tmp, "w") as handle:
                 json.dump(record, handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.directory / name)
+            _fsync_dir(self.directory)  # the rename itself must survive a power cut
+        except OSError:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+            raise
+
+    def _write_unsaved(self) -> bool:
+        """Writes the in-memory backlog to disk, oldest first; False at the first failure
+        (logged once per kind of failure). Call with the lock held."""
+        for name in list(self._unsaved):
+            try:
+                self._write(name, self._unsaved[name])
+            except OSError as err:
+                problem = f"{err.strerror or err}"
+                if problem != self._write_error:
+                    _LOGGER.error("cannot write to the spool %s (%s): keeping %d visit summar%s in memory, "
+                                  "still sent when the broker is there; retrying every %.0f s",
+                                  self.directory, problem, len(self._unsaved), "y" if len(self._unsaved) == 1 else "ies",
+                                  RETRY_SECONDS)
+                    self._write_error = problem
+                self._next_retry = time.monotonic() + RETRY_SECONDS
+                return False
+            del self._unsaved[name]
+        if self._write_error is not None:
+            _LOGGER.warning("the spool %s is writable again: the backlog is on disk", self.directory)
+            self._write_error = None
+        return True
+
+    def append(self, message: Message) -> str:
+        record = _record(message)
+        with self._lock:
+            name = f"{self._next:016d}.json"
+            self._next += 1
+            self._unsaved[name] = record
             self._names.append(name)
+            if self._write_error is None or time.monotonic() >= self._next_retry:
+                self._write_unsaved()
             while len(self._names) > self.limit:
                 oldest = self._names.pop(0)
-                (self.directory / oldest).unlink(missing_ok=True)
+                self._unsaved.pop(oldest, None)
+                self._unlink(oldest)
                 self.dropped += 1
                 _LOGGER.warning("spool full (%d messages): dropped the oldest, %s", self.limit, oldest)
         return name
+
+    def retry_writes(self) -> None:
+        """Tries again to write what is kept in memory (at most every RETRY_SECONDS)."""
+        with self._lock:
+            if self._unsaved and time.monotonic() >= self._next_retry:
+                self._write_unsaved()
+
+    @property
+    def unsaved(self) -> int:
+        """Messages kept only in memory because the spool could not be written."""
+        with self._lock:
+            return len(self._unsaved)
+
+    # -- reading --------------------------------------------------------------------------
 
     def pending(self, skip: set[str] = frozenset()) -> list[tuple[str, Message]]:
         """Messages not yet acknowledged, oldest first, except those named in ``skip``
         (already sent and waiting for their acknowledgement: not read again)."""
         with self._lock:
             names = [name for name in self._names if name not in skip]
+            unsaved = dict(self._unsaved)
         out = []
         for name in names:
-            try:
-                record = json.loads((self.directory / name).read_text())
-            except FileNotFoundError:
-                continue  # acknowledged meanwhile
-            except (OSError, ValueError) as err:
-                _LOGGER.error("spool file %s is unreadable (%s); removing it", name, err)
-                self.remove(name)
+            if name in unsaved:
+                out.append((name, _message(unsaved[name])))
                 continue
-            out.append((name, Message(record["topic"], record["payload"].encode(), record["qos"], record["retain"])))
+            try:
+                record = json.loads((self.directory / name).read_bytes())
+                out.append((name, _message(record)))
+            except FileNotFoundError:
+                with self._lock:  # acknowledged meanwhile, or removed by hand
+                    if name in self._names and not (self.directory / name).exists():
+                        self._names.remove(name)
+            except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+                self._move_aside(name, err)
         return out
+
+    def _move_aside(self, name: str, err: Exception) -> None:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)[:200]
+        bad = self.directory / BAD_FOLDER
+        try:
+            bad.mkdir(exist_ok=True, mode=0o700)
+            target = bad / name
+            if target.exists():
+                target = bad / f"{name}.{time.time_ns()}"
+            os.replace(self.directory / name, target)
+            _LOGGER.warning("spool entry %s is malformed (%s): moved aside to %s; the others go on", name, reason, target)
+        except OSError as move_err:
+            _LOGGER.warning("spool entry %s is malformed (%s) and cannot be moved aside (%s): skipped",
+                            name, reason, move_err.strerror)
+        with self._lock:
+            if name in self._names:
+                self._names.remove(name)
+            self.moved_aside += 1
+
+    # -- removing -------------------------------------------------------------------------
+
+    def _unlink(self, name: str) -> None:
+        try:
+            (self.directory / name).unlink(missing_ok=True)
+        except OSError as err:
+            # Delivered, but its file stays: sent again after a restart (at least once).
+            if not self._unremovable:
+                _LOGGER.error("cannot remove delivered spool entry %s (%s); it will be sent again after a restart",
+                              name, err.strerror)
+            self._unremovable.add(name)
 
     def remove(self, name: str) -> None:
         with self._lock:
             if name in self._names:
                 self._names.remove(name)
-            (self.directory / name).unlink(missing_ok=True)
+            if self._unsaved.pop(name, None) is None:
+                self._unlink(name)
 
     def __len__(self) -> int:
         with self._lock:

@@ -78,3 +78,67 @@ def test_empty_file_means_defaults(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("")
     assert load_config(path) == Config()
+
+
+# -- inputs the loader refuses, each with one short line that says where -----------------
+
+def load_errors(tmp_path, raw: bytes) -> list[str]:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(raw)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "\n" not in str(err.value) or len(err.value.errors) > 1
+    return err.value.errors
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (b"tracking:\n  max_missing_seconds: .nan\n", "tracking.max_missing_seconds: expected a finite number, got nan"),
+    (b"camera:\n  fps: .inf\n", "camera.fps: expected a finite number, got inf"),
+    (b"camera:\n  fps: -.inf\n", "camera.fps: expected a finite number, got -inf"),
+    (b"camera:\n  fps: 30\n  width: 640\n  fps: 20\n", "camera.fps: duplicate key (lines 2 and 4)"),
+    (b"mqtt:\n  tls:\n    enabled: true\n    enabled: false\n", "mqtt.tls.enabled: duplicate key (lines 3 and 4)"),
+    (b"camera: {}\ncamera: {}\n", "camera: duplicate key (lines 1 and 2)"),
+    ("camera:\n  fps: 30\n".encode("utf-16"), "line 1: not UTF-8 text (byte 0xff) (it looks like UTF-16)"),
+    (b"camera:\n  source: caf\xe9.avi\n", "line 2: not UTF-8 text (byte 0xe9)"),
+    (b"camera:\n  fps: 3\x000\n", "line 2: character #x0000 is not allowed"),
+    (b"a: &x 1\nb: *x\n", "line 2, column 4: not valid YAML (aliases (*x) are not allowed"),
+    (b"[" * 20000 + b"]" * 20000, "not valid YAML (nested too deeply)"),
+    (b"# padding\n" * 200_000, "larger than 1000000 bytes"),
+    (b"mqtt:\n  device_id: !!binary aGVsbG8=\n", "mqtt.device_id: expected a string, got b'hello'"),
+])
+def test_unusable_config_files_are_refused_naming_where(tmp_path, raw, expected):
+    errors = load_errors(tmp_path, raw)
+    assert any(e.startswith(expected) for e in errors), errors
+
+
+def test_a_utf8_byte_order_mark_is_allowed(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"\xef\xbb\xbfcamera:\n  fps: 25\n")
+    assert load_config(path).camera.fps == 25.0
+
+
+def test_an_alias_bomb_gives_a_short_error_line_quickly(tmp_path):
+    import time
+
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]
+    lines.append("camera: *a9")  # 9**10 strings if it were expanded
+    started = time.monotonic()
+    errors = load_errors(tmp_path, "\n".join(lines).encode())
+    assert time.monotonic() - started < 1.0
+    assert len(str(errors)) < 300 and "aliases (*a0) are not allowed" in errors[0]
+
+
+def test_long_values_are_cut_short_in_error_lines():
+    errors = errors_of({"camera": {"fps": "x" * 10_000}, "mqtt": {"y" * 5000: 1}})
+    assert all(len(e) < 400 for e in errors), [len(e) for e in errors]
+
+
+def test_pixel_limit_is_validated_and_must_fit_the_requested_camera_size():
+    assert parse_config({}).camera.max_frame_pixels >= 3840 * 2160  # a 4K frame fits
+    assert any(e.startswith("camera.max_frame_pixels: must be at least")
+               for e in errors_of({"camera": {"max_frame_pixels": 10}}))
+    assert any(e.startswith("camera.max_frame_pixels: expected an integer")
+               for e in errors_of({"camera": {"max_frame_pixels": 1.5e7}}))
+    assert errors_of({"camera": {"width": 1920, "height": 1080, "max_frame_pixels": 1_000_000}}) == [
+        "camera.max_frame_pixels: 1000000 is below the requested 1920x1080 = 2073600 pixels"]
