@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from edge.config import CameraConfig
+from edge.images import ImageError, check_size, image_size
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class FrameSource:
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self.connected = False
         self.failures = 0  # times the source was lost or could not be opened
+        self._refused: str | None = None  # why the last open refused the source (too large)
 
     def start(self) -> "FrameSource":
         self._thread.start()
@@ -89,13 +91,40 @@ class FrameSource:
             self._taken = self._frame.sequence
             return self._frame
 
+    def _too_large(self, width: float, height: float) -> str | None:
+        limit = self.config.max_frame_pixels
+        if width * height > limit:
+            return (f"frames of {int(width)}x{int(height)} = {int(width * height)} pixels, above "
+                    f"camera.max_frame_pixels ({limit}); not decoded")
+        return None
+
     def _open(self) -> cv2.VideoCapture | None:
+        self._refused = None
         if self.kind == "file" and not Path(str(self._target)).exists():
             return None
+        if self.kind == "file":
+            # An image file as the source: its header says its size before anything decodes it.
+            try:
+                with open(str(self._target), "rb") as handle:
+                    head = handle.read(1 << 16)
+                if image_size(head) is not None:
+                    check_size(self._target, head, self.config.max_frame_pixels)
+            except ImageError as err:
+                self._refused = err.reason
+                return None
+            except OSError as err:
+                self._refused = f"cannot read ({err.strerror})"
+                return None
         capture = self._opener(self._target, self._backend)
         if not capture.isOpened():
             capture.release()
             return None
+        if self.kind != "camera":  # a video's size is known once open, before its first frame
+            self._refused = self._too_large(capture.get(cv2.CAP_PROP_FRAME_WIDTH),
+                                            capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            if self._refused:
+                capture.release()
+                return None
         if self.kind == "camera":
             capture.set(cv2.CAP_PROP_FRAME_WIDTH, self.config.width)
             capture.set(cv2.CAP_PROP_FRAME_HEIGHT, self.config.height)
@@ -112,8 +141,9 @@ class FrameSource:
                 self.failures += 1
                 delay = next(delays)
                 if not logged_down:
-                    _LOGGER.warning("%s %s cannot be opened; retrying with backoff (up to %.0f s)",
-                                    self.kind, self.config.source, self.config.retry_max_seconds)
+                    _LOGGER.warning("%s %s: %s; retrying with backoff (up to %.0f s)", self.kind,
+                                    self.config.source, self._refused or "cannot be opened",
+                                    self.config.retry_max_seconds)
                     logged_down = True
                 self._stop.wait(delay)
                 continue
@@ -143,6 +173,9 @@ class FrameSource:
             ok, image = capture.read()
             if not ok or image is None:
                 return self.kind == "file"
+            if image.shape[0] * image.shape[1] > self.config.max_frame_pixels:  # size changed mid-stream
+                _LOGGER.warning("%s %s: %s", self.kind, self.config.source, self._too_large(image.shape[1], image.shape[0]))
+                return False
             if first:
                 _LOGGER.info("%s %s delivers %dx%d frames", self.kind, self.config.source, image.shape[1], image.shape[0])
                 self.connected, first = True, False

@@ -77,9 +77,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    import cv2
-
-    from edge.config import parse_config
+    from edge.config import DEFAULT_MAX_PIXELS, parse_config
+    from edge.images import ImageError, read_image
     from edge.service import build_pipeline
 
     try:
@@ -91,11 +90,12 @@ def _classify(args: argparse.Namespace) -> int:
     labels = pipeline.classifier.labels
     failed = 0
     for path in args.images:
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
-        if image is None:
+        try:  # refused above the pixel limit before decoding; damaged files named as such
+            image = read_image(path, args.max_pixels or DEFAULT_MAX_PIXELS)
+        except ImageError as err:
             failed += 1
-            result = {"image": path, "error": "cannot read this image"}
-            print(json.dumps(result) if args.json else f"{path}: error: cannot read this image",
+            result = {"image": path, "error": err.reason}
+            print(json.dumps(result) if args.json else f"{path}: error: {err.reason}",
                   file=sys.stdout if args.json else sys.stderr)
             continue
         faces = []
@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("images", nargs="+")
     cl.add_argument("--model", default=None, help="a .tflite with its .json (default: the bundled model)")
     cl.add_argument("--json", action="store_true", help="one JSON object per image")
+    cl.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                    help="refuse larger images before decoding them (default: camera.max_frame_pixels' default, 16000000)")
     cl.set_defaults(handler=_classify)
 
     w = sub.add_parser("watch", help="show live events and device state from the broker")
