@@ -1,0 +1,214 @@
+"""``python -m bench.dashboard``: what the dashboard costs and how fast a change reaches the page.
+
+With a real Mosquitto, the dashboard process and Debian's Chromium (Playwright):
+
+1. Fleet load: ``--devices`` simulated kiosks publish their state every second (and stats
+   every 30 s, a visit summary now and then) for ``--seconds``; measured: the dashboard
+   process's CPU (% of one core, from /proc) and RSS (peak), and in the browser the time
+   each update takes to render, layout included (p50/p95).
+2. Latency: the real daemon (``fer-kiosk run``) on a clip of visits publishes to the same
+   broker; measured: from the time stamp of each state the daemon publishes to the moment
+   the page has rendered it (same machine, same clock), p50/p95.
+
+    python -m bench.dashboard [--devices 20] [--seconds 60] [--latency-seconds 40] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import yaml
+
+from bench.clips import visits_clip
+from bench.report import markdown_table
+from tests.broker import Broker, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+CHROMIUM = "/usr/bin/chromium"
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def iso_now() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+
+
+def fake_state(device: str, rng: random.Random) -> dict:
+    faces = [{"face_id": f"{device}-{i}", "emotion": rng.choice(EMOTIONS), "confidence": round(rng.uniform(0.3, 0.9), 4),
+              "since": iso_now()} for i in range(rng.randint(0, 3))]
+    levels = {e: round(rng.random() / 7, 4) for e in EMOTIONS}
+    return {"v": 1, "device": device, "time": iso_now(), "status": "running", "face_count": len(faces),
+            "dominant_emotion": faces[0]["emotion"] if faces else "none", "levels": levels, "faces": faces}
+
+
+def fake_visit(device: str, rng: random.Random) -> dict:
+    return {"v": 1, "event_id": uuid.uuid4().hex, "type": "end", "device": device, "time": iso_now(),
+            "face_id": f"{device}-v", "box": [0, 0, 1, 1], "emotion": "happy", "confidence": 0.6, "probabilities": {},
+            "summary": {"first_seen": iso_now(), "last_seen": iso_now(), "duration_s": round(rng.uniform(5, 90), 1),
+                        "frames": 100, "dominant_emotion": rng.choice(EMOTIONS), "mean_probabilities": {},
+                        "emotion_seconds": {}}}
+
+
+def publish_fleet(port: int, devices: int, seconds: float, stop: threading.Event) -> int:
+    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="bench-fleet")
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    rng = random.Random(7)
+    sent, deadline, tick = 0, time.monotonic() + seconds, 0
+    while time.monotonic() < deadline and not stop.is_set():
+        started = time.monotonic()
+        for i in range(devices):
+            name = f"kiosk-{i:02d}"
+            if tick == 0:
+                client.publish(f"fer-kiosk/{name}/availability", "online", qos=1, retain=True)
+            client.publish(f"fer-kiosk/{name}/state", json.dumps(fake_state(name, rng)), qos=1, retain=True)
+            sent += 1
+            if tick % 30 == 0:
+                client.publish(f"fer-kiosk/{name}/stats", json.dumps({"version": "bench", "fps": 30.0}), qos=0)
+            if rng.random() < 0.05:
+                client.publish(f"fer-kiosk/{name}/events", json.dumps(fake_visit(name, rng)), qos=1)
+        tick += 1
+        stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))
+    client.disconnect()
+    client.loop_stop()
+    return sent
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def memory_mb(pid: int, key: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.dashboard", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--latency-seconds", type=float, default=40)
+    parser.add_argument("--out", default=None, help="also write the figures as JSON here")
+    args = parser.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    work = Path(tempfile.mkdtemp(prefix="fer-dashboard-bench-"))
+    broker = Broker(work).start()
+    port = free_port()
+    config = work / "dashboard.yaml"
+    config.write_text(yaml.safe_dump({"http": {"port": port}, "mqtt": {"host": "127.0.0.1", "port": broker.port}}))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    dashboard = subprocess.Popen([sys.executable, "-m", "edge", "dashboard", "--config", str(config)], cwd=REPO, env=env,
+                                 stdout=(work / "dashboard.log").open("w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    figures: dict = {"load_before": os.getloadavg()}
+    try:
+        assert wait_for(lambda: urllib.request.urlopen(url + "healthz", timeout=1).read() == b"ok\n", 20)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(url)
+            assert wait_for(lambda: page.evaluate("window.__fer.snapshot"), 10)
+
+            # 1. fleet load
+            print(f"{args.devices} simulated kiosks for {args.seconds:.0f} s ...", file=sys.stderr)
+            page.evaluate("window.__fer.updateMs = []; window.__fer.updates = 0")
+            cpu0, t0 = cpu_seconds(dashboard.pid), time.monotonic()
+            sent = publish_fleet(broker.port, args.devices, args.seconds, threading.Event())
+            time.sleep(1)
+            cpu1, t1 = cpu_seconds(dashboard.pid), time.monotonic()
+            fleet = page.evaluate("window.__fer")
+            tiles = page.evaluate("document.querySelectorAll('.tile').length")
+            figures["fleet"] = {
+                "devices": args.devices, "tiles": tiles, "states_sent": sent, "updates_rendered": fleet["updates"],
+                "update_ms_p50": percentile(fleet["updateMs"], 0.5), "update_ms_p95": percentile(fleet["updateMs"], 0.95),
+                "dashboard_cpu_percent": round(100 * (cpu1 - cpu0) / (t1 - t0), 2),
+                "dashboard_rss_mb": round(memory_mb(dashboard.pid, "VmRSS"), 1),
+                "dashboard_peak_rss_mb": round(memory_mb(dashboard.pid, "VmHWM"), 1),
+            }
+
+            # 2. latency from the real daemon to the page
+            print(f"the daemon on a clip for {args.latency_seconds:.0f} s ...", file=sys.stderr)
+            page.evaluate("window.__fer.latencyMs = []")
+            clip = visits_clip(work / "visits.avi", visits=3)
+            daemon_config = work / "config.yaml"
+            daemon_config.write_text(yaml.safe_dump({
+                "camera": {"source": str(clip), "loop": True},
+                "mqtt": {"host": "127.0.0.1", "port": broker.port, "device_id": "bench-kiosk"},
+                "tracking": {"heartbeat_seconds": 1.0}, "spool": {"path": str(work / "spool")}}))
+            daemon = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(daemon_config)], cwd=REPO,
+                                      env=env, stdout=(work / "daemon.log").open("w"), stderr=subprocess.STDOUT)
+            time.sleep(args.latency_seconds)
+            daemon.terminate()
+            daemon.wait(20)
+            latency = page.evaluate("window.__fer.latencyMs")
+            figures["latency"] = {"states": len(latency), "ms_p50": percentile(latency, 0.5),
+                                  "ms_p95": percentile(latency, 0.95), "ms_max": percentile(latency, 1.0)}
+            page.screenshot(path=str(work / "dashboard.png"), full_page=True)
+            browser.close()
+    finally:
+        dashboard.terminate()
+        dashboard.wait(15)
+        broker.stop()
+    figures["load_after"] = os.getloadavg()
+    f, lat = figures["fleet"], figures["latency"]
+    print(f"dashboard benchmark (load average {figures['load_before'][0]:.2f} before, "
+          f"{figures['load_after'][0]:.2f} after; screenshot {work / 'dashboard.png'})")
+    print(markdown_table(["target", "measured", "met"], [
+        ["render per update p95 <= 50 ms", f"p95 {f['update_ms_p95']} ms, p50 {f['update_ms_p50']} ms "
+         f"({f['updates_rendered']} updates, {f['tiles']} tiles)", _met(f["update_ms_p95"], 50)],
+        ["dashboard RSS <= 60 MB", f"{f['dashboard_rss_mb']} MB (peak {f['dashboard_peak_rss_mb']} MB)",
+         _met(f["dashboard_peak_rss_mb"], 60)],
+        [f"dashboard CPU <= 2 % of a core, {f['devices']} kiosks", f"{f['dashboard_cpu_percent']} %",
+         _met(f["dashboard_cpu_percent"], 2)],
+        ["daemon to page p95 <= 500 ms", f"p95 {lat['ms_p95']} ms, p50 {lat['ms_p50']} ms ({lat['states']} states)",
+         _met(lat["ms_p95"], 500)],
+    ]))
+    if args.out:
+        Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+def _met(value: float | None, limit: float) -> str:
+    return "?" if value is None else ("yes" if value <= limit else "no")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
