@@ -9,6 +9,7 @@ backoff and logs again when frames flow.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -45,6 +46,21 @@ def describe_source(source: int | str) -> tuple[str, int | str, int]:
     return "file", source, cv2.CAP_ANY
 
 
+def why_unavailable(kind: str, source: int | str) -> str:
+    """Why a source that would not open is unavailable, as far as the file system tells:
+    the three causes an installer meets (no device, no permission, busy) need three fixes."""
+    if kind == "camera":
+        device = f"/dev/video{source}" if isinstance(source, int) else str(source)
+        if not os.path.exists(device):
+            return f"no such device ({device} does not exist: no camera plugged in?)"
+        if not os.access(device, os.R_OK | os.W_OK):
+            return f"permission denied on {device} (is the service user in the video group?)"
+        return f"{device} exists but does not deliver video (busy in another program, or not a capture device)"
+    if kind == "file" and not Path(str(source)).exists():
+        return "no such file"
+    return "cannot be opened"
+
+
 def backoff_delays(initial: float, maximum: float):
     delay = initial
     while True:
@@ -58,6 +74,8 @@ class FrameSource:
     def __init__(self, config: CameraConfig, opener: Callable[..., cv2.VideoCapture] = cv2.VideoCapture):
         self.config = config
         self.kind, self._target, self._backend = describe_source(config.source)
+        # OpenCV's own warnings would repeat at every retry; the reason is logged once, below.
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         self._opener = opener
         self._lock = threading.Condition()
         self._frame: Frame | None = None
@@ -142,7 +160,8 @@ class FrameSource:
                 delay = next(delays)
                 if not logged_down:
                     _LOGGER.warning("%s %s: %s; retrying with backoff (up to %.0f s)", self.kind,
-                                    self.config.source, self._refused or "cannot be opened",
+                                    self.config.source,
+                                    self._refused or why_unavailable(self.kind, self.config.source),
                                     self.config.retry_max_seconds)
                     logged_down = True
                 self._stop.wait(delay)

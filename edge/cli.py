@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from edge import DEFAULT_MODEL
+from edge import DEFAULT_MODEL, __version__
 from edge.contract import VIEW_SETS
 
 EX_CONFIG = 78  # sysexits.h: configuration error (systemd's RestartPreventExitStatus)
@@ -50,12 +50,29 @@ def _check(args: argparse.Namespace) -> int:
         return EX_CONFIG
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
-    print(f"{args.config or 'defaults'}: valid")
+    print(f"{args.config or 'defaults'}: valid (fer-kiosk {__version__})")
     print(f"  model: {pipeline.classifier.model_path} ({pipeline.classifier.contract.model_format}, "
           f"{pipeline.classifier.runtime})")
     print(f"  camera: {config.camera.source}  broker: {config.mqtt.host}:{config.mqtt.port}  "
           f"topics: {config.base_topic}/")
     return 0
+
+
+def with_source(config, source: str):
+    """``config`` with camera.source replaced by a command-line ``--source``: a device index,
+    /dev/videoN, a stream URL or a video file, checked like the key it replaces."""
+    import dataclasses
+    import os
+
+    from edge.config import ConfigError, parse_config
+
+    value: int | str = int(source) if source.isdigit() else source
+    if isinstance(value, str) and "://" not in value and not value.startswith("/dev/"):
+        if not os.path.isfile(value):
+            raise ConfigError([f"--source {value}: no such video file"], "command line")
+        value = os.path.abspath(value)
+    checked = parse_config({"camera": {"source": value}}, "--source").camera.source
+    return dataclasses.replace(config, camera=dataclasses.replace(config.camera, source=checked))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -65,6 +82,12 @@ def _run(args: argparse.Namespace) -> int:
     from edge import service
 
     config = _load(args)
+    if config is not None and args.source is not None:
+        try:
+            config = with_source(config, args.source)
+        except ConfigError as err:
+            print("error: " + "; ".join(err.errors), file=sys.stderr)
+            config = None
     if config is None:
         logging.getLogger("edge").error("invalid configuration; not starting (exit %d)", EX_CONFIG)
         return EX_CONFIG
@@ -125,8 +148,16 @@ def _watch(args: argparse.Namespace) -> int:
     return watch(config, all_devices=args.all, raw=args.json, duration=args.duration)
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    # The dashboard is its own package and process; the daemon never imports it.
+    from dashboard.__main__ import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fer-kiosk", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fer-kiosk {__version__}")
     parser.add_argument("--log-level", default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                         help="overrides the config's log_level")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -141,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="the daemon: camera -> faces -> emotions -> MQTT")
     run.add_argument("--config", default=None, help="config.yaml (default: built-in defaults)")
+    run.add_argument("--source", default=None, metavar="SOURCE",
+                     help="overrides camera.source: a camera index, /dev/videoN, a video file or a stream URL")
     run.set_defaults(handler=_run)
 
     check = sub.add_parser("check", help="validate a config (and load its model) without running")
@@ -161,6 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--json", action="store_true", help="print raw JSON messages")
     w.add_argument("--duration", type=float, default=0, help="exit after this many seconds (0: until Ctrl-C)")
     w.set_defaults(handler=_watch)
+
+    d = sub.add_parser("dashboard", help="serve the live web dashboard of every kiosk under the topic prefix")
+    d.add_argument("--config", default=None,
+                   help="dashboard.yaml: http.host/port, mqtt (broker, topic_prefix, read-only login), "
+                        "stale_seconds (default: built-in defaults, broker on localhost)")
+    d.set_defaults(handler=_dashboard)
     return parser
 
 

@@ -1,4 +1,5 @@
 import logging
+import os
 import shutil
 import time
 
@@ -67,7 +68,7 @@ def test_camera_that_is_missing_then_dies_is_retried_and_logged_once(caplog):
     sequences = [f.sequence for f in frames]
     assert sequences == sorted(sequences)
     messages = [r.getMessage() for r in caplog.records]
-    assert sum("cannot be opened" in m for m in messages) == 1
+    assert sum("retrying with backoff (up to" in m for m in messages) == 1
     assert any("stopped delivering frames; retrying" in m for m in messages)
     assert source.failures >= 3
 
@@ -109,3 +110,17 @@ def test_unpaced_file_hands_over_every_frame(tmp_path):
     finally:
         source.stop()
     assert seen == list(range(1, 211))
+
+
+def test_why_a_source_is_unavailable_names_the_cause(tmp_path):
+    from edge.capture import why_unavailable
+
+    assert "no such device (/dev/video97 does not exist" in why_unavailable("camera", 97)
+    assert "no such device" in why_unavailable("camera", str(tmp_path / "video0"))
+    device = tmp_path / "video1"
+    device.write_bytes(b"")
+    assert "does not deliver video (busy" in why_unavailable("camera", str(device))
+    if os.geteuid() != 0:  # root may open anything
+        device.chmod(0)
+        assert "is the service user in the video group?" in why_unavailable("camera", str(device))
+    assert why_unavailable("file", str(tmp_path / "missing.avi")) == "no such file"
