@@ -176,8 +176,8 @@ def test_config_error_exits_78_without_starting(tmp_path):
 
 def test_corrupt_model_exits_78_naming_the_file(tmp_path):
     model = tmp_path / "m.tflite"
-    model.write_bytes((ROOT / "models" / "emotion_int8.tflite").read_bytes()[:-10] + b"0123456789")
-    (tmp_path / "m.json").write_text((ROOT / "models" / "emotion_int8.json").read_text())
+    model.write_bytes((ROOT / "edge" / "models" / "emotion_int8.tflite").read_bytes()[:-10] + b"0123456789")
+    (tmp_path / "m.json").write_text((ROOT / "edge" / "models" / "emotion_int8.json").read_text())
     config = tmp_path / "c.yaml"
     config.write_text(f"model:\n  path: {model}\n")
     result = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(config)], cwd=ROOT,
