@@ -20,7 +20,7 @@ from typing import Any, Union
 
 import yaml
 
-from edge.contract import VIEW_SETS
+from edge.contract import EMOTIONS, VIEW_SETS
 
 
 class ConfigError(Exception):
@@ -48,6 +48,8 @@ class CameraConfig:
     realtime: bool = True
     retry_initial_seconds: float = field(default=1.0, metadata=_range(0.01, 3600))
     retry_max_seconds: float = field(default=30.0, metadata=_range(0.01, 3600))
+    # Network sources (rtsp://, http://): opening, and each read, give up after this long.
+    open_timeout_seconds: float = field(default=10.0, metadata=_range(0.5, 600))
     # Frames (and image files as a source) larger than this many pixels are refused before
     # they are decoded whole: a 4K frame is 8.3 million; a 140 KB PNG can claim 144 million.
     max_frame_pixels: int = field(default=16_000_000, metadata=_range(65_536, 1_000_000_000))
@@ -141,6 +143,27 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class AlertRuleConfig:
+    """An alert a kiosk can act on (a colleague steps in, the kiosk offers help): raised when
+    a present person's smoothed emotion is one of ``emotions`` with at least
+    ``min_probability`` for ``hold_seconds`` without a break, cleared when that has not held
+    for ``clear_seconds``, or when the person leaves or the daemon stops."""
+
+    enabled: bool = True
+    emotions: tuple[str, ...] = ("angry", "sad", "fear", "disgust")
+    # Defaults from figures (docs/benchmarks.md, "Alerts"): the calibrated probability of the
+    # smoothed emotion; a real upset face holds it, the flicker of a neutral one does not.
+    min_probability: float = field(default=0.4, metadata=_range(0.0, 1.0))
+    hold_seconds: float = field(default=5.0, metadata=_range(0.0, 3600))
+    clear_seconds: float = field(default=2.0, metadata=_range(0.0, 3600))
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    alerts: AlertRuleConfig = field(default_factory=AlertRuleConfig)
+
+
+@dataclass(frozen=True)
 class TlsConfig:
     enabled: bool = False
     ca_file: str = ""  # empty: the system's CA store
@@ -159,6 +182,8 @@ class MqttConfig:
     qos: int = field(default=1, metadata=_range(0, 2))
     keepalive: int = field(default=30, metadata=_range(5, 3600))
     reconnect_max_seconds: float = field(default=30.0, metadata=_range(1, 3600))
+    # A broker that accepts TCP (and TLS) but sends no CONNACK within this is given up on, saying so.
+    connect_timeout_seconds: float = field(default=10.0, metadata=_range(1, 600))
     # The password never goes in this file. It comes from FER_KIOSK_MQTT_PASSWORD, or from
     # credentials_file (lines username=... and password=..., mode 0600), or from systemd's
     # $CREDENTIALS_DIRECTORY/mqtt (LoadCredential=mqtt:...).
@@ -191,6 +216,7 @@ class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
+    rules: RulesConfig = field(default_factory=RulesConfig)
     log_level: str = field(default="INFO", metadata=_range(choices=("DEBUG", "INFO", "WARNING", "ERROR")))
 
     @property
@@ -218,12 +244,21 @@ def _type_name(hint: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(hint))
     if dataclasses.is_dataclass(hint):
         return "a mapping"
+    if typing.get_origin(hint) is tuple:
+        plural = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
+        return f"a list of {plural.get(typing.get_args(hint)[0], 'values')}"
     return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def _convert(hint: Any, value: Any, path: str, errors: list[str]) -> Any:
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, path, errors)
+    if typing.get_origin(hint) is tuple:  # tuple[X, ...]: a YAML list of X
+        if not isinstance(value, list):
+            errors.append(f"{path}: expected {_type_name(hint)}, got {_show(value)}")
+            return None
+        item = typing.get_args(hint)[0]
+        return tuple(_convert(item, v, f"{path}[{i}]", errors) for i, v in enumerate(value))
     if typing.get_origin(hint) in (Union, types.UnionType):
         for option in typing.get_args(hint):
             attempt: list[str] = []
@@ -324,6 +359,14 @@ def _cross_checks(config: Config) -> list[str]:
         errors.append(f"mqtt.credentials_file: {config.mqtt.credentials_file} is not a file")
     if any(ch in config.homeassistant.discovery_prefix for ch in "#+") or not config.homeassistant.discovery_prefix:
         errors.append("homeassistant.discovery_prefix: must be a plain topic prefix")
+    alerts = config.rules.alerts
+    if not alerts.emotions:
+        errors.append("rules.alerts.emotions: must name at least one emotion")
+    for i, name in enumerate(alerts.emotions):
+        if name not in EMOTIONS:
+            errors.append(f"rules.alerts.emotions[{i}]: {_show(name)} is not one of {', '.join(EMOTIONS)}")
+    if len(set(alerts.emotions)) != len(alerts.emotions):
+        errors.append("rules.alerts.emotions: names an emotion twice")
     return errors
 
 

@@ -11,9 +11,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from edge.alerts import Alert, AlertRules
 from edge.capture import Frame
 from edge.config import Config
-from edge.payloads import Message, Topics, event_message, state_message, state_signature
+from edge.payloads import Message, Topics, alert_message, event_message, state_message, state_signature
 from edge.pipeline import FramePipeline, StageTimes
 from edge.stats import StatsCollector
 from edge.tracking import FaceEvent, FaceTracker
@@ -49,9 +50,11 @@ class ProcessingLoop:
         publisher: Publisher,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        alerts: AlertRules | None = None,
     ):
         self.config = config
         self.source, self.pipeline, self.tracker, self.publisher = source, pipeline, tracker, publisher
+        self.alerts = alerts or AlertRules(config.rules.alerts, tracker.labels)
         self.clock, self.wall_clock = clock, wall_clock
         self.topics = Topics(config.base_topic)
         self.device_id = config.device_id
@@ -68,15 +71,23 @@ class ProcessingLoop:
             self.stats.events += 1
             _LOGGER.debug("%s %s %s %.2f", event.kind, event.face_id, event.emotion, event.confidence)
 
+    def _publish_alerts(self, alerts: list[Alert]) -> None:
+        for alert in alerts:
+            # Like new/update: news of now (the retained state lists the open ones).
+            self.publisher.publish(alert_message(alert, self.topics, self.device_id, self.config.mqtt.qos))
+            _LOGGER.info("alert %s: %s looked %s (%.2f) since %.1f s%s", alert.kind, alert.face_id, alert.emotion,
+                         alert.probability, alert.wall_time - alert.since_wall,
+                         f" ({alert.reason})" if alert.reason else "")
+
     def state(self, status: str = "running") -> Message:
         return state_message(self.tracker.present(), self.tracker.labels, self.topics, self.device_id,
-                             self.wall_clock(), self.config.mqtt.qos, status)
+                             self.wall_clock(), self.config.mqtt.qos, status, self.alerts.open_alerts())
 
     def publish_state(self, status: str = "running", force: bool = False) -> None:
         """On any change of who is there or of their emotion; while faces are present, also
         every heartbeat so the levels on the dashboards stay live."""
         present = self.tracker.present()
-        signature = (status, state_signature(present))
+        signature = (status, state_signature(present), tuple(a.alert_id for a in self.alerts.open_alerts()))
         now = self.clock()
         heartbeat = self.config.tracking.heartbeat_seconds
         due = bool(present) and heartbeat > 0 and now - self._state_published >= heartbeat
@@ -100,10 +111,17 @@ class ProcessingLoop:
             self.collector.frame(times, len(faces))
             self.stats.last_frame_monotonic = frame.monotonic
         self._publish_events(events)
+        self._publish_alerts(self.alerts.update(self.tracker.present(), self.clock(), self.wall_clock()))
         self.publish_state()
         return frame
 
+    def end_visits(self, reason: str) -> None:
+        """Clears the open alerts and ends every visit (summaries kept) because the daemon
+        stops or reloads (``reason``: stopped | reloaded), not because the customer left."""
+        self._publish_alerts(self.alerts.clear_all(self.wall_clock(), reason))
+        self._publish_events(self.tracker.end_all(self.clock(), self.wall_clock(), reason))
+
     def finish(self) -> None:
-        """Ends every visit (their summaries are kept) and marks the device stopped."""
-        self._publish_events(self.tracker.end_all(self.clock(), self.wall_clock()))
+        """Ends every visit and marks the device stopped."""
+        self.end_visits("stopped")
         self.publish_state(status="stopped", force=True)

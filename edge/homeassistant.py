@@ -48,6 +48,13 @@ def discovery_messages(discovery_prefix: str, device_id: str, topics: Topics, la
             "icon": "mdi:account-multiple",
         }),
     ]
+    entities.append(("binary_sensor", "alert", {
+        "name": "Customer alert",
+        # On while the state lists an open alert (rules.alerts): someone looked upset a while.
+        "value_template": "{{ 'ON' if value_json.alerts | default([]) | length > 0 else 'OFF' }}",
+        "device_class": "problem",
+        "icon": "mdi:account-alert",
+    }))
     for label in labels:
         entities.append(("sensor", f"level_{label}", {
             "name": f"{label.capitalize()} level",

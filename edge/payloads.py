@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
+from edge.alerts import Alert
 from edge.tracking import FaceEvent, Track
 
 PAYLOAD_VERSION = 1
@@ -43,6 +44,10 @@ class Topics:
     @property
     def stats(self) -> str:
         return f"{self.base}/stats"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.base}/alerts"
 
 
 def iso_utc(timestamp: float) -> str:
@@ -80,7 +85,26 @@ def event_message(event: FaceEvent, topics: Topics, device_id: str, qos: int) ->
     return Message(topics.events, _dumps(event_payload(event, device_id)), qos)
 
 
-def state_payload(tracks: Sequence[Track], labels: Sequence[str], device_id: str, wall_time: float, status: str = "running") -> dict[str, Any]:
+def alert_summary(alert: Alert) -> dict[str, Any]:
+    """An open alert as the state lists it."""
+    return {"alert_id": alert.alert_id, "face_id": alert.face_id, "emotion": alert.emotion,
+            "probability": alert.probability, "since": iso_utc(alert.since_wall)}
+
+
+def alert_payload(alert: Alert, device_id: str) -> dict[str, Any]:
+    payload: dict[str, Any] = {"v": PAYLOAD_VERSION, "type": alert.kind, "device": device_id,
+                               "time": iso_utc(alert.wall_time), **alert_summary(alert)}
+    if alert.reason:
+        payload["reason"] = alert.reason
+    return payload
+
+
+def alert_message(alert: Alert, topics: Topics, device_id: str, qos: int) -> Message:
+    return Message(topics.alerts, _dumps(alert_payload(alert, device_id)), qos)
+
+
+def state_payload(tracks: Sequence[Track], labels: Sequence[str], device_id: str, wall_time: float,
+                  status: str = "running", alerts: Sequence[Alert] = ()) -> dict[str, Any]:
     faces = [
         {
             "face_id": t.face_id,
@@ -105,11 +129,15 @@ def state_payload(tracks: Sequence[Track], labels: Sequence[str], device_id: str
         "dominant_emotion": max(levels, key=levels.get) if tracks else "none",
         "levels": levels,
         "faces": faces,
+        # Open alerts (rules.alerts), so a dashboard that starts late still sees them.
+        "alerts": [alert_summary(a) for a in alerts],
     }
 
 
-def state_message(tracks: Sequence[Track], labels: Sequence[str], topics: Topics, device_id: str, wall_time: float, qos: int, status: str = "running") -> Message:
-    return Message(topics.state, _dumps(state_payload(tracks, labels, device_id, wall_time, status)), qos, retain=True)
+def state_message(tracks: Sequence[Track], labels: Sequence[str], topics: Topics, device_id: str, wall_time: float,
+                  qos: int, status: str = "running", alerts: Sequence[Alert] = ()) -> Message:
+    payload = state_payload(tracks, labels, device_id, wall_time, status, alerts)
+    return Message(topics.state, _dumps(payload), qos, retain=True)
 
 
 def stats_message(figures: dict[str, Any], topics: Topics, device_id: str, wall_time: float, version: str) -> Message:

@@ -23,6 +23,7 @@ import time
 import cv2
 
 from edge import DEFAULT_MODEL, __version__
+from edge.alerts import AlertRules
 from edge.capture import FrameSource
 from edge.classifier import ContractError, EmotionClassifier
 from edge.config import Config, ConfigError, load_config
@@ -140,8 +141,8 @@ class Service:
         self.source = FrameSource(config.camera)
         self.loop = self._make_loop()
 
-    def _make_loop(self) -> ProcessingLoop:
-        loop = ProcessingLoop(self.config, self.source, self.pipeline, self.tracker, self.publisher)
+    def _make_loop(self, alerts: AlertRules | None = None) -> ProcessingLoop:
+        loop = ProcessingLoop(self.config, self.source, self.pipeline, self.tracker, self.publisher, alerts=alerts)
         self._loop_ref[:] = [loop]
         return loop
 
@@ -257,10 +258,13 @@ class Service:
             return
         self.config, self.pipeline = new, pipeline
         logging.getLogger().setLevel(new.log_level)
-        if {"tracking", "mqtt", "homeassistant", "spool"} & set(changed):
+        if {"tracking", "mqtt", "homeassistant", "spool", "rules"} & set(changed):
             # visits end under the old settings, so their summaries reach the old topics
-            self.loop._publish_events(self.tracker.end_all(time.monotonic(), time.time()))
+            self.loop.end_visits("reloaded")
             self.tracker = FaceTracker(new.tracking, pipeline.classifier.labels)
+            alerts = None
+        else:
+            alerts = self.loop.alerts  # open alerts carry over to the new loop
         if publisher is not None:
             self.publisher.stop(timeout=2.0)
             self.publisher = publisher
@@ -268,7 +272,7 @@ class Service:
         if "camera" in changed:
             self.source.stop(timeout=1.0)
             self.source = FrameSource(new.camera).start()
-        self.loop = self._make_loop()
+        self.loop = self._make_loop(alerts)
         _LOGGER.info("reloaded configuration: %s changed", ", ".join(changed))
         self.notifier.ready(self.status_line())
 

@@ -122,9 +122,12 @@ class FaceTracker:
             summary=summary,
         )
 
-    def _summary(self, track: Track) -> dict:
+    def _summary(self, track: Track, ended_by: str = "left") -> dict:
         mean = track.probability_sum / track.frames
         return {
+            # left: the person was no longer seen; stopped / reloaded: the daemon ended the
+            # visit (shutdown, or a reload of settings that restarts tracking), not the customer.
+            "ended_by": ended_by,
             "first_seen": track.first_seen_wall,
             "last_seen": track.last_seen_wall,
             "duration_s": round(track.last_seen - track.first_seen, 3),
@@ -200,9 +203,9 @@ class FaceTracker:
         self.tracks = keep
         return events
 
-    def end_all(self, now: float, wall: float) -> list[FaceEvent]:
-        """Ends every face (shutdown): their visits still get a summary."""
-        events = [self._event("end", t, now, wall, self._summary(t)) for t in self.tracks if t.confirmed]
+    def end_all(self, now: float, wall: float, ended_by: str = "stopped") -> list[FaceEvent]:
+        """Ends every face (shutdown, reload): their visits still get a summary."""
+        events = [self._event("end", t, now, wall, self._summary(t, ended_by)) for t in self.tracks if t.confirmed]
         self.tracks = []
         return events
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,37 +10,20 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-import yaml
 
+from bench import harness
 from bench.clips import one_visit_clip
+from bench.harness import merged, start_daemon, stop_daemon
 from tests.conftest import ROOT
 
 SCHEMAS = {name: json.loads((ROOT / "docs" / "schema" / f"{name}.schema.json").read_text()) for name in ("event", "state")}
 
 
 def write_config(path: Path, port: int, source: str, **sections) -> Path:
-    config = {
-        "camera": {"source": source, "retry_initial_seconds": 0.5, "retry_max_seconds": 2.0},
-        "mqtt": {"host": "127.0.0.1", "port": port, "device_id": "test-kiosk"},
-        "tracking": {"heartbeat_seconds": 1.0},
-    }
-    for section, values in sections.items():
-        config.setdefault(section, {}).update(values)
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def start_daemon(config: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "edge", "run", "--config", str(config)],
-        cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-
-
-def stop_daemon(process: subprocess.Popen, timeout: float = 10) -> int:
-    process.send_signal(signal.SIGTERM)
-    return process.wait(timeout)
+    """A config for device test-kiosk: quick camera retries, a heartbeat every second."""
+    defaults = {"camera": {"retry_initial_seconds": 0.5, "retry_max_seconds": 2.0},
+                "tracking": {"heartbeat_seconds": 1.0}}
+    return harness.write_config(path, port, "test-kiosk", source, **merged(defaults, sections))
 
 
 @pytest.mark.slow
@@ -73,6 +54,7 @@ def test_one_visit_gives_new_updates_end_for_one_face_id(tmp_path, broker, subsc
     assert len({e["event_id"] for e in events}) == len(events)
     end = events[-1]
     summary = end["summary"]
+    assert summary["ended_by"] == "left"
     assert 2.0 <= summary["duration_s"] <= 4.0  # scripted visit: 3.5 s on screen
     assert summary["frames"] >= 30
     assert abs(sum(summary["mean_probabilities"].values()) - 1) < 0.02

@@ -10,7 +10,8 @@ from edge.tracking import FaceTracker
 from tests.conftest import ROOT
 from tests.test_tracking import p, run
 
-SCHEMAS = {n: json.loads((ROOT / "docs" / "schema" / f"{n}.schema.json").read_text()) for n in ("event", "state")}
+SCHEMAS = {n: json.loads((ROOT / "docs" / "schema" / f"{n}.schema.json").read_text())
+           for n in ("event", "state", "alert")}
 
 
 def test_iso_utc_has_milliseconds_and_z():
@@ -76,3 +77,27 @@ def test_every_example_in_the_mqtt_docs_is_valid():
     for schema, body in examples:
         jsonschema.validate(json.loads(body), SCHEMAS.get(schema) or json.loads(
             (ROOT / "docs" / "schema" / f"{schema}.schema.json").read_text()))
+
+
+def test_alert_payloads_match_their_schema_and_the_state_lists_open_ones():
+    from edge.alerts import CLEARED, RAISED, Alert
+    from edge.payloads import alert_message
+
+    raised = Alert(RAISED, "abc", "f-1", "angry", 0.71, 1_700_000_000.0, 1_700_000_005.0)
+    message = alert_message(raised, Topics("x/y"), "y", 1)
+    assert message.topic == "x/y/alerts" and not message.retain and message.qos == 1
+    payload = json.loads(message.payload)
+    jsonschema.validate(payload, SCHEMAS["alert"])
+    assert payload["since"] == "2023-11-14T22:13:20.000Z" and "reason" not in payload
+    cleared = Alert(CLEARED, "abc", "f-1", "angry", 0.71, 1_700_000_000.0, 1_700_000_009.0, "left")
+    jsonschema.validate(json.loads(alert_message(cleared, Topics("x/y"), "y", 1).payload), SCHEMAS["alert"])
+    try:
+        jsonschema.validate({**payload, "type": "cleared"}, SCHEMAS["alert"])  # cleared needs its reason
+    except jsonschema.ValidationError:
+        pass
+    else:
+        raise AssertionError("schema accepted a cleared alert without a reason")
+    state = state_payload([], EMOTIONS, "y", 0.0, "running", [raised])
+    jsonschema.validate(state, SCHEMAS["state"])
+    assert state["alerts"] == [{"alert_id": "abc", "face_id": "f-1", "emotion": "angry", "probability": 0.71,
+                                "since": "2023-11-14T22:13:20.000Z"}]

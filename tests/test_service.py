@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,13 +17,22 @@ import pytest
 import yaml
 
 from bench.clips import one_visit_clip, visits_clip
+from bench.harness import (
+    Broker,
+    NotifySocket,
+    Subscriber,
+    merged,
+    start_daemon,
+    stop_daemon,
+    wait_until,
+    write_config,
+)
 from edge.config import parse_config
 from edge.contract import EMOTIONS
 from edge.homeassistant import discovery_messages
 from edge.mqtt import Credentials, resolve_credentials
 from edge.payloads import Topics
-from tests.broker import Broker
-from tests.conftest import ROOT, Subscriber, wait_until
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -32,54 +40,11 @@ SCHEMAS = {n: json.loads((ROOT / "docs" / "schema" / f"{n}.schema.json").read_te
 
 
 def config_file(tmp_path: Path, port: int, source: str, **sections) -> Path:
-    config = {
-        "camera": {"source": source, "retry_initial_seconds": 0.5, "retry_max_seconds": 1.0},
-        "mqtt": {"host": "127.0.0.1", "port": port, "device_id": "svc", "reconnect_max_seconds": 2,
-                 "stats_interval_seconds": 1},
-        "spool": {"path": str(tmp_path / "spool")},
-    }
-    for section, values in sections.items():
-        config.setdefault(section, {}).update(values)
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def start(config: Path, log: Path, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config)], cwd=ROOT,
-                            stdout=log.open("a"), stderr=subprocess.STDOUT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
-
-
-class NotifySocket:
-    """A NOTIFY_SOCKET like systemd's: records every datagram with its arrival time."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.received: list[tuple[float, str]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except socket.timeout:
-                continue
-            for line in data.decode().splitlines():
-                self.received.append((time.monotonic(), line))
-
-    def times(self, prefix: str) -> list[float]:
-        return [t for t, line in list(self.received) if line.startswith(prefix)]
-
-    def close(self):
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
+    """tmp_path/config.yaml for device svc: quick camera retries and reconnects, stats every second."""
+    defaults = {"camera": {"retry_initial_seconds": 0.5, "retry_max_seconds": 1.0},
+                "mqtt": {"reconnect_max_seconds": 2, "stats_interval_seconds": 1},
+                "spool": {"path": str(tmp_path / "spool")}}
+    return write_config(tmp_path / "config.yaml", port, "svc", source, **merged(defaults, sections))
 
 
 def test_sd_notify_ready_watchdog_only_while_frames_flow_status_stopping(tmp_path, broker):
@@ -90,7 +55,7 @@ def test_sd_notify_ready_watchdog_only_while_frames_flow_status_stopping(tmp_pat
                          camera={"retry_initial_seconds": 30, "retry_max_seconds": 30})
     log = tmp_path / "daemon.log"
     started = time.monotonic()
-    daemon = start(config, log, {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"})
+    daemon = start_daemon(config, log, env={"WATCHDOG_USEC": "1000000"}, notify=notify)
     try:
         assert wait_until(lambda: notify.times("READY=1"), 30), log.read_text()[-2000:]
         assert wait_until(lambda: "ended; retrying" in log.read_text(), 30)
@@ -98,8 +63,7 @@ def test_sd_notify_ready_watchdog_only_while_frames_flow_status_stopping(tmp_pat
         time.sleep(7.5)  # > FRAMES_STALE_SECONDS: the loop must stop vouching for itself
         assert daemon.poll() is None
         sent_term = time.monotonic()
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(10) == 0
+        assert stop_daemon(daemon) == 0
         stopped_after = time.monotonic() - sent_term
     finally:
         if daemon.poll() is None:
@@ -123,12 +87,11 @@ def test_sd_notify_ready_watchdog_only_while_frames_flow_status_stopping(tmp_pat
 def test_sigterm_publishes_offline_state_stopped_and_ends_visits(tmp_path, broker, subscribe):
     clip = one_visit_clip(tmp_path / "clip.avi")
     sub = subscribe(broker.port, "fer-kiosk/svc/#")
-    daemon = start(config_file(tmp_path, broker.port, str(clip)), tmp_path / "d.log")
+    daemon = start_daemon(config_file(tmp_path, broker.port, str(clip)), tmp_path / "d.log")
     try:
         assert sub.wait_for(lambda: any(e["type"] == "new" for e in sub.json_on("/events")), 30)
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(10) == 0
+        assert stop_daemon(daemon) == 0
     assert sub.wait_for(lambda: any(e["type"] == "end" for e in sub.json_on("/events")), 5)
     end = [e for e in sub.json_on("/events") if e["type"] == "end"][0]
     jsonschema.validate(end, SCHEMAS["event"])
@@ -145,7 +108,7 @@ def test_sighup_reloads_config_and_refuses_a_broken_one(tmp_path, broker, subscr
     config = config_file(tmp_path, broker.port, str(clip), camera={"loop": True})
     log = tmp_path / "d.log"
     sub = subscribe(broker.port, "#")
-    daemon = start(config, log)
+    daemon = start_daemon(config, log)
     try:
         assert sub.wait_for(lambda: any(t.startswith("fer-kiosk/svc/") for t, _, _ in sub.messages), 30)
         data = yaml.safe_load(config.read_text())
@@ -161,8 +124,7 @@ def test_sighup_reloads_config_and_refuses_a_broken_one(tmp_path, broker, subscr
         time.sleep(0.5)
         assert daemon.poll() is None
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(10) == 0
+        assert stop_daemon(daemon) == 0
 
 
 def test_config_error_exits_78_without_starting(tmp_path):
@@ -191,9 +153,11 @@ def test_corrupt_model_exits_78_naming_the_file(tmp_path):
 def test_discovery_payloads():
     topics = Topics("fer-kiosk/k1")
     messages = discovery_messages("homeassistant", "k1", topics, EMOTIONS, "0.1.0", "mini-Xception")
-    assert len(messages) == 2 + len(EMOTIONS)
+    assert len(messages) == 3 + len(EMOTIONS)
     by_key = {m.topic.split("/")[-2]: json.loads(m.payload) for m in messages}
-    assert all(m.retain and m.topic.startswith("homeassistant/sensor/fer-kiosk_k1/") for m in messages)
+    assert all(m.retain for m in messages)
+    assert {m.topic.split("/")[1] for m in messages if "/fer-kiosk_k1/" in m.topic} == {"sensor", "binary_sensor"}
+    assert by_key["alert"]["device_class"] == "problem"
     emotion = by_key["emotion"]
     assert emotion["state_topic"] == "fer-kiosk/k1/state"
     assert emotion["availability_topic"] == "fer-kiosk/k1/availability"
@@ -207,19 +171,19 @@ def test_discovery_payloads():
 def test_discovery_is_retained_republished_on_ha_online_and_can_be_turned_off(tmp_path, broker, subscribe):
     clip = one_visit_clip(tmp_path / "clip.avi")
     sub = subscribe(broker.port, "homeassistant/#")
-    daemon = start(config_file(tmp_path, broker.port, str(clip), camera={"loop": True}), tmp_path / "d.log")
+    config = config_file(tmp_path, broker.port, str(clip), camera={"loop": True})
+    daemon = start_daemon(config, tmp_path / "d.log")
     try:
         discovered = lambda: [t for t, _, _ in sub.messages if t.endswith("/config")]  # noqa: E731
-        assert sub.wait_for(lambda: len(discovered()) == 9, 30)
+        assert sub.wait_for(lambda: len(discovered()) == 10, 30)
         before = len(discovered())
         sub.client.publish("homeassistant/status", b"online", qos=1)
-        assert sub.wait_for(lambda: len(discovered()) >= before + 9, 10)
+        assert sub.wait_for(lambda: len(discovered()) >= before + 10, 10)
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(10)
-    late = Subscriber(broker.port, "homeassistant/sensor/#")  # a Home Assistant that starts later
+        stop_daemon(daemon)
+    late = Subscriber(broker.port, "homeassistant/#")  # a Home Assistant that starts later
     try:
-        assert late.wait_for(lambda: len(late.messages) == 9 and all(r for _, _, r in late.messages), 5)
+        assert late.wait_for(lambda: len(late.messages) == 10 and all(r for _, _, r in late.messages), 5)
     finally:
         late.close()
     off = parse_config({"homeassistant": {"enabled": False}})
@@ -308,14 +272,13 @@ def test_tls_and_password_right_credentials_connect(tmp_path, secure_broker):
                          mqtt={"host": "localhost", "credentials_file": str(creds),
                                "tls": {"enabled": True, "ca_file": str(certs["ca.crt"])}})
     log = tmp_path / "d.log"
-    daemon = start(config, log)
+    daemon = start_daemon(config, log)
     try:
         assert sub.wait_for(lambda: any(t.endswith("/availability") and p == b"online" for t, p, _ in sub.messages), 30), \
             log.read_text()[-2000:]
         assert sub.wait_for(lambda: any(t.endswith("/events") for t, _, _ in sub.messages), 30)
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(10) == 0
+        assert stop_daemon(daemon) == 0
         sub.close()
     text = log.read_text()
     assert "right-pass" not in text and "MQTT credentials from" in text
@@ -331,7 +294,7 @@ def test_wrong_credentials_or_tls_failure_is_a_clear_error_with_backoff(tmp_path
     expected = "refused the connection: Not authorized" if case == "wrong password" else \
         "TLS: the broker's certificate is not trusted"
     log = tmp_path / "d.log"
-    daemon = start(config, log, env)
+    daemon = start_daemon(config, log, env=env)
 
     def attempts() -> int:
         # Mosquitto 2.0 logs a TLS handshake that fails as "New connection from ..." when the
@@ -351,8 +314,7 @@ def test_wrong_credentials_or_tls_failure_is_a_clear_error_with_backoff(tmp_path
         assert daemon.poll() is None, "the daemon must keep running and retrying"
         retries = attempts() - first
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(10) == 0
+        assert stop_daemon(daemon) == 0
     text = log.read_text()
     assert text.count(expected) == 1, text[-2000:]  # said once, clearly, not per attempt
     assert "retrying with backoff" in text and "Traceback" not in text and "wrong-pass" not in text
@@ -376,26 +338,24 @@ def test_broker_outage_and_daemon_restart_lose_no_visit_summary(tmp_path):
     log = tmp_path / "d.log"
     config = config_file(tmp_path, broker.port, str(clip))
     ends = lambda: [e for e in received if e["type"] == "end"]  # noqa: E731
-    daemon = start(config, log)
+    daemon = start_daemon(config, log)
     try:
         assert wait_until(lambda: len(ends()) >= 1, 30), log.read_text()[-2000:]
         broker.stop()  # outage: visits 2 and 3 end while the broker is away
         assert wait_until(lambda: log.read_text().count("file " + str(clip) + " ended") >= 1, 30)
-        daemon.send_signal(signal.SIGTERM)  # and the daemon restarts during the outage
-        assert daemon.wait(10) == 0
+        assert stop_daemon(daemon) == 0  # and the daemon restarts during the outage
         spooled = len(list((tmp_path / "spool").glob("*.json")))
         assert spooled >= 2, log.read_text()[-2000:]
         # restarted with a camera that shows nobody: it only has the spool to deliver
         config.write_text(config.read_text().replace(str(clip), str(tmp_path / "no-camera.avi")))
-        daemon = start(config, log)
+        daemon = start_daemon(config, log)
         time.sleep(2)
         broker.start()
         assert wait_until(lambda: len({e["event_id"] for e in ends()}) >= 4, 30), (len(ends()), log.read_text()[-3000:])
         assert wait_until(lambda: not list((tmp_path / "spool").glob("*.json")), 10)
     finally:
         if daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(10)
+            stop_daemon(daemon)
         client.loop_stop()
         broker.stop()
     unique = {e["event_id"]: e for e in ends()}

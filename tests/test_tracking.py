@@ -56,6 +56,7 @@ def test_a_face_walking_across_keeps_one_id_and_gets_new_updates_end():
     assert 2 <= kinds.count("update") <= 3  # heartbeats every 1 s over 3 s
     end = events[-1][1]
     assert end.summary["frames"] == 90 and end.summary["dominant_emotion"] == "happy"
+    assert end.summary["ended_by"] == "left"
     assert end.summary["duration_s"] == pytest.approx(89 / 30, abs=1e-3)
     assert end.summary["emotion_seconds"] == {"happy": pytest.approx(89 / 30, abs=1e-3)}
     assert events[-1][0] == 90 + 15  # unseen for more than 0.5 s
@@ -92,4 +93,5 @@ def test_two_people_get_two_ids_and_end_all_summarises_both():
     assert sorted(e.face_id for _, e in events if e.kind == "new") == ["t-1", "t-2"]
     ends = tracker.end_all(1.0, 1_700_000_001.0)
     assert {e.face_id: e.summary["dominant_emotion"] for e in ends} == {"t-1": "happy", "t-2": "angry"}
+    assert {e.summary["ended_by"] for e in ends} == {"stopped"}  # the daemon ended them, not the customers
     assert tracker.present() == []
