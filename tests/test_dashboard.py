@@ -5,23 +5,26 @@ running on a clip."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-import yaml
 
+from bench.harness import (
+    BROWSER_ARGS,
+    CHROMIUM,
+    http_get,
+    start_daemon,
+    start_dashboard,
+    stop_daemon,
+    wait_until,
+)
 from dashboard.fleet import Fleet
-from tests.broker import free_port
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT
 
 NOW = time.time()
 
@@ -115,46 +118,20 @@ def publish(port: int, messages: list[tuple[str, bytes, bool]]) -> None:
     client.loop_stop()
 
 
-def start_dashboard(tmp_path: Path, broker_port: int, **settings) -> tuple[subprocess.Popen, str, Path]:
-    port = free_port()
-    config = tmp_path / "dashboard.yaml"
-    config.write_text(yaml.safe_dump({"http": {"port": port}, "mqtt": {"host": "127.0.0.1", "port": broker_port},
-                                      **settings}))
-    log = tmp_path / "dashboard.log"
-    process = subprocess.Popen([sys.executable, "-m", "edge", "dashboard", "--config", str(config)], cwd=ROOT,
-                               stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    url = f"http://127.0.0.1:{port}"
-    assert wait_until(lambda: _get(url + "/healthz") == b"ok\n", 20), log.read_text()
-    return process, url, log
-
-
-def _get(url: str) -> bytes | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.read()
-    except OSError:
-        return None
-
-
-def stop(process: subprocess.Popen) -> int:
-    process.send_signal(signal.SIGTERM)
-    return process.wait(15)
-
-
 def test_server_serves_the_fleet_the_page_and_nothing_else(tmp_path, broker):
     publish(broker.port, [("fer-kiosk/k1/availability", b"online", True),
                           ("fer-kiosk/k1/state", state("k1", [("a-1", "sad", 0.6)]), True)])
     dashboard, url, log = start_dashboard(tmp_path, broker.port)
     try:
-        assert wait_until(lambda: json.loads(_get(url + "/api/fleet"))["devices"], 10), log.read_text()
-        fleet = json.loads(_get(url + "/api/fleet"))
+        assert wait_until(lambda: json.loads(http_get(url + "/api/fleet"))["devices"], 10), log.read_text()
+        fleet = json.loads(http_get(url + "/api/fleet"))
         assert fleet["broker"]["connected"] and fleet["devices"][0]["faces"][0]["emotion"] == "sad"
-        assert b"Counter dashboard" in _get(url + "/")
-        assert b"EventSource" in _get(url + "/static/app.js")
+        assert b"Counter dashboard" in http_get(url + "/")
+        assert b"EventSource" in http_get(url + "/static/app.js")
         for bad in ("/static/../server.py", "/static/%2e%2e/server.py", "/static/fleet.py", "/nothing"):
-            assert _get(url + bad) is None, bad  # 404 raises in urlopen
+            assert http_get(url + bad) is None, bad  # 404 raises in urlopen
     finally:
-        assert stop(dashboard) == 0, log.read_text()
+        assert stop_daemon(dashboard, 15) == 0, log.read_text()
     assert "Traceback" not in log.read_text()
 
 
@@ -168,10 +145,6 @@ def test_a_bad_dashboard_config_is_refused_with_exit_78(tmp_path):
 
 
 # ---- the page in a real browser, fed by the real daemon -----------------------------------
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture
@@ -199,41 +172,39 @@ def p95(values: list[float]) -> float:
 @pytest.mark.slow
 def test_the_page_follows_the_daemon_on_a_clip(tmp_path, broker, page):
     from bench.clips import one_visit_clip
-    from tests.test_daemon_e2e import start_daemon, stop_daemon, write_config
+    from tests.test_daemon_e2e import write_config
 
     dashboard, url, dashboard_log = start_dashboard(tmp_path, broker.port)
     page.goto(url)
     wait_js(page, "window.__fer.snapshot === true")
     clip = one_visit_clip(tmp_path / "visit.avi")
-    config = write_config(tmp_path / "config.yaml", broker.port, str(clip), spool={"path": str(tmp_path / "spool")})
+    # a rule the astronaut's face meets, so the real daemon raises (and clears) an alert
+    config = write_config(tmp_path / "config.yaml", broker.port, str(clip), spool={"path": str(tmp_path / "spool")},
+                          rules={"alerts": {"emotions": ["happy", "neutral"], "min_probability": 0.3,
+                                            "hold_seconds": 1.0, "clear_seconds": 0.5}})
     daemon_log = tmp_path / "daemon.log"
     daemon = start_daemon(config, daemon_log)
     tile = '.tile[data-device="test-kiosk"]'
     try:
         page.wait_for_selector(tile, timeout=30_000)
         page.wait_for_selector(f'{tile} [data-role="availability"]:text("online")', timeout=30_000)
-        # the astronaut walks in: one person with an emotion, then the visit ends and counts
+        # the astronaut walks in: one person with an emotion, and after a second an alert
         page.wait_for_selector(f'{tile} [data-role="face-count"]:text("1 person now")', timeout=30_000)
         emotion = page.inner_text(f"{tile} .face .emotion")
         assert emotion.strip().lower() in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-        page.screenshot(path=str(tmp_path / "dashboard-visit.png"))
-        page.wait_for_selector(f'{tile} [data-role="visits"]:text("1")', timeout=30_000)
-        assert page.inner_text(f'{tile} [data-role="face-count"]') == "0 people now"
-        # an alert (as the daemon's rules publish it) appears, then clears
-        alert = {"v": 1, "type": "raised", "device": "test-kiosk", "face_id": "x-9", "emotion": "angry",
-                 "since": iso(), "probability": 0.8, "alert_id": "a1"}
-        publish(broker.port, [("fer-kiosk/test-kiosk/alerts", json.dumps(alert).encode(), False)])
-        page.wait_for_selector(f"{tile} .alert", timeout=5_000)
-        assert "angry" in page.inner_text(f"{tile} .alert")
+        page.wait_for_selector(f"{tile} .alert", timeout=10_000)
+        assert any(word in page.inner_text(f"{tile} .alert") for word in ("happy", "neutral"))
         page.screenshot(path=str(tmp_path / "dashboard-alert.png"))
-        publish(broker.port, [("fer-kiosk/test-kiosk/alerts", json.dumps({**alert, "type": "cleared"}).encode(), False)])
-        page.wait_for_selector(f"{tile} .alert", state="detached", timeout=5_000)
+        # she walks out: the alert clears, the visit counts
+        page.wait_for_selector(f'{tile} [data-role="visits"]:text("1")', timeout=30_000)
+        page.wait_for_selector(f"{tile} .alert", state="detached", timeout=10_000)
+        assert page.inner_text(f'{tile} [data-role="face-count"]') == "0 people now"
     finally:
         assert stop_daemon(daemon) == 0, daemon_log.read_text()[-3000:]
     page.wait_for_selector(f'{tile} [data-role="availability"]:text("offline")', timeout=10_000)
     page.screenshot(path=str(tmp_path / "dashboard-offline.png"))
     figures = page.evaluate("window.__fer")
-    assert stop(dashboard) == 0, dashboard_log.read_text()
+    assert stop_daemon(dashboard, 15) == 0, dashboard_log.read_text()
     assert figures["latencyMs"] and figures["updateMs"]
     print(f"\nscreenshots in {tmp_path}; publish-to-page latency p95 {p95(figures['latencyMs']):.0f} ms "
           f"({len(figures['latencyMs'])} states); render per update p95 {p95(figures['updateMs']):.1f} ms")
@@ -250,7 +221,7 @@ def test_the_page_marks_a_silent_device_stale(tmp_path, broker, page):
         page.wait_for_selector(f'{tile} [data-role="availability"]:text("online")', timeout=10_000)
         page.wait_for_selector(f'{tile} [data-role="availability"]:text("stale")', timeout=10_000)
     finally:
-        assert stop(dashboard) == 0, log.read_text()
+        assert stop_daemon(dashboard, 15) == 0, log.read_text()
 
 
 def test_twenty_devices_fit_a_tablet_and_stay_responsive(tmp_path, broker, page):
@@ -272,4 +243,4 @@ def test_twenty_devices_fit_a_tablet_and_stay_responsive(tmp_path, broker, page)
         figures = page.evaluate("window.__fer")
         print(f"\n20 devices: render per update p95 {p95(figures['updateMs']):.1f} ms over {figures['updates']} updates")
     finally:
-        assert stop(dashboard) == 0, log.read_text()
+        assert stop_daemon(dashboard, 15) == 0, log.read_text()
