@@ -127,7 +127,7 @@ def local_broker(scratch: Path, wanted: bool) -> Iterator[int]:
     if not wanted:
         yield 0
         return
-    from tests.broker import Broker
+    from bench.harness import Broker
 
     try:
         broker = Broker(scratch).start()

@@ -19,28 +19,29 @@ import argparse
 import json
 import os
 import random
-import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-import yaml
 
 from bench.clips import visits_clip
+from bench.harness import (
+    BROWSER_ARGS,
+    CHROMIUM,
+    Broker,
+    start_daemon,
+    start_dashboard,
+    stop_daemon,
+    wait_until,
+    write_config,
+)
 from bench.report import markdown_table
-from tests.broker import Broker, free_port
 
-REPO = Path(__file__).resolve().parent.parent
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-CHROMIUM = "/usr/bin/chromium"
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def iso_now() -> str:
@@ -108,18 +109,6 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return True
-        except OSError:
-            pass
-        time.sleep(0.1)
-    return False
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.dashboard", description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=20)
@@ -131,21 +120,14 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="fer-dashboard-bench-"))
     broker = Broker(work).start()
-    port = free_port()
-    config = work / "dashboard.yaml"
-    config.write_text(yaml.safe_dump({"http": {"port": port}, "mqtt": {"host": "127.0.0.1", "port": broker.port}}))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    dashboard = subprocess.Popen([sys.executable, "-m", "edge", "dashboard", "--config", str(config)], cwd=REPO, env=env,
-                                 stdout=(work / "dashboard.log").open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
+    dashboard, url, _ = start_dashboard(work, broker.port)
     figures: dict = {"load_before": os.getloadavg()}
     try:
-        assert wait_for(lambda: urllib.request.urlopen(url + "healthz", timeout=1).read() == b"ok\n", 20)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(url)
-            assert wait_for(lambda: page.evaluate("window.__fer.snapshot"), 10)
+            assert wait_until(lambda: page.evaluate("window.__fer.snapshot"), 10)
 
             # 1. fleet load
             print(f"{args.devices} simulated kiosks for {args.seconds:.0f} s ...", file=sys.stderr)
@@ -168,24 +150,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"the daemon on a clip for {args.latency_seconds:.0f} s ...", file=sys.stderr)
             page.evaluate("window.__fer.latencyMs = []")
             clip = visits_clip(work / "visits.avi", visits=3)
-            daemon_config = work / "config.yaml"
-            daemon_config.write_text(yaml.safe_dump({
-                "camera": {"source": str(clip), "loop": True},
-                "mqtt": {"host": "127.0.0.1", "port": broker.port, "device_id": "bench-kiosk"},
-                "tracking": {"heartbeat_seconds": 1.0}, "spool": {"path": str(work / "spool")}}))
-            daemon = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(daemon_config)], cwd=REPO,
-                                      env=env, stdout=(work / "daemon.log").open("w"), stderr=subprocess.STDOUT)
+            daemon_config = write_config(work / "config.yaml", broker.port, "bench-kiosk", str(clip),
+                                         camera={"loop": True}, tracking={"heartbeat_seconds": 1.0},
+                                         spool={"path": str(work / "spool")})
+            daemon = start_daemon(daemon_config, work / "daemon.log")
             time.sleep(args.latency_seconds)
-            daemon.terminate()
-            daemon.wait(20)
+            stop_daemon(daemon, 20)
             latency = page.evaluate("window.__fer.latencyMs")
             figures["latency"] = {"states": len(latency), "ms_p50": percentile(latency, 0.5),
                                   "ms_p95": percentile(latency, 0.95), "ms_max": percentile(latency, 1.0)}
             page.screenshot(path=str(work / "dashboard.png"), full_page=True)
             browser.close()
     finally:
-        dashboard.terminate()
-        dashboard.wait(15)
+        stop_daemon(dashboard, 15)
         broker.stop()
     figures["load_after"] = os.getloadavg()
     f, lat = figures["fleet"], figures["latency"]

@@ -9,43 +9,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 from bench.clips import Appearance, astronaut_portrait, render_clip
-from tests.broker import Broker
-from tests.conftest import Subscriber
-
-ROOT = Path(__file__).resolve().parent.parent
+from bench.harness import Broker, Subscriber, start_daemon, stop_daemon, write_config
 
 
 def measure(workdir: Path, broker: Broker, clip: Path, run: int) -> dict:
     device = f"first-event-{run}"
     sub = Subscriber(broker.port, f"fer-kiosk/{device}/events")
-    config = workdir / f"config-{run}.yaml"
-    config.write_text(yaml.safe_dump({
-        "camera": {"source": str(clip)},
-        "mqtt": {"host": "127.0.0.1", "port": broker.port, "device_id": device},
-        "spool": {"path": str(workdir / f"spool-{run}")},
-    }))
+    config = write_config(workdir / f"config-{run}.yaml", broker.port, device, str(clip),
+                          spool={"path": str(workdir / f"spool-{run}")})
     started = time.monotonic()
-    daemon = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config)], cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    daemon = start_daemon(config, workdir / f"daemon-{run}.log")
     try:
         sub.wait_for(lambda: sub.json_on("/events"), 60)
         first = time.monotonic() - started
         time.sleep(6)  # the face stays: count the events that flow (heartbeat updates)
         events = sub.json_on("/events")
     finally:
-        daemon.terminate()
-        daemon.wait(10)
+        stop_daemon(daemon)
         sub.close()
     kinds = [e["type"] for e in events]
     return {"start_to_first_event_s": round(first, 3), "first_event": kinds[0] if kinds else None,

@@ -19,8 +19,6 @@ import json
 import logging
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,8 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from bench.harness import Broker, NotifySocket, start_daemon, stop_daemon, write_config
 from bench.report import markdown_table
 from bench.scenes import (
     DEFAULT_CLIPS_DIR,
@@ -100,32 +97,6 @@ def base_install(scratch: Path) -> tuple[Path, dict[str, Any]]:
     }
 
 
-class NotifyListener:
-    """A NOTIFY_SOCKET like systemd's, in ``directory``."""
-
-    def __init__(self, directory: Path):
-        self.path = directory / "notify.sock"
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(self.path))
-
-    def wait_for(self, line: str, timeout: float, process: subprocess.Popen) -> float | None:
-        """time.monotonic() at which a datagram with ``line`` arrived; None after ``timeout`` s
-        or once ``process`` has exited."""
-        deadline = time.monotonic() + timeout
-        self.sock.settimeout(0.2)
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                data = self.sock.recv(4096)
-            except TimeoutError:
-                continue
-            if line in data.decode(errors="replace").splitlines():
-                return time.monotonic()
-        return None
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @dataclass(frozen=True)
 class Usage:
     peak_rss_mb: float
@@ -140,38 +111,29 @@ def process_usage(pid: int) -> Usage:
 
 
 def daemon_config(path: Path, clip: Path, port: int, scratch: Path) -> Path:
-    path.write_text(yaml.safe_dump({
-        "camera": {"source": str(clip), "loop": True},
-        # the package does not carry the model: deploy/install.sh copies it and sets model.path too
-        "model": {"path": str(DEFAULT_MODEL)},
-        "mqtt": {"host": "127.0.0.1", "port": port, "device_id": "bench-footprint"},
-        "spool": {"path": str(scratch / "spool")},
-    }))
-    return path
+    # the package does not carry the model: deploy/install.sh copies it and sets model.path too
+    return write_config(path, port, "bench-footprint", str(clip), camera={"loop": True},
+                        model={"path": str(DEFAULT_MODEL)}, spool={"path": str(scratch / "spool")})
 
 
 def one_start(command: list[str], env: dict[str, str], config: Path, scratch: Path, run_seconds: float,
               timeout: float) -> dict[str, Any]:
     """Starts the daemon, times READY, lets it run, reads its peak RSS and CPU, stops it."""
-    listener = NotifyListener(scratch)
-    log = (scratch / "daemon.log").open("w")
+    notify = NotifySocket(scratch / "notify.sock")
+    log = scratch / "daemon.log"
     started = time.monotonic()
-    process = subprocess.Popen([*command, "run", "--config", str(config)], cwd=scratch, stdout=log,
-                               stderr=subprocess.STDOUT, env={**env, "NOTIFY_SOCKET": str(listener.path)})
+    process = start_daemon(config, log, command=command, base_env=env, notify=notify, cwd=scratch)
     try:
-        ready = listener.wait_for("READY=1", timeout, process)
+        ready = notify.wait_for("READY=1", timeout, process)
         if ready is None:
             raise RuntimeError(f"no READY=1 (exit code {process.poll()}): "
-                               f"{(scratch / 'daemon.log').read_text()[-800:]}")
+                               f"{log.read_text()[-800:]}")
         before = process_usage(process.pid)
         time.sleep(run_seconds)
         after = process_usage(process.pid)
     finally:
-        process.send_signal(signal.SIGTERM)
-        exit_code = process.wait(15)
-        listener.close()
-        listener.path.unlink()
-        log.close()
+        exit_code = stop_daemon(process, 15)
+        notify.close()
     return {
         "ready_seconds": round(ready - started, 3),
         "peak_rss_mb": round(after.peak_rss_mb, 1),
@@ -182,8 +144,6 @@ def one_start(command: list[str], env: dict[str, str], config: Path, scratch: Pa
 
 def daemon_figures(command: list[str], env: dict[str, str], clip: Path, scratch: Path, starts: int,
                    run_seconds: float) -> dict[str, Any]:
-    from tests.broker import Broker
-
     broker = Broker(scratch).start()
     try:
         config = daemon_config(scratch / "config.yaml", clip, broker.port, scratch)

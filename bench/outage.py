@@ -12,20 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-import yaml
 
 from bench.clips import visits_clip
-from tests.broker import Broker
-
-ROOT = Path(__file__).resolve().parent.parent
+from bench.harness import Broker, start_daemon, stop_daemon, write_config
 
 
 def main() -> None:
@@ -45,15 +39,11 @@ def main() -> None:
         dashboard.reconnect_delay_set(1, 2)
         dashboard.connect("127.0.0.1", broker.port)
         dashboard.loop_start()
-        config = work / "config.yaml"
-        config.write_text(yaml.safe_dump({
-            "camera": {"source": str(clip), "retry_initial_seconds": 60, "retry_max_seconds": 60},
-            "mqtt": {"host": "127.0.0.1", "port": broker.port, "device_id": "outage", "reconnect_max_seconds": 5},
-            "spool": {"path": str(work / "spool")},
-        }))
+        config = write_config(work / "config.yaml", broker.port, "outage", str(clip),
+                              camera={"retry_initial_seconds": 60, "retry_max_seconds": 60},
+                              mqtt={"reconnect_max_seconds": 5}, spool={"path": str(work / "spool")})
         log = work / "daemon.log"
-        daemon = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config)], cwd=ROOT,
-                                  stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        daemon = start_daemon(config, log)
         ends = lambda: [e for e in received if e["type"] == "end"]  # noqa: E731
         try:
             while not ends():
@@ -70,8 +60,7 @@ def main() -> None:
                 time.sleep(0.5)
             time.sleep(3)
         finally:
-            daemon.terminate()
-            daemon.wait(10)
+            stop_daemon(daemon)
             time.sleep(1)
             dashboard.loop_stop()
             broker.stop()

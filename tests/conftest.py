@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from bench.harness import Broker, Subscriber, wait_until  # noqa: F401  (tests import them from here)
 from edge.contract import EMOTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,65 +79,9 @@ def astronaut_bgr() -> np.ndarray:
 @pytest.fixture
 def broker(tmp_path):
     """A real Mosquitto on a free loopback port, started for this test and stopped after it."""
-    from tests.broker import Broker
-
     instance = Broker(tmp_path).start()
     yield instance
     instance.stop()
-
-
-def wait_until(predicate, timeout: float) -> bool:
-    """Polls ``predicate`` until it is true or ``timeout`` seconds have passed."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
-
-
-class Subscriber:
-    """Collects every message under a topic filter from a real broker."""
-
-    def __init__(self, port: int, topic: str):
-        import threading
-
-        import paho.mqtt.client as mqtt
-
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{port}")
-
-        def on_connect(client, userdata, flags, reason_code, properties):
-            client.subscribe(topic, qos=1)
-
-        def on_subscribe(client, userdata, mid, reason_codes, properties):
-            self._subscribed.set()
-
-        def on_message(client, userdata, message):
-            with self._lock:
-                self.messages.append((message.topic, message.payload, bool(message.retain)))
-
-        self.client.on_connect, self.client.on_subscribe, self.client.on_message = on_connect, on_subscribe, on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        assert self._subscribed.wait(10), "subscription to the test broker failed"
-
-    def json_on(self, suffix: str) -> list[dict]:
-        import json
-
-        with self._lock:
-            return [json.loads(p) for t, p, _ in self.messages if t.endswith(suffix)]
-
-    def wait_for(self, predicate, timeout: float) -> bool:
-        return wait_until(predicate, timeout)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 @pytest.fixture

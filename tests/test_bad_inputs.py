@@ -21,8 +21,9 @@ import pytest
 import yaml
 
 from bench.clips import one_visit_clip, visits_clip
+from bench.harness import NotifySocket, start_daemon
 from tests.conftest import ROOT, wait_until
-from tests.test_service import SCHEMAS, NotifySocket, config_file, start
+from tests.test_service import SCHEMAS, config_file
 
 def edge(*args: str, config: Path, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "edge", *args, "--config", str(config)], cwd=ROOT,
@@ -207,7 +208,7 @@ def test_sighup_to_unusable_files_is_refused_and_the_daemon_keeps_running(tmp_pa
     good = yaml.safe_load(config.read_text())
     log = tmp_path / "d.log"
     sub = subscribe(broker.port, "fer-kiosk/svc/stats")
-    daemon = start(config, log)
+    daemon = start_daemon(config, log)
     bad_creds = tmp_path / "creds"
     bad_creds.write_bytes(b"\xef\xbb\xbfusername=kiosk\n")
     (tmp_path / "ca.pem").write_text("not a certificate\n")
@@ -261,7 +262,7 @@ def test_malformed_and_unknown_spool_files_do_not_stop_delivery(tmp_path, broker
     log = tmp_path / "d.log"
     sub = subscribe(broker.port, "fer-kiosk/svc/events")
     assert edge("check", config=config).returncode == 0
-    daemon = start(config, log)
+    daemon = start_daemon(config, log)
     ends = lambda: [e for e in sub.json_on("/events") if e["type"] == "end"]  # noqa: E731
     try:
         assert sub.wait_for(lambda: len({e["event_id"] for e in ends()}) >= 4, 40), log.read_text()[-3000:]
@@ -312,10 +313,7 @@ def test_a_spool_that_cannot_be_written_loses_no_visit_and_the_daemon_keeps_runn
         log.write_text("")
         os.chmod(log, 0o666)
         broker.stop()  # the visits end while the broker is away: only the spool holds them
-        daemon = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config)], cwd=ROOT,
-                                  stdout=log.open("a"), stderr=subprocess.STDOUT,
-                                  env={**os.environ, "PYTHONPATH": str(ROOT), "NOTIFY_SOCKET": str(notify.path)},
-                                  **kwargs)
+        daemon = start_daemon(config, log, notify=notify, **kwargs)
         try:
             assert wait_until(lambda: "ready: first frame" in log.read_text(), 60), log.read_text()[-2000:]
             if fault == "disk full":

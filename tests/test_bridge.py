@@ -18,12 +18,10 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-import yaml
 
-from tests.broker import Broker
-from tests.conftest import ROOT, Subscriber, wait_until
-from tests.test_daemon_e2e import start_daemon, stop_daemon, write_config
-from tests.test_dashboard import start_dashboard, stop
+from bench.harness import Broker, Subscriber, start_daemon, start_dashboard, stop_daemon, wait_until
+from tests.conftest import ROOT
+from tests.test_daemon_e2e import write_config
 from tests.test_service import make_certificates
 
 pytestmark = pytest.mark.slow
@@ -136,7 +134,7 @@ def test_bridge_forwards_a_kiosk_and_delivers_what_waited_during_an_outage(tmp_p
         stop_daemon(daemon)
         collector.close()
         local.close()
-        stop(dashboard)
+        stop_daemon(dashboard, 15)
         kiosk.stop()
         central.stop()
     assert "Traceback" not in daemon_log.read_text() + dashboard_log.read_text()

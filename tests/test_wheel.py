@@ -17,9 +17,9 @@ from pathlib import Path
 
 import cv2
 import pytest
-import yaml
 
 from bench.clips import one_visit_clip
+from bench.harness import start_daemon, stop_daemon, wait_until, write_config
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -104,23 +104,18 @@ def test_training_tools_without_the_train_extra_say_what_to_install(installed, t
 def test_run_on_a_recording_publishes_events(installed, tmp_path, broker, subscribe):
     """`fer-kiosk run --source CLIP` from the installed wheel: a visit reaches the broker."""
     clip = one_visit_clip(tmp_path / "visit.avi")
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "mqtt": {"host": "127.0.0.1", "port": broker.port, "device_id": "wheel-kiosk", "stats_interval_seconds": 1},
-        "spool": {"path": str(tmp_path / "spool")},
-    }))
+    config = write_config(tmp_path / "config.yaml", broker.port, "wheel-kiosk", mqtt={"stats_interval_seconds": 1},
+                          spool={"path": str(tmp_path / "spool")})
     sub = subscribe(broker.port, "fer-kiosk/wheel-kiosk/#")
     log = tmp_path / "daemon.log"
-    with log.open("w") as out:
-        daemon = subprocess.Popen([str(installed / "fer-kiosk"), "run", "--config", str(config), "--source", str(clip)],
-                                  cwd=tmp_path, env=_clean_env(), stdout=out, stderr=subprocess.STDOUT)
+    daemon = start_daemon(config, log, command=[str(installed / "fer-kiosk")], args=["--source", str(clip)],
+                          base_env=_clean_env(), cwd=tmp_path)
     try:
         assert sub.wait_for(lambda: any(e["type"] == "end" for e in sub.json_on("/events")), 60), \
             log.read_text()[-3000:]
         assert sub.wait_for(lambda: sub.json_on("/stats"), 10), log.read_text()[-3000:]
     finally:
-        daemon.terminate()
-        code = daemon.wait(20)
+        code = stop_daemon(daemon, 20)
     assert code == 0, log.read_text()[-3000:]
     kinds = [e["type"] for e in sub.json_on("/events")]
     assert kinds[0] == "new" and kinds[-1] == "end"
@@ -151,8 +146,6 @@ def test_quickstart_sets_up_the_broker_and_runs_the_daemon(tmp_path, subscribe):
                                       cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
                                       start_new_session=True)
     try:
-        from tests.conftest import wait_until
-
         assert wait_until(lambda: _listening(1883), 300), log.read_text()[-3000:]
         sub = subscribe(1883, "fer-kiosk/+/events")
         assert sub.wait_for(lambda: any(e["type"] == "end" for e in sub.json_on("/events")), 300), \
