@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import training  # sets TensorFlow's environment first
@@ -44,16 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _validation(keras_path: str, data: str, settings: dict):
+def _validation(keras_path: str, data: str, settings):
     """Keras figures on the run's own validation split (carved from Training as it was), and
     that split's faces (the calibration temperature is fitted on them)."""
     import keras
 
     from converter.convert import validation_figures
-    from edge.datasets import FaceSet, load_fer2013, stratified_split
+    from edge.datasets import FaceSet, load_fer2013
+    from training.data import split
 
     faces = load_fer2013(data, "Training")
-    _, held = stratified_split(faces.labels, settings["validation_fraction"], settings["seed"])
+    _, held = split(settings, faces.labels)
     model = keras.models.load_model(keras_path, compile=False)
     held_out = FaceSet(faces.images[held], faces.labels[held], faces.source)
     return validation_figures(model, held_out), held_out
@@ -67,10 +69,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from converter.convert import (
-        ConversionError, calibration_faces, choose_views, convert_and_check, default_other_runtime,
+        ConversionError,
+        calibration_faces,
+        choose_views,
+        convert_and_check,
+        default_other_runtime,
     )
     from edge.contract import VIEW_SETS, ContractError, CropRule
     from edge.datasets import DatasetError, FaceSet, load_fer2013
+    from training.run_folder import RunFolder
+    from training.settings import TrainingError
 
     try:
         check = load_fer2013(args.data, args.check_usage)
@@ -82,18 +90,20 @@ def main(argv: list[str] | None = None) -> int:
         training_data = {"data": Path(args.data).name, "usage": "Training"}
         validation = validation_faces = None
         if args.run_dir:
-            run = Path(args.run_dir)
-            settings = json.loads((run / "settings.json").read_text())
+            run = RunFolder(args.run_dir)
+            settings = run.settings()
             # File names only: the machine's paths stay out of the shipped contract.
-            for key in ("data", "init_from", "teacher"):
-                if settings.get(key):
-                    settings[key] = Path(settings[key]).name
-            training_data["settings"] = settings
-            state = json.loads((run / "state.json").read_text())
-            training_data["run"] = {k: state[k] for k in ("epoch", "best_epoch", "best_val_accuracy", "stop_reason", "seconds")}
-            averaged = run / "averaged.json"
-            if Path(args.keras).name == "averaged.keras" and averaged.exists():
-                training_data["averaging"] = json.loads(averaged.read_text())  # python -m training.average
+            paths = ("data", "init_from", "teacher")
+            training_data["settings"] = {key: Path(value).name if key in paths and value else value
+                                         for key, value in asdict(settings).items()}
+            state = run.state()
+            if state is None:
+                raise TrainingError(f"{run.path} has no state.json: the run never finished an epoch")
+            recorded = ("epoch", "best_epoch", "best_val_accuracy", "stop_reason", "seconds")
+            training_data["run"] = {key: getattr(state, key) for key in recorded}
+            averaging = run.averaging()
+            if Path(args.keras).name == run.averaged_checkpoint.name and averaging is not None:
+                training_data["averaging"] = averaging  # python -m training.average
             validation, validation_faces = _validation(args.keras, args.data, settings)
         views = args.views
         if views == "auto":
@@ -111,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             validation=validation,
             validation_faces=validation_faces,
         )
-    except (ConversionError, ContractError, DatasetError, OSError) as err:
+    except (ConversionError, ContractError, DatasetError, TrainingError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(json.dumps({

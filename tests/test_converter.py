@@ -87,7 +87,8 @@ def test_accuracy_gate_fails_the_command_with_a_clear_message(tmp_path, small_mo
 def test_contract_records_the_run_without_this_machines_paths(tmp_path, small_model, synthetic_csv):
     from dataclasses import asdict
 
-    from training.train import RunState, TrainSettings
+    from training.run_folder import RunState
+    from training.settings import TrainSettings
 
     run = tmp_path / "runs" / "student"
     run.mkdir(parents=True)

@@ -109,7 +109,7 @@ def test_balanced_accuracy_and_macro_f1_average_only_the_classes_the_data_has():
 
 
 def test_validation_split_is_the_one_training_carves(synthetic_csv):
-    from training.train import TrainSettings
+    from training.settings import TrainSettings
 
     defaults = TrainSettings(data="")
     assert (defaults.validation_fraction, defaults.seed) == (VALIDATION_FRACTION, SPLIT_SEED)

@@ -7,20 +7,22 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
-
 import training  # noqa: E402,F401  (before TensorFlow: sets its environment)
+from tests.conftest import ROOT
 
 keras = pytest.importorskip("keras", reason="training tests need the train extra (pip install -e '.[train]')")
 
 from training.augment import Augmentation, affine_matrices, augmented_epoch  # noqa: E402
+from training.data import class_weight_vector  # noqa: E402
 from training.model import EXPECTED_PARAMETERS, make_mini_xception  # noqa: E402
-from training.train import TrainingError, TrainSettings, class_weight_vector, train  # noqa: E402
+from training.settings import TrainingError, TrainSettings  # noqa: E402
+from training.train import train  # noqa: E402
 
 
 def test_mini_xception_has_the_thesis_parameter_count():
@@ -120,7 +122,7 @@ def test_training_killed_mid_run_resumes_on_its_schedule(tmp_path, synthetic_csv
 
 
 def test_cosine_schedule_anneals_from_the_initial_to_the_minimum_rate():
-    from training.train import cosine_learning_rate
+    from training.schedule import cosine_learning_rate
 
     settings = TrainSettings(data="x", epochs=5, learning_rate=1e-3, min_learning_rate=1e-6, schedule="cosine")
     rates = [cosine_learning_rate(settings, epoch) for epoch in range(5)]
@@ -175,7 +177,7 @@ def test_second_stage_starts_from_a_checkpoint_and_keeps_every_epoch(tmp_path, s
 
 
 def test_softened_teacher_targets_keep_the_label_and_sum_to_one():
-    from training.train import distillation_targets, soften
+    from training.data import distillation_targets, soften
 
     teacher = np.array([[0.7, 0.1, 0.05, 0.05, 0.04, 0.03, 0.03], [0.2, 0.1, 0.1, 0.4, 0.1, 0.05, 0.05]])
     np.testing.assert_allclose(soften(teacher, 1.0), teacher, rtol=1e-6)
@@ -222,3 +224,130 @@ def test_batchnorm_statistics_are_re_measured_as_the_mean_over_all_batches():
     batch_means = [outputs[i : i + 32].mean(axis=(0, 1, 2)) for i in range(0, 96, 32)]
     np.testing.assert_allclose(first_bn.moving_mean.numpy(), np.mean(batch_means, axis=0), rtol=1e-4, atol=1e-5)
     assert first_bn.momentum == 0.99  # restored
+
+
+# -- settings, the command line and the run folder ----------------------------------------
+
+def test_every_setting_is_a_documented_option_and_the_dataclass_decides_the_defaults():
+    from dataclasses import fields
+
+    from training.__main__ import build_parser
+    from training.settings import settings_from_args
+
+    parser = build_parser()
+    help_text = parser.format_help()
+    for setting in fields(TrainSettings):
+        flag = "--" + setting.name.replace("_", "-")
+        assert flag in [option for action in parser._actions for option in action.option_strings], flag
+        assert (flag in help_text) == (setting.name != "max_train_faces"), flag  # that one is hidden
+
+    def parsed(*argv: str) -> TrainSettings:
+        return settings_from_args(parser.parse_args(["--data", "d.csv", "--run-dir", "r", *argv]))
+
+    assert parsed() == TrainSettings(data="d.csv")
+    assert parsed().l2 == 0.01 and parsed("--architecture", "vgg").l2 == 1e-4
+    assert parsed("--architecture", "vgg", "--l2", "0.5").l2 == 0.5
+    assert parsed("--keep-epoch-weights", "--max-train-faces", "9").keep_epoch_weights
+    custom = parsed("--augmentation", '{"brightness": 0.2}', "--lr-factor", "0.5")
+    assert custom.augmentation == {**asdict(Augmentation()), "brightness": 0.2} and custom.lr_factor == 0.5
+    with pytest.raises(SystemExit):
+        parsed("--augmentation", '{"colour": 1}')
+    with pytest.raises(TrainingError, match="unknown schedule 'linear'"):
+        TrainSettings(data="d", schedule="linear")
+
+
+# The settings.json a run started before the settings were derived from the dataclass wrote
+# (a VGG teacher, cosine schedule, custom augmentation): the same command must resume it.
+EARLIER_RUN_SETTINGS = {
+    "data": "fer2013.csv.gz", "epochs": 100, "batch_size": 64, "learning_rate": 0.001,
+    "validation_fraction": 0.1, "seed": 1337, "class_weights": "none", "l2": 0.0001, "lr_patience": 6,
+    "lr_factor": 0.1, "min_learning_rate": 1e-05, "stop_patience": 1000,
+    "augmentation": {"rotation_degrees": 15, "shift_fraction": 0.15, "zoom_fraction": 0.15,
+                     "horizontal_flip": True, "brightness": 0.15, "contrast": 0.25, "gamma": 0.25,
+                     "blur_probability": 0.2, "noise_std": 3, "erasing_probability": 0.5},
+    "max_train_faces": 0, "schedule": "cosine", "init_from": "", "keep_epoch_weights": False, "teacher": "",
+    "teacher_views": "mirror-shift", "distill_weight": 0.5, "distill_temperature": 2.0, "architecture": "vgg",
+}
+EARLIER_RUN_STATE = {"epoch": 4, "learning_rate": 0.0009977586016736769, "best_val_loss": 1.5311061143875122,
+                     "best_val_accuracy": 0.46518105268478394, "best_epoch": 4, "lr_wait": 0, "stop_wait": 0,
+                     "finished": False, "stop_reason": "", "seconds": 1438.789818695}
+
+
+def test_a_run_started_by_an_earlier_version_resumes_with_the_same_command(tmp_path):
+    from training.__main__ import build_parser
+    from training.run_folder import RunFolder
+    from training.schedule import learning_rate_for
+    from training.settings import settings_from_args
+
+    run_dir = tmp_path / "teacher"
+    run_dir.mkdir()
+    saved = json.dumps(EARLIER_RUN_SETTINGS, indent=2) + "\n"
+    (run_dir / "settings.json").write_text(saved)
+    (run_dir / "state.json").write_text(json.dumps(EARLIER_RUN_STATE, indent=2))
+    augmentation = ('{"rotation_degrees": 15, "shift_fraction": 0.15, "zoom_fraction": 0.15, '
+                    '"erasing_probability": 0.5, "brightness": 0.15, "contrast": 0.25, "gamma": 0.25, '
+                    '"blur_probability": 0.2, "noise_std": 3}')
+    args = build_parser().parse_args([
+        "--data", "fer2013.csv.gz", "--run-dir", str(run_dir), "--architecture", "vgg", "--schedule",
+        "cosine", "--epochs", "100", "--learning-rate", "1e-3", "--min-learning-rate", "1e-5",
+        "--stop-patience", "1000", "--verbose", "2", "--augmentation", augmentation])
+    settings = settings_from_args(args)
+    run = RunFolder(run_dir)
+    assert run.settings() == settings
+    state = run.start(settings)
+    assert (run_dir / "settings.json").read_text() == saved  # accepted as it is
+    assert asdict(state) == EARLIER_RUN_STATE and not state.is_over(settings)
+    assert learning_rate_for(settings, state, state.epoch) == pytest.approx(0.0009960175957530737)
+    from dataclasses import replace
+
+    with pytest.raises(TrainingError, match=r"other settings \(l2: 0.0001 -> 0.01\)"):
+        run.start(replace(settings, l2=0.01))
+    assert run.start(replace(settings, epochs=120, data="elsewhere.csv.gz")).epoch == 4  # resumable changes
+
+
+@pytest.mark.parametrize("schedule", ["plateau", "cosine"])
+def test_a_run_stopped_after_an_epoch_resumes_as_if_never_stopped(tmp_path, synthetic_csv, monkeypatch,
+                                                                  schedule):
+    import training.train as loop
+    from training.run_folder import RunFolder
+
+    settings = TrainSettings(data=str(synthetic_csv), epochs=4, batch_size=32, lr_patience=1,
+                             stop_patience=10, schedule=schedule, min_learning_rate=1e-5)
+    rates: list[tuple[int, float]] = []  # (epoch, learning rate) as each epoch began
+    learning_rate_for = loop.learning_rate_for
+
+    def record(settings, state, epoch):
+        rates.append((epoch, learning_rate_for(settings, state, epoch)))
+        return rates[-1][1]
+
+    monkeypatch.setattr(loop, "learning_rate_for", record)
+    whole = train(settings, tmp_path / "whole", verbose=0)
+    whole_rates, rates[:] = list(rates), []
+
+    class Killed(Exception):
+        pass
+
+    save_state = RunFolder.save_state
+
+    def save_then_die(self, state):  # killed right after epoch 2 was saved
+        save_state(self, state)
+        if state.epoch == 2:
+            raise Killed
+
+    monkeypatch.setattr(RunFolder, "save_state", save_then_die)
+    with pytest.raises(Killed):
+        train(settings, tmp_path / "resumed", verbose=0)
+    monkeypatch.setattr(RunFolder, "save_state", save_state)
+    resumed = train(settings, tmp_path / "resumed", verbose=0)
+
+    assert [epoch for epoch, _ in rates] == [0, 1, 2, 3]
+    assert rates == whole_rates
+    if schedule == "plateau":
+        assert len(set(rate for _, rate in rates)) > 1  # the plateau drops were carried across the stop
+    for key in ("epoch", "learning_rate", "best_epoch", "lr_wait", "stop_wait", "finished", "stop_reason"):
+        assert getattr(resumed, key) == getattr(whole, key), key
+    # The epoch the kill cut short is logged by neither run (its state was saved, its log row not).
+    with open(tmp_path / "whole" / "log.csv") as a, open(tmp_path / "resumed" / "log.csv") as b:
+        losses = [{int(row["epoch"]): float(row["val_loss"]) for row in csv.DictReader(handle)} for handle in (a, b)]
+    assert list(losses[0]) == [0, 1, 2, 3] and list(losses[1]) == [0, 2, 3]
+    assert [losses[1][e] for e in (0, 2, 3)] == pytest.approx([losses[0][e] for e in (0, 2, 3)], rel=0.05)

@@ -19,22 +19,23 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import keras
 import numpy as np
 
 import training  # noqa: F401  (sets TensorFlow's environment before it is imported)
-import keras
-
-from edge.datasets import stratified_split
-from training.model import keras_probabilities, make_mini_xception
-from training.train import TrainingError, TrainSettings, _atomic_save_model, _load_training_faces
+from training.data import split
+from training.model import ARCHITECTURES, compile_model, keras_probabilities
+from training.run_folder import RunFolder
+from training.settings import TrainingError
 
 _LOGGER = logging.getLogger(__name__)
 
 
-def average_weights(files: list[Path]) -> list[np.ndarray]:
-    model = make_mini_xception()
+def average_weights(model: keras.Model, files: list[Path]) -> list[np.ndarray]:
+    """The mean of the weights in ``files``, each loaded into ``model`` (same architecture)."""
     total: list[np.ndarray] | None = None
     for path in files:
         model.load_weights(path)
@@ -66,28 +67,29 @@ def accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> floa
 
 
 def average_run(run_dir: Path, last: int, data: str | None = None) -> dict:
-    settings_data = json.loads((run_dir / "settings.json").read_text())
-    if not settings_data.get("keep_epoch_weights"):
+    run = RunFolder(run_dir)
+    settings = run.settings()
+    if not settings.keep_epoch_weights:
         raise TrainingError(f"{run_dir} kept no per-epoch weights (train it with --keep-epoch-weights)")
-    settings = TrainSettings(**{**settings_data, **({"data": data} if data else {})})
-    files = sorted((run_dir / "epochs").glob("epoch-*.weights.h5"))[-last:]
+    if data:
+        settings = replace(settings, data=data)
+    files = run.epoch_weights()[-last:]
     if len(files) < 2:
         raise TrainingError(f"{run_dir}/epochs has {len(files)} epoch weights; averaging needs at least 2")
-    faces = _load_training_faces(settings, run_dir)
-    train_idx, val_idx = stratified_split(faces.labels, settings.validation_fraction, settings.seed)
-    model = make_mini_xception(l2=settings.l2)
-    model.set_weights(average_weights(files))
+    faces = run.training_faces(settings.data)
+    train_idx, val_idx = split(settings, faces.labels)
+    model = ARCHITECTURES[settings.architecture](l2=settings.l2)
+    model.set_weights(average_weights(ARCHITECTURES[settings.architecture](), files))
     recompute_batchnorm(model, faces.images[np.random.default_rng(settings.seed).permutation(train_idx)])
-    model.compile(optimizer=keras.optimizers.Adam(settings.min_learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    _atomic_save_model(model, run_dir / "averaged.keras")
-    best = keras.models.load_model(run_dir / "best.keras", compile=False)
+    compile_model(model, settings.min_learning_rate)
+    best = keras.models.load_model(run.best_checkpoint, compile=False)
     x_val, y_val = faces.images[val_idx], faces.labels[val_idx]
     summary = {
         "averaged_epochs": [f.name for f in files],
-        "validation_accuracy": {"averaged": accuracy(model, x_val, y_val), "best": accuracy(best, x_val, y_val)},
+        "validation_accuracy": {"averaged": accuracy(model, x_val, y_val),
+                                "best": accuracy(best, x_val, y_val)},
     }
-    (run_dir / "averaged.json").write_text(json.dumps(summary, indent=2) + "\n")
+    run.save_averaging(model, summary)
     return summary
 
 

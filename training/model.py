@@ -1,14 +1,27 @@
-"""The mini-Xception of the thesis (Arriaga et al., 2017), as one pure builder."""
+"""The mini-Xception of the thesis (Arriaga et al., 2017), as one pure builder; the VGG
+teacher; and a run's model: built for its settings, or loaded from a checkpoint."""
 
 from __future__ import annotations
+
+import logging
+from pathlib import Path
 
 import keras
 import numpy as np
 from keras import layers, regularizers
 
 from edge.contract import (
-    EMOTIONS, INPUT_SIZE, NORMALIZATION_OFFSET, NORMALIZATION_SCALE, View, all_views, average_views,
+    EMOTIONS,
+    INPUT_SIZE,
+    NORMALIZATION_OFFSET,
+    NORMALIZATION_SCALE,
+    View,
+    all_views,
+    average_views,
 )
+from training.settings import TrainingError, TrainSettings
+
+_LOGGER = logging.getLogger(__name__)
 
 # 58,423 trainable and non-trainable parameters at 48x48x1 with 7 classes (BatchNorm's
 # moving statistics included), the figure the thesis gives; tests hold the builder to it.
@@ -92,8 +105,35 @@ def make_vgg_teacher(
     return keras.Model(inputs, outputs, name="vgg_teacher")
 
 
-# What `--architecture` may name. The shipped model is always the mini-Xception.
+# What `--architecture` may name (training/settings.py: ARCHITECTURE_NAMES). The shipped
+# model is always the mini-Xception.
 ARCHITECTURES = {"mini_xception": make_mini_xception, "vgg": make_vgg_teacher}
+
+
+def build_model(settings: TrainSettings) -> keras.Model:
+    """The run's architecture with its L2 weight: random weights, or ``init_from``'s."""
+    model = ARCHITECTURES[settings.architecture](l2=settings.l2)
+    if settings.init_from:
+        source = Path(settings.init_from)
+        if not source.is_file():
+            raise TrainingError(f"--init-from {source}: no such checkpoint")
+        try:
+            model.set_weights(keras.models.load_model(source, compile=False).get_weights())
+        except Exception as err:  # not a Keras file, or another architecture
+            raise TrainingError(f"--init-from {source}: cannot load it as a {settings.architecture} "
+                                f"({err})") from err
+        _LOGGER.info("starting from the weights of %s", source)
+    return model
+
+
+def compile_model(model: keras.Model, learning_rate: float, soft_targets: bool = False) -> keras.Model:
+    """Adam, accuracy; soft (distillation) targets need the categorical loss."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="categorical_crossentropy" if soft_targets else "sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
 
 
 def keras_probabilities(

@@ -1,49 +1,158 @@
-"""The settings of a training run, importable without TensorFlow (so ``--help`` works in
-the base install)."""
+"""The settings of a training run: one frozen dataclass, and the command line derived from it.
+
+Each setting is written once, here: its name, default and help text. ``python -m training``
+offers every field as ``--field-name`` (``add_arguments``), so a new setting is a new field
+and nothing else. Importable without TensorFlow (``--help`` works in the base install).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import argparse
+import json
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
+from edge.contract import VIEW_SETS
+from edge.datasets import SPLIT_SEED, VALIDATION_FRACTION
 from training.augment import Augmentation
 
 CLASS_WEIGHT_MODES = ("none", "balanced", "sqrt")
 SCHEDULES = ("plateau", "cosine")
-ARCHITECTURE_NAMES = ("mini_xception", "vgg")
+# What `--architecture` may name, with its default L2 weight. The shipped model is always
+# the mini-Xception; "vgg" is a larger teacher for distillation.
+DEFAULT_L2 = {"mini_xception": 0.01, "vgg": 1e-4}
+ARCHITECTURE_NAMES = tuple(DEFAULT_L2)
+
+
+class TrainingError(Exception):
+    """A run that cannot start or go on, said in one line."""
+
+
+def _setting(default: Any = MISSING, help: str = "", **cli: Any) -> Any:
+    """A field with its help text and command-line options (``choices``, ``type``,
+    ``hidden``) in its metadata."""
+    return field(default=default, metadata={"help": help, **cli})
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    data: str
-    epochs: int = 200
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    validation_fraction: float = 0.1
-    seed: int = 1337
-    class_weights: str = "none"
-    l2: float = 0.01
-    lr_patience: int = 6
-    lr_factor: float = 0.1
-    min_learning_rate: float = 1e-6
-    stop_patience: int = 15
-    augmentation: dict[str, Any] = field(default_factory=lambda: asdict(Augmentation()))
-    max_train_faces: int = 0  # 0: all; a small number makes a quick run for tests
-    # "plateau": drop the learning rate when validation loss stalls (the thesis's schedule).
-    # "cosine": anneal it from learning_rate to min_learning_rate over `epochs`, for a
-    # second stage that starts from a converged checkpoint (`init_from`).
-    schedule: str = "plateau"
-    init_from: str = ""  # a .keras checkpoint to start from instead of random weights
-    keep_epoch_weights: bool = False  # weights of every epoch, for averaging them afterwards
-    # Distillation: a trained .keras model whose probabilities (averaged over
-    # `teacher_views`, softened by `distill_temperature`) are mixed into each training
-    # target with weight `distill_weight`; the rest stays the one-hot label.
-    teacher: str = ""
-    teacher_views: str = "mirror-shift"
-    distill_weight: float = 0.5
-    distill_temperature: float = 2.0
-    # "mini_xception" (the shipped model) or "vgg" (a larger teacher for distillation).
-    architecture: str = "mini_xception"
+    data: str = _setting(help="fer2013.csv[.gz] or a folder with train/<emotion>/ and test/<emotion>/")
+    epochs: int = _setting(200, "maximum epochs; early stopping usually ends sooner")
+    batch_size: int = _setting(64, "faces per step")
+    learning_rate: float = _setting(1e-3, "Adam's learning rate at the start (the cosine schedule's highest)")
+    validation_fraction: float = _setting(
+        VALIDATION_FRACTION,
+        "share of Training held out (stratified) to pick the checkpoint and drive the schedule")
+    seed: int = _setting(SPLIT_SEED, "seed of the validation split, the initial weights and each epoch's "
+                         "shuffle and augmentation (drawn from (seed, epoch))")
+    class_weights: str = _setting("none", "weigh rare classes (disgust) up: 'balanced' = inverse frequency, "
+                                  "'sqrt' = its square root", choices=CLASS_WEIGHT_MODES)
+    l2: float | None = _setting(
+        None, "L2 weight on the convolutions (default: "
+        + ", ".join(f"{v:g} for {k}" for k, v in DEFAULT_L2.items()) + ")", type=float)
+    lr_patience: int = _setting(6, "plateau schedule: epochs without a better validation loss before the "
+                                "learning rate drops")
+    lr_factor: float = _setting(0.1, "plateau schedule: the learning rate is multiplied by this at each drop")
+    min_learning_rate: float = _setting(1e-6, "the plateau schedule's floor; where the cosine schedule ends")
+    stop_patience: int = _setting(15, "stop after this many epochs without a better validation loss")
+    augmentation: dict[str, Any] = field(default_factory=lambda: asdict(Augmentation()), metadata={
+        "help": "JSON object overriding augmentation fields, e.g. "
+        "'{\"erasing_probability\": 0.5, \"brightness\": 0.2}' (fields and defaults: "
+        + ", ".join(f"{k} {v}" for k, v in asdict(Augmentation()).items()) + ")",
+        "type": "json"})
+    max_train_faces: int = _setting(0, "train on the first N training faces only (0: all)", hidden=True)
+    schedule: str = _setting("plateau", "plateau: drop the rate when validation loss stalls (the thesis's); "
+                             "cosine: anneal it from --learning-rate to --min-learning-rate over --epochs, "
+                             "for a second stage that starts from a converged checkpoint", choices=SCHEDULES)
+    init_from: str = _setting(
+        "", "start from this .keras checkpoint instead of random weights (a second stage)")
+    keep_epoch_weights: bool = _setting(
+        False, "save every epoch's weights under RUN/epochs/ (for averaging them afterwards)")
+    # Distillation: the teacher's probabilities (averaged over `teacher_views`, softened by
+    # `distill_temperature`) are mixed into each training target with weight
+    # `distill_weight`; the rest stays the one-hot label.
+    teacher: str = _setting("", "distil from this trained .keras model: its probabilities on each training "
+                            "face are mixed into the target")
+    teacher_views: str = _setting("mirror-shift", "test-time views the teacher's probabilities are averaged "
+                                  "over", choices=tuple(VIEW_SETS))
+    distill_weight: float = _setting(0.5, "share of the target that is the teacher's distribution (the rest "
+                                     "is the label)")
+    distill_temperature: float = _setting(2.0, "softens the teacher's distribution (1: as it is)")
+    architecture: str = _setting("mini_xception", "mini_xception: the shipped model; vgg: a larger teacher "
+                                 "to distil from", choices=ARCHITECTURE_NAMES)
 
     # Settings that may change when a run resumes: they do not alter the schedule.
     RESUMABLE_CHANGES = ("data", "epochs")
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("schedule", SCHEDULES), ("architecture", ARCHITECTURE_NAMES),
+                              ("class_weights", CLASS_WEIGHT_MODES)):
+            if getattr(self, name) not in allowed:
+                raise TrainingError(f"unknown {name.replace('_', ' ')} {getattr(self, name)!r}; "
+                                    f"expected one of {allowed}")
+        if self.l2 is None:
+            object.__setattr__(self, "l2", DEFAULT_L2[self.architecture])
+        # Augmentation fields not given keep their defaults, so a run's settings.json is complete.
+        object.__setattr__(self, "augmentation", augmentation_fields(self.augmentation))
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> TrainSettings:
+        """Settings as saved in a run's settings.json; keys added since take their defaults."""
+        unknown = set(saved) - {s.name for s in fields(cls)}
+        if unknown:
+            raise TrainingError(f"settings {sorted(unknown)} are unknown to this version of training/")
+        return cls(**saved)
+
+
+def augmentation_fields(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Every augmentation field: the defaults, overridden by ``overrides`` (unknown names refused)."""
+    defaults = asdict(Augmentation())
+    unknown = set(overrides) - set(defaults)
+    if unknown:
+        raise TrainingError(f"--augmentation: unknown fields {sorted(unknown)}")
+    return {**defaults, **overrides}
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err})") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    try:
+        augmentation_fields(value)
+    except TrainingError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--augmentation: ")) from err
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--field-name`` option per setting. Options not given are absent from the parsed
+    namespace, so the dataclass alone decides every default."""
+    for setting in fields(TrainSettings):
+        meta = setting.metadata
+        default = setting.default if setting.default_factory is MISSING else setting.default_factory()
+        help_text = meta["help"]
+        if default not in (MISSING, None, "", False) and setting.name != "augmentation":
+            help_text += f" (default: {default})"
+        help_text = argparse.SUPPRESS if meta.get("hidden") else help_text.replace("%", "%%")
+        options: dict[str, Any] = {"help": help_text}
+        if default is MISSING:
+            options["required"] = True
+        else:
+            options["default"] = argparse.SUPPRESS
+        kind = meta.get("type", str if default is MISSING else type(default))
+        if kind is bool:
+            options["action"] = "store_true"
+        else:
+            options["type"] = _json_object if kind == "json" else kind
+            if "choices" in meta:
+                options["choices"] = meta["choices"]
+        parser.add_argument("--" + setting.name.replace("_", "-"), **options)
+
+
+def settings_from_args(args: argparse.Namespace) -> TrainSettings:
+    """The settings the parsed command line gives (``add_arguments``)."""
+    given = {s.name: getattr(args, s.name) for s in fields(TrainSettings) if hasattr(args, s.name)}
+    return TrainSettings(**given)

@@ -1,0 +1,121 @@
+"""What a run trains on: the split of FER2013's Training faces, class weights, the teacher's
+targets, and each epoch's input, built whole from (seed, epoch)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.contract import EMOTIONS, VIEW_SETS
+from edge.datasets import stratified_split
+from training.augment import Augmentation, augmented_epoch
+from training.run_folder import RunFolder
+from training.settings import CLASS_WEIGHT_MODES, TrainingError, TrainSettings
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def class_weight_vector(labels: np.ndarray, mode: str) -> np.ndarray:
+    counts = np.bincount(labels, minlength=len(EMOTIONS)).astype(np.float64)
+    if mode == "none":
+        return np.ones(len(EMOTIONS))
+    weights = counts.sum() / (len(EMOTIONS) * np.maximum(counts, 1))
+    if mode == "sqrt":
+        weights = np.sqrt(weights)
+    elif mode != "balanced":
+        raise TrainingError(f"unknown class-weight mode {mode!r}; expected one of {CLASS_WEIGHT_MODES}")
+    return weights / (weights * counts).sum() * counts.sum()  # mean weight per face stays 1
+
+
+def soften(probabilities: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities as a softmax of the same logits divided by ``temperature``."""
+    logits = np.log(np.clip(probabilities, 1e-12, 1.0)) / temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    soft = np.exp(logits)
+    return soft / soft.sum(axis=1, keepdims=True)
+
+
+def distillation_targets(labels: np.ndarray, teacher: np.ndarray, weight: float) -> np.ndarray:
+    """Training targets: ``weight`` of the teacher's distribution, the rest the true label."""
+    one_hot = np.eye(len(EMOTIONS), dtype=np.float32)[labels]
+    return ((1 - weight) * one_hot + weight * teacher).astype(np.float32)
+
+
+def teacher_probabilities(settings: TrainSettings, run: RunFolder, images: np.ndarray,
+                          labels: np.ndarray) -> np.ndarray:
+    """The teacher's softened probabilities on the (unaugmented) training faces, cached in
+    the run folder: a resumed run trains against the very same targets."""
+    cached = run.teacher_probabilities(len(images), len(EMOTIONS))
+    if cached is not None:
+        return cached
+    import keras
+
+    from training.model import keras_probabilities
+
+    source = Path(settings.teacher)
+    if not source.is_file():
+        raise TrainingError(f"--teacher {source}: no such model")
+    if settings.teacher_views not in VIEW_SETS:
+        raise TrainingError(f"--teacher-views {settings.teacher_views!r}: "
+                            f"expected one of {sorted(VIEW_SETS)}")
+    try:
+        teacher = keras.models.load_model(source, compile=False)
+    except Exception as err:
+        raise TrainingError(f"--teacher {source}: cannot load it as a Keras model ({err})") from err
+    raw = keras_probabilities(teacher, images, VIEW_SETS[settings.teacher_views])
+    probabilities = soften(raw, settings.distill_temperature).astype(np.float32)
+    run.save_teacher_probabilities(probabilities)
+    _LOGGER.info("teacher %s (%s views) agrees with %.1f %% of the training labels", source,
+                 settings.teacher_views, 100 * float((probabilities.argmax(1) == labels).mean()))
+    return probabilities
+
+
+def split(settings: TrainSettings, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the faces that train and of the validation faces (stratified, by the seed)."""
+    return stratified_split(labels, settings.validation_fraction, settings.seed)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    images: np.ndarray  # uint8 training faces, unaugmented
+    labels: np.ndarray
+    x_val: np.ndarray  # float32 validation faces with a channel axis
+    y_val: np.ndarray  # labels, or one-hot rows when the targets are soft
+    teacher: np.ndarray | None  # the teacher's probabilities per training face
+    sample_weights: np.ndarray | None  # per training face, from the class weights
+
+    @property
+    def soft_targets(self) -> bool:
+        return self.teacher is not None
+
+    def epoch(self, settings: TrainSettings, epoch: int, augmentation: Augmentation):
+        """(inputs, targets, sample weights) of 0-based ``epoch``: shuffled and augmented as
+        drawn from (seed, epoch), so a resumed run sees exactly the epochs it would have."""
+        x, y, order = augmented_epoch(self.images, self.labels, settings.seed, epoch, augmentation)
+        if self.teacher is not None:
+            y = distillation_targets(y, self.teacher[order], settings.distill_weight)
+        return x, y, None if self.sample_weights is None else self.sample_weights[order]
+
+
+def training_data(settings: TrainSettings, run: RunFolder) -> TrainingData:
+    faces = run.training_faces(settings.data)
+    train_idx, val_idx = split(settings, faces.labels)
+    if settings.max_train_faces:
+        train_idx = train_idx[: settings.max_train_faces]
+        val_idx = val_idx[: max(settings.max_train_faces // 4, 8)]
+    images, labels = faces.images[train_idx], faces.labels[train_idx]
+    x_val = faces.images[val_idx][..., None].astype(np.float32)
+    y_val = faces.labels[val_idx]
+    teacher = teacher_probabilities(settings, run, images, labels) if settings.teacher else None
+    if teacher is not None:  # soft targets need the categorical loss; validation stays one-hot
+        y_val = np.eye(len(EMOTIONS), dtype=np.float32)[y_val]
+    weights = class_weight_vector(labels, settings.class_weights)
+    sample_weights = None if settings.class_weights == "none" else weights[labels].astype(np.float32)
+    _LOGGER.info(
+        "training on %d faces, validating on %d (carved from Training, stratified, seed %d)",
+        len(labels), len(y_val), settings.seed,
+    )
+    return TrainingData(images, labels, x_val, y_val, teacher, sample_weights)

@@ -1,0 +1,170 @@
+"""A training run's folder: its settings, state, checkpoints and caches, and resuming it.
+
+    settings.json               the settings it was started with; a resume must not change them
+    state.json                  epoch reached, learning rate, plateau and early-stopping counters
+    last.keras                  weights and optimizer state after the last finished epoch
+    best.keras                  the checkpoint with the best validation accuracy so far
+    log.csv                     one row per epoch
+    report.json                 validation and PublicTest figures of best.keras, when the run ends
+    training-faces.npz          the parsed Training faces (parsing the CSV costs ~20 s)
+    teacher-probabilities.npy   the teacher's targets, when distilling
+    epochs/                     every epoch's weights, with --keep-epoch-weights
+    averaged.keras, .json       python -m training.average's model and its figures
+
+Every other module reads and writes a run through ``RunFolder``, never by file name.
+Importable without TensorFlow: models are saved through their own methods.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.datasets import FaceSet, load_fer2013
+from training.settings import TrainingError, TrainSettings
+
+
+@dataclass
+class RunState:
+    epoch: int = 0  # epochs finished
+    learning_rate: float = 1e-3
+    best_val_loss: float = float("inf")
+    best_val_accuracy: float = -1.0
+    best_epoch: int = -1
+    lr_wait: int = 0
+    stop_wait: int = 0
+    finished: bool = False
+    stop_reason: str = ""
+    seconds: float = 0.0
+
+    def is_over(self, settings: TrainSettings) -> bool:
+        """True when the run ended and these settings give it nothing more to do (a run that
+        reached its epochs may go on when ``--epochs`` grows; an early stop is final)."""
+        return self.finished and (self.epoch >= settings.epochs or "early" in self.stop_reason)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+class RunFolder:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.path / "last.keras"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.path / "best.keras"
+
+    @property
+    def averaged_checkpoint(self) -> Path:
+        return self.path / "averaged.keras"
+
+    @property
+    def log_csv(self) -> Path:
+        return self.path / "log.csv"
+
+    # -- settings and state -------------------------------------------------------------
+
+    def settings(self) -> TrainSettings:
+        """The settings the run was started with (last resumed with)."""
+        saved = _read_json(self.path / "settings.json")
+        if saved is None:
+            raise TrainingError(f"{self.path} is not a training run (no settings.json)")
+        return TrainSettings.from_dict(saved)
+
+    def state(self) -> RunState | None:
+        saved = _read_json(self.path / "state.json")
+        return None if saved is None else RunState(**saved)
+
+    def save_state(self, state: RunState) -> None:
+        _write_json(self.path / "state.json", asdict(state))
+
+    def start(self, settings: TrainSettings) -> RunState:
+        """Opens the run for ``settings``: a new folder records them; an existing one must have
+        been started with the same schedule (only ``RESUMABLE_CHANGES`` may differ) and gives
+        back its state. Raises TrainingError naming what differs."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        path = self.path / "settings.json"
+        saved = _read_json(path)
+        if saved is not None:
+            previous = asdict(TrainSettings.from_dict(saved))
+            changed = {key: (previous[key], value) for key, value in asdict(settings).items()
+                       if key not in TrainSettings.RESUMABLE_CHANGES and previous[key] != value}
+            if changed:
+                details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+                raise TrainingError(f"{self.path} was started with other settings ({details}); "
+                                    "use a new run folder")
+        if saved != asdict(settings):
+            _write_json(path, asdict(settings))
+        return self.state() or RunState(learning_rate=settings.learning_rate)
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    @staticmethod
+    def save_model(model: Any, path: Path) -> None:
+        """Saves a Keras model whole or not at all (a kill mid-save leaves the old file)."""
+        tmp = path.with_name(path.stem + ".tmp.keras")
+        model.save(tmp)
+        os.replace(tmp, path)
+
+    def save_epoch_weights(self, model: Any, epoch: int) -> None:
+        """The weights after 1-based ``epoch``, for averaging the last epochs afterwards."""
+        folder = self.path / "epochs"
+        folder.mkdir(exist_ok=True)
+        model.save_weights(folder / f"epoch-{epoch:03d}.weights.h5")
+
+    def epoch_weights(self) -> list[Path]:
+        """Every kept epoch's weights, oldest first."""
+        return sorted((self.path / "epochs").glob("epoch-*.weights.h5"))
+
+    # -- caches ---------------------------------------------------------------------------
+
+    def training_faces(self, data: str) -> FaceSet:
+        """FER2013's Training faces, parsed once per run; a resumed run reads its own copy."""
+        cache = self.path / "training-faces.npz"
+        if cache.exists():
+            with np.load(cache) as saved:
+                return FaceSet(saved["images"], saved["labels"], str(saved["source"]))
+        faces = load_fer2013(data, "Training")
+        np.savez(cache, images=faces.images, labels=faces.labels, source=faces.source)
+        return faces
+
+    def teacher_probabilities(self, faces: int, classes: int) -> np.ndarray | None:
+        """The cached teacher targets, if there are ``faces`` x ``classes`` of them."""
+        cache = self.path / "teacher-probabilities.npy"
+        if cache.exists():
+            saved = np.load(cache)
+            if saved.shape == (faces, classes):
+                return saved
+        return None
+
+    def save_teacher_probabilities(self, probabilities: np.ndarray) -> None:
+        np.save(self.path / "teacher-probabilities.npy", probabilities)
+
+    # -- results --------------------------------------------------------------------------
+
+    def save_report(self, report: dict[str, Any]) -> None:
+        _write_json(self.path / "report.json", report)
+
+    def save_averaging(self, model: Any, summary: dict[str, Any]) -> None:
+        self.save_model(model, self.averaged_checkpoint)
+        (self.path / "averaged.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+    def averaging(self) -> dict[str, Any] | None:
+        """What ``python -m training.average`` wrote about averaged.keras, if it ran."""
+        return _read_json(self.path / "averaged.json")
