@@ -30,7 +30,7 @@ class Alert:
     probability: float
     since_wall: float  # when the condition started to hold
     wall_time: float  # when this was decided
-    reason: str = ""  # cleared: recovered | left | stopped | reloaded
+    reason: str = ""  # cleared: recovered | left | shutdown | reload
 
 
 @dataclass

@@ -46,19 +46,38 @@ def describe_source(source: int | str) -> tuple[str, int | str, int]:
     return "file", source, cv2.CAP_ANY
 
 
-def why_unavailable(kind: str, source: int | str) -> str:
-    """Why a source that would not open is unavailable, as far as the file system tells:
+@dataclass(frozen=True)
+class CameraStatus:
+    """What the daemon publishes about its camera (retained ``<prefix>/<device>/camera``)."""
+
+    online: bool
+    cause: str  # "" when online; not_found | permission_denied | busy | unreachable | refused | no_frames | ended
+    detail: str  # one line for people: the device and what to do
+    since: float  # wall time of the change
+
+
+def unavailable_cause(kind: str, source: int | str) -> tuple[str, str]:
+    """(cause, detail) of a source that would not open, as far as the file system tells:
     the three causes an installer meets (no device, no permission, busy) need three fixes."""
     if kind == "camera":
         device = f"/dev/video{source}" if isinstance(source, int) else str(source)
         if not os.path.exists(device):
-            return f"no such device ({device} does not exist: no camera plugged in?)"
+            return "not_found", f"no such device ({device} does not exist: no camera plugged in?)"
         if not os.access(device, os.R_OK | os.W_OK):
-            return f"permission denied on {device} (is the service user in the video group?)"
-        return f"{device} exists but does not deliver video (busy in another program, or not a capture device)"
+            return "permission_denied", f"permission denied on {device} (is the service user in the video group?)"
+        return "busy", f"{device} exists but does not deliver video (busy in another program, or not a capture device)"
     if kind == "file" and not Path(str(source)).exists():
-        return "no such file"
-    return "cannot be opened"
+        return "not_found", "no such file"
+    return "unreachable", "cannot be opened"
+
+
+def why_unavailable(kind: str, source: int | str) -> str:
+    return unavailable_cause(kind, source)[1]
+
+
+def redact_url(source: int | str) -> str:
+    """A source for the log: a stream URL's password (rtsp://user:secret@cam/) is hidden."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", str(source), flags=re.IGNORECASE)
 
 
 def backoff_delays(initial: float, maximum: float):
@@ -84,8 +103,11 @@ class FrameSource:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self.connected = False
+        self.finished = False  # a file with loop: false was played to its end: no more frames
+        self.status = CameraStatus(False, "starting", f"{self.kind} {redact_url(config.source)}: opening", time.time())
         self.failures = 0  # times the source was lost or could not be opened
         self._refused: str | None = None  # why the last open refused the source (too large)
+        self._announced = False  # the stream's first open was logged
 
     def start(self) -> "FrameSource":
         self._thread.start()
@@ -133,7 +155,12 @@ class FrameSource:
             except OSError as err:
                 self._refused = f"cannot read ({err.strerror})"
                 return None
-        capture = self._opener(self._target, self._backend)
+        if self.kind == "stream":
+            capture = self._open_stream()
+            if capture is None:
+                return None
+        else:
+            capture = self._opener(self._target, self._backend)
         if not capture.isOpened():
             capture.release()
             return None
@@ -150,6 +177,28 @@ class FrameSource:
             capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         return capture
 
+    def _open_stream(self) -> cv2.VideoCapture | None:
+        """Opens a network source with a timeout on the open and on every read (FFmpeg's
+        interrupt callback), so a camera that accepts and never answers cannot hang us."""
+        timeout_ms = int(self.config.open_timeout_seconds * 1000)
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
+        if not self._announced:
+            _LOGGER.info("stream %s: opening (timeout %g s, camera.open_timeout_seconds)",
+                         redact_url(self.config.source), self.config.open_timeout_seconds)
+            self._announced = True
+        started = time.monotonic()
+        capture = self._opener(self._target, self._backend, params)
+        if capture.isOpened():
+            return capture
+        capture.release()
+        waited = time.monotonic() - started
+        if waited >= 0.9 * self.config.open_timeout_seconds:
+            self._refused = (f"no answer within {self.config.open_timeout_seconds:g} s "
+                             "(camera.open_timeout_seconds): is the camera up, and is this its video URL?")
+        else:
+            self._refused = f"cannot be opened (after {waited:.1f} s: refused, not found, or not a video stream)"
+        return None
+
     def _run(self) -> None:
         delays = backoff_delays(self.config.retry_initial_seconds, self.config.retry_max_seconds)
         logged_down = False
@@ -157,10 +206,14 @@ class FrameSource:
             capture = self._open()
             if capture is None:
                 self.failures += 1
+                cause, detail = unavailable_cause(self.kind, self.config.source)
+                if self._refused:
+                    cause, detail = ("unreachable" if self.kind == "stream" else "refused"), self._refused
+                self._set_status(False, cause, detail)
                 delay = next(delays)
                 if not logged_down:
                     _LOGGER.warning("%s %s: %s; retrying with backoff (up to %.0f s)", self.kind,
-                                    self.config.source,
+                                    redact_url(self.config.source),
                                     self._refused or why_unavailable(self.kind, self.config.source),
                                     self.config.retry_max_seconds)
                     logged_down = True
@@ -172,14 +225,27 @@ class FrameSource:
                 break
             if ended and self.kind == "file" and self.config.loop:
                 continue
+            if ended and self.kind == "file":
+                # A recording played once: the run is over (loop: true plays it again).
+                self.connected, self.finished = False, True
+                self._set_status(False, "ended", f"file {self.config.source} ended")
+                _LOGGER.info("file %s ended (camera.loop is false): no more frames", self.config.source)
+                with self._lock:
+                    self._lock.notify_all()
+                break
+            self._set_status(False, "no_frames", f"{self.kind} {redact_url(self.config.source)} stopped delivering frames")
             self.connected = False
             self.failures += 1
-            _LOGGER.warning("%s %s %s; retrying with backoff", self.kind, self.config.source,
+            _LOGGER.warning("%s %s %s; retrying with backoff", self.kind, redact_url(self.config.source),
                             "ended" if ended else "stopped delivering frames")
             logged_down = True
             delays = backoff_delays(self.config.retry_initial_seconds, self.config.retry_max_seconds)
             self._stop.wait(next(delays))
         self.connected = False
+
+    def _set_status(self, online: bool, cause: str, detail: str) -> None:
+        if (online, cause) != (self.status.online, self.status.cause):
+            self.status = CameraStatus(online, cause, detail, time.time())
 
     def _read_until_lost(self, capture: cv2.VideoCapture) -> bool:
         """Reads frames until the source fails; True when a file simply ended."""
@@ -198,6 +264,8 @@ class FrameSource:
             if first:
                 _LOGGER.info("%s %s delivers %dx%d frames", self.kind, self.config.source, image.shape[1], image.shape[0])
                 self.connected, first = True, False
+                self._set_status(True, "", f"{self.kind} {redact_url(self.config.source)}: "
+                                           f"{image.shape[1]}x{image.shape[0]} frames")
             if paced:
                 next_due += period
                 self._stop.wait(max(0.0, next_due - time.monotonic()))

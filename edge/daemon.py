@@ -14,7 +14,7 @@ from typing import Callable, Protocol
 from edge.alerts import Alert, AlertRules
 from edge.capture import Frame
 from edge.config import Config
-from edge.payloads import Message, Topics, alert_message, event_message, state_message, state_signature
+from edge.payloads import Message, Topics, alert_message, camera_message, event_message, state_message, state_signature
 from edge.pipeline import FramePipeline, StageTimes
 from edge.stats import StatsCollector
 from edge.tracking import FaceEvent, FaceTracker
@@ -62,6 +62,7 @@ class ProcessingLoop:
         self.collector = StatsCollector(clock=clock)
         self._state_signature: tuple | None = None
         self._state_published = -float("inf")
+        self._camera_published = None  # the camera status last published
 
     def _publish_events(self, events: list[FaceEvent]) -> None:
         for event in events:
@@ -79,15 +80,39 @@ class ProcessingLoop:
                          alert.probability, alert.wall_time - alert.since_wall,
                          f" ({alert.reason})" if alert.reason else "")
 
+    @property
+    def camera(self):
+        """The source's CameraStatus (None for a source that does not report one: tests, bench)."""
+        return getattr(self.source, "status", None)
+
+    def publish_camera(self, force: bool = False) -> None:
+        """The retained camera topic, on every change of the camera's status (and on connect)."""
+        camera = self.camera
+        if camera is None or (camera == self._camera_published and not force):
+            return
+        if camera != self._camera_published and camera.cause != "starting":
+            log = _LOGGER.info if camera.online or camera.cause == "ended" else _LOGGER.warning
+            log("camera %s: %s", "online" if camera.online else f"offline ({camera.cause})", camera.detail)
+        self._camera_published = camera
+        self.publisher.publish(self.camera_state())
+
+    def camera_state(self) -> Message | None:
+        camera = self.camera
+        if camera is None:
+            return None
+        return camera_message(camera, self.topics, self.device_id, self.wall_clock(), self.config.mqtt.qos)
+
     def state(self, status: str = "running") -> Message:
         return state_message(self.tracker.present(), self.tracker.labels, self.topics, self.device_id,
-                             self.wall_clock(), self.config.mqtt.qos, status, self.alerts.open_alerts())
+                             self.wall_clock(), self.config.mqtt.qos, status, self.alerts.open_alerts(), self.camera)
 
     def publish_state(self, status: str = "running", force: bool = False) -> None:
         """On any change of who is there or of their emotion; while faces are present, also
         every heartbeat so the levels on the dashboards stay live."""
         present = self.tracker.present()
-        signature = (status, state_signature(present), tuple(a.alert_id for a in self.alerts.open_alerts()))
+        camera = self.camera
+        signature = (status, state_signature(present), tuple(a.alert_id for a in self.alerts.open_alerts()),
+                     None if camera is None else (camera.online, camera.cause))
         now = self.clock()
         heartbeat = self.config.tracking.heartbeat_seconds
         due = bool(present) and heartbeat > 0 and now - self._state_published >= heartbeat
@@ -112,16 +137,17 @@ class ProcessingLoop:
             self.stats.last_frame_monotonic = frame.monotonic
         self._publish_events(events)
         self._publish_alerts(self.alerts.update(self.tracker.present(), self.clock(), self.wall_clock()))
+        self.publish_camera()
         self.publish_state()
         return frame
 
     def end_visits(self, reason: str) -> None:
         """Clears the open alerts and ends every visit (summaries kept) because the daemon
-        stops or reloads (``reason``: stopped | reloaded), not because the customer left."""
+        stops or reloads (``reason``: shutdown | reload), not because the customer left."""
         self._publish_alerts(self.alerts.clear_all(self.wall_clock(), reason))
         self._publish_events(self.tracker.end_all(self.clock(), self.wall_clock(), reason))
 
     def finish(self) -> None:
         """Ends every visit and marks the device stopped."""
-        self.end_visits("stopped")
+        self.end_visits("shutdown")
         self.publish_state(status="stopped", force=True)

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from edge.alerts import Alert
+from edge.capture import CameraStatus
 from edge.tracking import FaceEvent, Track
 
 PAYLOAD_VERSION = 1
@@ -49,6 +50,10 @@ class Topics:
     def alerts(self) -> str:
         return f"{self.base}/alerts"
 
+    @property
+    def camera(self) -> str:
+        return f"{self.base}/camera"
+
 
 def iso_utc(timestamp: float) -> str:
     """UTC ISO-8601 with milliseconds and a Z: 2026-11-24T04:50:00.123Z."""
@@ -77,12 +82,28 @@ def event_payload(event: FaceEvent, device_id: str, event_id: str | None = None)
         summary = dict(event.summary)
         summary["first_seen"] = iso_utc(summary["first_seen"])
         summary["last_seen"] = iso_utc(summary["last_seen"])
+        for moment in ("arrival", "departure", "peak"):
+            if summary.get(moment):
+                summary[moment] = {**summary[moment], "time": iso_utc(summary[moment]["time"])}
         payload["summary"] = summary
     return payload
 
 
 def event_message(event: FaceEvent, topics: Topics, device_id: str, qos: int) -> Message:
     return Message(topics.events, _dumps(event_payload(event, device_id)), qos)
+
+
+def camera_summary(status: CameraStatus) -> dict[str, Any]:
+    """The camera as the state and the stats carry it."""
+    return {"status": "online" if status.online else "offline", "cause": status.cause or None,
+            "detail": status.detail, "since": iso_utc(status.since)}
+
+
+def camera_message(status: CameraStatus, topics: Topics, device_id: str, wall_time: float, qos: int) -> Message:
+    """Retained: a dashboard or Home Assistant sees at once whether the camera works and,
+    if not, why (not_found, permission_denied, busy, unreachable, refused, no_frames, ended)."""
+    payload = {"v": PAYLOAD_VERSION, "device": device_id, "time": iso_utc(wall_time), **camera_summary(status)}
+    return Message(topics.camera, _dumps(payload), qos, retain=True)
 
 
 def alert_summary(alert: Alert) -> dict[str, Any]:
@@ -104,7 +125,8 @@ def alert_message(alert: Alert, topics: Topics, device_id: str, qos: int) -> Mes
 
 
 def state_payload(tracks: Sequence[Track], labels: Sequence[str], device_id: str, wall_time: float,
-                  status: str = "running", alerts: Sequence[Alert] = ()) -> dict[str, Any]:
+                  status: str = "running", alerts: Sequence[Alert] = (),
+                  camera: CameraStatus | None = None) -> dict[str, Any]:
     faces = [
         {
             "face_id": t.face_id,
@@ -131,12 +153,14 @@ def state_payload(tracks: Sequence[Track], labels: Sequence[str], device_id: str
         "faces": faces,
         # Open alerts (rules.alerts), so a dashboard that starts late still sees them.
         "alerts": [alert_summary(a) for a in alerts],
+        **({"camera": camera_summary(camera)} if camera is not None else {}),
     }
 
 
 def state_message(tracks: Sequence[Track], labels: Sequence[str], topics: Topics, device_id: str, wall_time: float,
-                  qos: int, status: str = "running", alerts: Sequence[Alert] = ()) -> Message:
-    payload = state_payload(tracks, labels, device_id, wall_time, status, alerts)
+                  qos: int, status: str = "running", alerts: Sequence[Alert] = (),
+                  camera: CameraStatus | None = None) -> Message:
+    payload = state_payload(tracks, labels, device_id, wall_time, status, alerts, camera)
     return Message(topics.state, _dumps(payload), qos, retain=True)
 
 

@@ -32,7 +32,7 @@ from edge.daemon import ProcessingLoop
 from edge.detect import DetectorError, HaarFaceDetector
 from edge.homeassistant import discovery_messages
 from edge.mqtt import CredentialsError, MqttPublisher, credentials_warnings, resolve_credentials, tls_context
-from edge.payloads import Topics, stats_message
+from edge.payloads import Topics, camera_summary, stats_message
 from edge.pipeline import ClassifyPolicy, FramePipeline
 from edge.spool import DiskSpool, SpoolError, check_spool_dir, default_spool_dir
 from edge.systemd import Notifier
@@ -41,7 +41,6 @@ from edge.tracking import FaceTracker
 _LOGGER = logging.getLogger(__name__)
 
 # Frames must have arrived this recently for the loop to tell systemd it is alive.
-FRAMES_STALE_SECONDS = 5.0
 STATUS_INTERVAL_SECONDS = 5.0
 
 
@@ -95,6 +94,9 @@ def build_publisher(config: Config, loop_ref: list, labels, spool: DiskSpool | N
         messages = discovery() if config.homeassistant.enabled else []
         if loop_ref:
             messages.append(loop_ref[0].state())
+            camera = loop_ref[0].camera_state()
+            if camera is not None:
+                messages.append(camera)
         return messages
 
     try:
@@ -161,7 +163,10 @@ class Service:
     def status_line(self) -> str:
         broker = "broker connected" if self.publisher.connected else "broker unreachable"
         queued, unsaved = len(self.publisher.spool), self.publisher.spool.unsaved
-        return (f"{self.loop.collector.fps():.1f} fps, {len(self.tracker.present())} face(s), {broker}"
+        camera = self.source.status
+        frames = (f"{self.loop.collector.fps():.1f} fps" if camera.online
+                  else f"camera offline ({camera.cause}): {camera.detail}")
+        return (f"{frames}, {len(self.tracker.present())} face(s), {broker}"
                 + (f", {queued} summaries queued" if queued else "")
                 + (f", {unsaved} not written to disk" if unsaved else ""))
 
@@ -171,29 +176,27 @@ class Service:
                      c.base_topic, c.camera.source)
         self.publisher.start()
         self.source.start()
-        ready = False
-        was_flowing = False
         next_watchdog = next_status = 0.0
         next_stats = time.monotonic() + c.mqtt.stats_interval_seconds
+        # READY once the config, the model and the MQTT client are up, camera or not: a
+        # missing camera is published (<prefix>/<device>/camera), not a reason for systemd
+        # to kill and restart the service in a loop.
+        _LOGGER.info("ready %.2f s after start", time.monotonic() - self.started)
+        self.notifier.ready(self.status_line())
         try:
             while not self.stop_event.is_set():
                 frame = self.loop.step(timeout=0.2)
                 now = time.monotonic()
-                if frame is not None and not ready:
-                    ready = True
-                    _LOGGER.info("ready: first frame %.2f s after start", now - self.started)
-                    self.notifier.ready(self.status_line())
-                flowing = now - self.loop.stats.last_frame_monotonic < FRAMES_STALE_SECONDS
-                if self.notifier.watchdog_interval and flowing and now >= next_watchdog:
+                if frame is None and self.source.finished:
+                    _LOGGER.info("the recording has ended: stopping")
+                    break
+                # The watchdog checks that this loop is alive; the camera has its own topic.
+                if self.notifier.watchdog_interval and now >= next_watchdog:
                     self.notifier.watchdog()
                     next_watchdog = now + self.notifier.watchdog_interval
-                if flowing != was_flowing:
-                    was_flowing, next_status = flowing, now  # tell systemd at once
-                    if not flowing and ready:
-                        _LOGGER.warning("no frames for %.0f s: no more watchdog pings", FRAMES_STALE_SECONDS)
                 if now >= next_status:
                     self.publisher.spool.retry_writes()  # a spool that could not be written
-                    self.notifier.status(self.status_line() if flowing or not ready else "no frames from the camera")
+                    self.notifier.status(self.status_line())
                     next_status = now + STATUS_INTERVAL_SECONDS
                 if now >= next_stats:
                     self.publish_stats()
@@ -208,6 +211,7 @@ class Service:
     def publish_stats(self) -> None:
         figures = self.loop.collector.snapshot()
         figures.update({
+            "camera": camera_summary(self.source.status),
             "reconnects": self.publisher.reconnects,
             "queued": len(self.publisher.spool),
             "dropped": self.publisher.dropped,
@@ -260,7 +264,7 @@ class Service:
         logging.getLogger().setLevel(new.log_level)
         if {"tracking", "mqtt", "homeassistant", "spool", "rules"} & set(changed):
             # visits end under the old settings, so their summaries reach the old topics
-            self.loop.end_visits("reloaded")
+            self.loop.end_visits("reload")
             self.tracker = FaceTracker(new.tracking, pipeline.classifier.labels)
             alerts = None
         else:

@@ -84,6 +84,8 @@ class Track:
     last_published: float = -math.inf  # monotonic time of the last new/update event
     published_emotion: int = -1
     emotion_seconds: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    arrival: dict | None = None  # the smoothed emotion when the face became a person
+    peak: dict | None = None  # the strongest expression of the visit (see _note_peak)
 
 
 @dataclass(frozen=True)
@@ -122,10 +124,21 @@ class FaceTracker:
             summary=summary,
         )
 
+    def _moment(self, track: Track, index: int, wall: float) -> dict:
+        return {"emotion": self.labels[index], "probability": round(float(track.smoothed[index]), 4), "time": wall}
+
+    def _note_peak(self, track: Track, wall: float) -> None:
+        """The peak of a visit: the highest smoothed probability any emotion but neutral
+        reached, and when (the moment the person showed the most)."""
+        expressive = [i for i, name in enumerate(self.labels) if name != "neutral"] or list(range(len(self.labels)))
+        best = max(expressive, key=lambda i: track.smoothed[i])
+        if track.peak is None or track.smoothed[best] > track.peak["probability"]:
+            track.peak = self._moment(track, best, wall)
+
     def _summary(self, track: Track, ended_by: str = "left") -> dict:
         mean = track.probability_sum / track.frames
         return {
-            # left: the person was no longer seen; stopped / reloaded: the daemon ended the
+            # left: the person was no longer seen; shutdown / reload: the daemon ended the
             # visit (shutdown, or a reload of settings that restarts tracking), not the customer.
             "ended_by": ended_by,
             "first_seen": track.first_seen_wall,
@@ -137,6 +150,10 @@ class FaceTracker:
             "emotion_seconds": {
                 name: round(float(s), 3) for name, s in zip(self.labels, track.emotion_seconds) if s > 0
             },
+            # how the person seemed on arrival, on leaving, and at the strongest moment
+            "arrival": track.arrival,
+            "departure": self._moment(track, int(np.argmax(track.smoothed)), track.last_seen_wall),
+            "peak": track.peak,
         }
 
     def update(self, detections: Sequence[tuple[Box, np.ndarray]], now: float, wall: float) -> list[FaceEvent]:
@@ -158,6 +175,8 @@ class FaceTracker:
             track.box, track.last_seen, track.last_seen_wall = box, now, wall
             track.frames += 1
             track.emotion = int(np.argmax(track.smoothed))
+            if track.confirmed:
+                self._note_peak(track, wall)
             events.extend(self._lifecycle(track, now, wall))
         for di, (box, probs) in enumerate(detections):
             if di in matched_detections:
@@ -179,6 +198,8 @@ class FaceTracker:
         if not track.confirmed:
             if track.frames >= c.min_frames:
                 track.confirmed = True
+                track.arrival = self._moment(track, track.emotion, wall)
+                self._note_peak(track, wall)
                 track.last_published, track.published_emotion = now, track.emotion
                 return [self._event("new", track, now, wall)]
             return []
@@ -203,7 +224,7 @@ class FaceTracker:
         self.tracks = keep
         return events
 
-    def end_all(self, now: float, wall: float, ended_by: str = "stopped") -> list[FaceEvent]:
+    def end_all(self, now: float, wall: float, ended_by: str = "shutdown") -> list[FaceEvent]:
         """Ends every face (shutdown, reload): their visits still get a summary."""
         events = [self._event("end", t, now, wall, self._summary(t, ended_by)) for t in self.tracks if t.confirmed]
         self.tracks = []

@@ -63,9 +63,9 @@ def test_leaving_stopping_and_the_state_list():
     assert [k for _, k, _, _ in run(rules, timeline)] == [RAISED, RAISED]
     assert {a.face_id for a in rules.open_alerts()} == {"a", "b"}
     assert run(rules, [(6, [track("b", "sad", 0.9)])]) == [(6, CLEARED, "a", "left")]
-    stopped = rules.clear_all(2000.0, "stopped")
-    assert [(a.kind, a.face_id, a.reason) for a in stopped] == [(CLEARED, "b", "stopped")]
-    assert rules.open_alerts() == [] and rules.clear_all(2001.0, "stopped") == []
+    stopped = rules.clear_all(2000.0, "shutdown")
+    assert [(a.kind, a.face_id, a.reason) for a in stopped] == [(CLEARED, "b", "shutdown")]
+    assert rules.open_alerts() == [] and rules.clear_all(2001.0, "shutdown") == []
 
 
 def test_a_disabled_rule_raises_nothing():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -34,13 +35,13 @@ def test_one_visit_gives_new_updates_end_for_one_face_id(tmp_path, broker, subsc
     log = tmp_path / "daemon.log"
     daemon = start_daemon(config, log)
     try:
-        assert sub.wait_for(lambda: any(e["type"] == "end" for e in sub.json_on("/events")), 60), log.read_text()[-3000:]
-        # the clip runs out after the visit: the source is retried, the daemon carries on
-        assert sub.wait_for(lambda: "ended; retrying" in log.read_text(), 30), log.read_text()[-3000:]
-        assert daemon.poll() is None
+        # camera.loop is false: the recording is processed once and the run ends by itself
+        code = daemon.wait(60)
     finally:
-        code = stop_daemon(daemon)
+        if daemon.poll() is None:
+            stop_daemon(daemon)
     assert code == 0, log.read_text()[-3000:]
+    assert sub.wait_for(lambda: sub.json_on("/state") and sub.json_on("/state")[-1]["status"] == "stopped", 5)
     events = sub.json_on("/events")
     for event in events:
         jsonschema.validate(event, SCHEMAS["event"])
@@ -64,7 +65,7 @@ def test_one_visit_gives_new_updates_end_for_one_face_id(tmp_path, broker, subsc
     assert any(s["face_count"] == 1 for s in states)
     assert states[-1]["status"] == "stopped" and states[-1]["face_count"] == 0
     text = log.read_text()
-    assert "file " + str(clip) + " ended; retrying with backoff" in text
+    assert "ended (camera.loop is false)" in text and "ended; retrying" not in text
     assert "Traceback" not in text and "lost the MQTT broker" not in text
 
 
@@ -104,3 +105,28 @@ def test_check_command_accepts_the_shipped_config():
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "valid" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_recording_of_visits_is_processed_once_with_one_summary_per_visit(tmp_path, broker, subscribe):
+    """`fer-kiosk run --source RECORDING` as a batch job: the run ends when the file does
+    (exit 0), every visit summarised once, none cut short."""
+    from bench.clips import visits_clip
+
+    clip = visits_clip(tmp_path / "visits.avi", visits=3, visit_seconds=2.0, gap_seconds=1.5)
+    sub = subscribe(broker.port, "fer-kiosk/test-kiosk/events")
+    config = write_config(tmp_path / "config.yaml", broker.port, "unused.avi")
+    log = tmp_path / "daemon.log"
+    daemon = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config), "--source", str(clip)],
+                              cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        code = daemon.wait(90)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert code == 0, log.read_text()[-3000:]
+    assert sub.wait_for(lambda: len([e for e in sub.json_on("/events") if e["type"] == "end"]) >= 3, 5)
+    ends = [e for e in sub.json_on("/events") if e["type"] == "end"]
+    assert len(ends) == 3 and len({e["event_id"] for e in ends}) == 3, [e["summary"]["duration_s"] for e in ends]
+    assert {e["summary"]["ended_by"] for e in ends} == {"left"}

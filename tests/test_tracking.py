@@ -93,5 +93,18 @@ def test_two_people_get_two_ids_and_end_all_summarises_both():
     assert sorted(e.face_id for _, e in events if e.kind == "new") == ["t-1", "t-2"]
     ends = tracker.end_all(1.0, 1_700_000_001.0)
     assert {e.face_id: e.summary["dominant_emotion"] for e in ends} == {"t-1": "happy", "t-2": "angry"}
-    assert {e.summary["ended_by"] for e in ends} == {"stopped"}  # the daemon ended them, not the customers
+    assert {e.summary["ended_by"] for e in ends} == {"shutdown"}  # the daemon ended them, not the customers
     assert tracker.present() == []
+
+
+def test_the_summary_says_how_the_person_seemed_on_arrival_at_the_peak_and_on_leaving():
+    tracker = FaceTracker(TrackingConfig(min_frames=3, smoothing_seconds=0.2), EMOTIONS, id_prefix="t")
+    box = (10, 10, 80, 80)
+    frames = [[(box, p("neutral", 0.8))]] * 30 + [[(box, p("angry", 0.95))]] * 30 + [[(box, p("happy", 0.7))]] * 60
+    frames += [[]] * 40  # gone: the visit ends
+    ends = [e for _, e in run(tracker, frames) if e.kind == "end"]
+    summary = ends[0].summary
+    assert summary["arrival"]["emotion"] == "neutral" and summary["arrival"]["time"] == pytest.approx(1_700_000_000 + 2 / 30)
+    assert summary["peak"]["emotion"] == "angry" and summary["peak"]["probability"] > 0.9
+    assert 1_700_000_001 < summary["peak"]["time"] < 1_700_000_002  # during the angry second
+    assert summary["departure"]["emotion"] == "happy" and summary["departure"]["time"] == pytest.approx(1_700_000_000 + 119 / 30)
