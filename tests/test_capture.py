@@ -124,3 +124,42 @@ def test_why_a_source_is_unavailable_names_the_cause(tmp_path):
         device.chmod(0)
         assert "is the service user in the video group?" in why_unavailable("camera", str(device))
     assert why_unavailable("file", str(tmp_path / "missing.avi")) == "no such file"
+
+
+def test_network_source_that_never_answers_times_out_and_says_so(caplog):
+    """A local TCP server that accepts and never answers, as an http:// and an rtsp:// camera:
+    each open gives up after camera.open_timeout_seconds, naming the source (password hidden)
+    and the timeout, and is retried with backoff."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held = []
+    threading.Thread(target=lambda: [held.append(server.accept()) for _ in iter(int, 1)], daemon=True).start()
+    port = server.getsockname()[1]
+    try:
+        for scheme in ("http", "rtsp"):
+            caplog.clear()
+            url = f"{scheme}://admin:s3cret@127.0.0.1:{port}/video"
+            config = CameraConfig(source=url, open_timeout_seconds=1.5, retry_initial_seconds=30, retry_max_seconds=30)
+            with caplog.at_level(logging.INFO, logger="edge.capture"):
+                started = time.monotonic()
+                source = FrameSource(config).start()
+                deadline = started + 10
+                while "no answer within" not in caplog.text and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                waited = time.monotonic() - started
+                source.stop()
+            masked = f"{scheme}://admin:***@127.0.0.1:{port}/video"
+            assert f"stream {masked}: opening (timeout 1.5 s, camera.open_timeout_seconds)" in caplog.text
+            assert (f"stream {masked}: no answer within 1.5 s (camera.open_timeout_seconds): is the camera up, "
+                    "and is this its video URL?; retrying with backoff") in caplog.text, caplog.text
+            assert 1.3 <= waited <= 5, f"{scheme}: gave up after {waited:.1f} s"
+            assert "s3cret" not in caplog.text
+            assert source.failures == 1 and not source.connected
+    finally:
+        server.close()
+        for conn, _ in held:
+            conn.close()
