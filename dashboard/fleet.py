@@ -17,7 +17,7 @@ from typing import Any
 from edge.contract import EMOTIONS
 
 LAST_VISITS = 8  # the last visits listed on a tile
-KINDS = ("availability", "state", "events", "alerts", "stats")
+KINDS = ("availability", "state", "events", "alerts", "stats", "camera")
 
 
 def parse_time(text: Any) -> datetime | None:
@@ -108,6 +108,13 @@ class Device:
         }
 
 
+def camera_tile(camera: dict[str, Any]) -> dict[str, Any]:
+    """The daemon's camera object (docs/mqtt.md, Camera) as a tile shows it."""
+    online = camera.get("status") == "online"
+    return {"ok": online, "cause": camera.get("cause"), "from_state": True,
+            "text": "ok" if online else f"{camera.get('cause') or 'offline'}: {camera.get('detail', '')}"}
+
+
 def local_day_now(now: float) -> date:
     return datetime.fromtimestamp(now).astimezone().date()
 
@@ -174,7 +181,7 @@ class Fleet:
         ]
         device.last_state_time = data.get("time")
         if isinstance(data.get("camera"), dict):  # the daemon's own view of its camera
-            device.camera = {**data["camera"], "from_state": True}
+            device.camera = camera_tile(data["camera"])
         if isinstance(data.get("alerts"), list):  # open alerts, retained with the state
             device.alerts = {str(a.get("face_id")): a for a in data["alerts"] if isinstance(a, dict)}
         present = {face["face_id"] for face in device.faces}
@@ -202,6 +209,9 @@ class Fleet:
             device.alerts[face_id] = {k: data.get(k) for k in ("face_id", "emotion", "since", "probability", "alert_id")}
         elif data.get("type") == "cleared":
             device.alerts.pop(face_id, None)
+
+    def _on_camera(self, device: Device, data: dict[str, Any], now: float) -> None:
+        device.camera = camera_tile(data)
 
     def _on_stats(self, device: Device, data: dict[str, Any], now: float) -> None:
         device.version = data.get("version")

@@ -61,9 +61,14 @@ def test_tiles_follow_availability_state_and_stats():
     tile = fleet.tile("k1", NOW)
     assert tile["online"] is True and tile["face_count"] == 1 and tile["faces"][0]["emotion"] == "happy"
     assert tile["camera"] == {"ok": True, "text": "30 fps"} and tile["version"] == "0.2.0"
-    fleet.apply("fer-kiosk/k1/state", state("k1", [], camera={"ok": False, "text": "no such device"}), NOW)
+    camera = {"status": "offline", "cause": "not_found", "detail": "no such device (/dev/video0 does not exist)",
+              "since": iso()}
+    fleet.apply("fer-kiosk/k1/state", state("k1", [], camera=camera), NOW)
     fleet.apply("fer-kiosk/k1/stats", json.dumps({"fps": 0}).encode(), NOW)
-    assert fleet.tile("k1", NOW)["camera"]["text"] == "no such device"  # the daemon's own word wins
+    tile = fleet.tile("k1", NOW)  # the daemon's own word wins over the stats' fps
+    assert tile["camera"]["ok"] is False and tile["camera"]["text"].startswith("not_found: no such device")
+    fleet.apply("fer-kiosk/k1/camera", json.dumps({**camera, "status": "online", "cause": None}).encode(), NOW)
+    assert fleet.tile("k1", NOW)["camera"]["ok"] is True
     fleet.apply("fer-kiosk/k1/availability", b"offline", NOW)
     assert fleet.tile("k1", NOW)["online"] is False
 
