@@ -165,4 +165,5 @@ class Delivery:
                 break
         self._stop.set()
         self._wake.set()
-        self._sender.join(1.0)
+        if self._sender.is_alive():
+            self._sender.join(1.0)

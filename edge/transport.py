@@ -163,7 +163,8 @@ class Transport:
         """Disconnects (a clean DISCONNECT: the broker does not send the last will)."""
         self._stop.set()
         self._client.disconnect()
-        self._thread.join(2.0)
+        if self._thread.is_alive():
+            self._thread.join(2.0)
 
     # -- the connection loop ---------------------------------------------------------
 
