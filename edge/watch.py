@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import threading
-import uuid
+import time
 from datetime import datetime
-
-import paho.mqtt.client as mqtt
 
 from edge.config import Config
 
@@ -40,28 +38,56 @@ def format_message(topic: str, payload: bytes) -> str:
     return f"{when} {topic}: {payload.decode(errors='replace')}"
 
 
-def watch(config: Config, all_devices: bool = False, raw: bool = False, duration: float = 0, out=sys.stdout) -> int:
+def watch(config: Config, all_devices: bool = False, raw: bool = False, duration: float = 0, out=sys.stdout,
+          connect_timeout: float = 10.0) -> int:
+    """Prints what the kiosk (or every kiosk) publishes. Connects as the daemon does (its
+    credentials and TLS); 1 with one clear line when the broker cannot be reached or
+    refuses, 78 when a credentials or TLS file cannot be used."""
+    from edge.mqtt import CredentialsError, describe_connect_error
+    from edge.subscriber import make_subscriber
+
     topic = f"{config.mqtt.topic_prefix}/+/#" if all_devices else f"{config.base_topic}/#"
+    where = f"{config.mqtt.host}:{config.mqtt.port}"
     done = threading.Event()
-    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-                         client_id=f"fer-kiosk-watch-{uuid.uuid4().hex[:6]}")
+    outcome: dict[str, str] = {}
 
-    def on_connect(client, userdata, flags, reason_code, properties):
-        if reason_code.is_failure:
-            print(f"broker {config.mqtt.host}:{config.mqtt.port} refused: {reason_code}", file=sys.stderr)
-            return
-        client.subscribe(topic, qos=1)
-        print(f"watching {topic} on {config.mqtt.host}:{config.mqtt.port} (Ctrl-C to stop)", file=sys.stderr)
+    def on_message(topic_name: str, payload: bytes, retained: bool) -> None:
+        line = payload.decode(errors="replace") if raw else format_message(topic_name, payload)
+        print(f"{topic_name} {line}" if raw else line, file=out, flush=True)
 
-    def on_message(client, userdata, message):
-        line = message.payload.decode(errors="replace") if raw else format_message(message.topic, message.payload)
-        print(f"{message.topic} {line}" if raw else line, file=out, flush=True)
+    def on_status(connected: bool, text: str) -> None:
+        if connected and "connected" not in outcome:
+            outcome["connected"] = text
+            print(f"watching {topic} on {where} (Ctrl-C to stop)", file=sys.stderr)
+        elif text.startswith("refused"):
+            outcome["refused"] = text
+            done.set()
 
-    client.on_connect, client.on_message = on_connect, on_message
-    client.connect_async(config.mqtt.host, config.mqtt.port, keepalive=config.mqtt.keepalive)
+    try:
+        client = make_subscriber(config.mqtt, [topic], on_message, "fer-kiosk-watch", on_status)
+    except CredentialsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 78
+    try:
+        client.connect(config.mqtt.host, config.mqtt.port, keepalive=config.mqtt.keepalive)
+    except (OSError, ValueError) as err:  # refused, unknown host, TLS handshake failure
+        print(f"error: cannot reach the MQTT broker {where}: {describe_connect_error(err)}", file=sys.stderr)
+        return 1
     client.loop_start()
     try:
-        done.wait(duration if duration > 0 else None)
+        deadline = time.monotonic() + connect_timeout
+        while "connected" not in outcome and not done.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if "refused" in outcome:
+            print(f"error: the MQTT broker {where} {outcome['refused']} (check mqtt.username / credentials_file)",
+                  file=sys.stderr)
+            return 1
+        if "connected" not in outcome:
+            print(f"error: the MQTT broker {where} did not answer within {connect_timeout:g} s "
+                  f"(is it an MQTT port{'' if config.mqtt.tls.enabled else ', or does it expect TLS'}?)", file=sys.stderr)
+            return 1
+        remaining = duration - (time.monotonic() - (deadline - connect_timeout)) if duration > 0 else None
+        done.wait(max(0.0, remaining) if remaining is not None else None)
     except KeyboardInterrupt:
         pass
     finally:

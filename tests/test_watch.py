@@ -7,6 +7,7 @@ import paho.mqtt.client as mqtt
 
 from edge.watch import format_message
 from tests.conftest import ROOT
+from tests.test_service import secure_broker  # noqa: F401  (fixture: Mosquitto with TLS and passwords)
 
 
 def test_format_lines_for_events_state_and_stats():
@@ -40,3 +41,39 @@ def test_watch_shows_live_messages_from_a_real_broker(tmp_path, broker):
     assert watcher.returncode == 0, err
     assert "09:15:02 k1 new    x-9" in out and "surprise" in out
     assert out.count("x-9") == 1  # only this device without --all
+
+
+def _watch(config_path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edge", "watch", "--config", str(config_path), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_watch_without_a_broker_says_so_and_fails(tmp_path):
+    from bench.harness import free_port
+
+    config = tmp_path / "c.yaml"
+    config.write_text(f"mqtt:\n  host: 127.0.0.1\n  port: {free_port()}\n  device_id: k1\n")
+    result = _watch(config, "--duration", "2")
+    assert result.returncode == 1, result
+    assert "cannot reach the MQTT broker 127.0.0.1" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_watch_connects_with_the_configs_credentials_and_tls_and_names_a_refusal(tmp_path, secure_broker):
+    broker, certs = secure_broker
+    credentials = tmp_path / "credentials"
+    credentials.write_text("username=watcher\npassword=watch-pass\n")
+    credentials.chmod(0o600)
+    mqtt_section = (f"mqtt:\n  host: localhost\n  port: {broker.port}\n  device_id: k1\n"
+                    f"  credentials_file: {credentials}\n  tls:\n    enabled: true\n    ca_file: {certs['ca.crt']}\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(mqtt_section)
+    ok = _watch(config, "--duration", "2")
+    assert ok.returncode == 0, ok.stderr
+    assert f"watching fer-kiosk/k1/# on localhost:{broker.port}" in ok.stderr
+    credentials.write_text("username=watcher\npassword=wrong\n")
+    refused = _watch(config, "--duration", "2")
+    assert refused.returncode == 1 and "refused" in refused.stderr and "Not authorized" in refused.stderr, refused.stderr
+    config.write_text(mqtt_section.replace("    enabled: true\n    ca_file: " + str(certs["ca.crt"]) + "\n",
+                                           "    enabled: false\n"))
+    plain = _watch(config, "--duration", "2")  # a plain client against the TLS listener
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr, plain.stderr
