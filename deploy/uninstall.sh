@@ -13,7 +13,9 @@ Keeps /etc/fer-kiosk (config, credentials) and the state directory
 
 Options:
   --root DIR   operate on a scratch root made by install.sh --root DIR (no systemctl calls)
-  --purge      also delete /etc/fer-kiosk and the state directory
+  --purge      also delete /etc/fer-kiosk and the state directory, and first clear the
+               kiosk's retained topics on the broker (`fer-kiosk unregister`): Home
+               Assistant then forgets the device instead of keeping a ghost of it
   -h, --help   this text
 EOF
 }
@@ -58,6 +60,20 @@ log "removed the unit"
 
 if [[ -z "$ROOT" ]] && command -v systemctl >/dev/null; then
     systemctl daemon-reload 2>/dev/null || true
+fi
+
+if [[ $PURGE -eq 1 && -z "$ROOT" && -x /opt/fer-kiosk/venv/bin/fer-kiosk && -f /etc/fer-kiosk/config.yaml ]]; then
+    # The daemon's own login, handed over as systemd would (LoadCredential=mqtt:...).
+    CREDS="$(mktemp -d)"
+    [[ -f /etc/fer-kiosk/credentials ]] && ln -s /etc/fer-kiosk/credentials "$CREDS/mqtt"
+    if CREDENTIALS_DIRECTORY="$CREDS" /opt/fer-kiosk/venv/bin/fer-kiosk unregister \
+            --config /etc/fer-kiosk/config.yaml --force; then
+        log "cleared the kiosk's retained topics (Home Assistant discovery, state, availability)"
+    else
+        log "warning: could not clear the retained topics on the broker; Home Assistant may keep" \
+            "the device until they are cleared (fer-kiosk unregister)"
+    fi
+    rm -rf "$CREDS"
 fi
 
 rm -rf "$ROOT/opt/fer-kiosk"

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from edge import DEFAULT_MODEL, __version__
-from edge.contract import VIEW_SETS
+from edge.contract import EMOTIONS, VIEW_SETS
 
 EX_CONFIG = 78  # sysexits.h: configuration error (systemd's RestartPreventExitStatus)
 
@@ -148,6 +148,57 @@ def _watch(args: argparse.Namespace) -> int:
     return watch(config, all_devices=args.all, raw=args.json, duration=args.duration)
 
 
+def _unregister(args: argparse.Namespace) -> int:
+    """Clears what the kiosk left retained on the broker: its Home Assistant discovery (the
+    device disappears from Home Assistant), state, camera and availability."""
+    import threading
+
+    from edge.homeassistant import removal_messages
+    from edge.mqtt import CredentialsError, describe_connect_error
+    from edge.payloads import Topics
+    from edge.subscriber import make_subscriber
+
+    config = _load(args)
+    if config is None:
+        return EX_CONFIG
+    topics = Topics(config.base_topic)
+    where = f"{config.mqtt.host}:{config.mqtt.port}"
+    availability: list[bytes] = []
+    subscribed = threading.Event()
+
+    def on_message(topic: str, payload: bytes, retained: bool) -> None:
+        availability.append(payload)
+
+    try:
+        client = make_subscriber(config.mqtt, [topics.availability], on_message, "fer-kiosk-unregister",
+                                 lambda connected, text: subscribed.set())
+        client.connect(config.mqtt.host, config.mqtt.port, keepalive=config.mqtt.keepalive)
+    except CredentialsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EX_CONFIG
+    except (OSError, ValueError) as err:
+        print(f"error: cannot reach the MQTT broker {where}: {describe_connect_error(err)}", file=sys.stderr)
+        return 1
+    client.loop_start()
+    try:
+        subscribed.wait(5)
+        time_for_retained = threading.Event()
+        time_for_retained.wait(0.5)  # the retained availability arrives right after subscribing
+        if availability and availability[-1] == b"online" and not args.force:
+            print(f"error: {config.device_id} is online: stop its daemon first (systemctl stop fer-kiosk), "
+                  "or it publishes everything again; --force to clear anyway", file=sys.stderr)
+            return 1
+        messages = removal_messages(config.homeassistant.discovery_prefix, config.device_id, topics, EMOTIONS)
+        for message in messages:
+            client.publish(message.topic, message.payload, qos=1, retain=True).wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    print(f"removed {len(messages)} retained topics of {config.device_id} from {where} "
+          "(Home Assistant discovery, state, camera, availability)")
+    return 0
+
+
 def _dashboard(args: argparse.Namespace) -> int:
     # The dashboard is its own package and process; the daemon never imports it.
     from dashboard.__main__ import run
@@ -194,6 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--json", action="store_true", help="print raw JSON messages")
     w.add_argument("--duration", type=float, default=0, help="exit after this many seconds (0: until Ctrl-C)")
     w.set_defaults(handler=_watch)
+
+    un = sub.add_parser("unregister", help="clear this kiosk's retained topics: Home Assistant forgets the device")
+    un.add_argument("--config", default=None, help="config.yaml, for the broker, device id and topics")
+    un.add_argument("--force", action="store_true", help="clear even though the kiosk is online")
+    un.set_defaults(handler=_unregister)
 
     d = sub.add_parser("dashboard", help="serve the live web dashboard of every kiosk under the topic prefix")
     d.add_argument("--config", default=None,

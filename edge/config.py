@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import socket
 import types
 import typing
@@ -337,6 +338,10 @@ def _cross_checks(config: Config) -> list[str]:
     if c.width * c.height > c.max_frame_pixels:
         errors.append(f"camera.max_frame_pixels: {c.max_frame_pixels} is below the requested "
                       f"{c.width}x{c.height} = {c.width * c.height} pixels")
+    if config.mqtt.device_id and not re.fullmatch(r"[A-Za-z0-9_-]+", config.mqtt.device_id):
+        # Home Assistant ignores discovery topics whose node id has other characters.
+        errors.append(f"mqtt.device_id: {_show(config.mqtt.device_id)} may contain only letters, digits, _ and - "
+                      "(Home Assistant ignores discovery topics with other characters)")
     for key, value in (("topic_prefix", config.mqtt.topic_prefix), ("device_id", config.mqtt.device_id)):
         if any(ch in value for ch in "#+") or value.startswith("/") or value.endswith("/"):
             errors.append(f"mqtt.{key}: {value!r} may not contain # or + nor start or end with /")

@@ -30,7 +30,7 @@ from bench.harness import (
 )
 from edge.config import parse_config
 from edge.contract import EMOTIONS
-from edge.homeassistant import discovery_messages
+from edge.homeassistant import SUPPORT_URL, discovery_messages, removal_messages
 from edge.mqtt import Credentials, resolve_credentials
 from edge.payloads import Topics
 from tests.conftest import ROOT
@@ -163,22 +163,64 @@ def test_corrupt_model_exits_78_naming_the_file(tmp_path):
 
 # -- discovery --------------------------------------------------------------------------
 
-def test_discovery_payloads():
-    topics = Topics("fer-kiosk/k1")
-    messages = discovery_messages("homeassistant", "k1", topics, EMOTIONS, "0.1.0", "mini-Xception")
-    assert len(messages) == 3 + len(EMOTIONS)
+def test_discovery_payloads_as_home_assistant_expects_them_today():
+    topics = Topics("fer-kiosk/k-1")
+    messages = discovery_messages("homeassistant", "k-1", topics, EMOTIONS, "0.2.0", "mini-Xception")
     by_key = {m.topic.split("/")[-2]: json.loads(m.payload) for m in messages}
-    assert all(m.retain for m in messages)
-    assert {m.topic.split("/")[1] for m in messages if "/fer-kiosk_k1/" in m.topic} == {"sensor", "binary_sensor"}
-    assert by_key["alert"]["device_class"] == "problem"
+    assert len(messages) == len(by_key) == 8 + len(EMOTIONS)
+    assert all(m.retain and m.topic.split("/")[2] == "fer-kiosk_k-1" for m in messages)
+    assert {m.topic.split("/")[1] for m in messages} == {"sensor", "binary_sensor", "event"}
+    for key, config in by_key.items():
+        assert "object_id" not in config  # retired by Home Assistant in 2026.4
+        component = next(m.topic.split("/")[1] for m in messages if m.topic.split("/")[-2] == key)
+        assert config["default_entity_id"] == f"{component}.fer_kiosk_k_1_{key}"
+        assert config["origin"] == {"name": "fer-kiosk", "sw_version": "0.2.0", "support_url": SUPPORT_URL}
+        assert config["availability_topic"] == "fer-kiosk/k-1/availability"
     emotion = by_key["emotion"]
-    assert emotion["state_topic"] == "fer-kiosk/k1/state"
-    assert emotion["availability_topic"] == "fer-kiosk/k1/availability"
-    assert emotion["device"] == {"identifiers": ["fer-kiosk_k1"], "name": "Emotion kiosk k1", "model": "mini-Xception",
-                                 "manufacturer": "fer-kiosk", "sw_version": "0.1.0"}
+    assert emotion["state_topic"] == "fer-kiosk/k-1/state"
+    assert emotion["device"] == {"identifiers": ["fer-kiosk_k-1"], "name": "Emotion kiosk k-1", "model": "mini-Xception",
+                                 "manufacturer": "fer-kiosk", "sw_version": "0.2.0"}
     assert emotion["options"] == ["none", *EMOTIONS]
     assert by_key["level_happy"]["unit_of_measurement"] == "%"
+    assert by_key["occupancy"]["device_class"] == "occupancy" and by_key["alert"]["device_class"] == "problem"
+    assert by_key["camera"]["state_topic"] == "fer-kiosk/k-1/camera" and by_key["camera"]["entity_category"] == "diagnostic"
+    assert by_key["fps"]["state_topic"] == by_key["spool"]["state_topic"] == "fer-kiosk/k-1/stats"
+    assert by_key["visit"]["event_types"] == ["visit_ended"] and by_key["visit"]["state_topic"] == "fer-kiosk/k-1/events"
     assert len({p["unique_id"] for p in by_key.values()}) == len(messages)
+    removal = removal_messages("homeassistant", "k-1", topics, EMOTIONS)
+    assert {m.topic for m in removal} >= {m.topic for m in messages} | {"fer-kiosk/k-1/state", "fer-kiosk/k-1/availability"}
+    assert all(m.payload == b"" and m.retain for m in removal)
+
+
+def test_the_visit_event_template_renders_only_visit_ends():
+    """Home Assistant renders the template with Jinja; so do we, to check what it sees."""
+    jinja2 = pytest.importorskip("jinja2", reason="jinja2 renders the template as Home Assistant would")
+    from edge.homeassistant import VISIT_EVENT_TEMPLATE
+
+    template = jinja2.Environment().from_string(VISIT_EVENT_TEMPLATE)
+    end = {"type": "end", "face_id": "a-1", "summary": {"dominant_emotion": "happy", "duration_s": 12.5,
+                                                         "ended_by": "left"}}
+    assert json.loads(template.render(value_json=end)) == {"event_type": "visit_ended", "face_id": "a-1",
+                                                           "dominant_emotion": "happy", "duration_s": 12.5,
+                                                           "ended_by": "left"}
+    assert template.render(value_json={"type": "update", "face_id": "a-1"}).strip() == ""
+    # every entity's template against a real payload of its topic
+    state = {"face_count": 1, "dominant_emotion": "sad", "alerts": [{"face_id": "a-1"}],
+             "levels": {e: 0.125 for e in EMOTIONS}}
+    samples = {"state": state, "camera": {"status": "offline", "cause": "busy", "detail": "/dev/video0 busy"},
+               "stats": {"fps": 29.5, "queued": 3}, "events": end}
+    expected = {"emotion": "sad", "faces": "1", "occupancy": "ON", "alert": "ON", "camera": "OFF", "fps": "29.5",
+                "spool": "3", "level_happy": "12.5"}
+    env = jinja2.Environment()
+    for message in discovery_messages("homeassistant", "k1", Topics("fer-kiosk/k1"), EMOTIONS, "0.2.0", "m"):
+        config = json.loads(message.payload)
+        key = message.topic.split("/")[-2]
+        rendered = env.from_string(config["value_template"]).render(value_json=samples[config["state_topic"].rsplit("/", 1)[1]])
+        if key in expected:
+            assert rendered == expected[key], key
+        if "json_attributes_template" in config:
+            assert json.loads(env.from_string(config["json_attributes_template"]).render(
+                value_json=samples["camera"])) == {"cause": "busy", "detail": "/dev/video0 busy"}
 
 
 def test_discovery_is_retained_republished_on_ha_online_and_can_be_turned_off(tmp_path, broker, subscribe):
@@ -188,19 +230,44 @@ def test_discovery_is_retained_republished_on_ha_online_and_can_be_turned_off(tm
     daemon = start_daemon(config, tmp_path / "d.log")
     try:
         discovered = lambda: [t for t, _, _ in sub.messages if t.endswith("/config")]  # noqa: E731
-        assert sub.wait_for(lambda: len(discovered()) == 10, 30)
+        assert sub.wait_for(lambda: len(discovered()) == 15, 30)
         before = len(discovered())
         sub.client.publish("homeassistant/status", b"online", qos=1)
-        assert sub.wait_for(lambda: len(discovered()) >= before + 10, 10)
+        assert sub.wait_for(lambda: len(discovered()) >= before + 15, 10)
     finally:
         stop_daemon(daemon)
     late = Subscriber(broker.port, "homeassistant/#")  # a Home Assistant that starts later
     try:
-        assert late.wait_for(lambda: len(late.messages) == 10 and all(r for _, _, r in late.messages), 5)
+        assert late.wait_for(lambda: len(late.messages) == 15 and all(r for _, _, r in late.messages), 5)
     finally:
         late.close()
     off = parse_config({"homeassistant": {"enabled": False}})
     assert not off.homeassistant.enabled
+
+
+def test_unregister_clears_every_retained_topic_so_home_assistant_forgets_the_kiosk(tmp_path, broker, subscribe):
+    clip = one_visit_clip(tmp_path / "clip.avi")
+    config = config_file(tmp_path, broker.port, str(clip), camera={"loop": True})
+    sub = subscribe(broker.port, "#")
+    daemon = start_daemon(config, tmp_path / "d.log")
+    try:
+        assert sub.wait_for(lambda: len([t for t, _, _ in sub.messages if t.endswith("/config")]) == 15, 30)
+        online = subprocess.run([sys.executable, "-m", "edge", "unregister", "--config", str(config)], cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+        assert online.returncode == 1 and "svc is online: stop its daemon first" in online.stderr
+    finally:
+        assert stop_daemon(daemon) == 0
+    done = subprocess.run([sys.executable, "-m", "edge", "unregister", "--config", str(config)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "removed 18 retained topics of svc" in done.stdout
+    late = Subscriber(broker.port, "#")  # what a Home Assistant starting now would find
+    try:
+        time.sleep(1.0)
+        left = [t for t, _, retained in late.messages if retained and ("svc" in t)]
+        assert left == [], left
+    finally:
+        late.close()
 
 
 # -- credentials and TLS -----------------------------------------------------------------
