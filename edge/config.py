@@ -104,6 +104,10 @@ class DetectorConfig:
     # two threads made detection 18 % more expensive in CPU for a shorter wall time the
     # 30 fps loop does not need. 0: OpenCV's default (all cores).
     threads: int = field(default=1, metadata=_range(0, 64))
+    # Privacy zones: [x, y, width, height] in fractions of the frame (0..1, from the top
+    # left). A face whose centre lies in one is never classified, tracked or published: the
+    # staff's side of the counter, a poster, a screen showing faces.
+    ignore_zones: tuple[tuple[float, ...], ...] = ()
 
     def min_face_pixels(self, frame_height: int) -> int:
         """The smallest face to find in a frame this tall, in its pixels."""
@@ -206,6 +210,9 @@ class SpoolConfig:
     # under systemd, else ~/.local/state/fer-kiosk/spool).
     path: str = ""
     max_messages: int = field(default=10_000, metadata=_range(1, 10_000_000))
+    # A summary not delivered after this many days is deleted (0: kept until delivered). The
+    # spool is the only place the kiosk stores anything about its customers (docs/privacy.md).
+    max_age_days: float = field(default=7.0, metadata=_range(0, 3650))
 
 
 @dataclass(frozen=True)
@@ -364,6 +371,12 @@ def _cross_checks(config: Config) -> list[str]:
         errors.append(f"mqtt.credentials_file: {config.mqtt.credentials_file} is not a file")
     if any(ch in config.homeassistant.discovery_prefix for ch in "#+") or not config.homeassistant.discovery_prefix:
         errors.append("homeassistant.discovery_prefix: must be a plain topic prefix")
+    for i, zone in enumerate(d.ignore_zones):
+        if len(zone) != 4 or not all(0.0 <= v <= 1.0 for v in zone):
+            errors.append(f"detector.ignore_zones[{i}]: expected [x, y, width, height], fractions of the frame "
+                          f"from 0 to 1, got {_show(list(zone))}")
+        elif zone[2] <= 0 or zone[3] <= 0 or zone[0] + zone[2] > 1.0001 or zone[1] + zone[3] > 1.0001:
+            errors.append(f"detector.ignore_zones[{i}]: {_show(list(zone))} is empty or reaches outside the frame")
     alerts = config.rules.alerts
     if not alerts.emotions:
         errors.append("rules.alerts.emotions: must name at least one emotion")

@@ -149,12 +149,29 @@ class ClassifyPolicy:
         return latest
 
 
+def outside_zones(boxes: Sequence[Box], zones: Sequence[Sequence[float]], frame_hw: tuple[int, int]) -> list[Box]:
+    """The boxes whose centre lies in none of the privacy ``zones`` ([x, y, w, h] in
+    fractions of the frame)."""
+    if not zones:
+        return list(boxes)
+    height, width = frame_hw
+    kept = []
+    for box in boxes:
+        cx, cy = (box[0] + box[2] / 2) / width, (box[1] + box[3] / 2) / height
+        if not any(x <= cx < x + w and y <= cy < y + h for x, y, w, h in zones):
+            kept.append(box)
+    return kept
+
+
 class FramePipeline:
-    """Grayscale, find faces, choose which to classify, crop them, classify them in one batch."""
+    """Grayscale, find faces (minus the privacy zones), choose which to classify, crop them,
+    classify them in one batch."""
 
     def __init__(self, detector: HaarFaceDetector, classifier: EmotionClassifier,
-                 policy: ClassifyPolicy | None = None, timer=time.perf_counter):
+                 policy: ClassifyPolicy | None = None, timer=time.perf_counter,
+                 ignore_zones: Sequence[Sequence[float]] = ()):
         self.detector = detector
+        self.ignore_zones = tuple(tuple(zone) for zone in ignore_zones)
         self.finder = FaceFinder(detector)
         self.classifier = classifier
         self.policy = policy if policy is not None else ClassifyPolicy(classifier.contract.views)
@@ -169,7 +186,7 @@ class FramePipeline:
         t0 = clock()
         gray = to_gray(frame)
         t1 = clock()
-        boxes = self.finder.find(gray, now)
+        boxes = outside_zones(self.finder.find(gray, now), self.ignore_zones, gray.shape[:2])
         t2 = clock()
         requests = self.policy.plan(boxes, now)
         crops = [crop_face(gray, boxes[r.face], contract.crop, contract.input_hw) for r in requests]

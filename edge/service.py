@@ -79,7 +79,8 @@ def build_pipeline(config: Config) -> FramePipeline:
     views = None if config.model.views == "contract" else VIEW_SETS[config.model.views]
     classifier = EmotionClassifier(model_path, num_threads=config.model.num_threads, views=views)
     policy = ClassifyPolicy.from_config(classifier.contract.views, config.model, config.tracking)
-    return FramePipeline(HaarFaceDetector(config.detector), classifier, policy)
+    return FramePipeline(HaarFaceDetector(config.detector), classifier, policy,
+                         ignore_zones=config.detector.ignore_zones)
 
 
 def build_publisher(config: Config, loop_ref: list, labels, spool: DiskSpool | None = None) -> MqttPublisher:
@@ -101,7 +102,7 @@ def build_publisher(config: Config, loop_ref: list, labels, spool: DiskSpool | N
 
     try:
         if spool is None:
-            spool = DiskSpool(spool_dir(config), config.spool.max_messages)
+            spool = DiskSpool(spool_dir(config), config.spool.max_messages, config.spool.max_age_days * 86400)
         publisher = MqttPublisher(
             config.mqtt,
             client_id=config.mqtt.client_id or f"fer-kiosk-{config.device_id}",
@@ -196,6 +197,7 @@ class Service:
                     next_watchdog = now + self.notifier.watchdog_interval
                 if now >= next_status:
                     self.publisher.spool.retry_writes()  # a spool that could not be written
+                    self.publisher.spool.expire()
                     self.notifier.status(self.status_line())
                     next_status = now + STATUS_INTERVAL_SECONDS
                 if now >= next_stats:

@@ -100,9 +100,12 @@ def _message(record: object) -> Message:
 
 
 class DiskSpool:
-    def __init__(self, directory: str | Path, limit: int = 10_000):
+    def __init__(self, directory: str | Path, limit: int = 10_000, max_age_seconds: float = 0.0):
         self.directory = Path(directory)
         self.limit = limit
+        self.max_age_seconds = max_age_seconds  # 0: kept until delivered
+        self.expired = 0
+        self._next_expire = 0.0  # monotonic: expire() looks at the files at most hourly
         self.dropped = 0
         self.moved_aside = 0
         self._lock = threading.Lock()
@@ -125,8 +128,33 @@ class DiskSpool:
             _LOGGER.info("spool %s: ignoring %d file(s) that are not spool entries (%s)", self.directory,
                          len(others), ", ".join(sorted(others)[:3]) + (", ..." if len(others) > 3 else ""))
         self._next = int(self._names[-1].split(".")[0]) + 1 if self._names else 1
+        self.expire()
         if self._names:
             _LOGGER.info("spool %s holds %d undelivered message(s) from before", self.directory, len(self._names))
+
+    def expire(self, now: float | None = None) -> int:
+        """Deletes entries older than ``max_age_seconds`` (by the time they were written): a
+        visit summary is not kept for ever on a box whose broker never comes back."""
+        if not self.max_age_seconds or (now is None and time.monotonic() < self._next_expire):
+            return 0
+        self._next_expire = time.monotonic() + 3600
+        cutoff = (time.time() if now is None else now) - self.max_age_seconds
+        with self._lock:
+            names = [n for n in self._names if n not in self._unsaved]
+        old = []
+        for name in names:
+            try:
+                if (self.directory / name).stat().st_mtime < cutoff:
+                    old.append(name)
+            except OSError:
+                continue
+        for name in old:
+            self.remove(name)
+        if old:
+            self.expired += len(old)
+            _LOGGER.warning("spool %s: deleted %d undelivered visit summar%s older than %.0f days (spool.max_age_days)",
+                            self.directory, len(old), "y" if len(old) == 1 else "ies", self.max_age_seconds / 86400)
+        return len(old)
 
     # -- writing --------------------------------------------------------------------------
 
