@@ -20,6 +20,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from edge.backoff import backoff_delays
 from edge.config import CameraConfig
 from edge.images import ImageError, check_size, image_size
 
@@ -78,13 +79,6 @@ def why_unavailable(kind: str, source: int | str) -> str:
 def redact_url(source: int | str) -> str:
     """A source for the log: a stream URL's password (rtsp://user:secret@cam/) is hidden."""
     return re.sub(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", str(source), flags=re.IGNORECASE)
-
-
-def backoff_delays(initial: float, maximum: float):
-    delay = initial
-    while True:
-        yield delay
-        delay = min(delay * 2, maximum)
 
 
 class FrameSource:

@@ -186,7 +186,9 @@ class MqttConfig:
     client_id: str = ""  # empty: "fer-kiosk-<device_id>"
     qos: int = field(default=1, metadata=_range(0, 2))
     keepalive: int = field(default=30, metadata=_range(5, 3600))
-    reconnect_max_seconds: float = field(default=30.0, metadata=_range(1, 3600))
+    # Longest wait between reconnection attempts while the broker is away (with jitter): low,
+    # so the retained availability, state and discovery are back within seconds of it.
+    reconnect_max_seconds: float = field(default=5.0, metadata=_range(1, 3600))
     # A broker that accepts TCP (and TLS) but sends no CONNACK within this is given up on, saying so.
     connect_timeout_seconds: float = field(default=10.0, metadata=_range(1, 600))
     # The password never goes in this file. It comes from FER_KIOSK_MQTT_PASSWORD, or from

@@ -24,7 +24,7 @@ from typing import Callable
 
 import paho.mqtt.client as mqtt
 
-from edge.capture import backoff_delays
+from edge.backoff import backoff_delays
 from edge.config import MqttConfig
 
 _LOGGER = logging.getLogger(__name__)
@@ -35,6 +35,8 @@ TLS_PORT = 8883
 # our client id taking the session over each time we take it back.
 SHORT_CONNECTION_SECONDS = 10.0
 TAKEOVERS_BEFORE_NAMING = 3
+RECONNECT_JITTER = 0.25  # each reconnect delay shortened by up to a quarter, at random
+CLASH_BACKOFF_SECONDS = 60.0  # another client with our id: back off this far, not fight it
 
 
 def describe_connect_error(err: BaseException, tls: bool = False, port: int = 0) -> str:
@@ -174,8 +176,14 @@ class Transport:
                           self.config.host, self.config.port, what, delay, self.config.reconnect_max_seconds)
             self._last_failure = what
 
+    def _delays(self):
+        # A low cap with jitter: the retained availability, state and discovery are back within
+        # a few seconds of the broker, and a fleet does not reconnect in lockstep.
+        return backoff_delays(1.0, self.config.reconnect_max_seconds, jitter=RECONNECT_JITTER)
+
     def _run(self) -> None:
-        delays = backoff_delays(1.0, self.config.reconnect_max_seconds)
+        delays = self._delays()
+        clash_delays = backoff_delays(self.config.reconnect_max_seconds, CLASH_BACKOFF_SECONDS, jitter=RECONNECT_JITTER)
         short_connections = 0
         clash = False
         while not self._stop.is_set():
@@ -200,17 +208,19 @@ class Transport:
                 self._log_failure(failure, delay)
                 self._stop.wait(delay)
                 continue
-            stable_after = max(SHORT_CONNECTION_SECONDS, 2 * self.config.reconnect_max_seconds) if clash \
+            stable_after = max(SHORT_CONNECTION_SECONDS, 2 * CLASH_BACKOFF_SECONDS) if clash \
                 else SHORT_CONNECTION_SECONDS
             if lasted >= stable_after:
                 short_connections, clash = 0, False
-                delays = backoff_delays(1.0, self.config.reconnect_max_seconds)  # it worked: start over
+                clash_delays = backoff_delays(self.config.reconnect_max_seconds, CLASH_BACKOFF_SECONDS,
+                                              jitter=RECONNECT_JITTER)
+                delays = self._delays()  # it worked: start over
                 _LOGGER.warning("lost the MQTT broker (%s); reconnecting with backoff", failure)
                 self._stop.wait(next(delays))
                 continue
             short_connections += 1
             if short_connections >= TAKEOVERS_BEFORE_NAMING:
-                delay = next(delays)  # no fresh start: back off instead of fighting
+                delay = next(clash_delays)  # no fresh start: back off, longer and longer, instead of fighting
                 if not clash:
                     clash = True
                     _LOGGER.error(
@@ -220,7 +230,7 @@ class Transport:
                         "mqtt.device_id, a cloned SD card?); give each kiosk its own mqtt.device_id. "
                         "Backing off (next in %.0f s, at most every %.0f s) instead of fighting",
                         self.config.host, self.config.port, short_connections, self.client_id, delay,
-                        self.config.reconnect_max_seconds)
+                        CLASH_BACKOFF_SECONDS)
                 self._stop.wait(delay)
             else:
                 _LOGGER.warning("lost the MQTT broker (%s); reconnecting with backoff", failure)

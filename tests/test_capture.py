@@ -7,7 +7,8 @@ import cv2
 import numpy as np
 
 from bench.clips import one_visit_clip
-from edge.capture import FrameSource, backoff_delays, describe_source
+from edge.backoff import backoff_delays
+from edge.capture import FrameSource, describe_source
 from edge.config import CameraConfig
 
 
@@ -22,6 +23,15 @@ def test_describe_source():
 def test_backoff_doubles_up_to_the_limit():
     delays = backoff_delays(0.5, 3.0)
     assert [next(delays) for _ in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+def test_jitter_shortens_each_delay_by_up_to_its_share_and_never_exceeds_the_cap():
+    import random
+
+    delays = backoff_delays(1.0, 5.0, jitter=0.25, rng=random.Random(3))
+    drawn = [next(delays) for _ in range(200)]
+    assert all(0.75 <= d <= 1.0 for d in drawn[:1]) and all(3.75 <= d <= 5.0 for d in drawn[10:])
+    assert len({round(d, 3) for d in drawn[10:]}) > 50  # spread out, not in lockstep
 
 
 class FlakyCamera:
