@@ -112,7 +112,7 @@ def make_pipeline(name: str, config: Config, keras_model: str | None):
 
 
 def connect_publisher(config: Config) -> MqttPublisher:
-    publisher = build_publisher(config, [], EMOTIONS)
+    publisher = build_publisher(config, EMOTIONS)
     publisher.start()
     if not publisher.wait_connected(5):
         raise SystemExit(f"no MQTT broker on 127.0.0.1:{config.mqtt.port}")

@@ -93,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
         return EX_CONFIG
     logging.getLogger().setLevel(args.log_level or config.log_level)
     try:
-        return service.run(config, args.config)
+        return service.run(config, args.config, log_level=args.log_level)
     except (ContractError, DetectorError, ConfigError) as err:  # a file that run cannot use
         logging.getLogger("edge").error("%s", err)
         return EX_CONFIG

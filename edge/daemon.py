@@ -51,6 +51,8 @@ class ProcessingLoop:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         alerts: AlertRules | None = None,
+        stats: LoopStats | None = None,
+        collector: StatsCollector | None = None,
     ):
         self.config = config
         self.source, self.pipeline, self.tracker, self.publisher = source, pipeline, tracker, publisher
@@ -58,8 +60,8 @@ class ProcessingLoop:
         self.clock, self.wall_clock = clock, wall_clock
         self.topics = Topics(config.base_topic)
         self.device_id = config.device_id
-        self.stats = LoopStats()
-        self.collector = StatsCollector(clock=clock)
+        self.stats = stats or LoopStats()
+        self.collector = collector or StatsCollector(clock=clock)
         self._state_signature: tuple | None = None
         self._state_published = -float("inf")
         self._camera_published = None  # the camera status last published

@@ -19,6 +19,7 @@ import os
 import signal
 import threading
 import time
+from typing import Callable
 
 import cv2
 
@@ -32,7 +33,7 @@ from edge.daemon import ProcessingLoop
 from edge.detect import DetectorError, HaarFaceDetector
 from edge.homeassistant import discovery_messages
 from edge.mqtt import CredentialsError, MqttPublisher, credentials_warnings, resolve_credentials, tls_context
-from edge.payloads import Topics, camera_summary, stats_message
+from edge.payloads import Message, Topics, camera_summary, stats_message
 from edge.pipeline import ClassifyPolicy, FramePipeline
 from edge.spool import DiskSpool, SpoolError, check_spool_dir, default_spool_dir
 from edge.systemd import Notifier
@@ -83,8 +84,11 @@ def build_pipeline(config: Config) -> FramePipeline:
                          ignore_zones=config.detector.ignore_zones)
 
 
-def build_publisher(config: Config, loop_ref: list, labels, spool: DiskSpool | None = None) -> MqttPublisher:
-    """Raises ConfigError when a credentials, TLS or spool file cannot be used."""
+def build_publisher(config: Config, labels, current_state: Callable[[], list[Message]] = list,
+                    spool: DiskSpool | None = None) -> MqttPublisher:
+    """``current_state``: the retained messages to send again after each connection (state,
+    camera), besides discovery. Raises ConfigError when a credentials, TLS or spool file
+    cannot be used."""
     topics = Topics(config.base_topic)
 
     def discovery():
@@ -92,13 +96,7 @@ def build_publisher(config: Config, loop_ref: list, labels, spool: DiskSpool | N
                                   labels, __version__, "mini-Xception int8 (FER2013)")
 
     def on_connected():
-        messages = discovery() if config.homeassistant.enabled else []
-        if loop_ref:
-            messages.append(loop_ref[0].state())
-            camera = loop_ref[0].camera_state()
-            if camera is not None:
-                messages.append(camera)
-        return messages
+        return (discovery() if config.homeassistant.enabled else []) + current_state()
 
     try:
         if spool is None:
@@ -127,10 +125,17 @@ def build_publisher(config: Config, loop_ref: list, labels, spool: DiskSpool | N
     return publisher
 
 
+RECORDING_DRAIN_SECONDS = 10.0
+
+
 class Service:
-    def __init__(self, config: Config, config_path: str | None = None, notifier: Notifier | None = None):
+    def __init__(self, config: Config, config_path: str | None = None, notifier: Notifier | None = None,
+                 log_level: str | None = None):
+        """``log_level``: the command line's --log-level, which outranks the config's, also
+        after a reload."""
         self.config = config
         self.config_path = config_path
+        self.log_level = log_level
         self.notifier = notifier or Notifier()
         for warning in check_inputs(config):  # ConfigError (exit 78) for a file run cannot use
             _LOGGER.warning("%s", warning)
@@ -139,15 +144,21 @@ class Service:
         self.started = time.monotonic()
         self.pipeline = build_pipeline(config)
         self.tracker = FaceTracker(config.tracking, self.pipeline.classifier.labels)
-        self._loop_ref: list[ProcessingLoop] = []
-        self.publisher = build_publisher(config, self._loop_ref, self.pipeline.classifier.labels)
+        self.publisher = build_publisher(config, self.pipeline.classifier.labels, self.current_state)
         self.source = FrameSource(config.camera)
         self.loop = self._make_loop()
 
-    def _make_loop(self, alerts: AlertRules | None = None) -> ProcessingLoop:
-        loop = ProcessingLoop(self.config, self.source, self.pipeline, self.tracker, self.publisher, alerts=alerts)
-        self._loop_ref[:] = [loop]
-        return loop
+    def _make_loop(self, alerts: AlertRules | None = None, previous: ProcessingLoop | None = None) -> ProcessingLoop:
+        """The loop over the current parts; after a reload it keeps the previous loop's
+        counters (stats are not reset by a reload) and, unless they changed, its alerts."""
+        return ProcessingLoop(self.config, self.source, self.pipeline, self.tracker, self.publisher, alerts=alerts,
+                              stats=previous.stats if previous else None,
+                              collector=previous.collector if previous else None)
+
+    def current_state(self) -> list[Message]:
+        """What a (re)connection publishes again besides discovery: the state and the camera."""
+        camera = self.loop.camera_state()
+        return [self.loop.state()] + ([camera] if camera is not None else [])
 
     def install_signal_handlers(self) -> None:
         def request_stop(signum, _frame) -> None:
@@ -228,6 +239,12 @@ class Service:
         self.notifier.stopping()
         self.loop.finish()  # end events go to the spool first: not lost if the broker is away
         self.source.stop(timeout=1.0)
+        if self.source.finished and not self.stop_event.is_set():
+            # A recording processed to its end: give the summaries a moment to reach the
+            # broker (what does not stays in the spool for the next run).
+            deadline = time.monotonic() + RECORDING_DRAIN_SECONDS
+            while (len(self.publisher.spool) or self.publisher.spool.unsaved) and time.monotonic() < deadline:
+                time.sleep(0.1)
         self.publisher.stop(timeout=2.5)
         _LOGGER.info("stopped in %.2f s (%d frames, %d events; %d visit summaries still spooled)",
                      time.monotonic() - started, self.loop.stats.frames, self.loop.stats.events,
@@ -256,14 +273,14 @@ class Service:
             if {"mqtt", "homeassistant", "spool"} & set(changed):
                 # built (files read, spool opened) before anything running is touched
                 same_spool = str(spool_dir(new)) == str(spool_dir(self.config))
-                publisher = build_publisher(new, self._loop_ref, pipeline.classifier.labels,
+                publisher = build_publisher(new, pipeline.classifier.labels, self.current_state,
                                             spool=self.publisher.spool if same_spool else None)
         except (ContractError, DetectorError, ConfigError) as err:
             _LOGGER.error("reload refused, keeping the running configuration: %s", err)
             self.notifier.ready(self.status_line())
             return
         self.config, self.pipeline = new, pipeline
-        logging.getLogger().setLevel(new.log_level)
+        logging.getLogger().setLevel(self.log_level or new.log_level)
         if {"tracking", "mqtt", "homeassistant", "spool", "rules"} & set(changed):
             # visits end under the old settings, so their summaries reach the old topics
             self.loop.end_visits("reload")
@@ -278,13 +295,13 @@ class Service:
         if "camera" in changed:
             self.source.stop(timeout=1.0)
             self.source = FrameSource(new.camera).start()
-        self.loop = self._make_loop(alerts)
+        self.loop = self._make_loop(alerts, previous=self.loop)
         _LOGGER.info("reloaded configuration: %s changed", ", ".join(changed))
         self.notifier.ready(self.status_line())
 
 
-def run(config: Config, config_path: str | None = None) -> int:
-    service = Service(config, config_path)
+def run(config: Config, config_path: str | None = None, log_level: str | None = None) -> int:
+    service = Service(config, config_path, log_level=log_level)
     if threading.current_thread() is threading.main_thread():
         service.install_signal_handlers()
     return service.run()

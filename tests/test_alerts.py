@@ -99,3 +99,50 @@ def test_the_daemon_raises_and_clears_an_alert_on_a_clip(tmp_path, broker, subsc
     assert [a["type"] for a in alerts][:2] == ["raised", "cleared"]
     assert alerts[0]["alert_id"] == alerts[1]["alert_id"] and alerts[1]["reason"] == "left"
     assert any(s["alerts"] and s["alerts"][0]["alert_id"] == alerts[0]["alert_id"] for s in sub.json_on("/state"))
+
+
+@pytest.mark.slow
+def test_a_reload_ends_visits_and_alerts_as_reloads_and_keeps_the_command_lines_log_level(tmp_path, broker, subscribe):
+    """SIGHUP with changed tracking settings: the open visit ends with ended_by reload and its
+    alert clears with reason reload (not as the customer leaving); --log-level DEBUG from the
+    command line outranks the config's INFO afterwards too; the uptime is not reset."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from bench.clips import one_visit_clip
+    from tests.test_daemon_e2e import write_config
+
+    clip = one_visit_clip(tmp_path / "visit.avi")
+    sub = subscribe(broker.port, "fer-kiosk/test-kiosk/#")
+    config = write_config(tmp_path / "config.yaml", broker.port, str(clip), spool={"path": str(tmp_path / "spool")},
+                          camera={"loop": True}, mqtt={"stats_interval_seconds": 1},
+                          rules={"alerts": {"emotions": ["happy", "neutral"], "min_probability": 0.3,
+                                            "hold_seconds": 0.5, "clear_seconds": 0.5}})
+    log = tmp_path / "daemon.log"
+    daemon = subprocess.Popen([sys.executable, "-m", "edge", "--log-level", "DEBUG", "run", "--config", str(config)],
+                              cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert sub.wait_for(lambda: any(a["type"] == "raised" for a in sub.json_on("/alerts")), 60), \
+            log.read_text()[-3000:]
+        uptime_before = sub.json_on("/stats")[-1]["uptime_s"]
+        data = yaml.safe_load(config.read_text())
+        data["tracking"]["smoothing_seconds"] = 0.4
+        config.write_text(yaml.safe_dump(data))
+        daemon.send_signal(signal.SIGHUP)
+        assert sub.wait_for(lambda: any(a.get("reason") == "reload" for a in sub.json_on("/alerts")), 20), \
+            log.read_text()[-3000:]
+        assert sub.wait_for(lambda: any(e["type"] == "end" and e["summary"]["ended_by"] == "reload"
+                                        for e in sub.json_on("/events")), 10)
+        reloaded_at = log.read_text().index("reloaded configuration")
+        assert sub.wait_for(lambda: " DEBUG " in log.read_text()[reloaded_at:], 10)
+        time.sleep(1.5)
+        assert sub.json_on("/stats")[-1]["uptime_s"] > uptime_before
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(15) == 0

@@ -307,7 +307,7 @@ def test_a_spool_that_cannot_be_written_loses_no_visit_and_the_daemon_keeps_runn
         os.chmod(clip, 0o644)
         notify = NotifySocket(shared_dir / "notify.sock")
         os.chmod(notify.path, 0o777)
-        config = config_file(shared_dir, broker.port, str(clip))
+        config = config_file(shared_dir, broker.port, str(clip), camera={"loop": True})
         os.chmod(config, 0o644)
         log = shared_dir / "d.log"
         log.write_text("")
@@ -315,16 +315,16 @@ def test_a_spool_that_cannot_be_written_loses_no_visit_and_the_daemon_keeps_runn
         broker.stop()  # the visits end while the broker is away: only the spool holds them
         daemon = start_daemon(config, log, notify=notify, **kwargs)
         try:
-            assert wait_until(lambda: "ready: first frame" in log.read_text(), 60), log.read_text()[-2000:]
+            assert wait_until(lambda: "delivers" in log.read_text(), 60), log.read_text()[-2000:]  # frames flow
             if fault == "disk full":
                 fill(spool)
             else:
                 os.chmod(spool, 0o500)
             assert wait_until(lambda: "not written to disk" in " ".join(s for _, s in notify.received[-5:]) and
-                              "2 summaries queued" in notify.received[-1][1], 40), (log.read_text()[-3000:], notify.received[-3:])
+                              "summaries queued" in notify.received[-1][1], 40), (log.read_text()[-3000:], notify.received[-3:])
             assert daemon.poll() is None
             sub = subscribe(broker.start().port, "fer-kiosk/svc/#")
-            assert sub.wait_for(lambda: len({e["event_id"] for e in sub.json_on("/events") if e["type"] == "end"}) == 2,
+            assert sub.wait_for(lambda: len({e["event_id"] for e in sub.json_on("/events") if e["type"] == "end"}) >= 2,
                                 30), log.read_text()[-3000:]
             assert sub.wait_for(lambda: sub.json_on("/stats"), 10)
             for stats in sub.json_on("/stats"):

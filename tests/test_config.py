@@ -24,7 +24,7 @@ def test_shipped_config_equals_the_defaults():
 @pytest.mark.parametrize(
     "data, expected",
     [
-        ({"camra": {}}, "camra: unknown key (expected one of camera, detector, model, tracking, mqtt, homeassistant, spool, log_level)"),
+        ({"camra": {}}, "camra: unknown key (expected one of camera, detector, model, tracking, mqtt, homeassistant, spool, rules, log_level)"),
         ({"camera": {"colour": 1}}, "camera.colour: unknown key"),
         ({"camera": {"fps": "fast"}}, "camera.fps: expected a number, got 'fast'"),
         ({"camera": {"width": 640.5}}, "camera.width: expected an integer, got 640.5"),
