@@ -52,6 +52,7 @@ def _choices(allowed: tuple[str, ...]):
         if unknown or not values:
             raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)}")
         return values
+
     return parse
 
 
@@ -65,41 +66,90 @@ def _sizes(text: str) -> list[tuple[int, int]]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each clip (default 10)")
-    parser.add_argument("--scenes", type=_choices(SCENES), default=list(SCENES),
-                        help=f"comma-separated, of {','.join(SCENES)} (default: all)")
-    parser.add_argument("--sizes", type=_sizes, default=list(SIZES),
-                        help="comma-separated WIDTHxHEIGHT (default: 640x480,1280x720)")
-    parser.add_argument("--pipelines", type=_choices(PIPELINES), default=list(PIPELINES),
-                        help=f"comma-separated, of {','.join(PIPELINES)} (default: both)")
-    parser.add_argument("--modes", type=_choices(MODES), default=list(MODES),
-                        help=f"comma-separated, of {','.join(MODES)} (default: all)")
-    parser.add_argument("--keras-model", help="the thesis's float Keras model; default: an untrained stand-in")
-    parser.add_argument("--faces-dir", help=f"Yale face photographs (default: {Path('..') / 'shared/datasets/yale-faces'} "
-                                            "beside the repository)")
+    parser.add_argument(
+        "--scenes",
+        type=_choices(SCENES),
+        default=list(SCENES),
+        help=f"comma-separated, of {','.join(SCENES)} (default: all)",
+    )
+    parser.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=list(SIZES),
+        help="comma-separated WIDTHxHEIGHT (default: 640x480,1280x720)",
+    )
+    parser.add_argument(
+        "--pipelines",
+        type=_choices(PIPELINES),
+        default=list(PIPELINES),
+        help=f"comma-separated, of {','.join(PIPELINES)} (default: both)",
+    )
+    parser.add_argument(
+        "--modes",
+        type=_choices(MODES),
+        default=list(MODES),
+        help=f"comma-separated, of {','.join(MODES)} (default: all)",
+    )
+    parser.add_argument(
+        "--keras-model", help="the thesis's float Keras model; default: an untrained stand-in"
+    )
+    parser.add_argument(
+        "--faces-dir",
+        help=f"Yale face photographs (default: {Path('..') / 'shared/datasets/yale-faces'} "
+        "beside the repository)",
+    )
     parser.add_argument("--clips-dir", default=str(DEFAULT_CLIPS_DIR), help="cache of rendered clips")
     parser.add_argument("--out", help=f"results JSON (default: {DEFAULT_OUT} in the repository)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="change a setting of the edge pipeline's config, e.g. detector.scale_factor=1.2 "
-                             "(repeatable; the baseline is never changed)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="change a setting of the edge pipeline's config, e.g. detector.scale_factor=1.2 "
+        "(repeatable; the baseline is never changed)",
+    )
     parser.add_argument("--note", default="", help="recorded with the figures, e.g. what else was running")
     return parser.parse_args(argv)
 
 
 def worker_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
 
 
-def run_worker(clip: Path, reference: Path, pipeline: str, mode: str, broker_port: int, keras_model: str | None,
-               overrides: list[str]) -> dict:
-    command = [sys.executable, "-m", "bench.worker", "--clip", str(clip), "--reference", str(reference),
-               "--pipeline", pipeline, "--mode", mode]
+def run_worker(
+    clip: Path,
+    reference: Path,
+    pipeline: str,
+    mode: str,
+    broker_port: int,
+    keras_model: str | None,
+    overrides: list[str],
+) -> dict:
+    command = [
+        sys.executable,
+        "-m",
+        "bench.worker",
+        "--clip",
+        str(clip),
+        "--reference",
+        str(reference),
+        "--pipeline",
+        pipeline,
+        "--mode",
+        mode,
+    ]
     if pipeline == "fast":
         command += [f"--set={item}" for item in overrides]
     if broker_port:
         command += ["--broker-port", str(broker_port)]
     if keras_model:
         command += ["--keras-model", keras_model]
-    done = subprocess.run(command, cwd=REPO_ROOT, env=worker_env(), capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        command, cwd=REPO_ROOT, env=worker_env(), capture_output=True, text=True, check=False
+    )
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         return {"error": f"exit {done.returncode}: {done.stderr.strip()[-600:]}"}
@@ -109,14 +159,22 @@ def run_worker(clip: Path, reference: Path, pipeline: str, mode: str, broker_por
 def standin_model(scratch: Path) -> str | None:
     """An untrained mini-Xception (same cost per predict), or None when TensorFlow is missing."""
     path = scratch / "standin.keras"
-    done = subprocess.run([sys.executable, "-m", "bench.baseline", "--make-model", str(path)], cwd=REPO_ROOT,
-                          env=worker_env(), capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.baseline", "--make-model", str(path)],
+        cwd=REPO_ROOT,
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         reason = (done.stderr.strip().splitlines() or ["unknown error"])[-1]
         print(f"note: no baseline (cannot build a Keras model here: {reason})")
         return None
-    print("note: the baseline uses an untrained stand-in of the thesis's model (same layers, same cost); "
-          "pass --keras-model for the trained one")
+    print(
+        "note: the baseline uses an untrained stand-in of the thesis's model (same layers, same cost); "
+        "pass --keras-model for the trained one"
+    )
     return str(path)
 
 
@@ -166,21 +224,30 @@ def prepare_clips(args: argparse.Namespace) -> tuple[list[tuple[ClipSpec, Path, 
     return prepared, portraits.name
 
 
-def measure_all(args: argparse.Namespace, clips: list[tuple[ClipSpec, Path, Path]], keras_model: str | None,
-                broker_port: int) -> list[dict[str, Any]]:
+def measure_all(
+    args: argparse.Namespace,
+    clips: list[tuple[ClipSpec, Path, Path]],
+    keras_model: str | None,
+    broker_port: int,
+) -> list[dict[str, Any]]:
     pipelines = [p for p in args.pipelines if p != "baseline" or keras_model]
     modes = [m for m in args.modes if m != "realtime-broker" or broker_port]
     plan = [(spec, clip, ref, p, m) for spec, clip, ref in clips for p in pipelines for m in modes]
     runs = []
     for number, (spec, clip, ref, pipeline, mode) in enumerate(plan, 1):
-        result = run_worker(clip, ref, pipeline, mode, broker_port if mode == "realtime-broker" else 0, keras_model,
-                            args.set)
+        result = run_worker(
+            clip, ref, pipeline, mode, broker_port if mode == "realtime-broker" else 0, keras_model, args.set
+        )
         result = {"scene": spec.scene, "size": spec.size_name, "pipeline": pipeline, "mode": mode, **result}
         runs.append(result)
-        summary = result.get("error") or (f"{result['fps']} fps, {result['cpu_ms_per_frame']} CPU ms/frame, "
-                                          f"{result['cpu_percent_one_core']} % of a core, "
-                                          f"{result['frames_skipped']} skipped")
-        _LOGGER.info("[%d/%d] %s %s %s %s: %s", number, len(plan), spec.scene, spec.size_name, pipeline, mode, summary)
+        summary = result.get("error") or (
+            f"{result['fps']} fps, {result['cpu_ms_per_frame']} CPU ms/frame, "
+            f"{result['cpu_percent_one_core']} % of a core, "
+            f"{result['frames_skipped']} skipped"
+        )
+        _LOGGER.info(
+            "[%d/%d] %s %s %s %s: %s", number, len(plan), spec.scene, spec.size_name, pipeline, mode, summary
+        )
     return runs
 
 
@@ -197,13 +264,31 @@ def main(argv: list[str] | None = None) -> int:
         with local_broker(Path(scratch), "realtime-broker" in args.modes) as port:
             runs = measure_all(args, clips, keras_model, port)
     meta = {
-        "started": started, "cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
-        "load_before": load_before, "load_after": _load(), "note": args.note, "seconds": args.seconds,
-        "faces": faces, "overrides": args.set, "keras_model": (Path(args.keras_model).name if args.keras_model
-                                        else "untrained stand-in" if keras_model else "none"),
+        "started": started,
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_before": load_before,
+        "load_after": _load(),
+        "note": args.note,
+        "seconds": args.seconds,
+        "faces": faces,
+        "overrides": args.set,
+        "keras_model": (
+            Path(args.keras_model).name
+            if args.keras_model
+            else "untrained stand-in"
+            if keras_model
+            else "none"
+        ),
     }
     speedups = report.speedups(runs)
-    result = {"meta": meta, "runs": runs, "speedups": speedups, "checks": report.target_checks(runs, speedups)}
+    result = {
+        "meta": meta,
+        "runs": runs,
+        "speedups": speedups,
+        "checks": report.target_checks(runs, speedups),
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(report.render(result))

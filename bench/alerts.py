@@ -45,9 +45,15 @@ def condition_rates(probabilities: np.ndarray, labels: np.ndarray) -> list[dict]
     rows = []
     for threshold in THRESHOLDS:
         holds = in_rule & (probabilities.max(axis=1) >= threshold)
-        rows.append({"threshold": threshold, "upset_faces": int(wanted.sum()), "other_faces": int((~wanted).sum()),
-                     "held_on_upset": round(float(holds[wanted].mean()), 3) if wanted.any() else None,
-                     "held_on_others": round(float(holds[~wanted].mean()), 3) if (~wanted).any() else None})
+        rows.append(
+            {
+                "threshold": threshold,
+                "upset_faces": int(wanted.sum()),
+                "other_faces": int((~wanted).sum()),
+                "held_on_upset": round(float(holds[wanted].mean()), 3) if wanted.any() else None,
+                "held_on_others": round(float(holds[~wanted].mean()), 3) if (~wanted).any() else None,
+            }
+        )
     return rows
 
 
@@ -92,13 +98,25 @@ def main(argv: list[str] | None = None) -> int:
         faces = load_face_folder(folder)
         figures["dev_sets"][name] = condition_rates(classifier.classify_many(faces.images), faces.labels)
         print(f"{name}: one frame of each face", file=sys.stderr)
-        print(markdown_table(["threshold", "holds on upset faces", "holds on other faces"], [
-            [f"{r['threshold']:.1f}", f"{r['held_on_upset']} of {r['upset_faces']}",
-             f"{r['held_on_others']} of {r['other_faces']}"] for r in figures["dev_sets"][name]]))
+        print(
+            markdown_table(
+                ["threshold", "holds on upset faces", "holds on other faces"],
+                [
+                    [
+                        f"{r['threshold']:.1f}",
+                        f"{r['held_on_upset']} of {r['upset_faces']}",
+                        f"{r['held_on_others']} of {r['other_faces']}",
+                    ]
+                    for r in figures["dev_sets"][name]
+                ],
+            )
+        )
 
     portraits = PortraitSource(resolve_faces_dir(args.faces_dir))
-    clips = [ensure_clip(ClipSpec(scene, (640, 480), args.clip_seconds), portraits, DEFAULT_CLIPS_DIR.expanduser())
-             for scene in ("one_face", "several_faces", "enter_leave")]
+    clips = [
+        ensure_clip(ClipSpec(scene, (640, 480), args.clip_seconds), portraits, DEFAULT_CLIPS_DIR.expanduser())
+        for scene in ("one_face", "several_faces", "enter_leave")
+    ]
     rows = []
     for threshold in THRESHOLDS:
         for hold in HOLDS:
@@ -107,10 +125,28 @@ def main(argv: list[str] | None = None) -> int:
                 r, s = clip_alerts(clip, threshold, hold)
                 raised, seconds = raised + r, seconds + s
             per_minute = raised / (seconds / 60) if seconds else float("nan")
-            figures["clips"].append({"threshold": threshold, "hold_seconds": hold, "alerts": int(raised),
-                                     "person_minutes": round(seconds / 60, 2), "per_person_minute": round(per_minute, 3)})
-            rows.append([f"{threshold:.1f}", f"{hold:g} s", f"{int(raised)}", f"{seconds / 60:.1f}", f"{per_minute:.3f}"])
-    print(f"clips of calm people ({portraits.name}), 640x480, {args.clip_seconds:g} s each: every alert is a false alarm")
+            figures["clips"].append(
+                {
+                    "threshold": threshold,
+                    "hold_seconds": hold,
+                    "alerts": int(raised),
+                    "person_minutes": round(seconds / 60, 2),
+                    "per_person_minute": round(per_minute, 3),
+                }
+            )
+            rows.append(
+                [
+                    f"{threshold:.1f}",
+                    f"{hold:g} s",
+                    f"{int(raised)}",
+                    f"{seconds / 60:.1f}",
+                    f"{per_minute:.3f}",
+                ]
+            )
+    print(
+        f"clips of calm people ({portraits.name}), 640x480, {args.clip_seconds:g} s each: "
+        "every alert is a false alarm"
+    )
     print(markdown_table(["threshold", "hold", "alerts", "person-minutes", "alerts per person-minute"], rows))
     if args.out:
         Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")

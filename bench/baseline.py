@@ -52,7 +52,9 @@ class ThesisPipeline:
         self.timer = timer
         self.classified = 0
 
-    def process(self, frame: np.ndarray, times: StageTimes | None = None, now: float | None = None) -> list[FaceResult]:
+    def process(
+        self, frame: np.ndarray, times: StageTimes | None = None, now: float | None = None
+    ) -> list[FaceResult]:
         t = times if times is not None else StageTimes()
         clock = self.timer
         t0 = clock()

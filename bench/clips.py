@@ -7,9 +7,9 @@ which frames show which face, and where.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -49,7 +49,9 @@ def background(width: int, height: int, seed: int) -> np.ndarray:
         color = tuple(int(v) for v in rng.integers(20, 235, 3))
         x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
         if rng.random() < 0.5:
-            cv2.rectangle(image, (x, y), (x + int(rng.integers(30, 200)), y + int(rng.integers(30, 200))), color, -1)
+            cv2.rectangle(
+                image, (x, y), (x + int(rng.integers(30, 200)), y + int(rng.integers(30, 200))), color, -1
+            )
         else:
             cv2.circle(image, (x, y), int(rng.integers(15, 80)), color, -1)
     return image
@@ -84,7 +86,9 @@ def portrait_from_photo(path: str | Path, cascade_path: str | None = None) -> np
     if image is None:
         raise ValueError(f"cannot read {path}")
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    cascade = cv2.CascadeClassifier(cascade_path or str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"))
+    cascade = cv2.CascadeClassifier(
+        cascade_path or str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml")
+    )
     faces = cascade.detectMultiScale(gray, 1.1, 5, minSize=(30, 30))
     if len(faces) == 0:
         raise ValueError(f"no face found in {path}")
@@ -137,13 +141,26 @@ def one_visit_clip(path: str | Path, fps: float = 30.0, size: tuple[int, int] = 
     return render_clip(path, [face], before + visit + after, size, fps)
 
 
-def visits_clip(path: str | Path, visits: int, visit_seconds: float = 2.5, gap_seconds: float = 1.5,
-                fps: float = 30.0, size: tuple[int, int] = (640, 480)) -> Path:
+def visits_clip(
+    path: str | Path,
+    visits: int,
+    visit_seconds: float = 2.5,
+    gap_seconds: float = 1.5,
+    fps: float = 30.0,
+    size: tuple[int, int] = (640, 480),
+) -> Path:
     """``visits`` separate visits of the astronaut, each followed by an empty scene."""
     portrait = astronaut_portrait()
     on, off = int(visit_seconds * fps), int(gap_seconds * fps)
     appearances = [
-        Appearance(portrait, off + i * (on + off), off + i * (on + off) + on, (0.2 + 0.05 * (i % 3), 0.2), (0.4, 0.25), 0.6)
+        Appearance(
+            portrait,
+            off + i * (on + off),
+            off + i * (on + off) + on,
+            (0.2 + 0.05 * (i % 3), 0.2),
+            (0.4, 0.25),
+            0.6,
+        )
         for i in range(visits)
     ]
     return render_clip(path, appearances, off + visits * (on + off), size, fps)

@@ -55,7 +55,9 @@ def spooled(spool: Path) -> list[dict]:
 def one_run(work: Path, clip: Path, rng: random.Random) -> dict:
     broker = Broker(work, persistent=True).start()
     received: list[dict] = []
-    dashboard = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="dash", clean_session=False)
+    dashboard = mqtt.Client(
+        callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="dash", clean_session=False
+    )
     dashboard.on_connect = lambda c, u, f, rc, p: c.subscribe(f"fer-kiosk/{DEVICE}/events", qos=1)
     dashboard.on_message = lambda c, u, m: received.append(json.loads(m.payload))
     dashboard.reconnect_delay_set(1, 2)
@@ -63,8 +65,15 @@ def one_run(work: Path, clip: Path, rng: random.Random) -> dict:
     dashboard.loop_start()
     spool = work / "spool"
     config = work / "config.yaml"
-    write_config(config, broker.port, DEVICE, str(clip), camera={"retry_initial_seconds": 60, "retry_max_seconds": 60},
-                 mqtt={"reconnect_max_seconds": 2}, spool={"path": str(spool)})
+    write_config(
+        config,
+        broker.port,
+        DEVICE,
+        str(clip),
+        camera={"retry_initial_seconds": 60, "retry_max_seconds": 60},
+        mqtt={"reconnect_max_seconds": 2},
+        spool={"path": str(spool)},
+    )
     log_a, log_b = work / "daemon-a.log", work / "daemon-b.log"
     ends = lambda: [e for e in received if e.get("type") == "end"]  # noqa: E731
     daemon = start(config, log_a)
@@ -89,27 +98,40 @@ def one_run(work: Path, clip: Path, rng: random.Random) -> dict:
         broker.start()
         outage_s = time.monotonic() - outage_started
         finished_faces = logged | {e.get("face_id") for e in at_kill} | {e["face_id"] for e in ends()}
-        wait_until(lambda: not list(spool.glob("*.json"))
-                 and {e["face_id"] for e in ends()} >= finished_faces, 30)
+        wait_until(
+            lambda: not list(spool.glob("*.json")) and {e["face_id"] for e in ends()} >= finished_faces, 30
+        )
         time.sleep(1.0)  # late duplicates, if any, arrive too
         stop_daemon(daemon)
         delivered = ends()
         by_face: dict[str, set[str]] = {}
         for event in delivered:
             by_face.setdefault(event["face_id"], set()).add(event["event_id"])
-        stuck = [p.name for p in spool.glob("*.json")] + [p.name for p in (spool / "bad").glob("*")] \
-            if spool.exists() else []
+        stuck = (
+            [p.name for p in spool.glob("*.json")] + [p.name for p in (spool / "bad").glob("*")]
+            if spool.exists()
+            else []
+        )
         lost = sorted(f for f in finished_faces if f not in by_face)
         twice = sorted(f for f, ids in by_face.items() if len(ids) > 1)  # one visit, two summaries
         unexpected = sorted(f for f in by_face if f not in finished_faces)
         result = {
-            "kill_s_into_outage": round(kill_after, 1), "outage_s": round(outage_s, 1),
-            "finished_visits": len(finished_faces), "delivered_before_outage": len(received_before),
-            "spooled_at_kill": len(at_kill), "ends_logged_by_killed_daemon": len(logged),
-            "delivered_unique": len({e["event_id"] for e in delivered}), "received_with_duplicates": len(delivered),
-            "lost": lost, "two_summaries_for_one_visit": twice, "unexpected": unexpected, "stuck_in_spool": stuck,
+            "kill_s_into_outage": round(kill_after, 1),
+            "outage_s": round(outage_s, 1),
+            "finished_visits": len(finished_faces),
+            "delivered_before_outage": len(received_before),
+            "spooled_at_kill": len(at_kill),
+            "ends_logged_by_killed_daemon": len(logged),
+            "delivered_unique": len({e["event_id"] for e in delivered}),
+            "received_with_duplicates": len(delivered),
+            "lost": lost,
+            "two_summaries_for_one_visit": twice,
+            "unexpected": unexpected,
+            "stuck_in_spool": stuck,
         }
-        result["ok"] = not (lost or twice or unexpected or stuck) and result["delivered_unique"] == len(finished_faces)
+        result["ok"] = not (lost or twice or unexpected or stuck) and result["delivered_unique"] == len(
+            finished_faces
+        )
     finally:
         if daemon.poll() is None:
             daemon.kill()
@@ -141,16 +163,26 @@ def main() -> None:
             results.append(result)
             print(json.dumps(result), flush=True)
     ok = [r for r in results if r.get("ok")]
-    print(json.dumps({
-        "runs": len(results), "runs_ok": len(ok),
-        "finished_visits": sum(r.get("finished_visits", 0) for r in results),
-        "delivered_unique": sum(r.get("delivered_unique", 0) for r in results),
-        "spooled_at_kill": sum(r.get("spooled_at_kill", 0) for r in results),
-        "duplicates_before_dedup": sum(r.get("received_with_duplicates", 0) - r.get("delivered_unique", 0) for r in results),
-        "lost": sum(len(r.get("lost", [])) for r in results),
-        "two_summaries_for_one_visit": sum(len(r.get("two_summaries_for_one_visit", [])) for r in results),
-        "stuck_in_spool": sum(len(r.get("stuck_in_spool", [])) for r in results),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "runs": len(results),
+                "runs_ok": len(ok),
+                "finished_visits": sum(r.get("finished_visits", 0) for r in results),
+                "delivered_unique": sum(r.get("delivered_unique", 0) for r in results),
+                "spooled_at_kill": sum(r.get("spooled_at_kill", 0) for r in results),
+                "duplicates_before_dedup": sum(
+                    r.get("received_with_duplicates", 0) - r.get("delivered_unique", 0) for r in results
+                ),
+                "lost": sum(len(r.get("lost", [])) for r in results),
+                "two_summaries_for_one_visit": sum(
+                    len(r.get("two_summaries_for_one_visit", [])) for r in results
+                ),
+                "stuck_in_spool": sum(len(r.get("stuck_in_spool", [])) for r in results),
+            },
+            indent=2,
+        )
+    )
     sys.exit(0 if len(ok) == len(results) else 1)
 
 

@@ -40,14 +40,19 @@ def main() -> None:
         dx.append((x + w / 2 - pad - side / 2) / w)
         dy.append((y + h / 2 - pad - side / 2) / w)
     ratio = float(np.median(ratios))
-    print(json.dumps({
-        "faces": min(args.faces, len(faces)),
-        "detected": len(ratios),
-        "box_to_crop_median": round(ratio, 4),
-        "box_to_crop_iqr": [round(float(v), 4) for v in np.percentile(ratios, [25, 75])],
-        "margin_each_side": round((1 / ratio - 1) / 2, 4),
-        "centre_offset_box_widths": [round(float(np.median(dx)), 4), round(float(np.median(dy)), 4)],
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "faces": min(args.faces, len(faces)),
+                "detected": len(ratios),
+                "box_to_crop_median": round(ratio, 4),
+                "box_to_crop_iqr": [round(float(v), 4) for v in np.percentile(ratios, [25, 75])],
+                "margin_each_side": round((1 / ratio - 1) / 2, 4),
+                "centre_offset_box_widths": [round(float(np.median(dx)), 4), round(float(np.median(dy)), 4)],
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -50,19 +50,50 @@ def iso_now() -> str:
 
 
 def fake_state(device: str, rng: random.Random) -> dict:
-    faces = [{"face_id": f"{device}-{i}", "emotion": rng.choice(EMOTIONS), "confidence": round(rng.uniform(0.3, 0.9), 4),
-              "since": iso_now()} for i in range(rng.randint(0, 3))]
+    faces = [
+        {
+            "face_id": f"{device}-{i}",
+            "emotion": rng.choice(EMOTIONS),
+            "confidence": round(rng.uniform(0.3, 0.9), 4),
+            "since": iso_now(),
+        }
+        for i in range(rng.randint(0, 3))
+    ]
     levels = {e: round(rng.random() / 7, 4) for e in EMOTIONS}
-    return {"v": 1, "device": device, "time": iso_now(), "status": "running", "face_count": len(faces),
-            "dominant_emotion": faces[0]["emotion"] if faces else "none", "levels": levels, "faces": faces}
+    return {
+        "v": 1,
+        "device": device,
+        "time": iso_now(),
+        "status": "running",
+        "face_count": len(faces),
+        "dominant_emotion": faces[0]["emotion"] if faces else "none",
+        "levels": levels,
+        "faces": faces,
+    }
 
 
 def fake_visit(device: str, rng: random.Random) -> dict:
-    return {"v": 1, "event_id": uuid.uuid4().hex, "type": "end", "device": device, "time": iso_now(),
-            "face_id": f"{device}-v", "box": [0, 0, 1, 1], "emotion": "happy", "confidence": 0.6, "probabilities": {},
-            "summary": {"first_seen": iso_now(), "last_seen": iso_now(), "duration_s": round(rng.uniform(5, 90), 1),
-                        "frames": 100, "dominant_emotion": rng.choice(EMOTIONS), "mean_probabilities": {},
-                        "emotion_seconds": {}}}
+    return {
+        "v": 1,
+        "event_id": uuid.uuid4().hex,
+        "type": "end",
+        "device": device,
+        "time": iso_now(),
+        "face_id": f"{device}-v",
+        "box": [0, 0, 1, 1],
+        "emotion": "happy",
+        "confidence": 0.6,
+        "probabilities": {},
+        "summary": {
+            "first_seen": iso_now(),
+            "last_seen": iso_now(),
+            "duration_s": round(rng.uniform(5, 90), 1),
+            "frames": 100,
+            "dominant_emotion": rng.choice(EMOTIONS),
+            "mean_probabilities": {},
+            "emotion_seconds": {},
+        },
+    }
 
 
 def publish_fleet(port: int, devices: int, seconds: float, stop: threading.Event) -> int:
@@ -80,7 +111,9 @@ def publish_fleet(port: int, devices: int, seconds: float, stop: threading.Event
             client.publish(f"fer-kiosk/{name}/state", json.dumps(fake_state(name, rng)), qos=1, retain=True)
             sent += 1
             if tick % 30 == 0:
-                client.publish(f"fer-kiosk/{name}/stats", json.dumps({"version": "bench", "fps": 30.0}), qos=0)
+                client.publish(
+                    f"fer-kiosk/{name}/stats", json.dumps({"version": "bench", "fps": 30.0}), qos=0
+                )
             if rng.random() < 0.05:
                 client.publish(f"fer-kiosk/{name}/events", json.dumps(fake_visit(name, rng)), qos=1)
         tick += 1
@@ -139,8 +172,12 @@ def main(argv: list[str] | None = None) -> int:
             fleet = page.evaluate("window.__fer")
             tiles = page.evaluate("document.querySelectorAll('.tile').length")
             figures["fleet"] = {
-                "devices": args.devices, "tiles": tiles, "states_sent": sent, "updates_rendered": fleet["updates"],
-                "update_ms_p50": percentile(fleet["updateMs"], 0.5), "update_ms_p95": percentile(fleet["updateMs"], 0.95),
+                "devices": args.devices,
+                "tiles": tiles,
+                "states_sent": sent,
+                "updates_rendered": fleet["updates"],
+                "update_ms_p50": percentile(fleet["updateMs"], 0.5),
+                "update_ms_p95": percentile(fleet["updateMs"], 0.95),
                 "dashboard_cpu_percent": round(100 * (cpu1 - cpu0) / (t1 - t0), 2),
                 "dashboard_rss_mb": round(memory_mb(dashboard.pid, "VmRSS"), 1),
                 "dashboard_peak_rss_mb": round(memory_mb(dashboard.pid, "VmHWM"), 1),
@@ -150,15 +187,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"the daemon on a clip for {args.latency_seconds:.0f} s ...", file=sys.stderr)
             page.evaluate("window.__fer.latencyMs = []")
             clip = visits_clip(work / "visits.avi", visits=3)
-            daemon_config = write_config(work / "config.yaml", broker.port, "bench-kiosk", str(clip),
-                                         camera={"loop": True}, tracking={"heartbeat_seconds": 1.0},
-                                         spool={"path": str(work / "spool")})
+            daemon_config = write_config(
+                work / "config.yaml",
+                broker.port,
+                "bench-kiosk",
+                str(clip),
+                camera={"loop": True},
+                tracking={"heartbeat_seconds": 1.0},
+                spool={"path": str(work / "spool")},
+            )
             daemon = start_daemon(daemon_config, work / "daemon.log")
             time.sleep(args.latency_seconds)
             stop_daemon(daemon, 20)
             latency = page.evaluate("window.__fer.latencyMs")
-            figures["latency"] = {"states": len(latency), "ms_p50": percentile(latency, 0.5),
-                                  "ms_p95": percentile(latency, 0.95), "ms_max": percentile(latency, 1.0)}
+            figures["latency"] = {
+                "states": len(latency),
+                "ms_p50": percentile(latency, 0.5),
+                "ms_p95": percentile(latency, 0.95),
+                "ms_max": percentile(latency, 1.0),
+            }
             page.screenshot(path=str(work / "dashboard.png"), full_page=True)
             browser.close()
     finally:
@@ -166,18 +213,38 @@ def main(argv: list[str] | None = None) -> int:
         broker.stop()
     figures["load_after"] = os.getloadavg()
     f, lat = figures["fleet"], figures["latency"]
-    print(f"dashboard benchmark (load average {figures['load_before'][0]:.2f} before, "
-          f"{figures['load_after'][0]:.2f} after; screenshot {work / 'dashboard.png'})")
-    print(markdown_table(["target", "measured", "met"], [
-        ["render per update p95 <= 50 ms", f"p95 {f['update_ms_p95']} ms, p50 {f['update_ms_p50']} ms "
-         f"({f['updates_rendered']} updates, {f['tiles']} tiles)", _met(f["update_ms_p95"], 50)],
-        ["dashboard RSS <= 60 MB", f"{f['dashboard_rss_mb']} MB (peak {f['dashboard_peak_rss_mb']} MB)",
-         _met(f["dashboard_peak_rss_mb"], 60)],
-        [f"dashboard CPU <= 2 % of a core, {f['devices']} kiosks", f"{f['dashboard_cpu_percent']} %",
-         _met(f["dashboard_cpu_percent"], 2)],
-        ["daemon to page p95 <= 500 ms", f"p95 {lat['ms_p95']} ms, p50 {lat['ms_p50']} ms ({lat['states']} states)",
-         _met(lat["ms_p95"], 500)],
-    ]))
+    print(
+        f"dashboard benchmark (load average {figures['load_before'][0]:.2f} before, "
+        f"{figures['load_after'][0]:.2f} after; screenshot {work / 'dashboard.png'})"
+    )
+    print(
+        markdown_table(
+            ["target", "measured", "met"],
+            [
+                [
+                    "render per update p95 <= 50 ms",
+                    f"p95 {f['update_ms_p95']} ms, p50 {f['update_ms_p50']} ms "
+                    f"({f['updates_rendered']} updates, {f['tiles']} tiles)",
+                    _met(f["update_ms_p95"], 50),
+                ],
+                [
+                    "dashboard RSS <= 60 MB",
+                    f"{f['dashboard_rss_mb']} MB (peak {f['dashboard_peak_rss_mb']} MB)",
+                    _met(f["dashboard_peak_rss_mb"], 60),
+                ],
+                [
+                    f"dashboard CPU <= 2 % of a core, {f['devices']} kiosks",
+                    f"{f['dashboard_cpu_percent']} %",
+                    _met(f["dashboard_cpu_percent"], 2),
+                ],
+                [
+                    "daemon to page p95 <= 500 ms",
+                    f"p95 {lat['ms_p95']} ms, p50 {lat['ms_p50']} ms ({lat['states']} states)",
+                    _met(lat["ms_p95"], 500),
+                ],
+            ],
+        )
+    )
     if args.out:
         Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
     return 0

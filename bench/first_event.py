@@ -20,8 +20,13 @@ from bench.harness import Broker, Subscriber, start_daemon, stop_daemon, write_c
 def measure(workdir: Path, broker: Broker, clip: Path, run: int) -> dict:
     device = f"first-event-{run}"
     sub = Subscriber(broker.port, f"fer-kiosk/{device}/events")
-    config = write_config(workdir / f"config-{run}.yaml", broker.port, device, str(clip),
-                          spool={"path": str(workdir / f"spool-{run}")})
+    config = write_config(
+        workdir / f"config-{run}.yaml",
+        broker.port,
+        device,
+        str(clip),
+        spool={"path": str(workdir / f"spool-{run}")},
+    )
     started = time.monotonic()
     daemon = start_daemon(config, workdir / f"daemon-{run}.log")
     try:
@@ -33,8 +38,12 @@ def measure(workdir: Path, broker: Broker, clip: Path, run: int) -> dict:
         stop_daemon(daemon)
         sub.close()
     kinds = [e["type"] for e in events]
-    return {"start_to_first_event_s": round(first, 3), "first_event": kinds[0] if kinds else None,
-            "events_in_first_7s": len(kinds), "face_ids": len({e["face_id"] for e in events})}
+    return {
+        "start_to_first_event_s": round(first, 3),
+        "first_event": kinds[0] if kinds else None,
+        "events_in_first_7s": len(kinds),
+        "face_ids": len({e["face_id"] for e in events}),
+    }
 
 
 def main() -> None:
@@ -43,14 +52,27 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        clip = render_clip(workdir / "present.avi", [Appearance(astronaut_portrait(), 0, 600, (0.3, 0.2), (0.35, 0.2), 0.6)], 600)
+        clip = render_clip(
+            workdir / "present.avi",
+            [Appearance(astronaut_portrait(), 0, 600, (0.3, 0.2), (0.35, 0.2), 0.6)],
+            600,
+        )
         broker = Broker(workdir).start()
         try:
             results = [measure(workdir, broker, clip, run) for run in range(args.runs)]
         finally:
             broker.stop()
-    print(json.dumps({"runs": results, "median_start_to_first_event_s":
-                      sorted(r["start_to_first_event_s"] for r in results)[len(results) // 2]}, indent=2))
+    print(
+        json.dumps(
+            {
+                "runs": results,
+                "median_start_to_first_event_s": sorted(r["start_to_first_event_s"] for r in results)[
+                    len(results) // 2
+                ],
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -46,8 +46,9 @@ MIB = 1024 * 1024
 TARGETS = {"install_mb": 250.0, "ready_seconds": 3.0, "daemon_peak_rss_mb": 150.0}
 DEFAULT_OUT = Path("bench") / "results" / "footprint.json"  # relative to the repository root
 # What a build of the project needs, and nothing the build could scribble into.
-SOURCE_IGNORE = shutil.ignore_patterns(".git", ".venv*", "__pycache__", "*.egg-info", "build", "dist",
-                                       ".pytest_cache", ".benchmarks", "results")
+SOURCE_IGNORE = shutil.ignore_patterns(
+    ".git", ".venv*", "__pycache__", "*.egg-info", "build", "dist", ".pytest_cache", ".benchmarks", "results"
+)
 
 
 def disk_usage(path: Path) -> int:
@@ -64,8 +65,10 @@ def site_packages(venv: Path) -> Path:
 
 
 def largest_entries(directory: Path, count: int = 6) -> list[tuple[str, float]]:
-    sizes = [(entry.name, disk_usage(entry) / MIB if entry.is_dir() else entry.lstat().st_blocks * 512 / MIB)
-             for entry in directory.iterdir()]
+    sizes = [
+        (entry.name, disk_usage(entry) / MIB if entry.is_dir() else entry.lstat().st_blocks * 512 / MIB)
+        for entry in directory.iterdir()
+    ]
     return [(name, round(size, 1)) for name, size in sorted(sizes, key=lambda s: -s[1])[:count]]
 
 
@@ -76,14 +79,28 @@ def base_install(scratch: Path) -> tuple[Path, dict[str, Any]]:
     shutil.copytree(REPO_ROOT, source, ignore=SOURCE_IGNORE)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     started = time.monotonic()
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    str(source)], check=True)
+    subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            str(source),
+        ],
+        check=True,
+    )
     seconds = time.monotonic() - started
     packages = site_packages(venv)
     as_pip_leaves_it = disk_usage(venv)
     largest_before = largest_entries(packages)
-    pruned = subprocess.run([str(venv / "bin" / "python"), str(REPO_ROOT / "deploy" / "prune_venv.py"), str(venv)],
-                            check=True, capture_output=True, text=True)
+    pruned = subprocess.run(
+        [str(venv / "bin" / "python"), str(REPO_ROOT / "deploy" / "prune_venv.py"), str(venv)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return venv, {
         "venv_mb": round(disk_usage(venv) / MIB, 1),
         "site_packages_mb": round(disk_usage(packages) / MIB, 1),
@@ -104,7 +121,9 @@ class Usage:
 
 
 def process_usage(pid: int) -> Usage:
-    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    status = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+    )
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
     return Usage(int(status["VmHWM"].split()[0]) / 1024, ticks / os.sysconf("SC_CLK_TCK"))
@@ -112,12 +131,20 @@ def process_usage(pid: int) -> Usage:
 
 def daemon_config(path: Path, clip: Path, port: int, scratch: Path) -> Path:
     # the package does not carry the model: deploy/install.sh copies it and sets model.path too
-    return write_config(path, port, "bench-footprint", str(clip), camera={"loop": True},
-                        model={"path": str(DEFAULT_MODEL)}, spool={"path": str(scratch / "spool")})
+    return write_config(
+        path,
+        port,
+        "bench-footprint",
+        str(clip),
+        camera={"loop": True},
+        model={"path": str(DEFAULT_MODEL)},
+        spool={"path": str(scratch / "spool")},
+    )
 
 
-def one_start(command: list[str], env: dict[str, str], config: Path, scratch: Path, run_seconds: float,
-              timeout: float) -> dict[str, Any]:
+def one_start(
+    command: list[str], env: dict[str, str], config: Path, scratch: Path, run_seconds: float, timeout: float
+) -> dict[str, Any]:
     """Starts the daemon, times READY, lets it run, reads its peak RSS and CPU, stops it."""
     notify = NotifySocket(scratch / "notify.sock")
     log = scratch / "daemon.log"
@@ -126,8 +153,7 @@ def one_start(command: list[str], env: dict[str, str], config: Path, scratch: Pa
     try:
         ready = notify.wait_for("READY=1", timeout, process)
         if ready is None:
-            raise RuntimeError(f"no READY=1 (exit code {process.poll()}): "
-                               f"{log.read_text()[-800:]}")
+            raise RuntimeError(f"no READY=1 (exit code {process.poll()}): {log.read_text()[-800:]}")
         before = process_usage(process.pid)
         time.sleep(run_seconds)
         after = process_usage(process.pid)
@@ -142,8 +168,9 @@ def one_start(command: list[str], env: dict[str, str], config: Path, scratch: Pa
     }
 
 
-def daemon_figures(command: list[str], env: dict[str, str], clip: Path, scratch: Path, starts: int,
-                   run_seconds: float) -> dict[str, Any]:
+def daemon_figures(
+    command: list[str], env: dict[str, str], clip: Path, scratch: Path, starts: int, run_seconds: float
+) -> dict[str, Any]:
     broker = Broker(scratch).start()
     try:
         config = daemon_config(scratch / "config.yaml", clip, broker.port, scratch)
@@ -165,16 +192,29 @@ def checks(figures: dict[str, Any]) -> list[list[str]]:
     if "install" in figures:
         size = figures["install"]["venv_mb"]
         packages = figures["install"]["site_packages_mb"]
-        rows.append([f"base install <= {TARGETS['install_mb']:.0f} MB",
-                     f"{size} MB as deploy/install.sh leaves it (site-packages {packages} MB; "
-                     f"{figures['install']['pip_venv_mb']} MB as pip leaves it, before pruning)",
-                     "yes" if size <= TARGETS["install_mb"] else "**NO**"])
+        rows.append(
+            [
+                f"base install <= {TARGETS['install_mb']:.0f} MB",
+                f"{size} MB as deploy/install.sh leaves it (site-packages {packages} MB; "
+                f"{figures['install']['pip_venv_mb']} MB as pip leaves it, before pruning)",
+                "yes" if size <= TARGETS["install_mb"] else "**NO**",
+            ]
+        )
     daemon = figures["daemon"]
-    rows.append([f"start to READY <= {TARGETS['ready_seconds']:.0f} s",
-                 f"median {daemon['ready_seconds_median']} s, max {daemon['ready_seconds_max']} s",
-                 "yes" if daemon["ready_seconds_max"] <= TARGETS["ready_seconds"] else "**NO**"])
-    rows.append([f"daemon peak RSS <= {TARGETS['daemon_peak_rss_mb']:.0f} MB", f"{daemon['daemon_peak_rss_mb']} MB",
-                 "yes" if daemon["daemon_peak_rss_mb"] <= TARGETS["daemon_peak_rss_mb"] else "**NO**"])
+    rows.append(
+        [
+            f"start to READY <= {TARGETS['ready_seconds']:.0f} s",
+            f"median {daemon['ready_seconds_median']} s, max {daemon['ready_seconds_max']} s",
+            "yes" if daemon["ready_seconds_max"] <= TARGETS["ready_seconds"] else "**NO**",
+        ]
+    )
+    rows.append(
+        [
+            f"daemon peak RSS <= {TARGETS['daemon_peak_rss_mb']:.0f} MB",
+            f"{daemon['daemon_peak_rss_mb']} MB",
+            "yes" if daemon["daemon_peak_rss_mb"] <= TARGETS["daemon_peak_rss_mb"] else "**NO**",
+        ]
+    )
     return rows
 
 
@@ -182,15 +222,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.footprint", description=__doc__.splitlines()[0])
     parser.add_argument("--starts", type=int, default=3, help="daemon starts to time (default 3)")
     parser.add_argument("--run-seconds", type=float, default=5.0, help="clip seconds before reading peak RSS")
-    parser.add_argument("--skip-install", action="store_true",
-                        help="no fresh venv: run the daemon from this environment (not a base install)")
+    parser.add_argument(
+        "--skip-install",
+        action="store_true",
+        help="no fresh venv: run the daemon from this environment (not a base install)",
+    )
     parser.add_argument("--faces-dir", help="Yale face photographs (as for python -m bench)")
     parser.add_argument("--clips-dir", default=str(DEFAULT_CLIPS_DIR))
     parser.add_argument("--out", help=f"results JSON (default: {DEFAULT_OUT} in the repository)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    clip = ensure_clip(ClipSpec("one_face", (640, 480), 10.0), PortraitSource(resolve_faces_dir(args.faces_dir)),
-                       Path(args.clips_dir).expanduser())
+    clip = ensure_clip(
+        ClipSpec("one_face", (640, 480), 10.0),
+        PortraitSource(resolve_faces_dir(args.faces_dir)),
+        Path(args.clips_dir).expanduser(),
+    )
     figures: dict[str, Any] = {"load_before": " ".join(f"{v:.2f}" for v in os.getloadavg())}
     with tempfile.TemporaryDirectory(prefix="fer-footprint-") as tmp:
         scratch = Path(tmp)
@@ -210,14 +256,21 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else REPO_ROOT / DEFAULT_OUT
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=1))
-    print(f"footprint (load average {figures['load_before']} before / {figures['load_after']} after), "
-          f"daemon from {figures['daemon_environment']}")
+    print(
+        f"footprint (load average {figures['load_before']} before / {figures['load_after']} after), "
+        f"daemon from {figures['daemon_environment']}"
+    )
     print(markdown_table(["target", "measured", "met"], checks(figures)))
     if "install" in figures:
-        print("largest in site-packages (MB):", ", ".join(f"{n} {s}" for n, s in figures["install"]["largest_in_site_packages_mb"]))
+        print(
+            "largest in site-packages (MB):",
+            ", ".join(f"{n} {s}" for n, s in figures["install"]["largest_in_site_packages_mb"]),
+        )
         if not figures["install"]["bundled_model_installed"]:
-            print("note: the package does not contain the model (deploy/install.sh copies it beside the venv); "
-                  "as there, the daemon was given it through model.path")
+            print(
+                "note: the package does not contain the model (deploy/install.sh copies it beside the venv); "
+                "as there, the daemon was given it through model.path"
+            )
     print(f"figures written to {out}")
     return 0
 

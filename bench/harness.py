@@ -38,8 +38,16 @@ ROOT = Path(__file__).resolve().parent.parent
 EDGE = (sys.executable, "-m", "edge")  # the daemon from this checkout
 # Debian's Chromium, as Playwright drives it for the dashboard's page (no browser download).
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+BROWSER_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float) -> bool:
@@ -53,6 +61,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float) -> bool:
 
 
 # -- the broker ---------------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -69,8 +78,9 @@ def mosquitto_binary() -> str | None:
 class Broker:
     """A real Mosquitto on a free loopback port that can be stopped and restarted."""
 
-    def __init__(self, workdir: Path, extra_config: str = "", port: int | None = None,
-                 persistent: bool = False):
+    def __init__(
+        self, workdir: Path, extra_config: str = "", port: int | None = None, persistent: bool = False
+    ):
         """``persistent``: sessions and queued QoS 1 messages survive a stop and start, as on
         a real broker (what a dashboard with clean_session=False relies on)."""
         binary = mosquitto_binary()
@@ -84,25 +94,29 @@ class Broker:
         # Started as root, mosquitto would switch to its own user and could not read the
         # test's private temporary files (password file, certificates, log).
         run_as = f"user {pwd.getpwuid(os.geteuid()).pw_name}\n"
-        persistence = (f"persistence true\npersistence_location {workdir}/\nautosave_interval 1\n"
-                       if persistent else "persistence false\n")
+        persistence = (
+            f"persistence true\npersistence_location {workdir}/\nautosave_interval 1\n"
+            if persistent
+            else "persistence false\n"
+        )
         self.config_path.write_text(
             run_as + f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            + persistence
-            + f"log_dest file {self.log_path}\n"
+            "allow_anonymous true\n" + persistence + f"log_dest file {self.log_path}\n"
             "log_type all\n" + extra_config
         )
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 10.0) -> Broker:
-        self.process = subprocess.Popen([self.binary, "-c", str(self.config_path)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            [self.binary, "-c", str(self.config_path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self.process.stderr.read().decode()[-500:]} "
-                                   f"{self.log_path.read_text()[-500:] if self.log_path.exists() else ''}")
+                raise RuntimeError(
+                    f"mosquitto exited: {self.process.stderr.read().decode()[-500:]} "
+                    f"{self.log_path.read_text()[-500:] if self.log_path.exists() else ''}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return self
@@ -130,8 +144,9 @@ class Subscriber:
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=f"test-sub-{port}")
+        self.client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-sub-{port}"
+        )
 
         def on_connect(client, userdata, flags, reason_code, properties):
             client.subscribe(topic, qos=1)
@@ -163,6 +178,7 @@ class Subscriber:
 
 # -- systemd's side -------------------------------------------------------------------------
 
+
 class NotifySocket:
     """A NOTIFY_SOCKET like systemd's: records every datagram line with its arrival time."""
 
@@ -191,6 +207,7 @@ class NotifySocket:
     def wait_for(self, prefix: str, timeout: float, process: subprocess.Popen | None = None) -> float | None:
         """time.monotonic() at which the first line starting with ``prefix`` arrived; None
         after ``timeout`` s or once ``process`` has exited without sending it."""
+
         def arrived_or_exited() -> bool:
             return bool(self.times(prefix)) or (process is not None and process.poll() is not None)
 
@@ -207,6 +224,7 @@ class NotifySocket:
 
 
 # -- the daemon -------------------------------------------------------------------------------
+
 
 def merged(base: dict[str, dict], sections: Mapping[str, dict]) -> dict[str, dict]:
     """``base`` with each section's keys overridden by those in ``sections`` (one level deep)."""
@@ -232,9 +250,18 @@ def checkout_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
-def start_daemon(config: Path, log: Path, *, command: Sequence[str] = EDGE, args: Sequence[str] = (),
-                 env: Mapping[str, str] | None = None, base_env: Mapping[str, str] | None = None,
-                 notify: NotifySocket | None = None, cwd: Path = ROOT, **popen: Any) -> subprocess.Popen:
+def start_daemon(
+    config: Path,
+    log: Path,
+    *,
+    command: Sequence[str] = EDGE,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    base_env: Mapping[str, str] | None = None,
+    notify: NotifySocket | None = None,
+    cwd: Path = ROOT,
+    **popen: Any,
+) -> subprocess.Popen:
     """``COMMAND run --config CONFIG ARGS`` with stdout and stderr appended to ``log``.
 
     ``command``: how to call fer-kiosk (default: ``python -m edge`` from this checkout);
@@ -244,8 +271,14 @@ def start_daemon(config: Path, log: Path, *, command: Sequence[str] = EDGE, args
     if notify is not None:
         environment["NOTIFY_SOCKET"] = str(notify.path)
     with log.open("a") as out:
-        return subprocess.Popen([*command, "run", "--config", str(config), *args], cwd=cwd, stdout=out,
-                                stderr=subprocess.STDOUT, env=environment, **popen)
+        return subprocess.Popen(
+            [*command, "run", "--config", str(config), *args],
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            **popen,
+        )
 
 
 def stop_daemon(process: subprocess.Popen, timeout: float = 10) -> int:
@@ -263,21 +296,48 @@ def http_get(url: str) -> bytes | None:
         return None
 
 
-def start_dashboard(workdir: Path, broker_port: int, timeout: float = 20,
-                    **settings: Any) -> tuple[subprocess.Popen, str, Path]:
+def start_dashboard(
+    workdir: Path, broker_port: int, timeout: float = 20, **settings: Any
+) -> tuple[subprocess.Popen, str, Path]:
     """``fer-kiosk dashboard`` on a free port for the broker on ``broker_port`` (``settings``:
     more config sections), once it answers /healthz: (process, its URL, its log)."""
     port = free_port()
     config = workdir / "dashboard.yaml"
-    config.write_text(yaml.safe_dump({"http": {"port": port},
-                                      "mqtt": {"host": "127.0.0.1", "port": broker_port}, **settings}))
+    config.write_text(
+        yaml.safe_dump(
+            {"http": {"port": port}, "mqtt": {"host": "127.0.0.1", "port": broker_port}, **settings}
+        )
+    )
     log = workdir / "dashboard.log"
     with log.open("w") as out:
-        process = subprocess.Popen([*EDGE, "dashboard", "--config", str(config)], cwd=ROOT, stdout=out,
-                                   stderr=subprocess.STDOUT, env=checkout_env())
+        process = subprocess.Popen(
+            [*EDGE, "dashboard", "--config", str(config)],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=checkout_env(),
+        )
     url = f"http://127.0.0.1:{port}"
     if not wait_until(lambda: http_get(url + "/healthz") == b"ok\n", timeout):
         process.kill()
         process.wait()
         raise AssertionError(f"the dashboard did not answer within {timeout} s: {log.read_text()[-2000:]}")
     return process, url, log
+
+
+def make_certificates(directory: Path) -> dict[str, Path]:
+    """A test CA, a server certificate for localhost/127.0.0.1 signed by it, and an
+    unrelated CA (for "untrusted certificate" cases), made with openssl in ``directory``."""
+
+    def openssl(command: str) -> None:
+        subprocess.run(["openssl", *command.split()], cwd=directory, check=True, capture_output=True)
+
+    openssl("req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=test-ca -keyout ca.key -out ca.crt")
+    openssl("req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout server.key -out server.csr")
+    (directory / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl(
+        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 -out server.crt "
+        "-extfile san.ext"
+    )
+    openssl("req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=other-ca -keyout other.key -out other.crt")
+    return {name: directory / name for name in ("ca.crt", "server.crt", "server.key", "other.crt")}

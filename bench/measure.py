@@ -171,17 +171,35 @@ class StepRecord:
     wall: float
 
 
-def record_step(frame: Frame, source: RecordingSource, pipeline: RecordingPipeline,
-                publisher: RecordingPublisher, ended: float) -> StepRecord:
+def record_step(
+    frame: Frame,
+    source: RecordingSource,
+    pipeline: RecordingPipeline,
+    publisher: RecordingPublisher,
+    ended: float,
+) -> StepRecord:
     t = pipeline.times
     in_pipeline = t.grayscale + t.detect + t.preprocess + t.classify
     # after the pipeline: tracking, building the messages, and publish() itself
     after = max(0.0, ended - source.returned - in_pipeline)
-    stages = {"grayscale": t.grayscale, "detect": t.detect, "preprocess": t.preprocess, "classify": t.classify,
-              "track": max(0.0, after - publisher.step_seconds), "publish": publisher.step_seconds}
+    stages = {
+        "grayscale": t.grayscale,
+        "detect": t.detect,
+        "preprocess": t.preprocess,
+        "classify": t.classify,
+        "track": max(0.0, after - publisher.step_seconds),
+        "publish": publisher.step_seconds,
+    }
     latencies = [handed - frame.monotonic for handed in publisher.step_event_times]
-    return StepRecord(frame.sequence, stages, list(pipeline.boxes), latencies, list(publisher.step_new_boxes),
-                      time.process_time(), ended)
+    return StepRecord(
+        frame.sequence,
+        stages,
+        list(pipeline.boxes),
+        latencies,
+        list(publisher.step_new_boxes),
+        time.process_time(),
+        ended,
+    )
 
 
 def peak_rss_mb() -> float:
@@ -202,4 +220,7 @@ def percentiles_ms(seconds: Sequence[float]) -> dict[str, float | None]:
     if not len(seconds):
         return {"p50": None, "p95": None}
     values = np.asarray(seconds, dtype=np.float64) * 1000.0
-    return {"p50": round(float(np.percentile(values, 50)), 3), "p95": round(float(np.percentile(values, 95)), 3)}
+    return {
+        "p50": round(float(np.percentile(values, 50)), 3),
+        "p95": round(float(np.percentile(values, 95)), 3),
+    }

@@ -52,8 +52,10 @@ def _inside(box: Box, person: Sequence[int]) -> bool:
 def on_people(detections: list[list[Box]], people: list[list[Sequence[int]]]) -> tuple[list[list[Box]], int]:
     """The detections centred on a person's cut-out, and how many were not (the cascade's
     false positives on the scenery: not faces, so no pipeline should be asked to find them)."""
-    kept = [[b for b in boxes if any(_inside(b, p) for p in (people[i] if i < len(people) else []))]
-            for i, boxes in enumerate(detections)]
+    kept = [
+        [b for b in boxes if any(_inside(b, p) for p in (people[i] if i < len(people) else []))]
+        for i, boxes in enumerate(detections)
+    ]
     return kept, sum(len(b) for b in detections) - sum(len(b) for b in kept)
 
 
@@ -62,14 +64,22 @@ def ensure_reference(clip: Path) -> Path:
     the clip's ``.people.json`` (a clip not made by bench.scenes) every detection counts."""
     path = reference_path(clip)
     people = clip.with_suffix(".people.json")
-    if path.is_file() and path.stat().st_mtime >= clip.stat().st_mtime and isinstance(json.loads(path.read_text()), dict):
+    if (
+        path.is_file()
+        and path.stat().st_mtime >= clip.stat().st_mtime
+        and isinstance(json.loads(path.read_text()), dict)
+    ):
         return path
     detections = detect_every_frame(clip)
-    faces, false_positives = (on_people(detections, json.loads(people.read_text())) if people.is_file()
-                              else (detections, 0))
+    faces, false_positives = (
+        on_people(detections, json.loads(people.read_text())) if people.is_file() else (detections, 0)
+    )
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps({"faces": [[list(b) for b in frame] for frame in faces],
-                                   "false_positives": false_positives}))
+    partial.write_text(
+        json.dumps(
+            {"faces": [[list(b) for b in frame] for frame in faces], "false_positives": false_positives}
+        )
+    )
     partial.replace(path)
     return path
 
@@ -82,7 +92,9 @@ def reference_false_positives(path: Path) -> int:
     return int(json.loads(path.read_text())["false_positives"])
 
 
-def recall(reference: Sequence[Sequence[Box]], found: Mapping[int, Sequence[Box]], min_iou: float = MATCH_IOU) -> dict:
+def recall(
+    reference: Sequence[Sequence[Box]], found: Mapping[int, Sequence[Box]], min_iou: float = MATCH_IOU
+) -> dict:
     """Per reference box of each frame in ``found`` (0-based frame index -> boxes): matched
     when some found box overlaps it by ``min_iou``. ``extra``: found boxes matching none."""
     total = matched = extra = 0
@@ -100,8 +112,9 @@ def recall(reference: Sequence[Sequence[Box]], found: Mapping[int, Sequence[Box]
     }
 
 
-def reference_people(reference: Sequence[Sequence[Box]], max_gap: int = 15,
-                     min_frames: int = 15) -> list[dict[int, Box]]:
+def reference_people(
+    reference: Sequence[Sequence[Box]], max_gap: int = 15, min_frames: int = 15
+) -> list[dict[int, Box]]:
     """The people the reference sees, each as {frame index: box}: boxes linked from frame to
     frame by the tracker's matching rule; a person unseen for ``max_gap`` frames has left.
     Shorter than ``min_frames``: a fluke, left out."""
@@ -115,24 +128,36 @@ def reference_people(reference: Sequence[Sequence[Box]], max_gap: int = 15,
     return [p for p in people if len(p) >= min_frames]
 
 
-def arrival_latency(reference: Sequence[Sequence[Box]], new_events: Mapping[int, Sequence[Box]],
-                    fps: float) -> dict:
+def arrival_latency(
+    reference: Sequence[Sequence[Box]], new_events: Mapping[int, Sequence[Box]], fps: float
+) -> dict:
     """From each person's first frame in the reference to the pipeline's `new` event for them
     (the first whose box overlaps theirs, at or after their first frame), in ms of the clip's
     clock; ``missed``: people who never got one."""
     latencies, missed, used = [], 0, set()
     for person in reference_people(reference):
         first, last = min(person), max(person)
-        hit = next(((index, k) for index in sorted(new_events) if first <= index <= last
-                    for k, box in enumerate(new_events[index]) if (index, k) not in used
-                    and iou(box, person[max(i for i in person if i <= index)]) >= MATCH_IOU), None)
+        hit = next(
+            (
+                (index, k)
+                for index in sorted(new_events)
+                if first <= index <= last
+                for k, box in enumerate(new_events[index])
+                if (index, k) not in used
+                and iou(box, person[max(i for i in person if i <= index)]) >= MATCH_IOU
+            ),
+            None,
+        )
         if hit is None:
             missed += 1
             continue
         used.add(hit)
         latencies.append(1000.0 * (hit[0] - first) / fps)
     values = np.asarray(latencies) if latencies else None
-    return {"p50": round(float(np.percentile(values, 50)), 1) if values is not None else None,
-            "p95": round(float(np.percentile(values, 95)), 1) if values is not None else None,
-            "max": round(float(values.max()), 1) if values is not None else None,
-            "people": len(latencies) + missed, "missed": missed}
+    return {
+        "p50": round(float(np.percentile(values, 50)), 1) if values is not None else None,
+        "p95": round(float(np.percentile(values, 95)), 1) if values is not None else None,
+        "max": round(float(values.max()), 1) if values is not None else None,
+        "people": len(latencies) + missed,
+        "missed": missed,
+    }

@@ -87,7 +87,7 @@ class PortraitSource:
 
     def _portrait(self, subject: str, rotation: int) -> np.ndarray:
         by_condition = {p.stem.split("_", 1)[1]: p for p in self.photos[subject]}
-        order = CONDITIONS[rotation % len(CONDITIONS):] + CONDITIONS[: rotation % len(CONDITIONS)]
+        order = CONDITIONS[rotation % len(CONDITIONS) :] + CONDITIONS[: rotation % len(CONDITIONS)]
         for condition in order:
             if condition in by_condition:
                 try:
@@ -107,7 +107,9 @@ def resolve_faces_dir(option: str | None) -> Path | None:
     return None
 
 
-def _segments(portrait: np.ndarray, waypoints: list[tuple[int, tuple[float, float]]], height: float) -> list[Appearance]:
+def _segments(
+    portrait: np.ndarray, waypoints: list[tuple[int, tuple[float, float]]], height: float
+) -> list[Appearance]:
     """One person on screen along a path of (frame, top-left) waypoints, without a break."""
     return [
         Appearance(portrait, start, end, start_xy, end_xy, height)
@@ -125,7 +127,9 @@ def _several_faces(people: list[np.ndarray], n: int) -> list[Appearance]:
     appearances = []
     for k, portrait in enumerate(people):
         x, drift = 0.01 + 0.34 * k, 0.01 if k % 2 else -0.01
-        appearances += _segments(portrait, [(0, (x, 0.3 + 0.03 * k)), (n, (x + drift, 0.28 + 0.03 * k))], 0.33)
+        appearances += _segments(
+            portrait, [(0, (x, 0.3 + 0.03 * k)), (n, (x + drift, 0.28 + 0.03 * k))], 0.33
+        )
     return appearances
 
 
@@ -137,8 +141,12 @@ def _enter_leave(people: list[np.ndarray], n: int) -> list[Appearance]:
     for k, portrait in enumerate(people):
         start = gap + k * (visit + gap)
         walk = max(1, visit // 5)
-        path = [(start, (-0.45, 0.22)), (start + walk, (0.25, 0.2)), (start + visit - walk, (0.32, 0.22)),
-                (start + visit, (1.0, 0.2))]
+        path = [
+            (start, (-0.45, 0.22)),
+            (start + walk, (0.25, 0.2)),
+            (start + visit - walk, (0.32, 0.22)),
+            (start + visit, (1.0, 0.2)),
+        ]
         appearances += _segments(portrait, path, 0.5)
     return appearances
 
@@ -161,9 +169,15 @@ def render_empty_scene(path: Path, frames: int, size: tuple[int, int], fps: floa
         slide = _window(t, 0.15, 0.45)
         if slide is not None:
             x = int((-0.2 + 1.2 * slide) * width)
-            cv2.rectangle(frame, (x, int(0.55 * height)), (x + width // 5, int(0.8 * height)), (90, 70, 160), -1)
+            cv2.rectangle(
+                frame, (x, int(0.55 * height)), (x + width // 5, int(0.8 * height)), (90, 70, 160), -1
+            )
         bounce = _window(t, 0.5, 0.6)
-        ball_y = int(height * (0.3 + 0.15 * abs(np.sin(2 * np.pi * bounce)))) if bounce is not None else int(0.3 * height)
+        ball_y = (
+            int(height * (0.3 + 0.15 * abs(np.sin(2 * np.pi * bounce))))
+            if bounce is not None
+            else int(0.3 * height)
+        )
         cv2.circle(frame, (int(0.75 * width), ball_y), height // 16, (40, 200, 220), -1)
         dim = _window(t, 0.7, 0.78)
         gain = 1.0 - 0.25 * (dim if dim is not None else float(t >= 0.78))
@@ -182,8 +196,10 @@ def script(spec: ClipSpec, portraits: PortraitSource) -> list[Appearance]:
 def people_boxes(spec: ClipSpec, appearances: list[Appearance]) -> list[list[tuple[int, int, int, int]]]:
     """Per frame, the box (x, y, w, h) of each person's cut-out on screen: the ground truth."""
     width, height = spec.size
-    return [[box for a in appearances if (box := a.position(index, width, height)) is not None]
-            for index in range(spec.frames)]
+    return [
+        [box for a in appearances if (box := a.position(index, width, height)) is not None]
+        for index in range(spec.frames)
+    ]
 
 
 def people_path(clip: Path) -> Path:

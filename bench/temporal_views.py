@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 
@@ -56,8 +55,9 @@ def jittered_frames(face: np.ndarray, n: int, rng: np.random.Generator) -> np.nd
     return frames
 
 
-def view_probabilities(classifier: EmotionClassifier, faces: np.ndarray, n_frames: int, seed: int,
-                       chunk: int = 16) -> np.ndarray:
+def view_probabilities(
+    classifier: EmotionClassifier, faces: np.ndarray, n_frames: int, seed: int, chunk: int = 16
+) -> np.ndarray:
     """(faces, frames, views, classes): each jittered frame through each view, raw (no temperature)."""
     views = classifier.contract.views
     rng = np.random.default_rng(seed)
@@ -66,7 +66,9 @@ def view_probabilities(classifier: EmotionClassifier, faces: np.ndarray, n_frame
         block = faces[start : start + chunk]
         frames = np.concatenate([jittered_frames(face, n_frames, rng) for face in block])  # (b*n, h, w)
         probs = classifier.invoke(all_views(frames, views))  # view after view
-        out[start : start + len(block)] = probs.reshape(len(views), len(block), n_frames, -1).transpose(1, 2, 0, 3)
+        out[start : start + len(block)] = probs.reshape(len(views), len(block), n_frames, -1).transpose(
+            1, 2, 0, 3
+        )
     return out
 
 
@@ -100,14 +102,24 @@ def replay(raw: np.ndarray, temperature: float, labels, policy_factory) -> tuple
 
 def figures(answers: np.ndarray, labels: np.ndarray, passes: float) -> dict:
     answers = answers / answers.sum(axis=1, keepdims=True)
-    return {"accuracy": round(float((answers.argmax(axis=1) == labels).mean()), 5),
-            "nll": round(negative_log_likelihood(answers, labels), 4),
-            "ece": round(expected_calibration_error(answers, labels), 4),
-            "passes_per_face": round(passes, 2)}
+    return {
+        "accuracy": round(float((answers.argmax(axis=1) == labels).mean()), 5),
+        "nll": round(negative_log_likelihood(answers, labels), 4),
+        "ece": round(expected_calibration_error(answers, labels), 4),
+        "passes_per_face": round(passes, 2),
+    }
 
 
-def compare(data: str, usage: str = "PublicTest", frames: int = 10, hz: float = MAX_CLASSIFY_HZ,
-            also_hz: tuple[float, ...] = (), limit: int = 0, seed: int = 0, model: str | None = None) -> dict:
+def compare(
+    data: str,
+    usage: str = "PublicTest",
+    frames: int = 10,
+    hz: float = MAX_CLASSIFY_HZ,
+    also_hz: tuple[float, ...] = (),
+    limit: int = 0,
+    seed: int = 0,
+    model: str | None = None,
+) -> dict:
     faces = load_fer2013(data, usage)
     images, labels = faces.images, faces.labels
     if limit:
@@ -117,23 +129,34 @@ def compare(data: str, usage: str = "PublicTest", frames: int = 10, hz: float = 
     started = time.process_time()
     raw = view_probabilities(classifier, images, frames, seed)
     cpu = time.process_time() - started
-    result = {"data": f"FER2013 {usage}", "faces": len(labels), "frames": frames, "fps": FPS,
-              "views": len(contract.views), "temperature": contract.temperature,
-              "cpu_seconds_model": round(cpu, 1)}
+    result = {
+        "data": f"FER2013 {usage}",
+        "faces": len(labels),
+        "frames": frames,
+        "fps": FPS,
+        "views": len(contract.views),
+        "temperature": contract.temperature,
+        "cpu_seconds_model": round(cpu, 1),
+    }
     every, passes = replay(raw, contract.temperature, contract.labels, lambda: None)
     result["all_views_every_frame"] = figures(every, labels, passes)
     for rate in (hz, *also_hz):
-        answers, passes = replay(raw, contract.temperature, contract.labels,
-                                 lambda: ClassifyPolicy(contract.views, max_hz=rate))
+        answers, passes = replay(
+            raw, contract.temperature, contract.labels, lambda: ClassifyPolicy(contract.views, max_hz=rate)
+        )
         entry = figures(answers, labels, passes)
-        entry["difference_points"] = round(100 * (entry["accuracy"] - result["all_views_every_frame"]["accuracy"]), 2)
+        entry["difference_points"] = round(
+            100 * (entry["accuracy"] - result["all_views_every_frame"]["accuracy"]), 2
+        )
         result.setdefault("temporal_views", {})[f"{rate:g} Hz"] = entry
     result["hz"] = hz
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.temporal_views", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.temporal_views", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--data", required=True, help="fer2013.csv[.gz]")
     parser.add_argument("--usage", default="PublicTest")
     parser.add_argument("--frames", type=int, default=10, help="N: frames per face (default 10)")
@@ -142,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="only the first N faces")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", help="a .tflite with its contract (default: the bundled model)")
-    parser.add_argument("--max-drop", type=float, default=0.3, help="points temporal views may lose (default 0.3)")
+    parser.add_argument(
+        "--max-drop", type=float, default=0.3, help="points temporal views may lose (default 0.3)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     also = tuple(float(v) for v in args.also_hz.split(",") if v.strip())
@@ -153,16 +178,26 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=1))
     else:
         every = result["all_views_every_frame"]
-        print(f"{result['data']}: {result['faces']} faces, each {result['frames']} jittered frames at 30 fps; "
-              f"per-face answer = the tracker's smoothed emotion after frame {result['frames']}")
+        print(
+            f"{result['data']}: {result['faces']} faces, each {result['frames']} jittered frames at 30 fps; "
+            f"per-face answer = the tracker's smoothed emotion after frame {result['frames']}"
+        )
         print("| strategy | accuracy | difference | NLL | ECE | model passes per face |")
         print("|---|---|---|---|---|---|")
-        print(f"| all {result['views']} views every frame | {100 * every['accuracy']:.2f} % | | {every['nll']} "
-              f"| {every['ece']} | {every['passes_per_face']:g} |")
+        print(
+            f"| all {result['views']} views every frame | {100 * every['accuracy']:.2f} % | | {every['nll']} "
+            f"| {every['ece']} | {every['passes_per_face']:g} |"
+        )
         for name, entry in result["temporal_views"].items():
-            print(f"| temporal views, {name} | {100 * entry['accuracy']:.2f} % | {entry['difference_points']:+.2f} "
-                  f"points | {entry['nll']} | {entry['ece']} | {entry['passes_per_face']:g} |")
-        print(f"\ntemporal views at {args.hz:g} Hz within {args.max_drop} points: {'yes' if result['met'] else 'NO'}")
+            print(
+                f"| temporal views, {name} | {100 * entry['accuracy']:.2f} % | "
+                f"{entry['difference_points']:+.2f} "
+                f"points | {entry['nll']} | {entry['ece']} | {entry['passes_per_face']:g} |"
+            )
+        print(
+            f"\ntemporal views at {args.hz:g} Hz within {args.max_drop} points: "
+            f"{'yes' if result['met'] else 'NO'}"
+        )
     return 0 if result["met"] else 1
 
 

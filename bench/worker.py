@@ -80,13 +80,18 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, name, yaml.safe_load(value)
 
 
-def bench_config(clip: Path, mode: str, broker_port: int, spool_dir: Path,
-                 overrides: list[tuple[str, str, Any]] = ()) -> Config:
+def bench_config(
+    clip: Path, mode: str, broker_port: int, spool_dir: Path, overrides: list[tuple[str, str, Any]] = ()
+) -> Config:
     """The daemon's defaults (plus any overrides), with the clip as camera; a clip that
     ended is not reopened."""
     data: dict[str, dict[str, Any]] = {
-        "camera": {"source": str(clip), "realtime": mode != "throughput",
-                   "retry_initial_seconds": 3600, "retry_max_seconds": 3600},
+        "camera": {
+            "source": str(clip),
+            "realtime": mode != "throughput",
+            "retry_initial_seconds": 3600,
+            "retry_max_seconds": 3600,
+        },
         "mqtt": {"host": "127.0.0.1", "port": broker_port or 1883, "device_id": "bench"},
         "spool": {"path": str(spool_dir)},
     }
@@ -122,15 +127,27 @@ def connect_publisher(config: Config) -> MqttPublisher:
 def throughput_run(clip: Path, config: Config, pipeline, read_seconds: list[float]) -> tuple[Run, ClipSource]:
     clips = ClipSource(clip, read_seconds)
     source = RecordingSource(clips)
-    recording, publisher = RecordingPipeline(pipeline), RecordingPublisher(None, Topics(config.base_topic).events)
-    loop = ProcessingLoop(config, source, recording, FaceTracker(config.tracking, EMOTIONS), publisher,
-                          clock=clips.clock, wall_clock=clips.wall_clock)
-    return Run(loop, source, recording, publisher, lambda frame: frame is None and clips.ended,
-               frame_count(clip)), clips
+    recording, publisher = (
+        RecordingPipeline(pipeline),
+        RecordingPublisher(None, Topics(config.base_topic).events),
+    )
+    loop = ProcessingLoop(
+        config,
+        source,
+        recording,
+        FaceTracker(config.tracking, EMOTIONS),
+        publisher,
+        clock=clips.clock,
+        wall_clock=clips.wall_clock,
+    )
+    return Run(
+        loop, source, recording, publisher, lambda frame: frame is None and clips.ended, frame_count(clip)
+    ), clips
 
 
-def realtime_run(clip: Path, config: Config, pipeline, read_seconds: list[float],
-                 inner_publisher: MqttPublisher | None) -> tuple[Run, FrameSource]:
+def realtime_run(
+    clip: Path, config: Config, pipeline, read_seconds: list[float], inner_publisher: MqttPublisher | None
+) -> tuple[Run, FrameSource]:
     frames = FrameSource(config.camera, opener=timed_opener(read_seconds))
     source = RecordingSource(frames)
     recording = RecordingPipeline(pipeline)
@@ -166,8 +183,14 @@ def event_kinds(run: Run) -> dict[str, int]:
     return dict(Counter(json.loads(m.payload)["type"] for m in run.publisher.events))
 
 
-def summarize(run: Run, records: list[StepRecord], read_seconds: list[float], start_cpu: float,
-              start_wall: float, reference: list | None) -> dict[str, Any]:
+def summarize(
+    run: Run,
+    records: list[StepRecord],
+    read_seconds: list[float],
+    start_cpu: float,
+    start_wall: float,
+    reference: list | None,
+) -> dict[str, Any]:
     cpu = (records[-1].cpu if records else time.process_time()) - start_cpu
     wall = (records[-1].wall if records else time.perf_counter()) - start_wall
     processed = len(records)
@@ -188,7 +211,9 @@ def summarize(run: Run, records: list[StepRecord], read_seconds: list[float], st
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "stages_ms": stages,
         # per frame, publish is mostly 0 (few frames cause a message): its cost per call tells more
-        "publish_call_ms": dict(percentiles_ms(run.publisher.call_seconds), count=len(run.publisher.call_seconds)),
+        "publish_call_ms": dict(
+            percentiles_ms(run.publisher.call_seconds), count=len(run.publisher.call_seconds)
+        ),
         "latency_ms": dict(percentiles_ms(latencies), count=len(latencies)),
         "events": event_kinds(run),
         "faces_per_frame": round(sum(len(r.boxes) for r in records) / processed, 3) if processed else None,
@@ -204,7 +229,8 @@ def summarize(run: Run, records: list[StepRecord], read_seconds: list[float], st
         result["detection"] = recall(reference, {r.sequence - 1: r.boxes for r in records})
         # on the clip's clock (frame i at i/30 s): a figure of the pipeline's decisions, not of the machine
         result["first_frame_to_new_ms"] = arrival_latency(
-            reference, {r.sequence - 1: r.new_faces for r in records if r.new_faces}, CLIP_FPS)
+            reference, {r.sequence - 1: r.new_faces for r in records if r.new_faces}, CLIP_FPS
+        )
     return result
 
 
@@ -244,11 +270,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reference", help="the clip's reference boxes (bench.reference), for recall")
     parser.add_argument("--broker-port", type=int, default=0, help="local MQTT broker (realtime-broker mode)")
     parser.add_argument("--keras-model", help="the thesis's float Keras model (baseline)")
-    parser.add_argument("--set", type=parse_override, action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="change a setting of the daemon's config (fast pipeline), e.g. detector.scale_factor=1.2")
+    parser.add_argument(
+        "--set",
+        type=parse_override,
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="change a setting of the daemon's config (fast pipeline), e.g. detector.scale_factor=1.2",
+    )
     parser.add_argument("--max-seconds", type=float, default=900.0, help="give up after this long")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
     if args.mode == "realtime-broker" and not args.broker_port:
         parser.error("realtime-broker needs --broker-port")
     result = {"pipeline": args.pipeline, "mode": args.mode, "clip": Path(args.clip).name}

@@ -23,25 +23,45 @@ def build_parser() -> argparse.ArgumentParser:
         "that it agrees with the Keras model (exit 1 when accuracy drops more than allowed).",
     )
     p.add_argument("--keras", required=True, help="trained model (.keras), e.g. RUN_DIR/best.keras")
-    p.add_argument("--out", default=str(DEFAULT_MODEL),
-                   help="output NAME.tflite; NAME.json is written beside it (default: the model the "
-                   "edge package ships, edge/models/emotion_int8.tflite)")
+    p.add_argument(
+        "--out",
+        default=str(DEFAULT_MODEL),
+        help="output NAME.tflite; NAME.json is written beside it (default: the model the "
+        "edge package ships, edge/models/emotion_int8.tflite)",
+    )
     p.add_argument("--format", choices=FORMATS, default="int8")
-    p.add_argument("--data", required=True, help="FER2013 (CSV or folders): calibration faces and check faces")
-    p.add_argument("--check-usage", default="PublicTest", help="split to prove the conversion on (default PublicTest)")
+    p.add_argument(
+        "--data", required=True, help="FER2013 (CSV or folders): calibration faces and check faces"
+    )
+    p.add_argument(
+        "--check-usage", default="PublicTest", help="split to prove the conversion on (default PublicTest)"
+    )
     p.add_argument("--check-faces", type=int, default=0, help="use only the first N check faces (0: all)")
     p.add_argument("--calibration-faces", type=int, default=500, help="Training faces to calibrate int8 on")
     p.add_argument("--max-accuracy-drop", type=float, default=1.0, help="allowed loss in accuracy points")
-    p.add_argument("--crop-margin", type=float, default=DEFAULT_CROP_MARGIN,
-                   help="fraction of the detector box added on each side before resizing (face-crop rule)")
-    p.add_argument("--views", choices=("auto", *VIEW_SETS), default="auto",
-                   help="test-time views the daemon averages per face: single, mirror (face and mirror image) "
-                        "or mirror-shift (each also shifted 2 px four ways). auto: the best on the run's "
-                        "validation split (needs --run-dir; single without it). Never chosen on test data.")
-    p.add_argument("--run-dir", help="the training run folder, to record the data and settings it was trained with")
-    p.add_argument("--also-check-with", metavar="PYTHON",
-                   help="a Python with tflite-runtime (e.g. 2.14) that must load and run the file too "
-                        "(default: $FER_KIOSK_TFLITE214_PYTHON if set)")
+    p.add_argument(
+        "--crop-margin",
+        type=float,
+        default=DEFAULT_CROP_MARGIN,
+        help="fraction of the detector box added on each side before resizing (face-crop rule)",
+    )
+    p.add_argument(
+        "--views",
+        choices=("auto", *VIEW_SETS),
+        default="auto",
+        help="test-time views the daemon averages per face: single, mirror (face and mirror image) "
+        "or mirror-shift (each also shifted 2 px four ways). auto: the best on the run's "
+        "validation split (needs --run-dir; single without it). Never chosen on test data.",
+    )
+    p.add_argument(
+        "--run-dir", help="the training run folder, to record the data and settings it was trained with"
+    )
+    p.add_argument(
+        "--also-check-with",
+        metavar="PYTHON",
+        help="a Python with tflite-runtime (e.g. 2.14) that must load and run the file too "
+        "(default: $FER_KIOSK_TFLITE214_PYTHON if set)",
+    )
     return p
 
 
@@ -86,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
             check = FaceSet(check.images[: args.check_faces], check.labels[: args.check_faces], check.source)
         calibration = None
         if args.format == "int8":
-            calibration = calibration_faces(load_fer2013(args.data, "Training"), args.calibration_faces, seed=0)
+            calibration = calibration_faces(
+                load_fer2013(args.data, "Training"), args.calibration_faces, seed=0
+            )
         training_data = {"data": Path(args.data).name, "usage": "Training"}
         validation = validation_faces = None
         if args.run_dir:
@@ -94,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             settings = run.settings()
             # File names only: the machine's paths stay out of the shipped contract.
             paths = ("data", "init_from", "teacher")
-            training_data["settings"] = {key: Path(value).name if key in paths and value else value
-                                         for key, value in asdict(settings).items()}
+            training_data["settings"] = {
+                key: Path(value).name if key in paths and value else value
+                for key, value in asdict(settings).items()
+            }
             state = run.state()
             if state is None:
                 raise TrainingError(f"{run.path} has no state.json: the run never finished an epoch")
@@ -108,10 +132,17 @@ def main(argv: list[str] | None = None) -> int:
         views = args.views
         if views == "auto":
             views = choose_views(validation) if validation else "single"
-            logging.getLogger(__name__).info("test-time views: %s (%s)", views,
-                                             "best on validation" if validation else "no --run-dir, no validation")
+            logging.getLogger(__name__).info(
+                "test-time views: %s (%s)",
+                views,
+                "best on validation" if validation else "no --run-dir, no validation",
+            )
         contract, result = convert_and_check(
-            args.keras, args.out, args.format, check, calibration,
+            args.keras,
+            args.out,
+            args.format,
+            check,
+            calibration,
             max_accuracy_drop=args.max_accuracy_drop,
             crop=CropRule(margin=args.crop_margin),
             training_data=training_data,
@@ -124,20 +155,25 @@ def main(argv: list[str] | None = None) -> int:
     except (ConversionError, ContractError, DatasetError, TrainingError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(json.dumps({
-        "model": args.out,
-        "format": contract.model_format,
-        "bytes": Path(args.out).stat().st_size,
-        "faces_checked": result.faces,
-        "top1_agreement": round(result.agreement, 4),
-        "keras_accuracy": round(result.keras_accuracy, 4),
-        "tflite_accuracy": round(result.tflite_accuracy, 4),
-        "accuracy_drop_points": round(result.accuracy_drop_points, 2),
-        "views": views,
-        "validation": validation,
-        "calibration": contract.evaluation.get("calibration"),
-        "checked_with": contract.checked_with,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "model": args.out,
+                "format": contract.model_format,
+                "bytes": Path(args.out).stat().st_size,
+                "faces_checked": result.faces,
+                "top1_agreement": round(result.agreement, 4),
+                "keras_accuracy": round(result.keras_accuracy, 4),
+                "tflite_accuracy": round(result.tflite_accuracy, 4),
+                "accuracy_drop_points": round(result.accuracy_drop_points, 2),
+                "views": views,
+                "validation": validation,
+                "calibration": contract.evaluation.get("calibration"),
+                "checked_with": contract.checked_with,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

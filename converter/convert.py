@@ -19,14 +19,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-import training  # noqa: F401  (sets TensorFlow's environment before it is imported)
 import keras
+import numpy as np
 import tensorflow as tf
 
+import training  # noqa: F401  (sets TensorFlow's environment before it is imported)
 from converter import FORMATS
-from edge.calibration import apply_temperature, expected_calibration_error, fit_temperature, negative_log_likelihood
+from edge.calibration import (
+    apply_temperature,
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+)
 from edge.classifier import EmotionClassifier, load_interpreter_class, tensor_quantization
 from edge.contract import (
     EMOTIONS,
@@ -170,7 +174,8 @@ interp = Interpreter(model_path=path)
 inp = interp.get_input_details()[0]; out = interp.get_output_details()[0]
 interp.resize_tensor_input(inp["index"], [len(faces), *inp["shape"][1:]]); interp.allocate_tensors()
 interp.set_tensor(inp["index"], faces.astype(inp["dtype"])); interp.invoke()
-print(json.dumps({"version": tflite_runtime.__version__, "output": interp.get_tensor(out["index"]).astype(float).tolist()}))
+output = interp.get_tensor(out["index"]).astype(float).tolist()
+print(json.dumps({"version": tflite_runtime.__version__, "output": output}))
 """
 
 
@@ -187,7 +192,9 @@ def check_with_tflite_runtime(python: str, classifier: EmotionClassifier, images
         np.save(faces_path, classifier_inputs)
         result = subprocess.run(
             [python, "-c", _OTHER_RUNTIME_SCRIPT, str(tflite_path), str(faces_path)],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
     if result.returncode != 0:
         tail = result.stderr.strip().splitlines()[-3:]
@@ -204,8 +211,10 @@ def check_with_tflite_runtime(python: str, classifier: EmotionClassifier, images
             f"mean probability difference {mean_difference:.4f} (limit {OTHER_RUNTIME_MEAN_TOLERANCE}), "
             f"top-1 agreement {agreement:.1%} (at least {OTHER_RUNTIME_MIN_AGREEMENT:.0%})"
         )
-    return (f"tflite-runtime {answer['version']} (top-1 agreement {agreement:.1%}, "
-            f"mean probability difference {mean_difference:.4f})")
+    return (
+        f"tflite-runtime {answer['version']} (top-1 agreement {agreement:.1%}, "
+        f"mean probability difference {mean_difference:.4f})"
+    )
 
 
 def convert_and_check(
@@ -235,9 +244,18 @@ def convert_and_check(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_bytes(tflite)
     ops = operator_versions(tflite)
-    source = {"checkpoint": keras_path.name, "sha256": file_sha256(keras_path), "parameters": model.count_params()}
+    source = {
+        "checkpoint": keras_path.name,
+        "sha256": file_sha256(keras_path),
+        "parameters": model.count_params(),
+    }
     contract = _interpreter_contract(
-        out_path, fmt, crop=crop, source=source, training_data=training_data or {}, views=views,
+        out_path,
+        fmt,
+        crop=crop,
+        source=source,
+        training_data=training_data or {},
+        views=views,
     )
     save_contract(contract, out_path)
     check = check_conversion(model, out_path, check_faces)
@@ -271,7 +289,8 @@ def convert_and_check(
         raise ConversionError(
             f"{fmt} conversion loses {check.accuracy_drop_points:.2f} accuracy points "
             f"(Keras {check.keras_accuracy:.4f}, TFLite {check.tflite_accuracy:.4f} on {check.faces} faces); "
-            f"the limit is {max_accuracy_drop:.2f}. {out_path} was written for inspection but is not fit to ship."
+            f"the limit is {max_accuracy_drop:.2f}. {out_path} was written for inspection "
+            "but is not fit to ship."
         )
     return contract, check
 
@@ -299,8 +318,12 @@ def fit_calibration(model_path: Path, validation: FaceSet, check: FaceSet) -> tu
         "validation": figures(raw_val, validation.labels),
         "check": figures(raw_check, check.labels),
     }
-    _LOGGER.info("calibration: temperature %.3f; ECE on the check faces %.3f -> %.3f", temperature,
-                 report["check"]["ece_before"], report["check"]["ece_after"])
+    _LOGGER.info(
+        "calibration: temperature %.3f; ECE on the check faces %.3f -> %.3f",
+        temperature,
+        report["check"]["ece_before"],
+        report["check"]["ece_after"],
+    )
     return temperature, report
 
 
@@ -335,4 +358,3 @@ def default_other_runtime() -> str | None:
     """A Python with tflite-runtime 2.14 to prove compatibility with, if one is configured."""
     python = os.environ.get("FER_KIOSK_TFLITE214_PYTHON")
     return python if python and Path(python).exists() else None
-

@@ -12,9 +12,12 @@ EX_CONFIG = 78
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default=None,
-                        help="dashboard.yaml: http.host/port, mqtt (broker, topic_prefix, read-only login), "
-                             "stale_seconds (default: built-in defaults, broker on localhost)")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="dashboard.yaml: http.host/port, mqtt (broker, topic_prefix, read-only login), "
+        "stale_seconds (default: built-in defaults, broker on localhost)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,8 +38,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EX_CONFIG
     except OSError as err:  # the port is taken, or the address is not this machine's
-        print(f"error: cannot listen on {args.config and 'http.host/http.port' or 'the default address'}: {err}",
-              file=sys.stderr)
+        print(
+            f"error: cannot listen on {'http.host/http.port' if args.config else 'the default address'}: "
+            f"{err}",
+            file=sys.stderr,
+        )
         return EX_CONFIG
 
     def stop(signum, _frame) -> None:

@@ -52,12 +52,14 @@ class Today:
         emotion = str(summary.get("dominant_emotion", "none"))
         self.durations.append(duration)
         self.dominant[emotion] += 1
-        self.last_visits.appendleft({
-            "face_id": event.get("face_id"),
-            "ended": summary.get("last_seen") or event.get("time"),
-            "duration_s": round(duration, 1),
-            "dominant_emotion": emotion,
-        })
+        self.last_visits.appendleft(
+            {
+                "face_id": event.get("face_id"),
+                "ended": summary.get("last_seen") or event.get("time"),
+                "duration_s": round(duration, 1),
+                "dominant_emotion": emotion,
+            }
+        )
         return True
 
     def to_dict(self) -> dict[str, Any]:
@@ -66,8 +68,11 @@ class Today:
             "date": self.day.isoformat(),
             "visits": visits,
             "median_seconds": round(statistics.median(self.durations), 1) if visits else None,
-            "emotion_share": {name: round(self.dominant[name] / visits, 3) for name in EMOTIONS if self.dominant[name]}
-            if visits else {},
+            "emotion_share": {
+                name: round(self.dominant[name] / visits, 3) for name in EMOTIONS if self.dominant[name]
+            }
+            if visits
+            else {},
             "last_visits": list(self.last_visits),
         }
 
@@ -111,8 +116,12 @@ class Device:
 def camera_tile(camera: dict[str, Any]) -> dict[str, Any]:
     """The daemon's camera object (docs/mqtt.md, Camera) as a tile shows it."""
     online = camera.get("status") == "online"
-    return {"ok": online, "cause": camera.get("cause"), "from_state": True,
-            "text": "ok" if online else f"{camera.get('cause') or 'offline'}: {camera.get('detail', '')}"}
+    return {
+        "ok": online,
+        "cause": camera.get("cause"),
+        "from_state": True,
+        "text": "ok" if online else f"{camera.get('cause') or 'offline'}: {camera.get('detail', '')}",
+    }
 
 
 def local_day_now(now: float) -> date:
@@ -177,7 +186,8 @@ class Fleet:
         device.levels = {k: float(v) for k, v in (data.get("levels") or {}).items()}
         device.faces = [
             {k: face.get(k) for k in ("face_id", "emotion", "confidence", "since")}
-            for face in data.get("faces", []) if isinstance(face, dict)
+            for face in data.get("faces", [])
+            if isinstance(face, dict)
         ]
         device.last_state_time = data.get("time")
         if isinstance(data.get("camera"), dict):  # the daemon's own view of its camera
@@ -206,7 +216,9 @@ class Fleet:
     def _on_alerts(self, device: Device, data: dict[str, Any], now: float) -> None:
         face_id = str(data.get("face_id"))
         if data.get("type") == "raised":
-            device.alerts[face_id] = {k: data.get(k) for k in ("face_id", "emotion", "since", "probability", "alert_id")}
+            device.alerts[face_id] = {
+                k: data.get(k) for k in ("face_id", "emotion", "since", "probability", "alert_id")
+            }
         elif data.get("type") == "cleared":
             device.alerts.pop(face_id, None)
 
@@ -218,7 +230,10 @@ class Fleet:
         fps = data.get("fps")
         device.fps = float(fps) if isinstance(fps, (int, float)) else None
         if not device.camera.get("from_state") and device.fps is not None:  # older daemons: frames say it
-            device.camera = {"ok": device.fps > 0, "text": f"{device.fps:.0f} fps" if device.fps > 0 else "no frames"}
+            device.camera = {
+                "ok": device.fps > 0,
+                "text": f"{device.fps:.0f} fps" if device.fps > 0 else "no frames",
+            }
 
     def roll_over(self, now: float) -> list[str]:
         """Devices whose 'today' ended at midnight (their tiles must be resent)."""

@@ -26,8 +26,12 @@ from edge.subscriber import make_subscriber
 
 _LOGGER = logging.getLogger(__name__)
 
-STATIC_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
-                ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
+STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 KEEPALIVE_SECONDS = 15.0  # an SSE comment line, so proxies and browsers keep the stream open
 CLIENT_QUEUE = 1000  # a browser this far behind is dropped (it reconnects and gets a snapshot)
 
@@ -56,7 +60,11 @@ class Hub:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._clients: list[queue.Queue] = []
-        self.broker = {"connected": False, "text": "connecting", "host": f"{config.mqtt.host}:{config.mqtt.port}"}
+        self.broker = {
+            "connected": False,
+            "text": "connecting",
+            "host": f"{config.mqtt.host}:{config.mqtt.port}",
+        }
 
     # -- in: MQTT ------------------------------------------------------------------------
 
@@ -76,8 +84,12 @@ class Hub:
     # -- out: browsers -------------------------------------------------------------------
 
     def meta(self) -> dict[str, Any]:
-        return {"server_time": self.clock(), "stale_seconds": self.config.stale_seconds,
-                "prefix": self.config.mqtt.topic_prefix, "version": __version__}
+        return {
+            "server_time": self.clock(),
+            "stale_seconds": self.config.stale_seconds,
+            "prefix": self.config.mqtt.topic_prefix,
+            "version": __version__,
+        }
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -138,7 +150,10 @@ def make_handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", cache)
             self.send_header("X-Content-Type-Options", "nosniff")
-            self.send_header("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:")
+            self.send_header(
+                "Content-Security-Policy",
+                "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:",
+            )
             self.end_headers()
             self.wfile.write(body)
 
@@ -147,12 +162,14 @@ def make_handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
             if path in ("/", "/index.html"):
                 self._send(HTTPStatus.OK, static_file("index.html") or b"", STATIC_TYPES[".html"])
             elif path.startswith("/static/"):
-                name = path[len("/static/"):]
+                name = path[len("/static/") :]
                 body = static_file(name)
                 if body is None:
                     self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")
                 else:
-                    self._send(HTTPStatus.OK, body, STATIC_TYPES["." + name.rsplit(".", 1)[-1]], "max-age=300")
+                    self._send(
+                        HTTPStatus.OK, body, STATIC_TYPES["." + name.rsplit(".", 1)[-1]], "max-age=300"
+                    )
             elif path == "/api/fleet":
                 self._send(HTTPStatus.OK, json.dumps(hub.snapshot()).encode(), "application/json")
             elif path == "/api/stream":
@@ -196,8 +213,13 @@ class DashboardServer:
     def __init__(self, config: DashboardConfig):
         self.config = config
         self.hub = Hub(config)
-        self.client = make_subscriber(config.mqtt, self.hub.fleet.topics(), self.hub.on_message,
-                                      "fer-kiosk-dashboard", self.hub.on_broker_status)
+        self.client = make_subscriber(
+            config.mqtt,
+            self.hub.fleet.topics(),
+            self.hub.on_message,
+            "fer-kiosk-dashboard",
+            self.hub.on_broker_status,
+        )
         self.httpd = ThreadingHTTPServer((config.http.host, config.http.port), make_handler(self.hub))
         self.httpd.daemon_threads = True
         self._flusher = threading.Thread(target=self.hub.flush_loop, name="flusher", daemon=True)
@@ -207,12 +229,20 @@ class DashboardServer:
         return self.httpd.server_address[:2]
 
     def serve_forever(self) -> None:
-        self.client.connect_async(self.config.mqtt.host, self.config.mqtt.port, keepalive=self.config.mqtt.keepalive)
+        self.client.connect_async(
+            self.config.mqtt.host, self.config.mqtt.port, keepalive=self.config.mqtt.keepalive
+        )
         self.client.loop_start()
         self._flusher.start()
         host, port = self.address
-        _LOGGER.info("dashboard on http://%s:%d/ (devices under %s/ on %s:%d)", host, port,
-                     self.config.mqtt.topic_prefix, self.config.mqtt.host, self.config.mqtt.port)
+        _LOGGER.info(
+            "dashboard on http://%s:%d/ (devices under %s/ on %s:%d)",
+            host,
+            port,
+            self.config.mqtt.topic_prefix,
+            self.config.mqtt.host,
+            self.config.mqtt.port,
+        )
         try:
             self.httpd.serve_forever(poll_interval=0.5)
         finally:

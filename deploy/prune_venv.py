@@ -28,8 +28,10 @@ PRUNE: tuple[tuple[str, str], ...] = (
     ("pkg_resources", "part of setuptools"),
     ("_distutils_hack", "part of setuptools"),
     ("distutils-precedence.pth", "part of setuptools"),
-    ("ai_edge_litert/libLiteRtWebGpuAccelerator.so", "GPU accelerator of LiteRT's CompiledModel API; "
-     "the daemon runs the CPU Interpreter"),
+    (
+        "ai_edge_litert/libLiteRtWebGpuAccelerator.so",
+        "GPU accelerator of LiteRT's CompiledModel API; the daemon runs the CPU Interpreter",
+    ),
     ("ai_edge_litert/vendors", "NPU compiler plugins (Qualcomm, MediaTek, Google Tensor, ...)"),
     ("ai_edge_litert/tools", "command-line tools that compile models for NPUs"),
     ("ai_edge_litert/aot", "ahead-of-time compilation for NPUs"),
@@ -46,9 +48,14 @@ PRUNE: tuple[tuple[str, str], ...] = (
 )
 
 # Never removed, whatever a rule says: what the daemon loads.
-KEEP = ("cv2/cv2*.so", "cv2/data/haarcascade_frontalface_default.xml", "ai_edge_litert/interpreter.py",
-        "ai_edge_litert/_pywrap_litert_interpreter_wrapper*.so", "ai_edge_litert/libLiteRt.so",
-        "ai_edge_litert/libpywrap_litert_common.so")
+KEEP = (
+    "cv2/cv2*.so",
+    "cv2/data/haarcascade_frontalface_default.xml",
+    "ai_edge_litert/interpreter.py",
+    "ai_edge_litert/_pywrap_litert_interpreter_wrapper*.so",
+    "ai_edge_litert/libLiteRt.so",
+    "ai_edge_litert/libpywrap_litert_common.so",
+)
 
 
 def site_packages(venv: Path) -> Path:
@@ -61,8 +68,11 @@ def site_packages(venv: Path) -> Path:
 def disk_bytes(path: Path) -> int:
     if path.is_symlink() or path.is_file():
         return path.lstat().st_blocks * 512
-    return sum((Path(root) / name).lstat().st_blocks * 512
-               for root, dirs, files in os.walk(path) for name in dirs + files)
+    return sum(
+        (Path(root) / name).lstat().st_blocks * 512
+        for root, dirs, files in os.walk(path)
+        for name in dirs + files
+    )
 
 
 def planned(packages: Path) -> list[tuple[Path, str]]:
@@ -76,8 +86,11 @@ def planned(packages: Path) -> list[tuple[Path, str]]:
                 raise SystemExit(f"error: rule {pattern!r} would remove {path}, which the daemon loads")
             chosen.setdefault(path, reason)
     # A match inside another match goes with it.
-    return [(path, reason) for path, reason in sorted(chosen.items())
-            if not any(other in path.parents for other in chosen)]
+    return [
+        (path, reason)
+        for path, reason in sorted(chosen.items())
+        if not any(other in path.parents for other in chosen)
+    ]
 
 
 def prune(venv: Path, dry_run: bool = False) -> int:
@@ -86,8 +99,10 @@ def prune(venv: Path, dry_run: bool = False) -> int:
     for path, reason in planned(packages):
         size = disk_bytes(path)
         total += size
-        print(f"{'would remove' if dry_run else 'removed'} {path.relative_to(packages)} "
-              f"({size / 2**20:.1f} MiB): {reason}")
+        print(
+            f"{'would remove' if dry_run else 'removed'} {path.relative_to(packages)} "
+            f"({size / 2**20:.1f} MiB): {reason}"
+        )
         if dry_run:
             continue
         if path.is_dir() and not path.is_symlink():

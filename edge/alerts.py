@@ -12,8 +12,8 @@ Never any pixels: a face id, an emotion, a probability and times.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from edge.config import AlertRuleConfig
 from edge.tracking import Track
@@ -51,8 +51,10 @@ class AlertRules:
         """Does the rule's condition hold for this person right now?"""
         if track.emotion < 0:
             return False
-        return (self.labels[track.emotion] in self.rule.emotions
-                and float(track.smoothed[track.emotion]) >= self.rule.min_probability)
+        return (
+            self.labels[track.emotion] in self.rule.emotions
+            and float(track.smoothed[track.emotion]) >= self.rule.min_probability
+        )
 
     def update(self, present: Sequence[Track], now: float, wall: float) -> list[Alert]:
         """The alerts raised and cleared by this moment; ``present``: the confirmed people."""
@@ -68,8 +70,15 @@ class AlertRules:
                     watch = self._watching[track.face_id] = _Watch(now, wall, now)
                 watch.last_held = now
                 if watch.raised is None and now - watch.since >= self.rule.hold_seconds:
-                    watch.raised = Alert(RAISED, uuid.uuid4().hex, track.face_id, self.labels[track.emotion],
-                                         round(float(track.smoothed[track.emotion]), 4), watch.since_wall, wall)
+                    watch.raised = Alert(
+                        RAISED,
+                        uuid.uuid4().hex,
+                        track.face_id,
+                        self.labels[track.emotion],
+                        round(float(track.smoothed[track.emotion]), 4),
+                        watch.since_wall,
+                        wall,
+                    )
                     out.append(watch.raised)
             elif watch is not None:
                 if watch.raised is None:
@@ -94,5 +103,13 @@ class AlertRules:
 
     @staticmethod
     def _cleared(raised: Alert, wall: float, reason: str) -> Alert:
-        return Alert(CLEARED, raised.alert_id, raised.face_id, raised.emotion, raised.probability,
-                     raised.since_wall, wall, reason)
+        return Alert(
+            CLEARED,
+            raised.alert_id,
+            raised.face_id,
+            raised.emotion,
+            raised.probability,
+            raised.since_wall,
+            wall,
+            reason,
+        )

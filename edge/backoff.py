@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
-from typing import Iterator
+from collections.abc import Iterator
 
 
-def backoff_delays(initial: float, maximum: float, jitter: float = 0.0,
-                   rng: random.Random | None = None) -> Iterator[float]:
+def backoff_delays(
+    initial: float, maximum: float, jitter: float = 0.0, rng: random.Random | None = None
+) -> Iterator[float]:
     """initial, 2x, 4x ... capped at ``maximum``; each shortened by up to ``jitter`` (a
     fraction), so kiosks that lost the same broker do not all come back in the same instant,
     and a delay never exceeds ``maximum``."""

@@ -31,7 +31,9 @@ def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> fl
     return float(-np.log(np.clip(picked, _EPS, 1.0)).mean())
 
 
-def fit_temperature(probabilities: np.ndarray, labels: np.ndarray, low: float = 0.05, high: float = 10.0) -> float:
+def fit_temperature(
+    probabilities: np.ndarray, labels: np.ndarray, low: float = 0.05, high: float = 10.0
+) -> float:
     """The T that minimises the negative log-likelihood of ``labels`` (golden-section search
     on log T; the NLL is unimodal in T for a fixed ranking)."""
     if len(labels) == 0:

@@ -13,9 +13,9 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -52,7 +52,8 @@ class CameraStatus:
     """What the daemon publishes about its camera (retained ``<prefix>/<device>/camera``)."""
 
     online: bool
-    cause: str  # "" when online; not_found | permission_denied | busy | unreachable | refused | no_frames | ended
+    # "" when online; not_found | permission_denied | busy | unreachable | refused | no_frames | ended
+    cause: str
     detail: str  # one line for people: the device and what to do
     since: float  # wall time of the change
 
@@ -65,8 +66,14 @@ def unavailable_cause(kind: str, source: int | str) -> tuple[str, str]:
         if not os.path.exists(device):
             return "not_found", f"no such device ({device} does not exist: no camera plugged in?)"
         if not os.access(device, os.R_OK | os.W_OK):
-            return "permission_denied", f"permission denied on {device} (is the service user in the video group?)"
-        return "busy", f"{device} exists but does not deliver video (busy in another program, or not a capture device)"
+            return (
+                "permission_denied",
+                f"permission denied on {device} (is the service user in the video group?)",
+            )
+        return (
+            "busy",
+            f"{device} exists but does not deliver video (busy in another program, or not a capture device)",
+        )
     if kind == "file" and not Path(str(source)).exists():
         return "not_found", "no such file"
     return "unreachable", "cannot be opened"
@@ -98,12 +105,14 @@ class FrameSource:
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self.connected = False
         self.finished = False  # a file with loop: false was played to its end: no more frames
-        self.status = CameraStatus(False, "starting", f"{self.kind} {redact_url(config.source)}: opening", time.time())
+        self.status = CameraStatus(
+            False, "starting", f"{self.kind} {redact_url(config.source)}: opening", time.time()
+        )
         self.failures = 0  # times the source was lost or could not be opened
         self._refused: str | None = None  # why the last open refused the source (too large)
         self._announced = False  # the stream's first open was logged
 
-    def start(self) -> "FrameSource":
+    def start(self) -> FrameSource:
         self._thread.start()
         return self
 
@@ -128,8 +137,10 @@ class FrameSource:
     def _too_large(self, width: float, height: float) -> str | None:
         limit = self.config.max_frame_pixels
         if width * height > limit:
-            return (f"frames of {int(width)}x{int(height)} = {int(width * height)} pixels, above "
-                    f"camera.max_frame_pixels ({limit}); not decoded")
+            return (
+                f"frames of {int(width)}x{int(height)} = {int(width * height)} pixels, above "
+                f"camera.max_frame_pixels ({limit}); not decoded"
+            )
         return None
 
     def _open(self) -> cv2.VideoCapture | None:
@@ -159,8 +170,9 @@ class FrameSource:
             capture.release()
             return None
         if self.kind != "camera":  # a video's size is known once open, before its first frame
-            self._refused = self._too_large(capture.get(cv2.CAP_PROP_FRAME_WIDTH),
-                                            capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            self._refused = self._too_large(
+                capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)
+            )
             if self._refused:
                 capture.release()
                 return None
@@ -177,8 +189,11 @@ class FrameSource:
         timeout_ms = int(self.config.open_timeout_seconds * 1000)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
         if not self._announced:
-            _LOGGER.info("stream %s: opening (timeout %g s, camera.open_timeout_seconds)",
-                         redact_url(self.config.source), self.config.open_timeout_seconds)
+            _LOGGER.info(
+                "stream %s: opening (timeout %g s, camera.open_timeout_seconds)",
+                redact_url(self.config.source),
+                self.config.open_timeout_seconds,
+            )
             self._announced = True
         started = time.monotonic()
         capture = self._opener(self._target, self._backend, params)
@@ -187,10 +202,14 @@ class FrameSource:
         capture.release()
         waited = time.monotonic() - started
         if waited >= 0.9 * self.config.open_timeout_seconds:
-            self._refused = (f"no answer within {self.config.open_timeout_seconds:g} s "
-                             "(camera.open_timeout_seconds): is the camera up, and is this its video URL?")
+            self._refused = (
+                f"no answer within {self.config.open_timeout_seconds:g} s "
+                "(camera.open_timeout_seconds): is the camera up, and is this its video URL?"
+            )
         else:
-            self._refused = f"cannot be opened (after {waited:.1f} s: refused, not found, or not a video stream)"
+            self._refused = (
+                f"cannot be opened (after {waited:.1f} s: refused, not found, or not a video stream)"
+            )
         return None
 
     def _run(self) -> None:
@@ -206,10 +225,13 @@ class FrameSource:
                 self._set_status(False, cause, detail)
                 delay = next(delays)
                 if not logged_down:
-                    _LOGGER.warning("%s %s: %s; retrying with backoff (up to %.0f s)", self.kind,
-                                    redact_url(self.config.source),
-                                    self._refused or why_unavailable(self.kind, self.config.source),
-                                    self.config.retry_max_seconds)
+                    _LOGGER.warning(
+                        "%s %s: %s; retrying with backoff (up to %.0f s)",
+                        self.kind,
+                        redact_url(self.config.source),
+                        self._refused or why_unavailable(self.kind, self.config.source),
+                        self.config.retry_max_seconds,
+                    )
                     logged_down = True
                 self._stop.wait(delay)
                 continue
@@ -227,11 +249,17 @@ class FrameSource:
                 with self._lock:
                     self._lock.notify_all()
                 break
-            self._set_status(False, "no_frames", f"{self.kind} {redact_url(self.config.source)} stopped delivering frames")
+            self._set_status(
+                False, "no_frames", f"{self.kind} {redact_url(self.config.source)} stopped delivering frames"
+            )
             self.connected = False
             self.failures += 1
-            _LOGGER.warning("%s %s %s; retrying with backoff", self.kind, redact_url(self.config.source),
-                            "ended" if ended else "stopped delivering frames")
+            _LOGGER.warning(
+                "%s %s %s; retrying with backoff",
+                self.kind,
+                redact_url(self.config.source),
+                "ended" if ended else "stopped delivering frames",
+            )
             logged_down = True
             delays = backoff_delays(self.config.retry_initial_seconds, self.config.retry_max_seconds)
             self._stop.wait(next(delays))
@@ -253,20 +281,38 @@ class FrameSource:
             if not ok or image is None:
                 return self.kind == "file"
             if image.shape[0] * image.shape[1] > self.config.max_frame_pixels:  # size changed mid-stream
-                _LOGGER.warning("%s %s: %s", self.kind, self.config.source, self._too_large(image.shape[1], image.shape[0]))
+                _LOGGER.warning(
+                    "%s %s: %s",
+                    self.kind,
+                    self.config.source,
+                    self._too_large(image.shape[1], image.shape[0]),
+                )
                 return False
             if first:
-                _LOGGER.info("%s %s delivers %dx%d frames", self.kind, self.config.source, image.shape[1], image.shape[0])
+                _LOGGER.info(
+                    "%s %s delivers %dx%d frames",
+                    self.kind,
+                    self.config.source,
+                    image.shape[1],
+                    image.shape[0],
+                )
                 self.connected, first = True, False
-                self._set_status(True, "", f"{self.kind} {redact_url(self.config.source)}: "
-                                           f"{image.shape[1]}x{image.shape[0]} frames")
+                self._set_status(
+                    True,
+                    "",
+                    f"{self.kind} {redact_url(self.config.source)}: {image.shape[1]}x{image.shape[0]} frames",
+                )
             if paced:
                 next_due += period
                 self._stop.wait(max(0.0, next_due - time.monotonic()))
             elif self.kind == "file":
                 # Unpaced file (benchmarks): hand over every frame, wait until it was taken.
                 with self._lock:
-                    while self._frame is not None and self._frame.sequence != self._taken and not self._stop.is_set():
+                    while (
+                        self._frame is not None
+                        and self._frame.sequence != self._taken
+                        and not self._stop.is_set()
+                    ):
                         self._lock.wait(0.1)
             with self._lock:
                 self._sequence += 1

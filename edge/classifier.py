@@ -9,9 +9,10 @@ written for another model.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,17 +41,15 @@ class RuntimeMissingError(ImportError):
 def load_interpreter_class() -> tuple[type, str]:
     """The TFLite Interpreter class and the runtime's name and version."""
     try:
-        from ai_edge_litert import interpreter as litert
-
         import ai_edge_litert
+        from ai_edge_litert import interpreter as litert
 
         return litert.Interpreter, f"ai-edge-litert {getattr(ai_edge_litert, '__version__', '?')}"
     except ImportError:
         pass
     try:
-        from tflite_runtime import interpreter as tflite
-
         import tflite_runtime
+        from tflite_runtime import interpreter as tflite
 
         return tflite.Interpreter, f"tflite-runtime {getattr(tflite_runtime, '__version__', '?')}"
     except ImportError as err:
@@ -87,7 +86,10 @@ def contract_mismatches(contract: ModelContract, input_details: dict, output_det
         actual = tensor_quantization(details)
         if (actual is None) != (expected is None) or (
             actual is not None
-            and (abs(actual.scale - expected.scale) > 1e-6 * max(1.0, expected.scale) or actual.zero_point != expected.zero_point)
+            and (
+                abs(actual.scale - expected.scale) > 1e-6 * max(1.0, expected.scale)
+                or actual.zero_point != expected.zero_point
+            )
         ):
             problems.append(f"{name} quantization: model {actual}, contract {expected}")
     return problems
@@ -96,8 +98,13 @@ def contract_mismatches(contract: ModelContract, input_details: dict, output_det
 class EmotionClassifier:
     """Probabilities over the contract's labels for 48x48 uint8 face crops."""
 
-    def __init__(self, model_path: str | Path, num_threads: int = 1, verify_hash: bool = True,
-                 views: tuple[View, ...] | None = None):
+    def __init__(
+        self,
+        model_path: str | Path,
+        num_threads: int = 1,
+        verify_hash: bool = True,
+        views: tuple[View, ...] | None = None,
+    ):
         """``views``: test-time views to average instead of the contract's own."""
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
@@ -157,17 +164,23 @@ class EmotionClassifier:
         averaged = average_views(self.invoke(all_views(crops, views)), len(views))
         return apply_temperature(averaged, self.contract.temperature)
 
-    def classify_with(self, crops: np.ndarray | Sequence[np.ndarray], views: Sequence[tuple[View, ...]]) -> np.ndarray:
+    def classify_with(
+        self, crops: np.ndarray | Sequence[np.ndarray], views: Sequence[tuple[View, ...]]
+    ) -> np.ndarray:
         """Probabilities (N, len(labels)) for N face crops, each averaged over its own views
         (``views[i]`` for crop i), in one interpreter call. The temperature is applied to each
         face's average, as ``classify`` does: every answer the tracker smooths is calibrated."""
         crops = np.asarray(crops)
         if len(crops) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        batch = [apply_view(crops[i : i + 1], view) for i, face_views in enumerate(views) for view in face_views]
+        batch = [
+            apply_view(crops[i : i + 1], view) for i, face_views in enumerate(views) for view in face_views
+        ]
         out = self.invoke(np.concatenate(batch))
         ends = np.cumsum([len(face_views) for face_views in views])
-        averaged = np.stack([out[end - len(face_views) : end].mean(axis=0) for end, face_views in zip(ends, views)])
+        averaged = np.stack(
+            [out[end - len(face_views) : end].mean(axis=0) for end, face_views in zip(ends, views)]
+        )
         return apply_temperature(averaged, self.contract.temperature)
 
     def invoke(self, crops: np.ndarray) -> np.ndarray:
@@ -181,6 +194,10 @@ class EmotionClassifier:
         return out.astype(np.float32)
 
     def classify_many(self, crops: np.ndarray, batch_size: int = 128) -> np.ndarray:
-        return np.concatenate(
-            [self.classify(crops[i : i + batch_size]) for i in range(0, len(crops), batch_size)]
-        ) if len(crops) else np.zeros((0, len(self.labels)), dtype=np.float32)
+        return (
+            np.concatenate(
+                [self.classify(crops[i : i + batch_size]) for i in range(0, len(crops), batch_size)]
+            )
+            if len(crops)
+            else np.zeros((0, len(self.labels)), dtype=np.float32)
+        )

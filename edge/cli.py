@@ -6,10 +6,9 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 
 from edge import DEFAULT_MODEL, __version__
-from edge.contract import EMOTIONS, VIEW_SETS
+from edge.contract import EMOTIONS
 
 EX_CONFIG = 78  # sysexits.h: configuration error (systemd's RestartPreventExitStatus)
 
@@ -51,10 +50,14 @@ def _check(args: argparse.Namespace) -> int:
     for line in warnings:
         print(f"warning: {line}", file=sys.stderr)
     print(f"{args.config or 'defaults'}: valid (fer-kiosk {__version__})")
-    print(f"  model: {pipeline.classifier.model_path} ({pipeline.classifier.contract.model_format}, "
-          f"{pipeline.classifier.runtime})")
-    print(f"  camera: {config.camera.source}  broker: {config.mqtt.host}:{config.mqtt.port}  "
-          f"topics: {config.base_topic}/")
+    print(
+        f"  model: {pipeline.classifier.model_path} ({pipeline.classifier.contract.model_format}, "
+        f"{pipeline.classifier.runtime})"
+    )
+    print(
+        f"  camera: {config.camera.source}  broker: {config.mqtt.host}:{config.mqtt.port}  "
+        f"topics: {config.base_topic}/"
+    )
     return 0
 
 
@@ -76,10 +79,10 @@ def with_source(config, source: str):
 
 
 def _run(args: argparse.Namespace) -> int:
+    from edge import service
     from edge.classifier import ContractError
     from edge.config import ConfigError
     from edge.detect import DetectorError
-    from edge import service
 
     config = _load(args)
     if config is not None and args.source is not None:
@@ -105,7 +108,9 @@ def _classify(args: argparse.Namespace) -> int:
     from edge.service import build_pipeline
 
     try:
-        config = parse_config({"model": {"path": args.model or ""}, "detector": {"detect_width": 0, "min_face_size": 24}})
+        config = parse_config(
+            {"model": {"path": args.model or ""}, "detector": {"detect_width": 0, "min_face_size": 24}}
+        )
         pipeline = build_pipeline(config)
     except Exception as err:  # noqa: BLE001 - one clear line for any start-up failure
         print(f"error: {err}", file=sys.stderr)
@@ -118,18 +123,22 @@ def _classify(args: argparse.Namespace) -> int:
         except ImageError as err:
             failed += 1
             result = {"image": path, "error": err.reason}
-            print(json.dumps(result) if args.json else f"{path}: error: {err.reason}",
-                  file=sys.stdout if args.json else sys.stderr)
+            print(
+                json.dumps(result) if args.json else f"{path}: error: {err.reason}",
+                file=sys.stdout if args.json else sys.stderr,
+            )
             continue
         faces = []
         for face in pipeline.process(image):
             best = int(face.probabilities.argmax())
-            faces.append({
-                "box": list(face.box),
-                "emotion": labels[best],
-                "confidence": round(float(face.probabilities[best]), 4),
-                "probabilities": {k: round(float(v), 4) for k, v in zip(labels, face.probabilities)},
-            })
+            faces.append(
+                {
+                    "box": list(face.box),
+                    "emotion": labels[best],
+                    "confidence": round(float(face.probabilities[best]), 4),
+                    "probabilities": {k: round(float(v), 4) for k, v in zip(labels, face.probabilities)},
+                }
+            )
         if args.json:
             print(json.dumps({"image": path, "faces": faces}))
         else:
@@ -170,8 +179,13 @@ def _unregister(args: argparse.Namespace) -> int:
         availability.append(payload)
 
     try:
-        client = make_subscriber(config.mqtt, [topics.availability], on_message, "fer-kiosk-unregister",
-                                 lambda connected, text: subscribed.set())
+        client = make_subscriber(
+            config.mqtt,
+            [topics.availability],
+            on_message,
+            "fer-kiosk-unregister",
+            lambda connected, text: subscribed.set(),
+        )
         client.connect(config.mqtt.host, config.mqtt.port, keepalive=config.mqtt.keepalive)
     except CredentialsError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -185,8 +199,11 @@ def _unregister(args: argparse.Namespace) -> int:
         time_for_retained = threading.Event()
         time_for_retained.wait(0.5)  # the retained availability arrives right after subscribing
         if availability and availability[-1] == b"online" and not args.force:
-            print(f"error: {config.device_id} is online: stop its daemon first (systemctl stop fer-kiosk), "
-                  "or it publishes everything again; --force to clear anyway", file=sys.stderr)
+            print(
+                f"error: {config.device_id} is online: stop its daemon first (systemctl stop fer-kiosk), "
+                "or it publishes everything again; --force to clear anyway",
+                file=sys.stderr,
+            )
             return 1
         messages = removal_messages(config.homeassistant.discovery_prefix, config.device_id, topics, EMOTIONS)
         for message in messages:
@@ -194,8 +211,10 @@ def _unregister(args: argparse.Namespace) -> int:
     finally:
         client.disconnect()
         client.loop_stop()
-    print(f"removed {len(messages)} retained topics of {config.device_id} from {where} "
-          "(Home Assistant discovery, state, camera, availability)")
+    print(
+        f"removed {len(messages)} retained topics of {config.device_id} from {where} "
+        "(Home Assistant discovery, state, camera, availability)"
+    )
     return 0
 
 
@@ -209,22 +228,36 @@ def _dashboard(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fer-kiosk", description=__doc__)
     parser.add_argument("--version", action="version", version=f"fer-kiosk {__version__}")
-    parser.add_argument("--log-level", default=None, choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                        help="overrides the config's log_level")
+    parser.add_argument(
+        "--log-level",
+        default=None,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="overrides the config's log_level",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     from edge.evaluate import add_arguments
 
-    ev = sub.add_parser("evaluate", help="accuracy, balanced accuracy, macro-F1, per-class figures and "
-                        "confusion matrix on FER2013, a folder of labelled faces or photos, or the model card")
-    add_arguments(ev, str(DEFAULT_MODEL), "a .tflite with its .json (default: the bundled model; "
-                  "a .keras model: python -m training.evaluate)")
+    ev = sub.add_parser(
+        "evaluate",
+        help="accuracy, balanced accuracy, macro-F1, per-class figures and "
+        "confusion matrix on FER2013, a folder of labelled faces or photos, or the model card",
+    )
+    add_arguments(
+        ev,
+        str(DEFAULT_MODEL),
+        "a .tflite with its .json (default: the bundled model; a .keras model: python -m training.evaluate)",
+    )
     ev.set_defaults(handler=_evaluate)
 
     run = sub.add_parser("run", help="the daemon: camera -> faces -> emotions -> MQTT")
     run.add_argument("--config", default=None, help="config.yaml (default: built-in defaults)")
-    run.add_argument("--source", default=None, metavar="SOURCE",
-                     help="overrides camera.source: a camera index, /dev/videoN, a video file or a stream URL")
+    run.add_argument(
+        "--source",
+        default=None,
+        metavar="SOURCE",
+        help="overrides camera.source: a camera index, /dev/videoN, a video file or a stream URL",
+    )
     run.set_defaults(handler=_run)
 
     check = sub.add_parser("check", help="validate a config (and load its model) without running")
@@ -235,26 +268,39 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("images", nargs="+")
     cl.add_argument("--model", default=None, help="a .tflite with its .json (default: the bundled model)")
     cl.add_argument("--json", action="store_true", help="one JSON object per image")
-    cl.add_argument("--max-pixels", type=int, default=None, metavar="N",
-                    help="refuse larger images before decoding them (default: camera.max_frame_pixels' default, 16000000)")
+    cl.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="refuse larger images before decoding them "
+        "(default: camera.max_frame_pixels' default, 16000000)",
+    )
     cl.set_defaults(handler=_classify)
 
     w = sub.add_parser("watch", help="show live events and device state from the broker")
     w.add_argument("--config", default=None, help="config.yaml, for the broker and topics")
-    w.add_argument("--all", action="store_true", help="every device under the topic prefix, not only this one")
+    w.add_argument(
+        "--all", action="store_true", help="every device under the topic prefix, not only this one"
+    )
     w.add_argument("--json", action="store_true", help="print raw JSON messages")
     w.add_argument("--duration", type=float, default=0, help="exit after this many seconds (0: until Ctrl-C)")
     w.set_defaults(handler=_watch)
 
-    un = sub.add_parser("unregister", help="clear this kiosk's retained topics: Home Assistant forgets the device")
+    un = sub.add_parser(
+        "unregister", help="clear this kiosk's retained topics: Home Assistant forgets the device"
+    )
     un.add_argument("--config", default=None, help="config.yaml, for the broker, device id and topics")
     un.add_argument("--force", action="store_true", help="clear even though the kiosk is online")
     un.set_defaults(handler=_unregister)
 
     d = sub.add_parser("dashboard", help="serve the live web dashboard of every kiosk under the topic prefix")
-    d.add_argument("--config", default=None,
-                   help="dashboard.yaml: http.host/port, mqtt (broker, topic_prefix, read-only login), "
-                        "stale_seconds (default: built-in defaults, broker on localhost)")
+    d.add_argument(
+        "--config",
+        default=None,
+        help="dashboard.yaml: http.host/port, mqtt (broker, topic_prefix, read-only login), "
+        "stale_seconds (default: built-in defaults, broker on localhost)",
+    )
     d.set_defaults(handler=_dashboard)
     return parser
 

@@ -29,17 +29,21 @@ class ConfigError(Exception):
 
     def __init__(self, errors: list[str], source: str = "config"):
         self.errors = errors
-        super().__init__(f"{source}: " + ("; ".join(errors) if len(errors) == 1 else "\n  " + "\n  ".join(errors)))
+        super().__init__(
+            f"{source}: " + ("; ".join(errors) if len(errors) == 1 else "\n  " + "\n  ".join(errors))
+        )
 
 
-def _range(lo: float | None = None, hi: float | None = None, choices: tuple | None = None, doc: str = "") -> dict:
+def _range(
+    lo: float | None = None, hi: float | None = None, choices: tuple | None = None, doc: str = ""
+) -> dict:
     return {"min": lo, "max": hi, "choices": choices, "doc": doc}
 
 
 @dataclass(frozen=True)
 class CameraConfig:
     # A V4L2 device (0, "/dev/video0"), a video file or a stream URL (rtsp://, http://).
-    source: Union[int, str] = 0
+    source: int | str = 0
     width: int = field(default=640, metadata=_range(16, 8192))
     height: int = field(default=480, metadata=_range(16, 8192))
     fps: float = field(default=30.0, metadata=_range(0.1, 240))
@@ -70,10 +74,10 @@ MAX_CLASSIFY_HZ = 15.0
 # Keys of older releases: refused with what replaces them, not with a bare "unknown key".
 REPLACED_KEYS = {
     "detector.full_detect_every": "replaced by detector.full_detect_seconds, a time rather than a frame "
-                                  "count (10 frames at 30 fps were 0.33 s; 0 still means every frame)",
+    "count (10 frames at 30 fps were 0.33 s; 0 still means every frame)",
     "model.reclassify_seconds": "replaced by model.max_classify_hz (0.1 s was 10 Hz)",
     "model.reclassify_iou": "removed: model.max_classify_hz decides how often a face is classified, "
-                            "moving or not",
+    "moving or not",
 }
 
 
@@ -320,7 +324,8 @@ def _build(cls: type, data: Any, path: str, errors: list[str]) -> Any:
             errors.append(f"{path}.{key}: {REPLACED_KEYS[f'{path}.{key}']}")
         elif key not in known:
             errors.append(
-                f"{path + '.' if path else ''}{key if isinstance(key, str) and len(key) <= 60 else _show(key)}: "
+                f"{path + '.' if path else ''}"
+                f"{key if isinstance(key, str) and len(key) <= 60 else _show(key)}: "
                 f"unknown key (expected one of {', '.join(known)})"
             )
     values = {}
@@ -345,12 +350,16 @@ def _cross_checks(config: Config) -> list[str]:
     if c.retry_max_seconds < c.retry_initial_seconds:
         errors.append("camera.retry_max_seconds: must not be below retry_initial_seconds")
     if c.width * c.height > c.max_frame_pixels:
-        errors.append(f"camera.max_frame_pixels: {c.max_frame_pixels} is below the requested "
-                      f"{c.width}x{c.height} = {c.width * c.height} pixels")
+        errors.append(
+            f"camera.max_frame_pixels: {c.max_frame_pixels} is below the requested "
+            f"{c.width}x{c.height} = {c.width * c.height} pixels"
+        )
     if config.mqtt.device_id and not re.fullmatch(r"[A-Za-z0-9_-]+", config.mqtt.device_id):
         # Home Assistant ignores discovery topics whose node id has other characters.
-        errors.append(f"mqtt.device_id: {_show(config.mqtt.device_id)} may contain only letters, digits, _ and - "
-                      "(Home Assistant ignores discovery topics with other characters)")
+        errors.append(
+            f"mqtt.device_id: {_show(config.mqtt.device_id)} may contain only letters, digits, _ and - "
+            "(Home Assistant ignores discovery topics with other characters)"
+        )
     for key, value in (("topic_prefix", config.mqtt.topic_prefix), ("device_id", config.mqtt.device_id)):
         if any(ch in value for ch in "#+") or value.startswith("/") or value.endswith("/"):
             errors.append(f"mqtt.{key}: {value!r} may not contain # or + nor start or end with /")
@@ -371,14 +380,21 @@ def _cross_checks(config: Config) -> list[str]:
         errors.append("mqtt.tls: certificate files are set but enabled is false")
     if config.mqtt.credentials_file and not Path(config.mqtt.credentials_file).is_file():
         errors.append(f"mqtt.credentials_file: {config.mqtt.credentials_file} is not a file")
-    if any(ch in config.homeassistant.discovery_prefix for ch in "#+") or not config.homeassistant.discovery_prefix:
+    if (
+        any(ch in config.homeassistant.discovery_prefix for ch in "#+")
+        or not config.homeassistant.discovery_prefix
+    ):
         errors.append("homeassistant.discovery_prefix: must be a plain topic prefix")
     for i, zone in enumerate(d.ignore_zones):
         if len(zone) != 4 or not all(0.0 <= v <= 1.0 for v in zone):
-            errors.append(f"detector.ignore_zones[{i}]: expected [x, y, width, height], fractions of the frame "
-                          f"from 0 to 1, got {_show(list(zone))}")
+            errors.append(
+                f"detector.ignore_zones[{i}]: expected [x, y, width, height], fractions of the frame "
+                f"from 0 to 1, got {_show(list(zone))}"
+            )
         elif zone[2] <= 0 or zone[3] <= 0 or zone[0] + zone[2] > 1.0001 or zone[1] + zone[3] > 1.0001:
-            errors.append(f"detector.ignore_zones[{i}]: {_show(list(zone))} is empty or reaches outside the frame")
+            errors.append(
+                f"detector.ignore_zones[{i}]: {_show(list(zone))} is empty or reaches outside the frame"
+            )
     alerts = config.rules.alerts
     if not alerts.emotions:
         errors.append("rules.alerts.emotions: must name at least one emotion")
@@ -441,8 +457,11 @@ class _StrictLoader(yaml.SafeLoader):
         if self.check_event(yaml.AliasEvent):
             event = self.get_event()
             raise yaml.composer.ComposerError(
-                None, None, f"aliases (*{event.anchor}) are not allowed in the config: write the value out",
-                event.start_mark)
+                None,
+                None,
+                f"aliases (*{event.anchor}) are not allowed in the config: write the value out",
+                event.start_mark,
+            )
         return super().compose_node(parent, index)
 
 
@@ -456,7 +475,9 @@ def _duplicate_keys(node: yaml.Node, path: str, errors: list[str]) -> None:
             key_path = f"{path}.{key}" if path and key is not None else str(key)
             if key is not None:
                 if key in seen:
-                    errors.append(f"{key_path}: duplicate key (lines {seen[key]} and {key_node.start_mark.line + 1})")
+                    errors.append(
+                        f"{key_path}: duplicate key (lines {seen[key]} and {key_node.start_mark.line + 1})"
+                    )
                 else:
                     seen[key] = key_node.start_mark.line + 1
             _duplicate_keys(value_node, key_path, errors)
@@ -473,8 +494,9 @@ def parse_yaml(raw: bytes, source: str = "config") -> Any:
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         hint = " (it looks like UTF-16)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
-        raise ConfigError([f"line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x}){hint}; save it as UTF-8"],
-                          source) from None
+        raise ConfigError(
+            [f"line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x}){hint}; save it as UTF-8"], source
+        ) from None
     loader = None
     try:
         loader = _StrictLoader(text)  # the reader refuses control characters here already
@@ -487,7 +509,9 @@ def parse_yaml(raw: bytes, source: str = "config") -> Any:
         return loader.construct_document(node) if node is not None else None
     except yaml.reader.ReaderError as err:
         line = text[: err.position].count("\n") + 1
-        raise ConfigError([f"line {line}: character #x{err.character:04x} is not allowed in YAML text"], source) from None
+        raise ConfigError(
+            [f"line {line}: character #x{err.character:04x} is not allowed in YAML text"], source
+        ) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -507,9 +531,16 @@ def _resolve_paths(data: Any, base: Path) -> Any:
     mqtt = data.get("mqtt")
     if isinstance(mqtt, dict) and isinstance(mqtt.get("tls"), dict):
         data["mqtt"] = dict(mqtt, tls=dict(mqtt["tls"]))
-    for keys in (("model", "path"), ("detector", "cascade"), ("camera", "source"), ("spool", "path"),
-                 ("mqtt", "credentials_file"), ("mqtt", "tls", "ca_file"), ("mqtt", "tls", "cert_file"),
-                 ("mqtt", "tls", "key_file")):
+    for keys in (
+        ("model", "path"),
+        ("detector", "cascade"),
+        ("camera", "source"),
+        ("spool", "path"),
+        ("mqtt", "credentials_file"),
+        ("mqtt", "tls", "ca_file"),
+        ("mqtt", "tls", "cert_file"),
+        ("mqtt", "tls", "key_file"),
+    ):
         parent = data
         for key in keys[:-1]:
             parent = parent.get(key) if isinstance(parent, dict) else None
@@ -520,4 +551,3 @@ def _resolve_paths(data: Any, base: Path) -> Any:
             if not os.path.isabs(value):
                 parent[keys[-1]] = str(base / value)
     return data
-

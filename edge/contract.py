@@ -138,7 +138,7 @@ class ModelContract:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelContract":
+    def from_dict(cls, data: dict[str, Any]) -> ModelContract:
         try:
             data = dict(data)
             norm = data.pop("normalization")
@@ -147,7 +147,9 @@ class ModelContract:
                     data[key] = Quantization(float(data[key]["scale"]), int(data[key]["zero_point"]))
             data["crop"] = CropRule(**data.get("crop", {}))
             if "flip_average" in data:  # contracts written before views existed
-                data["views"] = [asdict(v) for v in VIEW_SETS["mirror" if data.pop("flip_average") else "single"]]
+                data["views"] = [
+                    asdict(v) for v in VIEW_SETS["mirror" if data.pop("flip_average") else "single"]
+                ]
             data["views"] = tuple(
                 View(bool(v.get("flip", False)), int(v.get("dx", 0)), int(v.get("dy", 0)))
                 for v in data.get("views", [{}])
@@ -168,7 +170,9 @@ class ModelContract:
                 f"model contract version {contract.version} is not supported (expected {CONTRACT_VERSION})"
             )
         if not (isinstance(contract.temperature, (int, float)) and 0.01 <= contract.temperature <= 100):
-            raise ContractError(f"model contract temperature {contract.temperature!r} is not a number in 0.01..100")
+            raise ContractError(
+                f"model contract temperature {contract.temperature!r} is not a number in 0.01..100"
+            )
         if len(contract.labels) != len(set(contract.labels)):
             raise ContractError(f"model contract repeats a label: {list(contract.labels)}")
         return contract

@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from edge.alerts import Alert, AlertRules
 from edge.capture import Frame
 from edge.config import Config
-from edge.payloads import Message, Topics, alert_message, camera_message, event_message, state_message, state_signature
+from edge.payloads import (
+    Message,
+    Topics,
+    alert_message,
+    camera_message,
+    event_message,
+    state_message,
+    state_signature,
+)
 from edge.pipeline import FramePipeline, StageTimes
 from edge.stats import StatsCollector
 from edge.tracking import FaceEvent, FaceTracker
@@ -70,7 +79,9 @@ class ProcessingLoop:
         for event in events:
             # A visit summary must not be lost; frame-level news may be, and is counted.
             keep = event.kind == "end"
-            self.publisher.publish(event_message(event, self.topics, self.device_id, self.config.mqtt.qos), keep=keep)
+            self.publisher.publish(
+                event_message(event, self.topics, self.device_id, self.config.mqtt.qos), keep=keep
+            )
             self.stats.events += 1
             _LOGGER.debug("%s %s %s %.2f", event.kind, event.face_id, event.emotion, event.confidence)
 
@@ -78,9 +89,15 @@ class ProcessingLoop:
         for alert in alerts:
             # Like new/update: news of now (the retained state lists the open ones).
             self.publisher.publish(alert_message(alert, self.topics, self.device_id, self.config.mqtt.qos))
-            _LOGGER.info("alert %s: %s looked %s (%.2f) since %.1f s%s", alert.kind, alert.face_id, alert.emotion,
-                         alert.probability, alert.wall_time - alert.since_wall,
-                         f" ({alert.reason})" if alert.reason else "")
+            _LOGGER.info(
+                "alert %s: %s looked %s (%.2f) since %.1f s%s",
+                alert.kind,
+                alert.face_id,
+                alert.emotion,
+                alert.probability,
+                alert.wall_time - alert.since_wall,
+                f" ({alert.reason})" if alert.reason else "",
+            )
 
     @property
     def camera(self):
@@ -105,16 +122,29 @@ class ProcessingLoop:
         return camera_message(camera, self.topics, self.device_id, self.wall_clock(), self.config.mqtt.qos)
 
     def state(self, status: str = "running") -> Message:
-        return state_message(self.tracker.present(), self.tracker.labels, self.topics, self.device_id,
-                             self.wall_clock(), self.config.mqtt.qos, status, self.alerts.open_alerts(), self.camera)
+        return state_message(
+            self.tracker.present(),
+            self.tracker.labels,
+            self.topics,
+            self.device_id,
+            self.wall_clock(),
+            self.config.mqtt.qos,
+            status,
+            self.alerts.open_alerts(),
+            self.camera,
+        )
 
     def publish_state(self, status: str = "running", force: bool = False) -> None:
         """On any change of who is there or of their emotion; while faces are present, also
         every heartbeat so the levels on the dashboards stay live."""
         present = self.tracker.present()
         camera = self.camera
-        signature = (status, state_signature(present), tuple(a.alert_id for a in self.alerts.open_alerts()),
-                     None if camera is None else (camera.online, camera.cause))
+        signature = (
+            status,
+            state_signature(present),
+            tuple(a.alert_id for a in self.alerts.open_alerts()),
+            None if camera is None else (camera.online, camera.cause),
+        )
         now = self.clock()
         heartbeat = self.config.tracking.heartbeat_seconds
         due = bool(present) and heartbeat > 0 and now - self._state_published >= heartbeat
@@ -132,7 +162,9 @@ class ProcessingLoop:
         else:
             times = StageTimes()
             faces = self.pipeline.process(frame.image, times, now=frame.monotonic)
-            events = self.tracker.update([(f.box, f.probabilities) for f in faces], frame.monotonic, frame.wall_time)
+            events = self.tracker.update(
+                [(f.box, f.probabilities) for f in faces], frame.monotonic, frame.wall_time
+            )
             self.stats.frames += 1
             self.stats.faces += len(faces)
             self.collector.frame(times, len(faces))

@@ -176,8 +176,9 @@ VALIDATION_FRACTION = 0.1
 SPLIT_SEED = 1337
 
 
-def load_validation(path: str | Path, fraction: float = VALIDATION_FRACTION,
-                    seed: int = SPLIT_SEED) -> FaceSet:
+def load_validation(
+    path: str | Path, fraction: float = VALIDATION_FRACTION, seed: int = SPLIT_SEED
+) -> FaceSet:
     """The faces training held out of Training to choose epochs and checkpoints on."""
     faces = load_fer2013(path, "Training")
     _, held = stratified_split(faces.labels, fraction, seed)
@@ -227,8 +228,9 @@ def read_labelled_folder(root: str | Path) -> LabelledFiles:
                     raise DatasetError(f"{where}: {len(row)} fields, expected {len(header)}")
                 emotion = row[i_emotion].strip().lower()
                 if emotion not in EMOTIONS:
-                    raise DatasetError(f"{where}: unknown emotion {row[i_emotion]!r}; "
-                                       f"expected one of {', '.join(EMOTIONS)}")
+                    raise DatasetError(
+                        f"{where}: unknown emotion {row[i_emotion]!r}; expected one of {', '.join(EMOTIONS)}"
+                    )
                 file = root / row[i_file].strip()
                 if not file.is_file():
                     raise DatasetError(f"{where}: {row[i_file].strip()} not found in {root}")

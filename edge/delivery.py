@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import paho.mqtt.client as mqtt
 
@@ -109,7 +109,9 @@ class Delivery:
             try:
                 self._flush()
             except Exception as err:  # noqa: BLE001 - the sender must outlive any one bad spool entry
-                _LOGGER.error("sending spooled summaries failed (%s: %s); trying again", type(err).__name__, err)
+                _LOGGER.error(
+                    "sending spooled summaries failed (%s: %s); trying again", type(err).__name__, err
+                )
                 self._stop.wait(1.0)
 
     def _flush(self) -> None:

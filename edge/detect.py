@@ -55,7 +55,9 @@ def load_cascade(path: str) -> cv2.CascadeClassifier:
             detail = "XML line " + func.rsplit("(", 1)[-1].replace("):", ":")
         else:
             detail = f"OpenCV: {getattr(cause, 'err', None) or type(cause).__name__}"
-        raise DetectorError(f"{key}: {path}: not a valid Haar cascade ({' '.join(detail.split())[:160]})") from None
+        raise DetectorError(
+            f"{key}: {path}: not a valid Haar cascade ({' '.join(detail.split())[:160]})"
+        ) from None
     if cascade.empty():
         raise DetectorError(f"{key}: {path}: not a valid Haar cascade (OpenCV loaded no stages)")
     return cascade
@@ -74,8 +76,14 @@ class HaarFaceDetector:
         # INTER_LINEAR, as the cascade's own image pyramid: INTER_AREA at the non-integer
         # ratios used here cost 1.4 ms per 1280x720 frame, and recall on the benchmark
         # clips stayed 100 % without it.
-        small = gray if scale == 1.0 else cv2.resize(
-            gray, (round(gray.shape[1] * scale), round(gray.shape[0] * scale)), interpolation=cv2.INTER_LINEAR
+        small = (
+            gray
+            if scale == 1.0
+            else cv2.resize(
+                gray,
+                (round(gray.shape[1] * scale), round(gray.shape[0] * scale)),
+                interpolation=cv2.INTER_LINEAR,
+            )
         )
         min_side = max(CASCADE_WINDOW, int(min_face * scale))
         max_side = int(c.max_face_size * scale) if c.max_face_size else 0
@@ -93,11 +101,17 @@ class HaarFaceDetector:
         return sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)
 
 
-def _expand(box: Box, left: float, top: float, right: float, bottom: float, width: int, height: int) -> tuple[int, int, int, int]:
+def _expand(
+    box: Box, left: float, top: float, right: float, bottom: float, width: int, height: int
+) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) of ``box`` grown by multiples of its size, clamped to the frame."""
     x, y, w, h = box
-    return (max(0, int(x - left * w)), max(0, int(y - top * h)),
-            min(width, int(x + w + right * w)), min(height, int(y + h + bottom * h)))
+    return (
+        max(0, int(x - left * w)),
+        max(0, int(y - top * h)),
+        min(width, int(x + w + right * w)),
+        min(height, int(y + h + bottom * h)),
+    )
 
 
 class FaceFinder:
@@ -141,7 +155,11 @@ class FaceFinder:
         outside = changed.copy()
         for box in self._boxes:
             x0, y0, x1, y1 = _expand(box, 0.1, 0.1, 0.1, 0.1, gray.shape[1], gray.shape[0])
-            face_changed.append(bool(changed[int(y0 * sy) : int(np.ceil(y1 * sy)), int(x0 * sx) : int(np.ceil(x1 * sx))].any()))
+            face_changed.append(
+                bool(
+                    changed[int(y0 * sy) : int(np.ceil(y1 * sy)), int(x0 * sx) : int(np.ceil(x1 * sx))].any()
+                )
+            )
             x0, y0, x1, y1 = _expand(box, 1.0, 0.6, 1.0, 3.0, gray.shape[1], gray.shape[0])
             outside[int(y0 * sy) : int(np.ceil(y1 * sy)), int(x0 * sx) : int(np.ceil(x1 * sx))] = False
         return outside.mean() > self.config.motion_fraction, face_changed
@@ -154,11 +172,16 @@ class FaceFinder:
             return None
         scale = min(1.0, self.LOCAL_FACE_PIXELS / max(box[2], 1))
         if scale < 1.0:
-            region = cv2.resize(region, (max(1, round(region.shape[1] * scale)), max(1, round(region.shape[0] * scale))),
-                                interpolation=cv2.INTER_LINEAR)
+            region = cv2.resize(
+                region,
+                (max(1, round(region.shape[1] * scale)), max(1, round(region.shape[0] * scale))),
+                interpolation=cv2.INTER_LINEAR,
+            )
         side = box[2] * scale
         found = self.detector._cascade.detectMultiScale(
-            region, scaleFactor=c.scale_factor, minNeighbors=c.min_neighbors,
+            region,
+            scaleFactor=c.scale_factor,
+            minNeighbors=c.min_neighbors,
             minSize=(max(1, int(side * 0.7)), max(1, int(side * 0.7))),
             maxSize=(int(side * 1.45) + 1, int(side * 1.45) + 1),
         )
@@ -166,7 +189,12 @@ class FaceFinder:
         if len(found) == 0:
             return None
         fx, fy, fw, fh = max(found, key=lambda b: b[2] * b[3])
-        return (x0 + int(round(fx / scale)), y0 + int(round(fy / scale)), int(round(fw / scale)), int(round(fh / scale)))
+        return (
+            x0 + int(round(fx / scale)),
+            y0 + int(round(fy / scale)),
+            int(round(fw / scale)),
+            int(round(fh / scale)),
+        )
 
     def find(self, gray: np.ndarray, now: float | None = None) -> list[Box]:
         """Faces of this frame; ``now``: its monotonic time (None: a lone photo)."""

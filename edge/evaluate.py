@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from edge.calibration import expected_calibration_error
 from edge.config import DetectorConfig
 from edge.contract import EMOTIONS, VIEW_SETS, ContractError, ModelContract
 from edge.datasets import (
@@ -43,7 +44,6 @@ from edge.datasets import (
     read_image,
     read_labelled_folder,
 )
-from edge.calibration import expected_calibration_error
 from edge.metrics import classification_report, format_report
 
 KERAS_HINT = "a .keras model is evaluated by training: python -m training.evaluate --model FILE.keras"
@@ -95,8 +95,9 @@ def load_classifier(model_path: str | Path, views: str | None = None):
     return EmotionClassifier(model_path, views=None if views is None else VIEW_SETS[views])
 
 
-def report_from_predictions(truth: np.ndarray, predicted: np.ndarray,
-                            labels: Sequence[str]) -> dict[str, Any]:
+def report_from_predictions(
+    truth: np.ndarray, predicted: np.ndarray, labels: Sequence[str]
+) -> dict[str, Any]:
     if tuple(labels) != EMOTIONS:
         raise ContractError(f"model labels {list(labels)} differ from the data's {list(EMOTIONS)}")
     return classification_report(np.asarray(truth, np.int64), np.asarray(predicted, np.int64), labels)
@@ -111,8 +112,9 @@ def evaluate_faces(classifier: Classifier, faces: FaceSet) -> dict[str, Any]:
     return report
 
 
-def evaluate_photos(classifier: Classifier, photos: LabelledFiles,
-                    detector: DetectorConfig = PHOTO_DETECTOR) -> dict[str, Any]:
+def evaluate_photos(
+    classifier: Classifier, photos: LabelledFiles, detector: DetectorConfig = PHOTO_DETECTOR
+) -> dict[str, Any]:
     """Each image is a photo: faces found and cropped by the daemon's pipeline, the largest
     one classified. Photos without a face are left out of the figures and counted."""
     from edge.detect import HaarFaceDetector
@@ -150,8 +152,10 @@ def validation_settings(contract: ModelContract) -> tuple[float, int]:
     """(fraction, seed) of the validation split the model was trained with, from its
     contract's training settings; training's defaults when the contract does not say."""
     settings = contract.training_data.get("settings", {})
-    return (float(settings.get("validation_fraction", VALIDATION_FRACTION)),
-            int(settings.get("seed", SPLIT_SEED)))
+    return (
+        float(settings.get("validation_fraction", VALIDATION_FRACTION)),
+        int(settings.get("seed", SPLIT_SEED)),
+    )
 
 
 def load_source(path: str | Path, usage: str, validation: tuple[float, int]) -> FaceSet:
@@ -164,8 +168,9 @@ def load_source(path: str | Path, usage: str, validation: tuple[float, int]) -> 
     return load_fer2013(path, usage)
 
 
-def evaluate_source(classifier: Classifier, path: str | Path, usage: str = "PublicTest",
-                    detect: bool = False) -> dict[str, Any]:
+def evaluate_source(
+    classifier: Classifier, path: str | Path, usage: str = "PublicTest", detect: bool = False
+) -> dict[str, Any]:
     """The report for one source, with ``model``, ``data`` and ``views`` filled in."""
     path = Path(path)
     name = path.resolve().name
@@ -200,19 +205,26 @@ def format_card(rows: list[dict[str, Any]]) -> str:
             f"{c['recall']:.3f} ({c['support']})" if c["support"] else "–"
             for c in (row["per_class"][name] for name in EMOTIONS)
         ]
-        figures = [row["data"], f"{row['n']:,}", f"{row['accuracy'] * 100:.2f} %",
-                   f"{row['balanced_accuracy'] * 100:.2f} %", f"{row['macro_f1']:.3f}",
-                   f"{row['expected_calibration_error']:.3f}" if "expected_calibration_error" in row else "–",
-                   *recalls]
+        figures = [
+            row["data"],
+            f"{row['n']:,}",
+            f"{row['accuracy'] * 100:.2f} %",
+            f"{row['balanced_accuracy'] * 100:.2f} %",
+            f"{row['macro_f1']:.3f}",
+            f"{row['expected_calibration_error']:.3f}" if "expected_calibration_error" in row else "–",
+            *recalls,
+        ]
         lines.append("| " + " | ".join(figures) + " |")
     return "\n".join(lines)
 
 
 def format_detection(report: dict[str, Any]) -> str:
     d = report["detection"]
-    return (f"photos: {d['images']}   with a face: {d['with_face']}   no face: {d['no_face']}   "
-            f"several faces: {d['several_faces']}   accuracy counting photos without a face as "
-            f"misses: {d['accuracy_of_all_images']:.4f}")
+    return (
+        f"photos: {d['images']}   with a face: {d['with_face']}   no face: {d['no_face']}   "
+        f"several faces: {d['several_faces']}   accuracy counting photos without a face as "
+        f"misses: {d['accuracy_of_all_images']:.4f}"
+    )
 
 
 def _model_name(classifier: Classifier) -> str:
@@ -226,39 +238,68 @@ def _views_name(contract: ModelContract) -> str:
 
 # The command line, shared by ``fer-kiosk evaluate`` and ``python -m training.evaluate``.
 
+
 def add_arguments(parser: argparse.ArgumentParser, model_default: str | None, model_help: str) -> None:
     parser.add_argument("--model", default=model_default, required=model_default is None, help=model_help)
-    parser.add_argument("--data", help="fer2013.csv[.gz], a FER2013 image-folder root, or a folder with "
-                        "labels.csv (file,emotion) of face crops (or of photos, with --detect)")
-    parser.add_argument("--usage", default="PublicTest",
-                        help="FER2013 split: PublicTest (default), PrivateTest, Training, or validation "
-                        "(the share of Training the model's training held out)")
-    parser.add_argument("--detect", action="store_true",
-                        help="--data holds full-frame photos: find and crop faces with the daemon's "
-                        "detector and crop rule, and count photos with no face or several faces")
-    parser.add_argument("--card", action="store_true",
-                        help="the model card's table: FER2013 validation and PublicTest, "
-                        "expressions-wild and CK+48 (the sources given below)")
+    parser.add_argument(
+        "--data",
+        help="fer2013.csv[.gz], a FER2013 image-folder root, or a folder with "
+        "labels.csv (file,emotion) of face crops (or of photos, with --detect)",
+    )
+    parser.add_argument(
+        "--usage",
+        default="PublicTest",
+        help="FER2013 split: PublicTest (default), PrivateTest, Training, or validation "
+        "(the share of Training the model's training held out)",
+    )
+    parser.add_argument(
+        "--detect",
+        action="store_true",
+        help="--data holds full-frame photos: find and crop faces with the daemon's "
+        "detector and crop rule, and count photos with no face or several faces",
+    )
+    parser.add_argument(
+        "--card",
+        action="store_true",
+        help="the model card's table: FER2013 validation and PublicTest, "
+        "expressions-wild and CK+48 (the sources given below)",
+    )
     for option, (env, what) in CARD_OPTIONS.items():
-        parser.add_argument(f"--{option}", default=os.environ.get(env) or None, metavar="PATH",
-                            help=f"with --card: {what} (default: ${env})")
-    parser.add_argument("--views", choices=tuple(VIEW_SETS), default=None,
-                        help="test-time views averaged per face (default: the model's own)")
+        parser.add_argument(
+            f"--{option}",
+            default=os.environ.get(env) or None,
+            metavar="PATH",
+            help=f"with --card: {what} (default: ${env})",
+        )
+    parser.add_argument(
+        "--views",
+        choices=tuple(VIEW_SETS),
+        default=None,
+        help="test-time views averaged per face (default: the model's own)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON (with --card: a list, one per row)")
-    parser.add_argument("--confusion-png", metavar="FILE",
-                        help="also save the confusion matrix as a PNG (with --card: FILE-ROW.png per row)")
+    parser.add_argument(
+        "--confusion-png",
+        metavar="FILE",
+        help="also save the confusion matrix as a PNG (with --card: FILE-ROW.png per row)",
+    )
 
 
 def run(args: argparse.Namespace, load: Callable[[str, str | None], Classifier]) -> int:
     """Runs the parsed command with ``load(model, views)``; prints the report, returns the exit status."""
     try:
         if args.card == bool(args.data):
-            raise EvaluationError("give either --data PATH or --card (with --fer2013, --wild, --ckplus "
-                                  "or their environment variables)")
+            raise EvaluationError(
+                "give either --data PATH or --card (with --fer2013, --wild, --ckplus "
+                "or their environment variables)"
+            )
         paths = {option: getattr(args, option) for option in CARD_OPTIONS}
         if args.card and not any(paths.values()):
-            raise EvaluationError("--card: no data; give --fer2013, --wild or --ckplus (or "
-                                  + ", ".join(env for env, _ in CARD_OPTIONS.values()) + ")")
+            raise EvaluationError(
+                "--card: no data; give --fer2013, --wild or --ckplus (or "
+                + ", ".join(env for env, _ in CARD_OPTIONS.values())
+                + ")"
+            )
         classifier = load(args.model, args.views)
         if args.card:
             reports = model_card(classifier, paths)
@@ -306,8 +347,9 @@ def confusion_matrix_image(report: dict[str, Any], title: str = "") -> np.ndarra
             cv2.putText(image, f"{rows[i, j]:.2f}", (x0 + 12, y0 + 32), font, 0.5, color, 1, cv2.LINE_AA)
             cv2.putText(image, f"{int(matrix[i, j])}", (x0 + 12, y0 + 52), font, 0.4, color, 1, cv2.LINE_AA)
         cv2.putText(image, labels[i], (8, top + i * cell + 40), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-        cv2.putText(image, labels[i][:8], (left + i * cell + 4, top - 10), font, 0.45, (0, 0, 0), 1,
-                    cv2.LINE_AA)
+        cv2.putText(
+            image, labels[i][:8], (left + i * cell + 4, top - 10), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA
+        )
     heading = title or f"accuracy {report['accuracy']:.3f}  macro-F1 {report['macro_f1']:.3f}  (rows: true)"
     cv2.putText(image, heading, (8, 30), font, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.putText(image, "predicted ->", (left, 60), font, 0.45, (80, 80, 80), 1, cv2.LINE_AA)

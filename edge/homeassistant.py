@@ -11,7 +11,8 @@ availability topic. Re-published whenever Home Assistant announces ``online`` on
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from edge.payloads import Message, Topics
 
@@ -40,53 +41,117 @@ def entity_slug(device_id: str, key: str) -> str:
 def entities(topics: Topics, labels: Sequence[str]) -> list[tuple[str, str, dict[str, Any]]]:
     """(component, key, fields) of every entity of one kiosk."""
     found: list[tuple[str, str, dict[str, Any]]] = [
-        ("sensor", "emotion", {
-            "name": "Dominant emotion", "state_topic": topics.state,
-            "value_template": "{{ value_json.dominant_emotion }}",
-            "device_class": "enum", "options": ["none", *labels], "icon": "mdi:emoticon-outline",
-        }),
-        ("sensor", "faces", {
-            "name": "Faces present", "state_topic": topics.state,
-            "value_template": "{{ value_json.face_count }}", "state_class": "measurement",
-            "icon": "mdi:account-multiple",
-        }),
-        ("binary_sensor", "occupancy", {
-            "name": "Someone at the counter", "state_topic": topics.state,
-            "value_template": "{{ 'ON' if value_json.face_count > 0 else 'OFF' }}", "device_class": "occupancy",
-        }),
-        ("binary_sensor", "alert", {
-            "name": "Customer alert", "state_topic": topics.state,
-            # on while the state lists an open alert (rules.alerts): someone looked upset a while
-            "value_template": "{{ 'ON' if value_json.alerts | default([]) | length > 0 else 'OFF' }}",
-            "device_class": "problem", "icon": "mdi:account-alert",
-        }),
-        ("event", "visit", {
-            "name": "Visit", "state_topic": topics.events, "value_template": VISIT_EVENT_TEMPLATE,
-            "event_types": ["visit_ended"], "icon": "mdi:account-arrow-right",
-        }),
-        ("binary_sensor", "camera", {
-            "name": "Camera", "state_topic": topics.camera, "entity_category": "diagnostic",
-            "value_template": "{{ 'ON' if value_json.status == 'online' else 'OFF' }}",
-            "device_class": "connectivity",
-            "json_attributes_topic": topics.camera, "json_attributes_template": "{{ {'cause': value_json.cause, "
-                                                                               "'detail': value_json.detail} | tojson }}",
-        }),
-        ("sensor", "fps", {
-            "name": "Frames per second", "state_topic": topics.stats, "entity_category": "diagnostic",
-            "value_template": "{{ value_json.fps }}", "unit_of_measurement": "fps", "state_class": "measurement",
-            "icon": "mdi:speedometer",
-        }),
-        ("sensor", "spool", {
-            "name": "Visits waiting for the broker", "state_topic": topics.stats, "entity_category": "diagnostic",
-            "value_template": "{{ value_json.queued }}", "state_class": "measurement", "icon": "mdi:tray-full",
-        }),
+        (
+            "sensor",
+            "emotion",
+            {
+                "name": "Dominant emotion",
+                "state_topic": topics.state,
+                "value_template": "{{ value_json.dominant_emotion }}",
+                "device_class": "enum",
+                "options": ["none", *labels],
+                "icon": "mdi:emoticon-outline",
+            },
+        ),
+        (
+            "sensor",
+            "faces",
+            {
+                "name": "Faces present",
+                "state_topic": topics.state,
+                "value_template": "{{ value_json.face_count }}",
+                "state_class": "measurement",
+                "icon": "mdi:account-multiple",
+            },
+        ),
+        (
+            "binary_sensor",
+            "occupancy",
+            {
+                "name": "Someone at the counter",
+                "state_topic": topics.state,
+                "value_template": "{{ 'ON' if value_json.face_count > 0 else 'OFF' }}",
+                "device_class": "occupancy",
+            },
+        ),
+        (
+            "binary_sensor",
+            "alert",
+            {
+                "name": "Customer alert",
+                "state_topic": topics.state,
+                # on while the state lists an open alert (rules.alerts): someone looked upset a while
+                "value_template": "{{ 'ON' if value_json.alerts | default([]) | length > 0 else 'OFF' }}",
+                "device_class": "problem",
+                "icon": "mdi:account-alert",
+            },
+        ),
+        (
+            "event",
+            "visit",
+            {
+                "name": "Visit",
+                "state_topic": topics.events,
+                "value_template": VISIT_EVENT_TEMPLATE,
+                "event_types": ["visit_ended"],
+                "icon": "mdi:account-arrow-right",
+            },
+        ),
+        (
+            "binary_sensor",
+            "camera",
+            {
+                "name": "Camera",
+                "state_topic": topics.camera,
+                "entity_category": "diagnostic",
+                "value_template": "{{ 'ON' if value_json.status == 'online' else 'OFF' }}",
+                "device_class": "connectivity",
+                "json_attributes_topic": topics.camera,
+                "json_attributes_template": "{{ {'cause': value_json.cause, "
+                "'detail': value_json.detail} | tojson }}",
+            },
+        ),
+        (
+            "sensor",
+            "fps",
+            {
+                "name": "Frames per second",
+                "state_topic": topics.stats,
+                "entity_category": "diagnostic",
+                "value_template": "{{ value_json.fps }}",
+                "unit_of_measurement": "fps",
+                "state_class": "measurement",
+                "icon": "mdi:speedometer",
+            },
+        ),
+        (
+            "sensor",
+            "spool",
+            {
+                "name": "Visits waiting for the broker",
+                "state_topic": topics.stats,
+                "entity_category": "diagnostic",
+                "value_template": "{{ value_json.queued }}",
+                "state_class": "measurement",
+                "icon": "mdi:tray-full",
+            },
+        ),
     ]
     for label in labels:
-        found.append(("sensor", f"level_{label}", {
-            "name": f"{label.capitalize()} level", "state_topic": topics.state,
-            "value_template": f"{{{{ (value_json.levels.{label} * 100) | round(1) }}}}",
-            "unit_of_measurement": "%", "state_class": "measurement", "icon": "mdi:chart-bell-curve",
-        }))
+        found.append(
+            (
+                "sensor",
+                f"level_{label}",
+                {
+                    "name": f"{label.capitalize()} level",
+                    "state_topic": topics.state,
+                    "value_template": f"{{{{ (value_json.levels.{label} * 100) | round(1) }}}}",
+                    "unit_of_measurement": "%",
+                    "state_class": "measurement",
+                    "icon": "mdi:chart-bell-curve",
+                },
+            )
+        )
     return found
 
 
@@ -94,26 +159,53 @@ def discovery_topic(discovery_prefix: str, component: str, device_id: str, key: 
     return f"{discovery_prefix}/{component}/{node_id(device_id)}/{key}/config"
 
 
-def discovery_messages(discovery_prefix: str, device_id: str, topics: Topics, labels: Sequence[str],
-                       sw_version: str, model: str) -> list[Message]:
+def discovery_messages(
+    discovery_prefix: str, device_id: str, topics: Topics, labels: Sequence[str], sw_version: str, model: str
+) -> list[Message]:
     node = node_id(device_id)
-    device = {"identifiers": [node], "name": f"Emotion kiosk {device_id}", "model": model,
-              "manufacturer": "fer-kiosk", "sw_version": sw_version}
+    device = {
+        "identifiers": [node],
+        "name": f"Emotion kiosk {device_id}",
+        "model": model,
+        "manufacturer": "fer-kiosk",
+        "sw_version": sw_version,
+    }
     origin = {"name": "fer-kiosk", "sw_version": sw_version, "support_url": SUPPORT_URL}
-    common = {"availability_topic": topics.availability, "payload_available": "online",
-              "payload_not_available": "offline", "device": device, "origin": origin}
+    common = {
+        "availability_topic": topics.availability,
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": device,
+        "origin": origin,
+    }
     messages = []
     for component, key, fields in entities(topics, labels):
-        config = {**fields, **common, "unique_id": f"{node}_{key}",
-                  "default_entity_id": f"{component}.{entity_slug(device_id, key)}"}
-        messages.append(Message(discovery_topic(discovery_prefix, component, device_id, key),
-                                json.dumps(config, separators=(",", ":")).encode(), 1, retain=True))
+        config = {
+            **fields,
+            **common,
+            "unique_id": f"{node}_{key}",
+            "default_entity_id": f"{component}.{entity_slug(device_id, key)}",
+        }
+        messages.append(
+            Message(
+                discovery_topic(discovery_prefix, component, device_id, key),
+                json.dumps(config, separators=(",", ":")).encode(),
+                1,
+                retain=True,
+            )
+        )
     return messages
 
 
-def removal_messages(discovery_prefix: str, device_id: str, topics: Topics, labels: Sequence[str]) -> list[Message]:
+def removal_messages(
+    discovery_prefix: str, device_id: str, topics: Topics, labels: Sequence[str]
+) -> list[Message]:
     """Empty retained messages that remove the kiosk from Home Assistant and from the broker:
     every discovery config, then the retained state, camera and availability."""
-    messages = [Message(discovery_topic(discovery_prefix, component, device_id, key), b"", 1, retain=True)
-                for component, key, _ in entities(topics, labels)]
-    return messages + [Message(topic, b"", 1, retain=True) for topic in (topics.state, topics.camera, topics.availability)]
+    messages = [
+        Message(discovery_topic(discovery_prefix, component, device_id, key), b"", 1, retain=True)
+        for component, key, _ in entities(topics, labels)
+    ]
+    return messages + [
+        Message(topic, b"", 1, retain=True) for topic in (topics.state, topics.camera, topics.availability)
+    ]

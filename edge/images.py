@@ -63,7 +63,9 @@ def _tiff_size(data: bytes) -> tuple[int, int] | None:
             entry = data[offset + 2 + 12 * k : offset + 14 + 12 * k]
             tag, kind = struct.unpack(order + "HH", entry[:4])
             if tag in (256, 257):
-                value = struct.unpack(order + ("H" if kind == 3 else "I"), entry[8:10] if kind == 3 else entry[8:12])[0]
+                value = struct.unpack(
+                    order + ("H" if kind == 3 else "I"), entry[8:10] if kind == 3 else entry[8:12]
+                )[0]
                 size[tag] = value
         return (size[256], size[257]) if len(size) == 2 else None
     except (struct.error, KeyError):
@@ -104,7 +106,11 @@ def image_size(data: bytes) -> tuple[str, int, int] | None:
                 bits = int.from_bytes(data[21:25], "little")
                 return "WebP", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
             if chunk == b"VP8X":
-                return "WebP", int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+                return (
+                    "WebP",
+                    int.from_bytes(data[24:27], "little") + 1,
+                    int.from_bytes(data[27:30], "little") + 1,
+                )
             return None
         if data[:4] in (b"II*\x00", b"MM\x00*"):
             size = _tiff_size(data)
@@ -127,8 +133,11 @@ def check_size(path: str | Path, data: bytes, max_pixels: int) -> tuple[str, int
     if width <= 0 or height <= 0:
         raise ImageError(path, f"damaged {kind} (its header declares {width}x{height} pixels)")
     if width * height > max_pixels:
-        raise ImageError(path, f"{kind} of {width}x{height} = {width * height} pixels, above the limit of "
-                         f"{max_pixels}; not decoded")
+        raise ImageError(
+            path,
+            f"{kind} of {width}x{height} = {width * height} pixels, above the limit of "
+            f"{max_pixels}; not decoded",
+        )
     return kind, width, height
 
 
@@ -177,13 +186,14 @@ def read_image(path: str | Path, max_pixels: int, flags: int | None = None) -> n
         raise ImageError(path, f"larger than any image of at most {max_pixels} pixels; not decoded")
     kind, width, height = check_size(path, data, max_pixels)
     if kind == "JPEG" and not _jpeg_is_complete(data):
-        raise ImageError(path, f"damaged JPEG (truncated: no end-of-image marker)")
+        raise ImageError(path, "damaged JPEG (truncated: no end-of-image marker)")
     image, said = _decode_capturing_stderr(data, flags)
     if image is None:
         raise ImageError(path, f"damaged {kind} (it does not decode{': ' + said[:120] if said else ''})")
     if kind == "JPEG" and ("Corrupt JPEG" in said or "Premature end" in said):
         raise ImageError(path, f"damaged JPEG ({said[:120]})")
     if sorted(image.shape[:2]) != sorted((height, width)):  # EXIF orientation may turn it
-        raise ImageError(path, f"damaged {kind} (header says {width}x{height}, "
-                         f"decoded {image.shape[1]}x{image.shape[0]})")
+        raise ImageError(
+            path, f"damaged {kind} (header says {width}x{height}, decoded {image.shape[1]}x{image.shape[0]})"
+        )
     return image

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,7 @@ def format_report(report: dict[str, Any]) -> str:
         )
     lines += ["", "confusion matrix (rows: true, columns: predicted)"]
     width = max(7, max(len(n) for n in labels) + 1)
-    lines.append(" " * 10 + "".join(f"{n[:width - 1]:>{width}}" for n in labels))
+    lines.append(" " * 10 + "".join(f"{n[: width - 1]:>{width}}" for n in labels))
     for name, row in zip(labels, report["confusion_matrix"]):
         lines.append(f"{name:<10}" + "".join(f"{v:>{width}d}" for v in row))
     return "\n".join(lines)

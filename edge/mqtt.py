@@ -20,9 +20,9 @@ import os
 import ssl
 import stat
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
 
 from edge.config import MqttConfig, TlsConfig
 from edge.delivery import OFFLINE, ONLINE, Delivery
@@ -57,7 +57,8 @@ class Credentials:
     source: str  # where they came from, for the log (never the values)
 
     def __repr__(self) -> str:  # keeps the password out of any accidental log line
-        return f"Credentials(username=<set>, password={'<set>' if self.password else None}, source={self.source!r})"
+        password = "<set>" if self.password else None
+        return f"Credentials(username=<set>, password={password}, source={self.source!r})"
 
 
 def _read_credentials_file(path: Path, label: str) -> dict[str, str]:
@@ -73,14 +74,17 @@ def _read_credentials_file(path: Path, label: str) -> dict[str, str]:
     if len(raw) > 65_536:
         raise CredentialsError(f"{where}: larger than 64 KB; expected lines username=... and password=...")
     if raw.startswith(codecs.BOM_UTF8):
-        raise CredentialsError(f"{where}: starts with a UTF-8 byte-order mark (BOM), which would become part "
-                               "of the first line; save it without one")
+        raise CredentialsError(
+            f"{where}: starts with a UTF-8 byte-order mark (BOM), which would become part "
+            "of the first line; save it without one"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise CredentialsError(f"{where} line {line}: not UTF-8 (Latin-1 or another encoding?); "
-                               "save the file as UTF-8") from None
+        raise CredentialsError(
+            f"{where} line {line}: not UTF-8 (Latin-1 or another encoding?); save the file as UTF-8"
+        ) from None
     values: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -116,21 +120,28 @@ def credentials_warnings(config: MqttConfig, environ: Mapping[str, str] = os.env
         except OSError:
             continue
         if stat.S_ISREG(mode) and mode & 0o077:
-            warnings.append(f"{label}: {path} has mode {stat.S_IMODE(mode):04o}: the password is readable by "
-                            f"{'everyone' if mode & 0o004 else 'its group'}; chmod 600 it")
+            warnings.append(
+                f"{label}: {path} has mode {stat.S_IMODE(mode):04o}: the password is readable by "
+                f"{'everyone' if mode & 0o004 else 'its group'}; chmod 600 it"
+            )
     return warnings
 
 
 def resolve_credentials(config: MqttConfig, environ: Mapping[str, str] = os.environ) -> Credentials | None:
     """Username and password from, in order: environment, credentials file, systemd credential."""
     if environ.get("FER_KIOSK_MQTT_PASSWORD") or environ.get("FER_KIOSK_MQTT_USERNAME"):
-        return Credentials(environ.get("FER_KIOSK_MQTT_USERNAME", config.username),
-                           environ.get("FER_KIOSK_MQTT_PASSWORD") or None, "environment")
+        return Credentials(
+            environ.get("FER_KIOSK_MQTT_USERNAME", config.username),
+            environ.get("FER_KIOSK_MQTT_PASSWORD") or None,
+            "environment",
+        )
     for path, label in _credential_files(config, environ):
         if path.is_file() or label == "mqtt.credentials_file":
             values = _read_credentials_file(path, label)
             if values.get("username") or values.get("password") or config.username:
-                return Credentials(values.get("username", config.username), values.get("password") or None, str(path))
+                return Credentials(
+                    values.get("username", config.username), values.get("password") or None, str(path)
+                )
     if config.username:
         return Credentials(config.username, None, "config (no password)")
     return None
@@ -165,26 +176,35 @@ def tls_context(tls: TlsConfig) -> ssl.SSLContext:
         try:
             context.load_verify_locations(cafile=tls.ca_file)
         except (ssl.SSLError, ValueError) as err:
-            raise CredentialsError(f"mqtt.tls.ca_file: {tls.ca_file}: no PEM certificate in it "
-                                   f"({_ssl_reason(err)})") from None
+            raise CredentialsError(
+                f"mqtt.tls.ca_file: {tls.ca_file}: no PEM certificate in it ({_ssl_reason(err)})"
+            ) from None
     else:
         context.load_default_certs()
     if tls.cert_file:
         try:
             ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=tls.cert_file)
         except (ssl.SSLError, ValueError) as err:
-            raise CredentialsError(f"mqtt.tls.cert_file: {tls.cert_file}: no PEM certificate in it "
-                                   f"({_ssl_reason(err)})") from None
-        key_label = f"mqtt.tls.key_file: {tls.key_file}" if tls.key_file else f"mqtt.tls.cert_file: {tls.cert_file}"
+            raise CredentialsError(
+                f"mqtt.tls.cert_file: {tls.cert_file}: no PEM certificate in it ({_ssl_reason(err)})"
+            ) from None
+        key_label = (
+            f"mqtt.tls.key_file: {tls.key_file}" if tls.key_file else f"mqtt.tls.cert_file: {tls.cert_file}"
+        )
         try:
             context.load_cert_chain(tls.cert_file, tls.key_file or None, password=_no_passphrase)
         except _PassphraseNeeded:
-            raise CredentialsError(f"{key_label}: the private key is encrypted and a service cannot type its "
-                                   "pass phrase; use an unencrypted key readable only by the service") from None
+            raise CredentialsError(
+                f"{key_label}: the private key is encrypted and a service cannot type its "
+                "pass phrase; use an unencrypted key readable only by the service"
+            ) from None
         except ssl.SSLError as err:
             reason = _ssl_reason(err)
-            what = ("the private key does not belong to the certificate" if "MISMATCH" in reason.upper()
-                    else f"no PEM private key in it ({reason})")
+            what = (
+                "the private key does not belong to the certificate"
+                if "MISMATCH" in reason.upper()
+                else f"no PEM private key in it ({reason})"
+            )
             raise CredentialsError(f"{key_label}: {what}") from None
     context.check_hostname = not tls.insecure
     return context
@@ -207,8 +227,12 @@ class MqttPublisher:
         if credentials is not None:
             _LOGGER.info("MQTT credentials from %s", credentials.source)
         self.transport = Transport(
-            config, client_id, will=(availability_topic, OFFLINE),
-            tls_context=tls_context(config.tls) if config.tls.enabled else None,  # CredentialsError names a bad file
+            config,
+            client_id,
+            will=(availability_topic, OFFLINE),
+            tls_context=tls_context(config.tls)
+            if config.tls.enabled
+            else None,  # CredentialsError names a bad file
             username=credentials.username if credentials else None,
             password=credentials.password if credentials else None,
         )

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any
 
 from edge.alerts import Alert
 from edge.capture import CameraStatus
@@ -95,26 +96,47 @@ def event_message(event: FaceEvent, topics: Topics, device_id: str, qos: int) ->
 
 def camera_summary(status: CameraStatus) -> dict[str, Any]:
     """The camera as the state and the stats carry it."""
-    return {"status": "online" if status.online else "offline", "cause": status.cause or None,
-            "detail": status.detail, "since": iso_utc(status.since)}
+    return {
+        "status": "online" if status.online else "offline",
+        "cause": status.cause or None,
+        "detail": status.detail,
+        "since": iso_utc(status.since),
+    }
 
 
-def camera_message(status: CameraStatus, topics: Topics, device_id: str, wall_time: float, qos: int) -> Message:
+def camera_message(
+    status: CameraStatus, topics: Topics, device_id: str, wall_time: float, qos: int
+) -> Message:
     """Retained: a dashboard or Home Assistant sees at once whether the camera works and,
     if not, why (not_found, permission_denied, busy, unreachable, refused, no_frames, ended)."""
-    payload = {"v": PAYLOAD_VERSION, "device": device_id, "time": iso_utc(wall_time), **camera_summary(status)}
+    payload = {
+        "v": PAYLOAD_VERSION,
+        "device": device_id,
+        "time": iso_utc(wall_time),
+        **camera_summary(status),
+    }
     return Message(topics.camera, _dumps(payload), qos, retain=True)
 
 
 def alert_summary(alert: Alert) -> dict[str, Any]:
     """An open alert as the state lists it."""
-    return {"alert_id": alert.alert_id, "face_id": alert.face_id, "emotion": alert.emotion,
-            "probability": alert.probability, "since": iso_utc(alert.since_wall)}
+    return {
+        "alert_id": alert.alert_id,
+        "face_id": alert.face_id,
+        "emotion": alert.emotion,
+        "probability": alert.probability,
+        "since": iso_utc(alert.since_wall),
+    }
 
 
 def alert_payload(alert: Alert, device_id: str) -> dict[str, Any]:
-    payload: dict[str, Any] = {"v": PAYLOAD_VERSION, "type": alert.kind, "device": device_id,
-                               "time": iso_utc(alert.wall_time), **alert_summary(alert)}
+    payload: dict[str, Any] = {
+        "v": PAYLOAD_VERSION,
+        "type": alert.kind,
+        "device": device_id,
+        "time": iso_utc(alert.wall_time),
+        **alert_summary(alert),
+    }
     if alert.reason:
         payload["reason"] = alert.reason
     return payload
@@ -124,9 +146,15 @@ def alert_message(alert: Alert, topics: Topics, device_id: str, qos: int) -> Mes
     return Message(topics.alerts, _dumps(alert_payload(alert, device_id)), qos)
 
 
-def state_payload(tracks: Sequence[Track], labels: Sequence[str], device_id: str, wall_time: float,
-                  status: str = "running", alerts: Sequence[Alert] = (),
-                  camera: CameraStatus | None = None) -> dict[str, Any]:
+def state_payload(
+    tracks: Sequence[Track],
+    labels: Sequence[str],
+    device_id: str,
+    wall_time: float,
+    status: str = "running",
+    alerts: Sequence[Alert] = (),
+    camera: CameraStatus | None = None,
+) -> dict[str, Any]:
     faces = [
         {
             "face_id": t.face_id,
@@ -157,15 +185,31 @@ def state_payload(tracks: Sequence[Track], labels: Sequence[str], device_id: str
     }
 
 
-def state_message(tracks: Sequence[Track], labels: Sequence[str], topics: Topics, device_id: str, wall_time: float,
-                  qos: int, status: str = "running", alerts: Sequence[Alert] = (),
-                  camera: CameraStatus | None = None) -> Message:
+def state_message(
+    tracks: Sequence[Track],
+    labels: Sequence[str],
+    topics: Topics,
+    device_id: str,
+    wall_time: float,
+    qos: int,
+    status: str = "running",
+    alerts: Sequence[Alert] = (),
+    camera: CameraStatus | None = None,
+) -> Message:
     payload = state_payload(tracks, labels, device_id, wall_time, status, alerts, camera)
     return Message(topics.state, _dumps(payload), qos, retain=True)
 
 
-def stats_message(figures: dict[str, Any], topics: Topics, device_id: str, wall_time: float, version: str) -> Message:
-    payload = {"v": PAYLOAD_VERSION, "device": device_id, "time": iso_utc(wall_time), "version": version, **figures}
+def stats_message(
+    figures: dict[str, Any], topics: Topics, device_id: str, wall_time: float, version: str
+) -> Message:
+    payload = {
+        "v": PAYLOAD_VERSION,
+        "device": device_id,
+        "time": iso_utc(wall_time),
+        "version": version,
+        **figures,
+    }
     return Message(topics.stats, _dumps(payload), 0)
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -89,9 +89,16 @@ class ClassifyPolicy:
     _last_frame: float | None = field(default=None, repr=False)
 
     @classmethod
-    def from_config(cls, views: tuple[View, ...], model: ModelConfig, tracking: TrackingConfig) -> "ClassifyPolicy":
-        return cls(views, max_hz=model.max_classify_hz, iou_threshold=tracking.iou_threshold,
-                   max_center_distance=tracking.max_center_distance, forget_seconds=tracking.max_missing_seconds)
+    def from_config(
+        cls, views: tuple[View, ...], model: ModelConfig, tracking: TrackingConfig
+    ) -> ClassifyPolicy:
+        return cls(
+            views,
+            max_hz=model.max_classify_hz,
+            iou_threshold=tracking.iou_threshold,
+            max_center_distance=tracking.max_center_distance,
+            forget_seconds=tracking.max_missing_seconds,
+        )
 
     def plan(self, boxes: Sequence[Box], now: float | None) -> list[ClassifyRequest]:
         """The faces of this frame to classify, new faces first, then by priority."""
@@ -99,8 +106,12 @@ class ClassifyPolicy:
             self._slots = [None] * len(boxes)
             return [ClassifyRequest(i, self.views) for i in range(len(boxes))]
         self._faces = [f for f in self._faces if now - f.last_seen <= self.forget_seconds]
-        pairs = dict((di, ti) for ti, di in match([f.box for f in self._faces], boxes,
-                                                  self.iou_threshold, self.max_center_distance))
+        pairs = dict(
+            (di, ti)
+            for ti, di in match(
+                [f.box for f in self._faces], boxes, self.iou_threshold, self.max_center_distance
+            )
+        )
         slots: list[_Scheduled] = []
         for i, box in enumerate(boxes):
             face = self._faces[pairs[i]] if i in pairs else _Scheduled(box, now)
@@ -112,8 +123,11 @@ class ClassifyPolicy:
         new = [i for i, face in enumerate(slots) if face.probabilities is None]
         period = 1.0 / self.max_hz
         # 5 % slack: at 30 fps and 10 Hz, three frames (0.0999... s) are one period
-        due = [i for i, face in enumerate(slots) if face.probabilities is not None
-               and now - face.classified_at >= 0.95 * period]
+        due = [
+            i
+            for i, face in enumerate(slots)
+            if face.probabilities is not None and now - face.classified_at >= 0.95 * period
+        ]
         frame_gap = min(now - self._last_frame, period) if self._last_frame is not None else period
         self._last_frame = now
         share = max(1, math.ceil(len(slots) * self.max_hz * frame_gap - 1e-6)) - len(new)
@@ -121,8 +135,10 @@ class ClassifyPolicy:
         requests = [ClassifyRequest(i, self.views) for i in new]
         for i in due[: max(share, 0)]:
             face = slots[i]
-            picked = tuple(self.views[(face.next_view + k) % len(self.views)]
-                           for k in range(min(self.views_per_pass, len(self.views))))
+            picked = tuple(
+                self.views[(face.next_view + k) % len(self.views)]
+                for k in range(min(self.views_per_pass, len(self.views)))
+            )
             face.next_view = (face.next_view + len(picked)) % len(self.views)
             requests.append(ClassifyRequest(i, picked))
         for request in requests:
@@ -149,7 +165,9 @@ class ClassifyPolicy:
         return latest
 
 
-def outside_zones(boxes: Sequence[Box], zones: Sequence[Sequence[float]], frame_hw: tuple[int, int]) -> list[Box]:
+def outside_zones(
+    boxes: Sequence[Box], zones: Sequence[Sequence[float]], frame_hw: tuple[int, int]
+) -> list[Box]:
     """The boxes whose centre lies in none of the privacy ``zones`` ([x, y, w, h] in
     fractions of the frame)."""
     if not zones:
@@ -167,9 +185,14 @@ class FramePipeline:
     """Grayscale, find faces (minus the privacy zones), choose which to classify, crop them,
     classify them in one batch."""
 
-    def __init__(self, detector: HaarFaceDetector, classifier: EmotionClassifier,
-                 policy: ClassifyPolicy | None = None, timer=time.perf_counter,
-                 ignore_zones: Sequence[Sequence[float]] = ()):
+    def __init__(
+        self,
+        detector: HaarFaceDetector,
+        classifier: EmotionClassifier,
+        policy: ClassifyPolicy | None = None,
+        timer=time.perf_counter,
+        ignore_zones: Sequence[Sequence[float]] = (),
+    ):
         self.detector = detector
         self.ignore_zones = tuple(tuple(zone) for zone in ignore_zones)
         self.finder = FaceFinder(detector)
@@ -179,7 +202,9 @@ class FramePipeline:
         self.classified = 0  # faces sent to the model
         self.passes = 0  # model passes (a face through one view is one pass)
 
-    def process(self, frame: np.ndarray, times: StageTimes | None = None, now: float | None = None) -> list[FaceResult]:
+    def process(
+        self, frame: np.ndarray, times: StageTimes | None = None, now: float | None = None
+    ) -> list[FaceResult]:
         """``now``: the frame's monotonic time; None for a lone photo (full detection, all views)."""
         t = times if times is not None else StageTimes()
         clock, contract = self.timer, self.classifier.contract

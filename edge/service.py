@@ -19,7 +19,7 @@ import os
 import signal
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import cv2
 
@@ -80,20 +80,28 @@ def build_pipeline(config: Config) -> FramePipeline:
     views = None if config.model.views == "contract" else VIEW_SETS[config.model.views]
     classifier = EmotionClassifier(model_path, num_threads=config.model.num_threads, views=views)
     policy = ClassifyPolicy.from_config(classifier.contract.views, config.model, config.tracking)
-    return FramePipeline(HaarFaceDetector(config.detector), classifier, policy,
-                         ignore_zones=config.detector.ignore_zones)
+    return FramePipeline(
+        HaarFaceDetector(config.detector), classifier, policy, ignore_zones=config.detector.ignore_zones
+    )
 
 
-def build_publisher(config: Config, labels, current_state: Callable[[], list[Message]] = list,
-                    spool: DiskSpool | None = None) -> MqttPublisher:
+def build_publisher(
+    config: Config, labels, current_state: Callable[[], list[Message]] = list, spool: DiskSpool | None = None
+) -> MqttPublisher:
     """``current_state``: the retained messages to send again after each connection (state,
     camera), besides discovery. Raises ConfigError when a credentials, TLS or spool file
     cannot be used."""
     topics = Topics(config.base_topic)
 
     def discovery():
-        return discovery_messages(config.homeassistant.discovery_prefix, config.device_id, topics,
-                                  labels, __version__, "mini-Xception int8 (FER2013)")
+        return discovery_messages(
+            config.homeassistant.discovery_prefix,
+            config.device_id,
+            topics,
+            labels,
+            __version__,
+            "mini-Xception int8 (FER2013)",
+        )
 
     def on_connected():
         return (discovery() if config.homeassistant.enabled else []) + current_state()
@@ -115,6 +123,7 @@ def build_publisher(config: Config, labels, current_state: Callable[[], list[Mes
         raise ConfigError([str(err)]) from None
 
     if config.homeassistant.enabled:
+
         def on_ha_status(payload: bytes) -> None:
             if payload.strip() == b"online":  # Home Assistant restarted: it forgot the entities
                 _LOGGER.info("Home Assistant is online; publishing discovery again")
@@ -129,8 +138,13 @@ RECORDING_DRAIN_SECONDS = 10.0
 
 
 class Service:
-    def __init__(self, config: Config, config_path: str | None = None, notifier: Notifier | None = None,
-                 log_level: str | None = None):
+    def __init__(
+        self,
+        config: Config,
+        config_path: str | None = None,
+        notifier: Notifier | None = None,
+        log_level: str | None = None,
+    ):
         """``log_level``: the command line's --log-level, which outranks the config's, also
         after a reload."""
         self.config = config
@@ -148,12 +162,21 @@ class Service:
         self.source = FrameSource(config.camera)
         self.loop = self._make_loop()
 
-    def _make_loop(self, alerts: AlertRules | None = None, previous: ProcessingLoop | None = None) -> ProcessingLoop:
+    def _make_loop(
+        self, alerts: AlertRules | None = None, previous: ProcessingLoop | None = None
+    ) -> ProcessingLoop:
         """The loop over the current parts; after a reload it keeps the previous loop's
         counters (stats are not reset by a reload) and, unless they changed, its alerts."""
-        return ProcessingLoop(self.config, self.source, self.pipeline, self.tracker, self.publisher, alerts=alerts,
-                              stats=previous.stats if previous else None,
-                              collector=previous.collector if previous else None)
+        return ProcessingLoop(
+            self.config,
+            self.source,
+            self.pipeline,
+            self.tracker,
+            self.publisher,
+            alerts=alerts,
+            stats=previous.stats if previous else None,
+            collector=previous.collector if previous else None,
+        )
 
     def current_state(self) -> list[Message]:
         """What a (re)connection publishes again besides discovery: the state and the camera."""
@@ -176,16 +199,26 @@ class Service:
         broker = "broker connected" if self.publisher.connected else "broker unreachable"
         queued, unsaved = len(self.publisher.spool), self.publisher.spool.unsaved
         camera = self.source.status
-        frames = (f"{self.loop.collector.fps():.1f} fps" if camera.online
-                  else f"camera offline ({camera.cause}): {camera.detail}")
-        return (f"{frames}, {len(self.tracker.present())} face(s), {broker}"
-                + (f", {queued} summaries queued" if queued else "")
-                + (f", {unsaved} not written to disk" if unsaved else ""))
+        frames = (
+            f"{self.loop.collector.fps():.1f} fps"
+            if camera.online
+            else f"camera offline ({camera.cause}): {camera.detail}"
+        )
+        return (
+            f"{frames}, {len(self.tracker.present())} face(s), {broker}"
+            + (f", {queued} summaries queued" if queued else "")
+            + (f", {unsaved} not written to disk" if unsaved else "")
+        )
 
     def run(self) -> int:
         c = self.config
-        _LOGGER.info("fer-kiosk %s: device %s, topics under %s/, camera %s", __version__, c.device_id,
-                     c.base_topic, c.camera.source)
+        _LOGGER.info(
+            "fer-kiosk %s: device %s, topics under %s/, camera %s",
+            __version__,
+            c.device_id,
+            c.base_topic,
+            c.camera.source,
+        )
         self.publisher.start()
         self.source.start()
         next_watchdog = next_status = 0.0
@@ -223,16 +256,20 @@ class Service:
 
     def publish_stats(self) -> None:
         figures = self.loop.collector.snapshot()
-        figures.update({
-            "camera": camera_summary(self.source.status),
-            "reconnects": self.publisher.reconnects,
-            "queued": len(self.publisher.spool),
-            "dropped": self.publisher.dropped,
-            "spool_dropped": self.publisher.spool.dropped,
-            "spool_unsaved": self.publisher.spool.unsaved,
-            "broker_connected": self.publisher.connected,
-        })
-        self.publisher.publish(stats_message(figures, self.loop.topics, self.config.device_id, time.time(), __version__))
+        figures.update(
+            {
+                "camera": camera_summary(self.source.status),
+                "reconnects": self.publisher.reconnects,
+                "queued": len(self.publisher.spool),
+                "dropped": self.publisher.dropped,
+                "spool_dropped": self.publisher.spool.dropped,
+                "spool_unsaved": self.publisher.spool.unsaved,
+                "broker_connected": self.publisher.connected,
+            }
+        )
+        self.publisher.publish(
+            stats_message(figures, self.loop.topics, self.config.device_id, time.time(), __version__)
+        )
 
     def shutdown(self) -> None:
         started = time.monotonic()
@@ -246,9 +283,13 @@ class Service:
             while (len(self.publisher.spool) or self.publisher.spool.unsaved) and time.monotonic() < deadline:
                 time.sleep(0.1)
         self.publisher.stop(timeout=2.5)
-        _LOGGER.info("stopped in %.2f s (%d frames, %d events; %d visit summaries still spooled)",
-                     time.monotonic() - started, self.loop.stats.frames, self.loop.stats.events,
-                     len(self.publisher.spool))
+        _LOGGER.info(
+            "stopped in %.2f s (%d frames, %d events; %d visit summaries still spooled)",
+            time.monotonic() - started,
+            self.loop.stats.frames,
+            self.loop.stats.events,
+            len(self.publisher.spool),
+        )
 
     def reload(self) -> None:
         """SIGHUP: read the config again and restart only the parts whose settings changed."""
@@ -261,7 +302,9 @@ class Service:
             _LOGGER.error("reload refused, keeping the running configuration: %s", err)
             self.notifier.ready(self.status_line())
             return
-        changed = [f.name for f in dataclasses.fields(Config) if getattr(new, f.name) != getattr(self.config, f.name)]
+        changed = [
+            f.name for f in dataclasses.fields(Config) if getattr(new, f.name) != getattr(self.config, f.name)
+        ]
         if not changed:
             _LOGGER.info("reload: configuration unchanged")
             self.notifier.ready(self.status_line())
@@ -273,8 +316,12 @@ class Service:
             if {"mqtt", "homeassistant", "spool"} & set(changed):
                 # built (files read, spool opened) before anything running is touched
                 same_spool = str(spool_dir(new)) == str(spool_dir(self.config))
-                publisher = build_publisher(new, pipeline.classifier.labels, self.current_state,
-                                            spool=self.publisher.spool if same_spool else None)
+                publisher = build_publisher(
+                    new,
+                    pipeline.classifier.labels,
+                    self.current_state,
+                    spool=self.publisher.spool if same_spool else None,
+                )
         except (ContractError, DetectorError, ConfigError) as err:
             _LOGGER.error("reload refused, keeping the running configuration: %s", err)
             self.notifier.ready(self.status_line())

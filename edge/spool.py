@@ -80,7 +80,12 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _record(message: Message) -> dict:
-    return {"topic": message.topic, "payload": message.payload.decode(), "qos": message.qos, "retain": message.retain}
+    return {
+        "topic": message.topic,
+        "payload": message.payload.decode(),
+        "qos": message.qos,
+        "retain": message.retain,
+    }
 
 
 def _message(record: object) -> Message:
@@ -125,12 +130,18 @@ class DiskSpool:
         self._names = sorted(n for n in names if ENTRY.match(n))
         others = [n for n in names if not ENTRY.match(n) and n != BAD_FOLDER]
         if others:
-            _LOGGER.info("spool %s: ignoring %d file(s) that are not spool entries (%s)", self.directory,
-                         len(others), ", ".join(sorted(others)[:3]) + (", ..." if len(others) > 3 else ""))
+            _LOGGER.info(
+                "spool %s: ignoring %d file(s) that are not spool entries (%s)",
+                self.directory,
+                len(others),
+                ", ".join(sorted(others)[:3]) + (", ..." if len(others) > 3 else ""),
+            )
         self._next = int(self._names[-1].split(".")[0]) + 1 if self._names else 1
         self.expire()
         if self._names:
-            _LOGGER.info("spool %s holds %d undelivered message(s) from before", self.directory, len(self._names))
+            _LOGGER.info(
+                "spool %s holds %d undelivered message(s) from before", self.directory, len(self._names)
+            )
 
     def expire(self, now: float | None = None) -> int:
         """Deletes entries older than ``max_age_seconds`` (by the time they were written): a
@@ -152,8 +163,13 @@ class DiskSpool:
             self.remove(name)
         if old:
             self.expired += len(old)
-            _LOGGER.warning("spool %s: deleted %d undelivered visit summar%s older than %.0f days (spool.max_age_days)",
-                            self.directory, len(old), "y" if len(old) == 1 else "ies", self.max_age_seconds / 86400)
+            _LOGGER.warning(
+                "spool %s: deleted %d undelivered visit summar%s older than %.0f days (spool.max_age_days)",
+                self.directory,
+                len(old),
+                "y" if len(old) == 1 else "ies",
+                self.max_age_seconds / 86400,
+            )
         return len(old)
 
     # -- writing --------------------------------------------------------------------------
@@ -183,10 +199,15 @@ class DiskSpool:
             except OSError as err:
                 problem = f"{err.strerror or err}"
                 if problem != self._write_error:
-                    _LOGGER.error("cannot write to the spool %s (%s): keeping %d visit summar%s in memory, "
-                                  "still sent when the broker is there; retrying every %.0f s",
-                                  self.directory, problem, len(self._unsaved), "y" if len(self._unsaved) == 1 else "ies",
-                                  RETRY_SECONDS)
+                    _LOGGER.error(
+                        "cannot write to the spool %s (%s): keeping %d visit summar%s in memory, "
+                        "still sent when the broker is there; retrying every %.0f s",
+                        self.directory,
+                        problem,
+                        len(self._unsaved),
+                        "y" if len(self._unsaved) == 1 else "ies",
+                        RETRY_SECONDS,
+                    )
                     self._write_error = problem
                 self._next_retry = time.monotonic() + RETRY_SECONDS
                 return False
@@ -258,10 +279,16 @@ class DiskSpool:
             if target.exists():
                 target = bad / f"{name}.{time.time_ns()}"
             os.replace(self.directory / name, target)
-            _LOGGER.warning("spool entry %s is malformed (%s): moved aside to %s; the others go on", name, reason, target)
+            _LOGGER.warning(
+                "spool entry %s is malformed (%s): moved aside to %s; the others go on", name, reason, target
+            )
         except OSError as move_err:
-            _LOGGER.warning("spool entry %s is malformed (%s) and cannot be moved aside (%s): skipped",
-                            name, reason, move_err.strerror)
+            _LOGGER.warning(
+                "spool entry %s is malformed (%s) and cannot be moved aside (%s): skipped",
+                name,
+                reason,
+                move_err.strerror,
+            )
         with self._lock:
             if name in self._names:
                 self._names.remove(name)
@@ -275,8 +302,11 @@ class DiskSpool:
         except OSError as err:
             # Delivered, but its file stays: sent again after a restart (at least once).
             if not self._unremovable:
-                _LOGGER.error("cannot remove delivered spool entry %s (%s); it will be sent again after a restart",
-                              name, err.strerror)
+                _LOGGER.error(
+                    "cannot remove delivered spool entry %s (%s); it will be sent again after a restart",
+                    name,
+                    err.strerror,
+                )
             self._unremovable.add(name)
 
     def remove(self, name: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import paho.mqtt.client as mqtt
 

@@ -172,5 +172,7 @@ class _JournalPrefixFormatter(logging.Formatter):
         if record.exc_info:
             # Every line of a traceback keeps the priority, or journald files it as info.
             prefix = f"<{journal_priority(record.levelno)}>"
-            text += "".join("\n" + prefix + line for line in self.formatException(record.exc_info).splitlines())
+            text += "".join(
+                "\n" + prefix + line for line in self.formatException(record.exc_info).splitlines()
+            )
         return text

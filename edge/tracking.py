@@ -14,8 +14,8 @@ from __future__ import annotations
 import itertools
 import math
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -30,7 +30,9 @@ def center_distance(a: Box, b: Box) -> float:
     return math.hypot((ax + aw / 2) - (bx + bw / 2), (ay + ah / 2) - (by + bh / 2)) / max(aw, 1)
 
 
-def match(tracks: Sequence[Box], detections: Sequence[Box], iou_threshold: float, max_distance: float) -> list[tuple[int, int]]:
+def match(
+    tracks: Sequence[Box], detections: Sequence[Box], iou_threshold: float, max_distance: float
+) -> list[tuple[int, int]]:
     """Greedy one-to-one pairs (track index, detection index): best overlap first, then nearest centre."""
     pairs: list[tuple[int, int]] = []
     used_t: set[int] = set()
@@ -48,7 +50,8 @@ def match(tracks: Sequence[Box], detections: Sequence[Box], iou_threshold: float
             used_d.add(di)
     near = sorted(
         (center_distance(t, d), ti, di)
-        for ti, t in enumerate(tracks) for di, d in enumerate(detections)
+        for ti, t in enumerate(tracks)
+        for di, d in enumerate(detections)
         if ti not in used_t and di not in used_d
     )
     for distance, ti, di in near:
@@ -110,7 +113,9 @@ class FaceTracker:
         self._prefix = id_prefix if id_prefix is not None else uuid.uuid4().hex[:6]
         self._counter = itertools.count(1)
 
-    def _event(self, kind: str, track: Track, now: float, wall: float, summary: dict | None = None) -> FaceEvent:
+    def _event(
+        self, kind: str, track: Track, now: float, wall: float, summary: dict | None = None
+    ) -> FaceEvent:
         probs = track.smoothed
         return FaceEvent(
             kind=kind,
@@ -125,12 +130,18 @@ class FaceTracker:
         )
 
     def _moment(self, track: Track, index: int, wall: float) -> dict:
-        return {"emotion": self.labels[index], "probability": round(float(track.smoothed[index]), 4), "time": wall}
+        return {
+            "emotion": self.labels[index],
+            "probability": round(float(track.smoothed[index]), 4),
+            "time": wall,
+        }
 
     def _note_peak(self, track: Track, wall: float) -> None:
         """The peak of a visit: the highest smoothed probability any emotion but neutral
         reached, and when (the moment the person showed the most)."""
-        expressive = [i for i, name in enumerate(self.labels) if name != "neutral"] or list(range(len(self.labels)))
+        expressive = [i for i, name in enumerate(self.labels) if name != "neutral"] or list(
+            range(len(self.labels))
+        )
         best = max(expressive, key=lambda i: track.smoothed[i])
         if track.peak is None or track.smoothed[best] > track.peak["probability"]:
             track.peak = self._moment(track, best, wall)
@@ -156,11 +167,15 @@ class FaceTracker:
             "peak": track.peak,
         }
 
-    def update(self, detections: Sequence[tuple[Box, np.ndarray]], now: float, wall: float) -> list[FaceEvent]:
+    def update(
+        self, detections: Sequence[tuple[Box, np.ndarray]], now: float, wall: float
+    ) -> list[FaceEvent]:
         """One frame's (box, probabilities) pairs; returns the events it causes."""
         c = self.config
         events: list[FaceEvent] = []
-        pairs = match([t.box for t in self.tracks], [d[0] for d in detections], c.iou_threshold, c.max_center_distance)
+        pairs = match(
+            [t.box for t in self.tracks], [d[0] for d in detections], c.iou_threshold, c.max_center_distance
+        )
         matched_detections = set()
         for ti, di in pairs:
             track = self.tracks[ti]
@@ -184,8 +199,14 @@ class FaceTracker:
             p = np.asarray(probs, dtype=np.float64)
             track = Track(
                 face_id=f"{self._prefix}-{next(self._counter)}",
-                box=box, first_seen=now, first_seen_wall=wall, last_seen=now, last_seen_wall=wall,
-                smoothed=p.copy(), probability_sum=p.copy(), emotion=int(np.argmax(p)),
+                box=box,
+                first_seen=now,
+                first_seen_wall=wall,
+                last_seen=now,
+                last_seen_wall=wall,
+                smoothed=p.copy(),
+                probability_sum=p.copy(),
+                emotion=int(np.argmax(p)),
                 emotion_seconds=np.zeros(len(self.labels)),
             )
             self.tracks.append(track)
@@ -226,7 +247,9 @@ class FaceTracker:
 
     def end_all(self, now: float, wall: float, ended_by: str = "shutdown") -> list[FaceEvent]:
         """Ends every face (shutdown, reload): their visits still get a summary."""
-        events = [self._event("end", t, now, wall, self._summary(t, ended_by)) for t in self.tracks if t.confirmed]
+        events = [
+            self._event("end", t, now, wall, self._summary(t, ended_by)) for t in self.tracks if t.confirmed
+        ]
         self.tracks = []
         return events
 

@@ -20,7 +20,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 
@@ -46,14 +46,20 @@ def describe_connect_error(err: BaseException, tls: bool = False, port: int = 0)
     if tls and isinstance(err, (ssl.SSLError, ConnectionResetError, BrokenPipeError)):
         reason = err.reason if isinstance(err, ssl.SSLError) and err.reason else (err.strerror or str(err))
         hint = ""
-        if isinstance(err, (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError, ssl.SSLZeroReturnError)) or \
-                "WRONG_VERSION_NUMBER" in str(reason).upper():
-            hint = (" (the server closed the connection at the TLS hello: is this a plain, non-TLS MQTT port"
-                    f"{' such as 1883' if port != 1883 else ''}? or set mqtt.tls.enabled: false)")
+        if (
+            isinstance(err, (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError, ssl.SSLZeroReturnError))
+            or "WRONG_VERSION_NUMBER" in str(reason).upper()
+        ):
+            hint = (
+                " (the server closed the connection at the TLS hello: is this a plain, non-TLS MQTT port"
+                f"{' such as 1883' if port != 1883 else ''}? or set mqtt.tls.enabled: false)"
+            )
         return f"TLS handshake failed: {reason}{hint}"
     if tls and isinstance(err, TimeoutError) and "handshake" in str(err):
-        return ("TLS handshake failed: no answer to the TLS hello within mqtt.connect_timeout_seconds "
-                "(is this a TLS port? is it an MQTT broker?)")
+        return (
+            "TLS handshake failed: no answer to the TLS hello within mqtt.connect_timeout_seconds "
+            "(is this a TLS port? is it an MQTT broker?)"
+        )
     if isinstance(err, ssl.SSLError):
         return f"TLS handshake failed ({err.reason or err})"
     if isinstance(err, ConnectionRefusedError):
@@ -71,9 +77,15 @@ def describe_first_bytes(data: bytes) -> str | None:
         return None
     if len(data) >= 2 and data[0] in (0x15, 0x16) and data[1] == 0x03:
         what = "a TLS alert" if data[0] == 0x15 else "a TLS handshake"
-        return f"the server answered the MQTT CONNECT with {what}: is this a TLS port? set mqtt.tls.enabled: true"
+        return (
+            f"the server answered the MQTT CONNECT with {what}: is this a TLS port? "
+            "set mqtt.tls.enabled: true"
+        )
     shown = data[:16].decode("ascii", "backslashreplace")
-    return f"the server answered with something that is not MQTT ({shown!r}...): is mqtt.host/mqtt.port an MQTT broker?"
+    return (
+        f"the server answered with something that is not MQTT ({shown!r}...): "
+        "is mqtt.host/mqtt.port an MQTT broker?"
+    )
 
 
 class Transport:
@@ -172,8 +184,14 @@ class Transport:
 
     def _log_failure(self, what: str, delay: float) -> None:
         if what != self._last_failure:
-            _LOGGER.error("MQTT broker %s:%d: %s; retrying with backoff (next in %.0f s, at most every %.0f s)",
-                          self.config.host, self.config.port, what, delay, self.config.reconnect_max_seconds)
+            _LOGGER.error(
+                "MQTT broker %s:%d: %s; retrying with backoff (next in %.0f s, at most every %.0f s)",
+                self.config.host,
+                self.config.port,
+                what,
+                delay,
+                self.config.reconnect_max_seconds,
+            )
             self._last_failure = what
 
     def _delays(self):
@@ -183,7 +201,9 @@ class Transport:
 
     def _run(self) -> None:
         delays = self._delays()
-        clash_delays = backoff_delays(self.config.reconnect_max_seconds, CLASH_BACKOFF_SECONDS, jitter=RECONNECT_JITTER)
+        clash_delays = backoff_delays(
+            self.config.reconnect_max_seconds, CLASH_BACKOFF_SECONDS, jitter=RECONNECT_JITTER
+        )
         short_connections = 0
         clash = False
         while not self._stop.is_set():
@@ -208,12 +228,16 @@ class Transport:
                 self._log_failure(failure, delay)
                 self._stop.wait(delay)
                 continue
-            stable_after = max(SHORT_CONNECTION_SECONDS, 2 * CLASH_BACKOFF_SECONDS) if clash \
+            stable_after = (
+                max(SHORT_CONNECTION_SECONDS, 2 * CLASH_BACKOFF_SECONDS)
+                if clash
                 else SHORT_CONNECTION_SECONDS
+            )
             if lasted >= stable_after:
                 short_connections, clash = 0, False
-                clash_delays = backoff_delays(self.config.reconnect_max_seconds, CLASH_BACKOFF_SECONDS,
-                                              jitter=RECONNECT_JITTER)
+                clash_delays = backoff_delays(
+                    self.config.reconnect_max_seconds, CLASH_BACKOFF_SECONDS, jitter=RECONNECT_JITTER
+                )
                 delays = self._delays()  # it worked: start over
                 _LOGGER.warning("lost the MQTT broker (%s); reconnecting with backoff", failure)
                 self._stop.wait(next(delays))
@@ -224,13 +248,19 @@ class Transport:
                 if not clash:
                     clash = True
                     _LOGGER.error(
-                        "MQTT broker %s:%d closed %d connections in a row within seconds of accepting them: another "
-                        "client is most likely connected with the same client id %r and takes the session over "
+                        "MQTT broker %s:%d closed %d connections in a row within seconds of accepting them: "
+                        "another client is most likely connected with the same client id %r and takes the "
+                        "session over "
                         "(mqtt.client_id, by default fer-kiosk-<mqtt.device_id>: two kiosks with the same "
                         "mqtt.device_id, a cloned SD card?); give each kiosk its own mqtt.device_id. "
                         "Backing off (next in %.0f s, at most every %.0f s) instead of fighting",
-                        self.config.host, self.config.port, short_connections, self.client_id, delay,
-                        CLASH_BACKOFF_SECONDS)
+                        self.config.host,
+                        self.config.port,
+                        short_connections,
+                        self.client_id,
+                        delay,
+                        CLASH_BACKOFF_SECONDS,
+                    )
                 self._stop.wait(delay)
             else:
                 _LOGGER.warning("lost the MQTT broker (%s); reconnecting with backoff", failure)
@@ -247,8 +277,12 @@ class Transport:
                 if time.monotonic() - stop_seen > 1.0:  # DISCONNECT could not be written: give up
                     return "stopped"
             elif waiting and time.monotonic() - started >= self.connect_timeout:
-                return self._give_up(self._no_connack(f"no answer to the MQTT CONNECT within "
-                                                      f"{self.connect_timeout:g} s (mqtt.connect_timeout_seconds)"))
+                return self._give_up(
+                    self._no_connack(
+                        f"no answer to the MQTT CONNECT within "
+                        f"{self.connect_timeout:g} s (mqtt.connect_timeout_seconds)"
+                    )
+                )
             if waiting and not self.tls and self._first_bytes is None:
                 # Wait for the server's first bytes here and look at them before paho reads them.
                 self._wait_readable(0.25)
@@ -264,10 +298,13 @@ class Transport:
                 if self._accepted_at >= started:  # an accepted connection ended
                     return mqtt.error_string(rc)
                 if rc == mqtt.MQTT_ERR_KEEPALIVE:
-                    return self._no_connack(f"no answer to the MQTT CONNECT within "
-                                            f"{time.monotonic() - started:.0f} s (mqtt.keepalive)")
+                    return self._no_connack(
+                        f"no answer to the MQTT CONNECT within "
+                        f"{time.monotonic() - started:.0f} s (mqtt.keepalive)"
+                    )
                 return describe_first_bytes(self._first_bytes or b"") or self._no_connack(
-                    "the server closed the connection without answering the MQTT CONNECT", closed=True)
+                    "the server closed the connection without answering the MQTT CONNECT", closed=True
+                )
 
     def _no_connack(self, what: str, closed: bool = False) -> str:
         if self.tls:
@@ -275,7 +312,10 @@ class Transport:
         if self.config.port == TLS_PORT:
             return f"{what}: is this a TLS port? {TLS_PORT} usually is; set mqtt.tls.enabled: true"
         if closed:  # an MQTT broker answers a CONNECT, even to refuse it; a TLS listener hangs up
-            return f"{what}: is this a TLS port (then set mqtt.tls.enabled: true)? an MQTT broker answers even to refuse"
+            return (
+                f"{what}: is this a TLS port (then set mqtt.tls.enabled: true)? "
+                "an MQTT broker answers even to refuse"
+            )
         return f"{what}: is it an MQTT broker? is this a TLS port?"
 
     def _wait_readable(self, timeout: float) -> None:
@@ -321,8 +361,12 @@ class Transport:
             return
         self.connects += 1
         self._accepted_at = time.monotonic()
-        _LOGGER.info("connected to MQTT broker %s:%d%s", self.config.host, self.config.port,
-                     f" (reconnect {self.connects - 1})" if self.connects > 1 else "")
+        _LOGGER.info(
+            "connected to MQTT broker %s:%d%s",
+            self.config.host,
+            self.config.port,
+            f" (reconnect {self.connects - 1})" if self.connects > 1 else "",
+        )
         self._last_failure = None
         self._connected.set()
         for topic in self._subscriptions:

@@ -23,23 +23,39 @@ def format_message(topic: str, payload: bytes) -> str:
     when = str(data.get("time", ""))[11:19] or datetime.now().strftime("%H:%M:%S")
     device = data.get("device", topic.split("/")[-2] if "/" in topic else "?")
     if kind == "events":
-        line = (f"{when} {device} {data.get('type', '?'):<6} {data.get('face_id', '?'):<12} "
-                f"{data.get('emotion', '?'):<9} {data.get('confidence', 0):.2f} box {data.get('box')}")
+        line = (
+            f"{when} {device} {data.get('type', '?'):<6} {data.get('face_id', '?'):<12} "
+            f"{data.get('emotion', '?'):<9} {data.get('confidence', 0):.2f} box {data.get('box')}"
+        )
         summary = data.get("summary")
         if summary:
-            line += (f"  visit {summary['duration_s']:.1f} s, {summary['frames']} frames, "
-                     f"mostly {summary['dominant_emotion']}")
+            line += (
+                f"  visit {summary['duration_s']:.1f} s, {summary['frames']} frames, "
+                f"mostly {summary['dominant_emotion']}"
+            )
         return line
     if kind == "state":
-        faces = ", ".join(f"{f['face_id']} {f['emotion']} {f['confidence']:.2f}" for f in data.get("faces", []))
-        return f"{when} {device} state  {data.get('status', '?')}: {data.get('face_count', 0)} face(s) {faces}"
+        faces = ", ".join(
+            f"{f['face_id']} {f['emotion']} {f['confidence']:.2f}" for f in data.get("faces", [])
+        )
+        return (
+            f"{when} {device} state  {data.get('status', '?')}: {data.get('face_count', 0)} face(s) {faces}"
+        )
     if kind == "stats":
-        return f"{when} {device} stats  " + " ".join(f"{k}={v}" for k, v in data.items() if k not in ("v", "device", "time"))
+        return f"{when} {device} stats  " + " ".join(
+            f"{k}={v}" for k, v in data.items() if k not in ("v", "device", "time")
+        )
     return f"{when} {topic}: {payload.decode(errors='replace')}"
 
 
-def watch(config: Config, all_devices: bool = False, raw: bool = False, duration: float = 0, out=sys.stdout,
-          connect_timeout: float = 10.0) -> int:
+def watch(
+    config: Config,
+    all_devices: bool = False,
+    raw: bool = False,
+    duration: float = 0,
+    out=sys.stdout,
+    connect_timeout: float = 10.0,
+) -> int:
     """Prints what the kiosk (or every kiosk) publishes. Connects as the daemon does (its
     credentials and TLS); 1 with one clear line when the broker cannot be reached or
     refuses, 78 when a credentials or TLS file cannot be used."""
@@ -79,12 +95,18 @@ def watch(config: Config, all_devices: bool = False, raw: bool = False, duration
         while "connected" not in outcome and not done.is_set() and time.monotonic() < deadline:
             time.sleep(0.05)
         if "refused" in outcome:
-            print(f"error: the MQTT broker {where} {outcome['refused']} (check mqtt.username / credentials_file)",
-                  file=sys.stderr)
+            print(
+                f"error: the MQTT broker {where} {outcome['refused']} "
+                "(check mqtt.username / credentials_file)",
+                file=sys.stderr,
+            )
             return 1
         if "connected" not in outcome:
-            print(f"error: the MQTT broker {where} did not answer within {connect_timeout:g} s "
-                  f"(is it an MQTT port{'' if config.mqtt.tls.enabled else ', or does it expect TLS'}?)", file=sys.stderr)
+            print(
+                f"error: the MQTT broker {where} did not answer within {connect_timeout:g} s "
+                f"(is it an MQTT port{'' if config.mqtt.tls.enabled else ', or does it expect TLS'}?)",
+                file=sys.stderr,
+            )
             return 1
         remaining = duration - (time.monotonic() - (deadline - connect_timeout)) if duration > 0 else None
         done.wait(max(0.0, remaining) if remaining is not None else None)

@@ -96,3 +96,29 @@ def subscribe():
     yield make
     for sub in made:
         sub.close()
+
+
+@pytest.fixture
+def secure_broker(tmp_path):
+    """A real Mosquitto with TLS and passwords (kiosk/right-pass, watcher/watch-pass)."""
+    import os
+    import subprocess
+
+    from bench.harness import make_certificates
+
+    certs = make_certificates(tmp_path)
+    passwords = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "kiosk", "right-pass"], check=True)
+    subprocess.run(["mosquitto_passwd", "-b", str(passwords), "watcher", "watch-pass"], check=True)
+    os.chmod(passwords, 0o600)
+    extra = (
+        f"password_file {passwords}\ncafile {certs['ca.crt']}\ncertfile {certs['server.crt']}\n"
+        f"keyfile {certs['server.key']}\n"
+    )
+    instance = Broker(tmp_path, extra)
+    instance.config_path.write_text(
+        instance.config_path.read_text().replace("allow_anonymous true", "allow_anonymous false")
+    )
+    instance.start()
+    yield instance, certs
+    instance.stop()

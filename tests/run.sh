@@ -64,6 +64,10 @@ if [ ! -x .venv-tflite214/bin/python ]; then
 fi
 [ -x .venv-tflite214/bin/python ] && export FER_KIOSK_TFLITE214_PYTHON="$PWD/.venv-tflite214/bin/python"
 
+# Lint and format first: fast, and the rules are pinned (pyproject.toml, ruff in the test extra).
+$venv/bin/ruff check .
+$venv/bin/ruff format --check .
+
 set +e
 $venv/bin/python -m pytest "$@"
 status=$?

@@ -12,10 +12,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import cv2
 import jsonschema
 import pytest
 import yaml
@@ -25,10 +23,17 @@ from bench.harness import NotifySocket, start_daemon
 from tests.conftest import ROOT, wait_until
 from tests.test_service import SCHEMAS, config_file
 
+
 def edge(*args: str, config: Path, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge", *args, "--config", str(config)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "edge", *args, "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        **kwargs,
+    )
 
 
 def openssl(directory: Path, *args: str) -> None:
@@ -36,8 +41,24 @@ def openssl(directory: Path, *args: str) -> None:
 
 
 def self_signed(directory: Path, name: str, *extra: str) -> tuple[Path, Path]:
-    openssl(directory, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-days", "2",
-            "-subj", f"/CN={name}", "-keyout", f"{name}.key", "-out", f"{name}.crt", *(extra or ("-nodes",)))
+    openssl(
+        directory,
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN={name}",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.crt",
+        *(extra or ("-nodes",)),
+    )
     return directory / f"{name}.crt", directory / f"{name}.key"
 
 
@@ -113,7 +134,9 @@ def make_case(case: str, d: Path) -> tuple[dict, str, dict]:
         (d / "spool").write_text("")
         expected = f"spool.path: {d / 'spool'} is not a folder"
     elif case == "cascade malformed":
-        (d / "cascade.xml").write_text('<?xml version="1.0"?>\n<opencv_storage><cascade>x</cascade></opencv_storage>\n')
+        (d / "cascade.xml").write_text(
+            '<?xml version="1.0"?>\n<opencv_storage><cascade>x</cascade></opencv_storage>\n'
+        )
         config["detector"] = {"cascade": str(d / "cascade.xml")}
         expected = f"detector.cascade: {d / 'cascade.xml'}: not a valid Haar cascade"
     elif case == "cascade not XML":
@@ -129,9 +152,21 @@ def make_case(case: str, d: Path) -> tuple[dict, str, dict]:
     return config, expected, kwargs
 
 
-CASES = ["credentials malformed", "credentials with BOM", "credentials in latin-1", "credentials unreadable",
-         "credentials given twice", "CA not PEM", "CA is a key", "client cert not PEM", "client key of another cert",
-         "client key encrypted", "spool path is a file", "cascade malformed", "cascade not XML"]
+CASES = [
+    "credentials malformed",
+    "credentials with BOM",
+    "credentials in latin-1",
+    "credentials unreadable",
+    "credentials given twice",
+    "CA not PEM",
+    "CA is a key",
+    "client cert not PEM",
+    "client key of another cert",
+    "client key encrypted",
+    "spool path is a file",
+    "cascade malformed",
+    "cascade not XML",
+]
 
 
 @pytest.fixture
@@ -164,11 +199,15 @@ def test_credentials_readable_by_others_are_used_with_a_warning(tmp_path):
     creds.write_text("username=kiosk\npassword=secret\n")
     os.chmod(creds, 0o644)
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"mqtt": {"credentials_file": str(creds)}, "spool": {"path": str(tmp_path / "s")}}))
+    config.write_text(
+        yaml.safe_dump({"mqtt": {"credentials_file": str(creds)}, "spool": {"path": str(tmp_path / "s")}})
+    )
     check = edge("check", config=config)
     assert check.returncode == 0 and "valid" in check.stdout
-    assert f"warning: mqtt.credentials_file: {creds} has mode 0644: the password is readable by everyone; chmod 600 it" \
-        in check.stderr.splitlines()
+    assert (
+        f"warning: mqtt.credentials_file: {creds} has mode 0644: the password is readable by everyone; "
+        "chmod 600 it" in check.stderr.splitlines()
+    )
 
 
 def test_unwritable_spool_folder_is_refused_by_check(shared_dir):
@@ -180,17 +219,28 @@ def test_unwritable_spool_folder_is_refused_by_check(shared_dir):
     os.chmod(config, 0o644)
     check = edge("check", config=config, **kwargs)
     assert check.returncode == 78
-    assert check.stderr.strip() == f"error: spool.path: {spool}: cannot write in this folder (Permission denied)"
+    assert (
+        check.stderr.strip() == f"error: spool.path: {spool}: cannot write in this folder (Permission denied)"
+    )
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("camera:\n  fps: 30\n".encode("utf-16"), "not UTF-8 text"),
-    (os.urandom(2000).replace(b"\n", b" "), "not UTF-8 text"),
-    (b'a: &a ["x","x","x","x","x","x","x","x"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a]\ncamera: [*b,*b,*b,*b,*b,*b]\n',
-     "aliases (*a) are not allowed"),
-    (b"tracking:\n  max_missing_seconds: .nan\n", "tracking.max_missing_seconds: expected a finite number, got nan"),
-    (b"camera:\n  fps: 30\n  fps: 25\n", "camera.fps: duplicate key (lines 2 and 3)"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("camera:\n  fps: 30\n".encode("utf-16"), "not UTF-8 text"),
+        (os.urandom(2000).replace(b"\n", b" "), "not UTF-8 text"),
+        (
+            b'a: &a ["x","x","x","x","x","x","x","x"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a]\n'
+            b"camera: [*b,*b,*b,*b,*b,*b]\n",
+            "aliases (*a) are not allowed",
+        ),
+        (
+            b"tracking:\n  max_missing_seconds: .nan\n",
+            "tracking.max_missing_seconds: expected a finite number, got nan",
+        ),
+        (b"camera:\n  fps: 30\n  fps: 25\n", "camera.fps: duplicate key (lines 2 and 3)"),
+    ],
+)
 def test_unusable_config_file_gives_one_short_line_and_78(tmp_path, raw, expected):
     config = tmp_path / "config.yaml"
     config.write_bytes(raw)
@@ -201,6 +251,7 @@ def test_unusable_config_file_gives_one_short_line_and_78(tmp_path, raw, expecte
 
 
 # -- at run time -------------------------------------------------------------------------
+
 
 def test_sighup_to_unusable_files_is_refused_and_the_daemon_keeps_running(tmp_path, broker, subscribe):
     clip = one_visit_clip(tmp_path / "clip.avi")
@@ -228,13 +279,17 @@ def test_sighup_to_unusable_files_is_refused_and_the_daemon_keeps_running(tmp_pa
                 data[section] = {**data.get(section, {}), **values}
             config.write_text(yaml.safe_dump(data))
             daemon.send_signal(signal.SIGHUP)
-            assert wait_until(lambda: log.read_text().count("reload refused") == number, 15), log.read_text()[-2000:]
+            assert wait_until(lambda: log.read_text().count("reload refused") == number, 15), log.read_text()[
+                -2000:
+            ]
             assert expected in log.read_text().split("reload refused")[-1]
         config.write_bytes("camera:\n  fps: 30\n".encode("utf-16"))
         daemon.send_signal(signal.SIGHUP)
         assert wait_until(lambda: log.read_text().count("reload refused") == len(bad) + 1, 15)
         seen = len(sub.json_on("/stats"))
-        assert sub.wait_for(lambda: len(sub.json_on("/stats")) >= seen + 2, 10), "the daemon stopped publishing"
+        assert sub.wait_for(lambda: len(sub.json_on("/stats")) >= seen + 2, 10), (
+            "the daemon stopped publishing"
+        )
         assert daemon.poll() is None
     finally:
         daemon.send_signal(signal.SIGTERM)
@@ -267,7 +322,9 @@ def test_malformed_and_unknown_spool_files_do_not_stop_delivery(tmp_path, broker
     try:
         assert sub.wait_for(lambda: len({e["event_id"] for e in ends()}) >= 4, 40), log.read_text()[-3000:]
         assert daemon.poll() is None
-        assert wait_until(lambda: sorted(p.name for p in spool.iterdir()) == ["bad", "notes.json", "stray"], 10)
+        assert wait_until(
+            lambda: sorted(p.name for p in spool.iterdir()) == ["bad", "notes.json", "stray"], 10
+        )
     finally:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(10) == 0
@@ -290,15 +347,23 @@ def fill(directory: Path) -> None:
 
 
 @pytest.mark.parametrize("fault", ["disk full", "folder not writable"])
-def test_a_spool_that_cannot_be_written_loses_no_visit_and_the_daemon_keeps_running(shared_dir, broker, subscribe, fault):
-    """ENOSPC on a full tmpfs, or EACCES on a folder the daemon may no longer write: the summaries stay in memory, are reported, and reach the
-    broker when it returns; the failure is logged once."""
+def test_a_spool_that_cannot_be_written_loses_no_visit_and_the_daemon_keeps_running(
+    shared_dir, broker, subscribe, fault
+):
+    """ENOSPC on a full tmpfs, or EACCES on a folder the daemon may no longer write: the
+    summaries stay in memory, are reported, and reach the broker when it returns; the
+    failure is logged once."""
     spool = shared_dir / "spool"
     spool.mkdir()
     kwargs: dict = {}
     if fault == "disk full":
-        if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(spool)],
-                                                capture_output=True).returncode != 0:
+        if (
+            os.geteuid() != 0
+            or subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(spool)], capture_output=True
+            ).returncode
+            != 0
+        ):
             pytest.skip("mounting a small tmpfs needs root")
     else:
         kwargs = obeying_file_modes()
@@ -315,17 +380,25 @@ def test_a_spool_that_cannot_be_written_loses_no_visit_and_the_daemon_keeps_runn
         broker.stop()  # the visits end while the broker is away: only the spool holds them
         daemon = start_daemon(config, log, notify=notify, **kwargs)
         try:
-            assert wait_until(lambda: "delivers" in log.read_text(), 60), log.read_text()[-2000:]  # frames flow
+            assert wait_until(lambda: "delivers" in log.read_text(), 60), log.read_text()[
+                -2000:
+            ]  # frames flow
             if fault == "disk full":
                 fill(spool)
             else:
                 os.chmod(spool, 0o500)
-            assert wait_until(lambda: "not written to disk" in " ".join(s for _, s in notify.received[-5:]) and
-                              "summaries queued" in notify.received[-1][1], 40), (log.read_text()[-3000:], notify.received[-3:])
+            assert wait_until(
+                lambda: (
+                    "not written to disk" in " ".join(s for _, s in notify.received[-5:])
+                    and "summaries queued" in notify.received[-1][1]
+                ),
+                40,
+            ), (log.read_text()[-3000:], notify.received[-3:])
             assert daemon.poll() is None
             sub = subscribe(broker.start().port, "fer-kiosk/svc/#")
-            assert sub.wait_for(lambda: len({e["event_id"] for e in sub.json_on("/events") if e["type"] == "end"}) >= 2,
-                                30), log.read_text()[-3000:]
+            assert sub.wait_for(
+                lambda: len({e["event_id"] for e in sub.json_on("/events") if e["type"] == "end"}) >= 2, 30
+            ), log.read_text()[-3000:]
             assert sub.wait_for(lambda: sub.json_on("/stats"), 10)
             for stats in sub.json_on("/stats"):
                 jsonschema.validate(stats, SCHEMAS["stats"])

@@ -35,14 +35,24 @@ HAS_TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory) -> tuple[Path, Path]:
     """1.5 s at 640x480 of one person (Yale photograph, or the astronaut without them)."""
-    clip = ensure_clip(ClipSpec("one_face", (640, 480), 1.5), PortraitSource(resolve_faces_dir(None)),
-                       tmp_path_factory.mktemp("clips"))
+    clip = ensure_clip(
+        ClipSpec("one_face", (640, 480), 1.5),
+        PortraitSource(resolve_faces_dir(None)),
+        tmp_path_factory.mktemp("clips"),
+    )
     return clip, ensure_reference(clip)
 
 
 def run_worker(clip: Path, reference: Path, *options: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "bench.worker", "--clip", str(clip), "--reference", str(reference),
-                           *options], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.worker", "--clip", str(clip), "--reference", str(reference), *options],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -88,13 +98,42 @@ def test_realtime_run_counts_skipped_frames_and_event_latency(tiny_clip):
 
 def test_python_m_bench_writes_results_and_tables(tmp_path):
     out = tmp_path / "results.json"
-    done = subprocess.run([sys.executable, "-m", "bench", "--seconds", "1", "--scenes", "no_face", "--sizes", "640x480",
-                           "--pipelines", "fast", "--modes", "throughput", "--clips-dir", str(tmp_path / "clips"),
-                           "--out", str(out)], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--seconds",
+            "1",
+            "--scenes",
+            "no_face",
+            "--sizes",
+            "640x480",
+            "--pipelines",
+            "fast",
+            "--modes",
+            "throughput",
+            "--clips-dir",
+            str(tmp_path / "clips"),
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
     (run,) = report["runs"]
-    assert (run["scene"], run["size"], run["pipeline"], run["mode"]) == ("no_face", "640x480", "fast", "throughput")
+    assert (run["scene"], run["size"], run["pipeline"], run["mode"]) == (
+        "no_face",
+        "640x480",
+        "fast",
+        "throughput",
+    )
     assert run["detection"]["reference_faces"] == 0 and run["detection"]["recall"] is None
     assert report["meta"]["seconds"] == 1 and report["speedups"] == []
     assert "| no_face | 640x480 | fast |" in done.stdout
@@ -128,11 +167,27 @@ def test_reference_keeps_only_detections_on_a_person():
 
 def test_speedup_is_baseline_over_fast_cpu_per_frame_on_the_same_clip():
     def run(pipeline: str, scene: str, cpu: float) -> dict:
-        return {"scene": scene, "size": "640x480", "pipeline": pipeline, "mode": "throughput", "cpu_ms_per_frame": cpu}
+        return {
+            "scene": scene,
+            "size": "640x480",
+            "pipeline": pipeline,
+            "mode": "throughput",
+            "cpu_ms_per_frame": cpu,
+        }
 
-    rows = speedups([run("fast", "one_face", 4.0), run("baseline", "one_face", 50.0), run("baseline", "no_face", 9.0)])
-    assert rows == [{"scene": "one_face", "size": "640x480", "faces": None, "baseline_cpu_ms_per_frame": 50.0,
-                     "fast_cpu_ms_per_frame": 4.0, "speedup": 12.5}]
+    rows = speedups(
+        [run("fast", "one_face", 4.0), run("baseline", "one_face", 50.0), run("baseline", "no_face", 9.0)]
+    )
+    assert rows == [
+        {
+            "scene": "one_face",
+            "size": "640x480",
+            "faces": None,
+            "baseline_cpu_ms_per_frame": 50.0,
+            "fast_cpu_ms_per_frame": 4.0,
+            "speedup": 12.5,
+        }
+    ]
 
 
 @pytest.mark.skipif(not HAS_TENSORFLOW, reason="TensorFlow is not installed (the train extra): no baseline")

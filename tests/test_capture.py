@@ -98,7 +98,9 @@ def test_latest_hands_out_newest_frame_only_once(tmp_path):
 
 def test_file_that_appears_later_is_picked_up(tmp_path):
     target = tmp_path / "later.avi"
-    source = FrameSource(CameraConfig(source=str(target), retry_initial_seconds=0.05, retry_max_seconds=0.1)).start()
+    source = FrameSource(
+        CameraConfig(source=str(target), retry_initial_seconds=0.05, retry_max_seconds=0.1)
+    ).start()
     try:
         assert source.latest(0.3) is None
         shutil.copy(one_visit_clip(tmp_path / "made.avi"), target)
@@ -153,7 +155,9 @@ def test_network_source_that_never_answers_times_out_and_says_so(caplog):
         for scheme in ("http", "rtsp"):
             caplog.clear()
             url = f"{scheme}://admin:s3cret@127.0.0.1:{port}/video"
-            config = CameraConfig(source=url, open_timeout_seconds=1.5, retry_initial_seconds=30, retry_max_seconds=30)
+            config = CameraConfig(
+                source=url, open_timeout_seconds=1.5, retry_initial_seconds=30, retry_max_seconds=30
+            )
             with caplog.at_level(logging.INFO, logger="edge.capture"):
                 started = time.monotonic()
                 source = FrameSource(config).start()
@@ -164,8 +168,10 @@ def test_network_source_that_never_answers_times_out_and_says_so(caplog):
                 source.stop()
             masked = f"{scheme}://admin:***@127.0.0.1:{port}/video"
             assert f"stream {masked}: opening (timeout 1.5 s, camera.open_timeout_seconds)" in caplog.text
-            assert (f"stream {masked}: no answer within 1.5 s (camera.open_timeout_seconds): is the camera up, "
-                    "and is this its video URL?; retrying with backoff") in caplog.text, caplog.text
+            assert (
+                f"stream {masked}: no answer within 1.5 s (camera.open_timeout_seconds): is the camera up, "
+                "and is this its video URL?; retrying with backoff"
+            ) in caplog.text, caplog.text
             assert 1.3 <= waited <= 5, f"{scheme}: gave up after {waited:.1f} s"
             assert "s3cret" not in caplog.text
             assert source.failures == 1 and not source.connected

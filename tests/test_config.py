@@ -24,7 +24,11 @@ def test_shipped_config_equals_the_defaults():
 @pytest.mark.parametrize(
     "data, expected",
     [
-        ({"camra": {}}, "camra: unknown key (expected one of camera, detector, model, tracking, mqtt, homeassistant, spool, rules, log_level)"),
+        (
+            {"camra": {}},
+            "camra: unknown key (expected one of camera, detector, model, tracking, mqtt, homeassistant, "
+            "spool, rules, log_level)",
+        ),
         ({"camera": {"colour": 1}}, "camera.colour: unknown key"),
         ({"camera": {"fps": "fast"}}, "camera.fps: expected a number, got 'fast'"),
         ({"camera": {"width": 640.5}}, "camera.width: expected an integer, got 640.5"),
@@ -35,7 +39,10 @@ def test_shipped_config_equals_the_defaults():
         ({"mqtt": {"qos": 3}}, "mqtt.qos: must be at most 2, got 3"),
         ({"mqtt": {"port": "1883"}}, "mqtt.port: expected an integer, got '1883'"),
         ({"mqtt": {"topic_prefix": "a/#"}}, "mqtt.topic_prefix: 'a/#' may not contain # or +"),
-        ({"detector": {"min_face_size": 100, "max_face_size": 50}}, "detector.max_face_size: 50 is below min_face_size 100"),
+        (
+            {"detector": {"min_face_size": 100, "max_face_size": 50}},
+            "detector.max_face_size: 50 is below min_face_size 100",
+        ),
         ({"detector": {"scale_factor": 1.0}}, "detector.scale_factor: must be at least 1.01, got 1.0"),
         ({"log_level": "LOUD"}, "log_level: must be one of DEBUG, INFO, WARNING, ERROR, got 'LOUD'"),
         ({"model": {"path": "/nonexistent/m.tflite"}}, "model.path: /nonexistent/m.tflite is not a file"),
@@ -82,6 +89,7 @@ def test_empty_file_means_defaults(tmp_path):
 
 # -- inputs the loader refuses, each with one short line that says where -----------------
 
+
 def load_errors(tmp_path, raw: bytes) -> list[str]:
     path = tmp_path / "c.yaml"
     path.write_bytes(raw)
@@ -91,21 +99,33 @@ def load_errors(tmp_path, raw: bytes) -> list[str]:
     return err.value.errors
 
 
-@pytest.mark.parametrize("raw, expected", [
-    (b"tracking:\n  max_missing_seconds: .nan\n", "tracking.max_missing_seconds: expected a finite number, got nan"),
-    (b"camera:\n  fps: .inf\n", "camera.fps: expected a finite number, got inf"),
-    (b"camera:\n  fps: -.inf\n", "camera.fps: expected a finite number, got -inf"),
-    (b"camera:\n  fps: 30\n  width: 640\n  fps: 20\n", "camera.fps: duplicate key (lines 2 and 4)"),
-    (b"mqtt:\n  tls:\n    enabled: true\n    enabled: false\n", "mqtt.tls.enabled: duplicate key (lines 3 and 4)"),
-    (b"camera: {}\ncamera: {}\n", "camera: duplicate key (lines 1 and 2)"),
-    ("camera:\n  fps: 30\n".encode("utf-16"), "line 1: not UTF-8 text (byte 0xff) (it looks like UTF-16)"),
-    (b"camera:\n  source: caf\xe9.avi\n", "line 2: not UTF-8 text (byte 0xe9)"),
-    (b"camera:\n  fps: 3\x000\n", "line 2: character #x0000 is not allowed"),
-    (b"a: &x 1\nb: *x\n", "line 2, column 4: not valid YAML (aliases (*x) are not allowed"),
-    (b"[" * 20000 + b"]" * 20000, "not valid YAML (nested too deeply)"),
-    (b"# padding\n" * 200_000, "larger than 1000000 bytes"),
-    (b"mqtt:\n  device_id: !!binary aGVsbG8=\n", "mqtt.device_id: expected a string, got b'hello'"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (
+            b"tracking:\n  max_missing_seconds: .nan\n",
+            "tracking.max_missing_seconds: expected a finite number, got nan",
+        ),
+        (b"camera:\n  fps: .inf\n", "camera.fps: expected a finite number, got inf"),
+        (b"camera:\n  fps: -.inf\n", "camera.fps: expected a finite number, got -inf"),
+        (b"camera:\n  fps: 30\n  width: 640\n  fps: 20\n", "camera.fps: duplicate key (lines 2 and 4)"),
+        (
+            b"mqtt:\n  tls:\n    enabled: true\n    enabled: false\n",
+            "mqtt.tls.enabled: duplicate key (lines 3 and 4)",
+        ),
+        (b"camera: {}\ncamera: {}\n", "camera: duplicate key (lines 1 and 2)"),
+        (
+            "camera:\n  fps: 30\n".encode("utf-16"),
+            "line 1: not UTF-8 text (byte 0xff) (it looks like UTF-16)",
+        ),
+        (b"camera:\n  source: caf\xe9.avi\n", "line 2: not UTF-8 text (byte 0xe9)"),
+        (b"camera:\n  fps: 3\x000\n", "line 2: character #x0000 is not allowed"),
+        (b"a: &x 1\nb: *x\n", "line 2, column 4: not valid YAML (aliases (*x) are not allowed"),
+        (b"[" * 20000 + b"]" * 20000, "not valid YAML (nested too deeply)"),
+        (b"# padding\n" * 200_000, "larger than 1000000 bytes"),
+        (b"mqtt:\n  device_id: !!binary aGVsbG8=\n", "mqtt.device_id: expected a string, got b'hello'"),
+    ],
+)
 def test_unusable_config_files_are_refused_naming_where(tmp_path, raw, expected):
     errors = load_errors(tmp_path, raw)
     assert any(e.startswith(expected) for e in errors), errors
@@ -136,9 +156,14 @@ def test_long_values_are_cut_short_in_error_lines():
 
 def test_pixel_limit_is_validated_and_must_fit_the_requested_camera_size():
     assert parse_config({}).camera.max_frame_pixels >= 3840 * 2160  # a 4K frame fits
-    assert any(e.startswith("camera.max_frame_pixels: must be at least")
-               for e in errors_of({"camera": {"max_frame_pixels": 10}}))
-    assert any(e.startswith("camera.max_frame_pixels: expected an integer")
-               for e in errors_of({"camera": {"max_frame_pixels": 1.5e7}}))
+    assert any(
+        e.startswith("camera.max_frame_pixels: must be at least")
+        for e in errors_of({"camera": {"max_frame_pixels": 10}})
+    )
+    assert any(
+        e.startswith("camera.max_frame_pixels: expected an integer")
+        for e in errors_of({"camera": {"max_frame_pixels": 1.5e7}})
+    )
     assert errors_of({"camera": {"width": 1920, "height": 1080, "max_frame_pixels": 1_000_000}}) == [
-        "camera.max_frame_pixels: 1000000 is below the requested 1920x1080 = 2073600 pixels"]
+        "camera.max_frame_pixels: 1000000 is below the requested 1920x1080 = 2073600 pixels"
+    ]

@@ -10,7 +10,9 @@ import pytest
 
 import training  # noqa: F401  (before TensorFlow: sets its environment)
 
-keras = pytest.importorskip("keras", reason="converter tests need the train extra (pip install -e '.[train]')")
+keras = pytest.importorskip(
+    "keras", reason="converter tests need the train extra (pip install -e '.[train]')"
+)
 
 from converter.convert import FORMATS, ConversionError, convert_and_check, operator_versions  # noqa: E402
 from edge.classifier import EmotionClassifier, contract_mismatches  # noqa: E402
@@ -45,9 +47,13 @@ def calibration(synthetic_csv):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_each_format_converts_with_a_contract_the_runtime_agrees_with(tmp_path, small_model, check_faces, calibration, fmt):
+def test_each_format_converts_with_a_contract_the_runtime_agrees_with(
+    tmp_path, small_model, check_faces, calibration, fmt
+):
     out = tmp_path / f"m_{fmt}.tflite"
-    contract, result = convert_and_check(small_model, out, fmt, check_faces, calibration if fmt == "int8" else None)
+    contract, result = convert_and_check(
+        small_model, out, fmt, check_faces, calibration if fmt == "int8" else None
+    )
     assert result.agreement >= 0.95 and result.accuracy_drop_points <= 1.0
     saved = load_contract(out)
     assert saved == contract
@@ -63,7 +69,14 @@ def test_each_format_converts_with_a_contract_the_runtime_agrees_with(tmp_path, 
         assert saved.input_dtype == "int8" and saved.output_dtype == "int8"
         assert saved.input_quantization is not None and saved.output_quantization is not None
         # the normalization layer folds into the first convolution: no extra ops
-        assert set(operator_versions(out.read_bytes())) == {"CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "ADD", "MEAN", "SOFTMAX"}
+        assert set(operator_versions(out.read_bytes())) == {
+            "CONV_2D",
+            "DEPTHWISE_CONV_2D",
+            "MAX_POOL_2D",
+            "ADD",
+            "MEAN",
+            "SOFTMAX",
+        }
     else:
         assert saved.input_dtype == "float32" and saved.input_quantization is None
     probs = classifier.classify(check_faces.images[:5])
@@ -76,9 +89,25 @@ def test_each_format_converts_with_a_contract_the_runtime_agrees_with(tmp_path, 
 def test_accuracy_gate_fails_the_command_with_a_clear_message(tmp_path, small_model, synthetic_csv):
     out = tmp_path / "gated.tflite"
     result = subprocess.run(
-        [sys.executable, "-m", "converter", "--keras", str(small_model), "--out", str(out), "--format", "float16",
-         "--data", str(synthetic_csv), "--max-accuracy-drop", "-1"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "converter",
+            "--keras",
+            str(small_model),
+            "--out",
+            str(out),
+            "--format",
+            "float16",
+            "--data",
+            str(synthetic_csv),
+            "--max-accuracy-drop",
+            "-1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert result.returncode == 1
     assert "float16 conversion loses" in result.stderr and "the limit is -1.00" in result.stderr
@@ -92,15 +121,35 @@ def test_contract_records_the_run_without_this_machines_paths(tmp_path, small_mo
 
     run = tmp_path / "runs" / "student"
     run.mkdir(parents=True)
-    settings = TrainSettings(data=str(synthetic_csv), init_from=str(tmp_path / "runs" / "stage1.keras"),
-                             teacher=str(tmp_path / "runs" / "teacher.keras"), max_train_faces=200)
+    settings = TrainSettings(
+        data=str(synthetic_csv),
+        init_from=str(tmp_path / "runs" / "stage1.keras"),
+        teacher=str(tmp_path / "runs" / "teacher.keras"),
+        max_train_faces=200,
+    )
     (run / "settings.json").write_text(json.dumps(asdict(settings)))
     (run / "state.json").write_text(json.dumps(asdict(RunState(epoch=3, finished=True, stop_reason="done"))))
     out = tmp_path / "model.tflite"
     result = subprocess.run(
-        [sys.executable, "-m", "converter", "--keras", str(small_model), "--out", str(out), "--format", "float32",
-         "--data", str(synthetic_csv), "--run-dir", str(run)],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "converter",
+            "--keras",
+            str(small_model),
+            "--out",
+            str(out),
+            "--format",
+            "float32",
+            "--data",
+            str(synthetic_csv),
+            "--run-dir",
+            str(run),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     text = out.with_suffix(".json").read_text()
@@ -175,8 +224,12 @@ def test_missing_or_malformed_contract(tmp_path, float_model):
 def test_contract_mismatches_compares_quantization():
     from edge.contract import ModelContract, Quantization
 
-    contract = ModelContract(input_dtype="int8", output_dtype="int8",
-                             input_quantization=Quantization(1.0, -128), output_quantization=Quantization(1 / 256, -128))
+    contract = ModelContract(
+        input_dtype="int8",
+        output_dtype="int8",
+        input_quantization=Quantization(1.0, -128),
+        output_quantization=Quantization(1 / 256, -128),
+    )
     inp = {"shape": [1, 48, 48, 1], "dtype": np.int8, "quantization": (1.0, -127)}
     out = {"shape": [1, 7], "dtype": np.int8, "quantization": (1 / 256, -128)}
     assert contract_mismatches(contract, inp, out) == [
@@ -188,6 +241,8 @@ def test_contract_mismatches_compares_quantization():
 def test_views_are_chosen_on_validation_and_ties_go_to_fewer_views():
     from converter.convert import choose_views
 
-    assert choose_views({"accuracy": {"single": 0.60, "mirror": 0.61, "mirror-shift": 0.62}}) == "mirror-shift"
+    assert (
+        choose_views({"accuracy": {"single": 0.60, "mirror": 0.61, "mirror-shift": 0.62}}) == "mirror-shift"
+    )
     assert choose_views({"accuracy": {"single": 0.60, "mirror": 0.61, "mirror-shift": 0.61}}) == "mirror"
     assert choose_views({"accuracy": {"single": 0.63, "mirror": 0.61, "mirror-shift": 0.62}}) == "single"

@@ -17,13 +17,18 @@ from bench.clips import one_visit_clip
 from bench.harness import merged, start_daemon, stop_daemon
 from tests.conftest import ROOT
 
-SCHEMAS = {name: json.loads((ROOT / "docs" / "schema" / f"{name}.schema.json").read_text()) for name in ("event", "state")}
+SCHEMAS = {
+    name: json.loads((ROOT / "docs" / "schema" / f"{name}.schema.json").read_text())
+    for name in ("event", "state")
+}
 
 
 def write_config(path: Path, port: int, source: str, **sections) -> Path:
     """A config for device test-kiosk: quick camera retries, a heartbeat every second."""
-    defaults = {"camera": {"retry_initial_seconds": 0.5, "retry_max_seconds": 2.0},
-                "tracking": {"heartbeat_seconds": 1.0}}
+    defaults = {
+        "camera": {"retry_initial_seconds": 0.5, "retry_max_seconds": 2.0},
+        "tracking": {"heartbeat_seconds": 1.0},
+    }
     return harness.write_config(path, port, "test-kiosk", source, **merged(defaults, sections))
 
 
@@ -92,8 +97,13 @@ def test_source_that_cannot_be_opened_is_retried_without_crashing(tmp_path, brok
 def test_check_command_rejects_bad_config_with_exit_78(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text("camera:\n  fps: fast\n  colour: true\nmqtt:\n  port: 70000\n")
-    result = subprocess.run([sys.executable, "-m", "edge", "check", "--config", str(config)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "check", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 78
     assert "camera.fps: expected a number, got 'fast'" in result.stderr
     assert "camera.colour: unknown key" in result.stderr
@@ -101,8 +111,13 @@ def test_check_command_rejects_bad_config_with_exit_78(tmp_path):
 
 
 def test_check_command_accepts_the_shipped_config():
-    result = subprocess.run([sys.executable, "-m", "edge", "check", "--config", str(ROOT / "config.yaml")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "check", "--config", str(ROOT / "config.yaml")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert "valid" in result.stdout
 
@@ -117,9 +132,13 @@ def test_a_recording_of_visits_is_processed_once_with_one_summary_per_visit(tmp_
     sub = subscribe(broker.port, "fer-kiosk/test-kiosk/events")
     config = write_config(tmp_path / "config.yaml", broker.port, "unused.avi")
     log = tmp_path / "daemon.log"
-    daemon = subprocess.Popen([sys.executable, "-m", "edge", "run", "--config", str(config), "--source", str(clip)],
-                              cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "edge", "run", "--config", str(config), "--source", str(clip)],
+        cwd=ROOT,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
         code = daemon.wait(90)
     finally:
@@ -128,5 +147,7 @@ def test_a_recording_of_visits_is_processed_once_with_one_summary_per_visit(tmp_
     assert code == 0, log.read_text()[-3000:]
     assert sub.wait_for(lambda: len([e for e in sub.json_on("/events") if e["type"] == "end"]) >= 3, 5)
     ends = [e for e in sub.json_on("/events") if e["type"] == "end"]
-    assert len(ends) == 3 and len({e["event_id"] for e in ends}) == 3, [e["summary"]["duration_s"] for e in ends]
+    assert len(ends) == 3 and len({e["event_id"] for e in ends}) == 3, [
+        e["summary"]["duration_s"] for e in ends
+    ]
     assert {e["summary"]["ended_by"] for e in ends} == {"left"}

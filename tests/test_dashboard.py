@@ -35,39 +35,73 @@ def iso(seconds_ago: float = 0.0) -> str:
 
 
 def state(device: str, faces: list[tuple[str, str, float]], status: str = "running", **extra) -> bytes:
-    return json.dumps({
-        "v": 1, "device": device, "time": iso(), "status": status, "face_count": len(faces),
-        "dominant_emotion": faces[0][1] if faces else "none", "levels": {"happy": 0.5},
-        "faces": [{"face_id": f, "emotion": e, "confidence": c, "since": iso(5)} for f, e, c in faces], **extra,
-    }).encode()
+    return json.dumps(
+        {
+            "v": 1,
+            "device": device,
+            "time": iso(),
+            "status": status,
+            "face_count": len(faces),
+            "dominant_emotion": faces[0][1] if faces else "none",
+            "levels": {"happy": 0.5},
+            "faces": [{"face_id": f, "emotion": e, "confidence": c, "since": iso(5)} for f, e, c in faces],
+            **extra,
+        }
+    ).encode()
 
 
 def visit_end(device: str, event_id: str, duration: float, emotion: str, ended_ago: float = 0.0) -> bytes:
-    return json.dumps({
-        "v": 1, "event_id": event_id, "type": "end", "device": device, "time": iso(ended_ago), "face_id": "f-1",
-        "box": [0, 0, 10, 10], "emotion": emotion, "confidence": 0.7, "probabilities": {},
-        "summary": {"first_seen": iso(ended_ago + duration), "last_seen": iso(ended_ago), "duration_s": duration,
-                    "frames": 10, "dominant_emotion": emotion, "mean_probabilities": {}, "emotion_seconds": {}},
-    }).encode()
+    return json.dumps(
+        {
+            "v": 1,
+            "event_id": event_id,
+            "type": "end",
+            "device": device,
+            "time": iso(ended_ago),
+            "face_id": "f-1",
+            "box": [0, 0, 10, 10],
+            "emotion": emotion,
+            "confidence": 0.7,
+            "probabilities": {},
+            "summary": {
+                "first_seen": iso(ended_ago + duration),
+                "last_seen": iso(ended_ago),
+                "duration_s": duration,
+                "frames": 10,
+                "dominant_emotion": emotion,
+                "mean_probabilities": {},
+                "emotion_seconds": {},
+            },
+        }
+    ).encode()
 
 
 # ---- the fleet model, pure ----------------------------------------------------------------
+
 
 def test_tiles_follow_availability_state_and_stats():
     fleet = Fleet("fer-kiosk")
     assert fleet.apply("fer-kiosk/k1/availability", b"online", NOW) == "k1"
     assert fleet.apply("fer-kiosk/k1/state", state("k1", [("a-1", "happy", 0.8)]), NOW) == "k1"
-    assert fleet.apply("fer-kiosk/k1/stats", json.dumps({"version": "0.2.0", "fps": 29.5}).encode(), NOW) == "k1"
+    assert (
+        fleet.apply("fer-kiosk/k1/stats", json.dumps({"version": "0.2.0", "fps": 29.5}).encode(), NOW) == "k1"
+    )
     tile = fleet.tile("k1", NOW)
     assert tile["online"] is True and tile["face_count"] == 1 and tile["faces"][0]["emotion"] == "happy"
     assert tile["camera"] == {"ok": True, "text": "30 fps"} and tile["version"] == "0.2.0"
-    camera = {"status": "offline", "cause": "not_found", "detail": "no such device (/dev/video0 does not exist)",
-              "since": iso()}
+    camera = {
+        "status": "offline",
+        "cause": "not_found",
+        "detail": "no such device (/dev/video0 does not exist)",
+        "since": iso(),
+    }
     fleet.apply("fer-kiosk/k1/state", state("k1", [], camera=camera), NOW)
     fleet.apply("fer-kiosk/k1/stats", json.dumps({"fps": 0}).encode(), NOW)
     tile = fleet.tile("k1", NOW)  # the daemon's own word wins over the stats' fps
     assert tile["camera"]["ok"] is False and tile["camera"]["text"].startswith("not_found: no such device")
-    fleet.apply("fer-kiosk/k1/camera", json.dumps({**camera, "status": "online", "cause": None}).encode(), NOW)
+    fleet.apply(
+        "fer-kiosk/k1/camera", json.dumps({**camera, "status": "online", "cause": None}).encode(), NOW
+    )
     assert fleet.tile("k1", NOW)["camera"]["ok"] is True
     fleet.apply("fer-kiosk/k1/availability", b"offline", NOW)
     assert fleet.tile("k1", NOW)["online"] is False
@@ -75,10 +109,15 @@ def test_tiles_follow_availability_state_and_stats():
 
 def test_messages_that_are_not_ours_or_not_valid_change_nothing():
     fleet = Fleet("fer-kiosk")
-    for topic, payload in [("other/k1/state", state("k1", [])), ("fer-kiosk/k1/state/extra", b"{}"),
-                           ("fer-kiosk/k1/state", b"not json"), ("fer-kiosk/k1/state", b"[1, 2]"),
-                           ("fer-kiosk/k1/availability", b"maybe"), ("fer-kiosk/k1/commands", b"{}"),
-                           ("fer-kiosk/k1/state", b"")]:
+    for topic, payload in [
+        ("other/k1/state", state("k1", [])),
+        ("fer-kiosk/k1/state/extra", b"{}"),
+        ("fer-kiosk/k1/state", b"not json"),
+        ("fer-kiosk/k1/state", b"[1, 2]"),
+        ("fer-kiosk/k1/availability", b"maybe"),
+        ("fer-kiosk/k1/commands", b"{}"),
+        ("fer-kiosk/k1/state", b""),
+    ]:
         assert fleet.apply(topic, payload, NOW) is None, topic
     assert fleet.devices == {}
 
@@ -113,6 +152,7 @@ def test_alerts_are_raised_cleared_and_forgotten_with_the_person():
 
 # ---- the server, with a real broker -----------------------------------------------------
 
+
 def publish(port: int, messages: list[tuple[str, bytes, bool]]) -> None:
     client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
     client.connect("127.0.0.1", port)
@@ -124,8 +164,13 @@ def publish(port: int, messages: list[tuple[str, bytes, bool]]) -> None:
 
 
 def test_server_serves_the_fleet_the_page_and_nothing_else(tmp_path, broker):
-    publish(broker.port, [("fer-kiosk/k1/availability", b"online", True),
-                          ("fer-kiosk/k1/state", state("k1", [("a-1", "sad", 0.6)]), True)])
+    publish(
+        broker.port,
+        [
+            ("fer-kiosk/k1/availability", b"online", True),
+            ("fer-kiosk/k1/state", state("k1", [("a-1", "sad", 0.6)]), True),
+        ],
+    )
     dashboard, url, log = start_dashboard(tmp_path, broker.port)
     try:
         assert wait_until(lambda: json.loads(http_get(url + "/api/fleet"))["devices"], 10), log.read_text()
@@ -143,10 +188,17 @@ def test_server_serves_the_fleet_the_page_and_nothing_else(tmp_path, broker):
 def test_a_bad_dashboard_config_is_refused_with_exit_78(tmp_path):
     config = tmp_path / "dashboard.yaml"
     config.write_text("http:\n  port: 99999\n  colour: red\n")
-    result = subprocess.run([sys.executable, "-m", "edge", "dashboard", "--config", str(config)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "dashboard", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 78
-    assert "http.port" in result.stderr and "http.colour" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        "http.port" in result.stderr and "http.colour" in result.stderr and "Traceback" not in result.stderr
+    )
 
 
 # ---- the page in a real browser, fed by the real daemon -----------------------------------
@@ -166,7 +218,9 @@ def page():
 def wait_js(page, expression: str, timeout: float = 10.0) -> None:
     """Polls a JavaScript expression from outside the page: Playwright's wait_for_function
     would evaluate it inside, which the page's Content-Security-Policy (rightly) forbids."""
-    assert wait_until(lambda: page.evaluate(expression), timeout), f"not true within {timeout} s: {expression}"
+    assert wait_until(lambda: page.evaluate(expression), timeout), (
+        f"not true within {timeout} s: {expression}"
+    )
 
 
 def p95(values: list[float]) -> float:
@@ -184,9 +238,20 @@ def test_the_page_follows_the_daemon_on_a_clip(tmp_path, broker, page):
     wait_js(page, "window.__fer.snapshot === true")
     clip = one_visit_clip(tmp_path / "visit.avi")
     # a rule the astronaut's face meets, so the real daemon raises (and clears) an alert
-    config = write_config(tmp_path / "config.yaml", broker.port, str(clip), spool={"path": str(tmp_path / "spool")},
-                          rules={"alerts": {"emotions": ["happy", "neutral"], "min_probability": 0.3,
-                                            "hold_seconds": 1.0, "clear_seconds": 0.5}})
+    config = write_config(
+        tmp_path / "config.yaml",
+        broker.port,
+        str(clip),
+        spool={"path": str(tmp_path / "spool")},
+        rules={
+            "alerts": {
+                "emotions": ["happy", "neutral"],
+                "min_probability": 0.3,
+                "hold_seconds": 1.0,
+                "clear_seconds": 0.5,
+            }
+        },
+    )
     daemon_log = tmp_path / "daemon.log"
     daemon = start_daemon(config, daemon_log)
     tile = '.tile[data-device="test-kiosk"]'
@@ -211,14 +276,18 @@ def test_the_page_follows_the_daemon_on_a_clip(tmp_path, broker, page):
     figures = page.evaluate("window.__fer")
     assert stop_daemon(dashboard, 15) == 0, dashboard_log.read_text()
     assert figures["latencyMs"] and figures["updateMs"]
-    print(f"\nscreenshots in {tmp_path}; publish-to-page latency p95 {p95(figures['latencyMs']):.0f} ms "
-          f"({len(figures['latencyMs'])} states); render per update p95 {p95(figures['updateMs']):.1f} ms")
+    print(
+        f"\nscreenshots in {tmp_path}; publish-to-page latency p95 {p95(figures['latencyMs']):.0f} ms "
+        f"({len(figures['latencyMs'])} states); render per update p95 {p95(figures['updateMs']):.1f} ms"
+    )
     assert "Traceback" not in dashboard_log.read_text()
 
 
 def test_the_page_marks_a_silent_device_stale(tmp_path, broker, page):
-    publish(broker.port, [("fer-kiosk/k9/availability", b"online", True),
-                          ("fer-kiosk/k9/state", state("k9", []), True)])
+    publish(
+        broker.port,
+        [("fer-kiosk/k9/availability", b"online", True), ("fer-kiosk/k9/state", state("k9", []), True)],
+    )
     dashboard, url, log = start_dashboard(tmp_path, broker.port, stale_seconds=2)
     try:
         page.goto(url)
@@ -236,16 +305,33 @@ def test_twenty_devices_fit_a_tablet_and_stay_responsive(tmp_path, broker, page)
         page.goto(url)
         wait_js(page, "window.__fer.snapshot === true")
         for second in range(5):
-            publish(broker.port, [(f"fer-kiosk/kiosk-{i:02d}/state",
-                                   state(f"kiosk-{i:02d}", [(f"f{i}", ("happy", "sad", "neutral")[(i + second) % 3], 0.7)]),
-                                   True) for i in range(20)])
+            publish(
+                broker.port,
+                [
+                    (
+                        f"fer-kiosk/kiosk-{i:02d}/state",
+                        state(
+                            f"kiosk-{i:02d}", [(f"f{i}", ("happy", "sad", "neutral")[(i + second) % 3], 0.7)]
+                        ),
+                        True,
+                    )
+                    for i in range(20)
+                ],
+            )
             time.sleep(1)
         wait_js(page, "document.querySelectorAll('.tile').length === 20")
         # every tile is at least as wide as a phone, none overflows the page
-        widths = page.eval_on_selector_all(".tile", "tiles => tiles.map(t => t.getBoundingClientRect().width)")
-        assert min(widths) >= 300 and page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        widths = page.eval_on_selector_all(
+            ".tile", "tiles => tiles.map(t => t.getBoundingClientRect().width)"
+        )
+        assert min(widths) >= 300 and page.evaluate(
+            "document.documentElement.scrollWidth <= window.innerWidth"
+        )
         page.screenshot(path=str(tmp_path / "dashboard-20.png"), full_page=True)
         figures = page.evaluate("window.__fer")
-        print(f"\n20 devices: render per update p95 {p95(figures['updateMs']):.1f} ms over {figures['updates']} updates")
+        print(
+            f"\n20 devices: render per update p95 {p95(figures['updateMs']):.1f} ms "
+            f"over {figures['updates']} updates"
+        )
     finally:
         assert stop_daemon(dashboard, 15) == 0, log.read_text()

@@ -65,7 +65,9 @@ def test_kept_messages_wait_out_an_outage_in_order_and_others_are_dropped_and_co
     broker = Broker(tmp_path, persistent=True).start()
     received: list[dict] = []
     # a dashboard with a persistent session: what the broker accepted waits for it
-    dashboard = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="dash", clean_session=False)
+    dashboard = mqtt.Client(
+        callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="dash", clean_session=False
+    )
     dashboard.on_connect = lambda c, u, f, rc, p: c.subscribe("d/events", qos=1)
     dashboard.on_message = lambda c, u, m: received.append(json.loads(m.payload))
     dashboard.reconnect_delay_set(1, 1)

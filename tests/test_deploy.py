@@ -31,7 +31,8 @@ MAX_EXPOSURE = 2.0
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 needs_systemd_analyze = pytest.mark.skipif(
-    SYSTEMD_ANALYZE is None, reason="systemd-analyze not found (Debian package systemd)")
+    SYSTEMD_ANALYZE is None, reason="systemd-analyze not found (Debian package systemd)"
+)
 
 
 def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -39,6 +40,7 @@ def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 
 # ---- systemd unit -----------------------------------------------------------------------
+
 
 def _system_unit_dir() -> Path | None:
     for candidate in ("/usr/lib/systemd/system", "/lib/systemd/system"):
@@ -53,7 +55,9 @@ def _stub_executable(path: Path) -> None:
     path.chmod(0o755)
 
 
-def _verify_root(tmp_path: Path, unit_text: str, name: str = "fer-kiosk.service") -> subprocess.CompletedProcess:
+def _verify_root(
+    tmp_path: Path, unit_text: str, name: str = "fer-kiosk.service"
+) -> subprocess.CompletedProcess:
     """`systemd-analyze verify --root=R` on the unit installed in a scratch root R.
 
     verify checks that the Exec*= binaries exist; /opt/fer-kiosk/venv/bin/fer-kiosk does not on
@@ -115,12 +119,19 @@ def test_unit_settings():
             key, _, value = line.partition("=")
             settings.setdefault(key.strip(), []).append(value.strip())
     expected = {
-        "Type": "notify", "NotifyAccess": "main", "WatchdogSec": "30", "Restart": "on-failure",
-        "RestartPreventExitStatus": "78", "StateDirectory": "fer-kiosk",
-        "ConfigurationDirectory": "fer-kiosk", "LoadCredential": "mqtt:/etc/fer-kiosk/credentials",
+        "Type": "notify",
+        "NotifyAccess": "main",
+        "WatchdogSec": "30",
+        "Restart": "on-failure",
+        "RestartPreventExitStatus": "78",
+        "StateDirectory": "fer-kiosk",
+        "ConfigurationDirectory": "fer-kiosk",
+        "LoadCredential": "mqtt:/etc/fer-kiosk/credentials",
         "ExecStart": "/opt/fer-kiosk/venv/bin/fer-kiosk run --config /etc/fer-kiosk/config.yaml",
-        "ExecReload": "/bin/kill -HUP $MAINPID", "SupplementaryGroups": "video",
-        "DevicePolicy": "closed", "DeviceAllow": "char-video4linux rw",
+        "ExecReload": "/bin/kill -HUP $MAINPID",
+        "SupplementaryGroups": "video",
+        "DevicePolicy": "closed",
+        "DeviceAllow": "char-video4linux rw",
     }
     for key, value in expected.items():
         assert settings.get(key) == [value], key
@@ -136,15 +147,28 @@ PRUNE = DEPLOY / "prune_venv.py"
 def _fake_venv(tmp_path: Path) -> Path:
     venv = tmp_path / "venv"
     packages = venv / "lib/python3.11/site-packages"
-    for name in ("pip/__init__.py", "pip-24.0.dist-info/RECORD", "setuptools/__init__.py",
-                 "numpy/__init__.py", "numpy/_core/_multiarray_umath.so", "numpy/_core/tests/test_a.py",
-                 "numpy/lib/tests/test_b.py", "numpy/f2py/__init__.py", "numpy/f2py/tests/test_c.py",
-                 "cv2/cv2.abi3.so", "cv2/data/haarcascade_frontalface_default.xml",
-                 "cv2/data/haarcascade_frontalface_alt.xml", "cv2/data/haarcascade_eye.xml",
-                 "cv2/data/haarcascade_fullbody.xml", "cv2/data/haarcascade_frontalcatface.xml",
-                 "ai_edge_litert/interpreter.py", "ai_edge_litert/libLiteRt.so",
-                 "ai_edge_litert/libLiteRtWebGpuAccelerator.so", "ai_edge_litert/vendors/q/plugin.so",
-                 "paho/mqtt/client.py"):
+    for name in (
+        "pip/__init__.py",
+        "pip-24.0.dist-info/RECORD",
+        "setuptools/__init__.py",
+        "numpy/__init__.py",
+        "numpy/_core/_multiarray_umath.so",
+        "numpy/_core/tests/test_a.py",
+        "numpy/lib/tests/test_b.py",
+        "numpy/f2py/__init__.py",
+        "numpy/f2py/tests/test_c.py",
+        "cv2/cv2.abi3.so",
+        "cv2/data/haarcascade_frontalface_default.xml",
+        "cv2/data/haarcascade_frontalface_alt.xml",
+        "cv2/data/haarcascade_eye.xml",
+        "cv2/data/haarcascade_fullbody.xml",
+        "cv2/data/haarcascade_frontalcatface.xml",
+        "ai_edge_litert/interpreter.py",
+        "ai_edge_litert/libLiteRt.so",
+        "ai_edge_litert/libLiteRtWebGpuAccelerator.so",
+        "ai_edge_litert/vendors/q/plugin.so",
+        "paho/mqtt/client.py",
+    ):
         (packages / name).parent.mkdir(parents=True, exist_ok=True)
         (packages / name).write_bytes(b"x" * 5000)
     return venv
@@ -165,9 +189,14 @@ def test_prune_removes_only_what_the_daemon_never_loads(tmp_path):
     result = _run(["python3", str(PRUNE), str(venv)])
     assert result.returncode == 0, result.stderr
     assert _tree(venv) == {
-        "numpy/__init__.py", "numpy/_core/_multiarray_umath.so", "cv2/cv2.abi3.so",
-        "cv2/data/haarcascade_frontalface_default.xml", "cv2/data/haarcascade_frontalface_alt.xml",
-        "ai_edge_litert/interpreter.py", "ai_edge_litert/libLiteRt.so", "paho/mqtt/client.py",
+        "numpy/__init__.py",
+        "numpy/_core/_multiarray_umath.so",
+        "cv2/cv2.abi3.so",
+        "cv2/data/haarcascade_frontalface_default.xml",
+        "cv2/data/haarcascade_frontalface_alt.xml",
+        "ai_edge_litert/interpreter.py",
+        "ai_edge_litert/libLiteRt.so",
+        "paho/mqtt/client.py",
     }
     assert "removed numpy/f2py " in result.stdout and "numpy/f2py/tests" not in result.stdout  # nested: once
     assert re.search(r"freed \d+\.\d MiB", result.stdout)
@@ -189,7 +218,7 @@ def _no_compiler_path(tmp_path: Path) -> str:
     shims.mkdir()
     for name in ("gcc", "cc", "c++", "g++", "clang", "x86_64-linux-gnu-gcc", "aarch64-linux-gnu-gcc"):
         shim = shims / name
-        shim.write_text("#!/bin/sh\necho \"$0: no compiler on this box\" >&2\nexit 127\n")
+        shim.write_text('#!/bin/sh\necho "$0: no compiler on this box" >&2\nexit 127\n')
         shim.chmod(0o755)
     return f"{shims}:{os.environ['PATH']}"
 
@@ -202,25 +231,41 @@ def test_install_with_venv_prunes_it_and_the_daemon_still_loads(tmp_path):
     root.mkdir()
     env = {**os.environ, "PATH": _no_compiler_path(tmp_path)}
     for attempt in ("install", "upgrade"):
-        result = subprocess.run(["bash", str(INSTALL), "--root", str(root), "--no-apt", "--no-start"],
-                                capture_output=True, text=True, timeout=900, env=env)
+        result = subprocess.run(
+            ["bash", str(INSTALL), "--root", str(root), "--no-apt", "--no-start"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env=env,
+        )
         assert result.returncode == 0, f"{attempt}: " + (result.stdout + result.stderr)[-3000:]
         assert "no compiler on this box" not in result.stdout + result.stderr
-        assert "venv check: the bundled model, ai-edge-litert" in result.stdout \
+        assert (
+            "venv check: the bundled model, ai-edge-litert" in result.stdout
             or "venv check: the bundled model, tflite-runtime" in result.stdout
+        )
     packages = next((root / "opt/fer-kiosk/venv/lib").glob("python3*/site-packages"))
-    assert not (packages / "pip").exists() and (packages / "cv2/data/haarcascade_frontalface_default.xml").exists()
-    assert (packages / "edge/models/emotion_int8.tflite").read_bytes() == \
-        (ROOT / "edge/models/emotion_int8.tflite").read_bytes()
+    assert (
+        not (packages / "pip").exists()
+        and (packages / "cv2/data/haarcascade_frontalface_default.xml").exists()
+    )
+    assert (packages / "edge/models/emotion_int8.tflite").read_bytes() == (
+        ROOT / "edge/models/emotion_int8.tflite"
+    ).read_bytes()
     assert not (root / "opt/fer-kiosk/models").exists()
     fer_kiosk = str(root / "opt/fer-kiosk/venv/bin/fer-kiosk")
-    check = subprocess.run([fer_kiosk, "check", "--config", str(root / "etc/fer-kiosk/config.yaml")],
-                           capture_output=True, text=True, timeout=120)
+    check = subprocess.run(
+        [fer_kiosk, "check", "--config", str(root / "etc/fer-kiosk/config.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "site-packages/edge/models/emotion_int8.tflite" in check.stdout
 
 
 # ---- install.sh / uninstall.sh in a scratch root -----------------------------------------
+
 
 def _install(root: Path, *extra: str) -> subprocess.CompletedProcess:
     result = _run(["bash", str(INSTALL), "--root", str(root), "--no-venv", "--no-start", *extra])
@@ -296,10 +341,15 @@ def test_install_uninstall_layout(tmp_path):
 # ---- Mosquitto example config and ACL ---------------------------------------------------
 
 MOSQUITTO = shutil.which("mosquitto") or next(
-    (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None)
+    (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
+)
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd")
-PASSWORDS = {"kiosk-01": "pw-kiosk-01", "kiosk-02": "pw-kiosk-02", "dashboard": "pw-dashboard",
-             "homeassistant": "pw-homeassistant"}
+PASSWORDS = {
+    "kiosk-01": "pw-kiosk-01",
+    "kiosk-02": "pw-kiosk-02",
+    "dashboard": "pw-dashboard",
+    "homeassistant": "pw-homeassistant",
+}
 
 
 def _free_port() -> int:
@@ -323,16 +373,19 @@ def broker(tmp_path):
     acl = workdir / "acl"
     shutil.copy(DEPLOY / "mosquitto/acl", acl)
     # Add a second kiosk by uncommenting its block, the way an admin would.
-    text, count = re.subn(r"^# (user kiosk-02\n)# (.*\n)# (.*\n)# (.*\n)", r"\1\2\3\4",
-                          acl.read_text(), flags=re.M)
+    text, count = re.subn(
+        r"^# (user kiosk-02\n)# (.*\n)# (.*\n)# (.*\n)", r"\1\2\3\4", acl.read_text(), flags=re.M
+    )
     assert count == 1, "the commented kiosk-02 block is missing from deploy/mosquitto/acl"
     acl.write_text(text)
 
     port = _free_port()
     text = (DEPLOY / "mosquitto/fer-kiosk.conf").read_text()
-    replacements = [(r"^listener 1883 127\.0\.0\.1$", f"listener {port} 127.0.0.1"),
-                    (r"^password_file .*$", f"password_file {passwd}"),
-                    (r"^acl_file .*$", f"acl_file {acl}")]
+    replacements = [
+        (r"^listener 1883 127\.0\.0\.1$", f"listener {port} 127.0.0.1"),
+        (r"^password_file .*$", f"password_file {passwd}"),
+        (r"^acl_file .*$", f"acl_file {acl}"),
+    ]
     for pattern, value in replacements:
         text, count = re.subn(pattern, value, text, flags=re.M)
         assert count == 1, f"{pattern} not found exactly once in fer-kiosk.conf"
@@ -345,8 +398,9 @@ def broker(tmp_path):
         test_settings += "user root\n"
     config.write_text(text + test_settings)
 
-    process = subprocess.Popen([MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -376,8 +430,11 @@ class Peer:
     def __init__(self, port: int, user: str | None, password: str | None = None):
         import paho.mqtt.client as mqtt
 
-        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-                                  client_id=f"test-{user}-{time.monotonic_ns()}", protocol=mqtt.MQTTv311)
+        self.client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"test-{user}-{time.monotonic_ns()}",
+            protocol=mqtt.MQTTv311,
+        )
         if user is not None:
             self.client.username_pw_set(user, password if password is not None else PASSWORDS[user])
         self.connected = threading.Event()
@@ -417,8 +474,9 @@ class Peer:
 
     def wait_for(self, payload: bytes, timeout: float = 5.0) -> list[tuple[str, bytes]]:
         with self.lock:
-            assert self.lock.wait_for(lambda: any(p == payload for _, p in self.messages), timeout), \
+            assert self.lock.wait_for(lambda: any(p == payload for _, p in self.messages), timeout), (
                 f"{payload!r} not received; got {self.messages}"
+            )
             return list(self.messages)
 
     def close(self) -> None:

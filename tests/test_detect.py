@@ -106,4 +106,3 @@ def test_pipeline_sets_opencvs_threads_from_the_config():
         assert cv2.getNumThreads() == 2
     finally:
         cv2.setNumThreads(before)
-

@@ -1,17 +1,15 @@
 """The bundled default model, run in the edge runtime (LiteRT) on a real photograph."""
 
-
 import numpy as np
 import pytest
 
 from edge import DEFAULT_MODEL
 from edge.classifier import EmotionClassifier, contract_mismatches
 from edge.config import DetectorConfig
-from edge.contract import EMOTIONS, file_sha256, load_contract
+from edge.contract import EMOTIONS, CropRule, file_sha256, load_contract
 from edge.detect import HaarFaceDetector
 from edge.pipeline import FramePipeline
 from edge.preprocess import crop_face, expand_box, to_gray
-from edge.contract import CropRule
 
 
 def test_default_model_is_small_and_its_contract_matches_the_interpreter():
@@ -41,7 +39,9 @@ def test_haar_finds_the_astronauts_face(astronaut_bgr):
 
 
 def test_smiling_astronaut_is_happy(astronaut_bgr):
-    pipeline = FramePipeline(HaarFaceDetector(DetectorConfig(detect_width=0)), EmotionClassifier(DEFAULT_MODEL))
+    pipeline = FramePipeline(
+        HaarFaceDetector(DetectorConfig(detect_width=0)), EmotionClassifier(DEFAULT_MODEL)
+    )
     faces = pipeline.process(astronaut_bgr)
     assert len(faces) == 1
     probs = faces[0].probabilities
@@ -52,7 +52,12 @@ def test_smiling_astronaut_is_happy(astronaut_bgr):
 def test_batch_and_single_classification_agree(astronaut_bgr):
     classifier = EmotionClassifier(DEFAULT_MODEL)
     gray = to_gray(astronaut_bgr)
-    crops = np.stack([crop_face(gray, (170 + d, 60, 100, 100), classifier.contract.crop, (48, 48)) for d in range(0, 40, 8)])
+    crops = np.stack(
+        [
+            crop_face(gray, (170 + d, 60, 100, 100), classifier.contract.crop, (48, 48))
+            for d in range(0, 40, 8)
+        ]
+    )
     batch = classifier.classify(crops)
     single = np.concatenate([classifier.classify(c) for c in crops])
     np.testing.assert_allclose(batch, single, atol=1e-6)

@@ -29,8 +29,13 @@ from edge.metrics import classification_report
 from tests.conftest import ROOT, synthetic_faces
 
 
-def write_folder(root: Path, rows: list[tuple[str, str]], header: str = "file,emotion",
-                 extra: str = "", size: tuple[int, int] = (64, 64)) -> Path:
+def write_folder(
+    root: Path,
+    rows: list[tuple[str, str]],
+    header: str = "file,emotion",
+    extra: str = "",
+    size: tuple[int, int] = (64, 64),
+) -> Path:
     """Images of uniform gray (value 10 + 30 * row index) listed in root/labels.csv."""
     root.mkdir(parents=True, exist_ok=True)
     lines = [header]
@@ -42,19 +47,25 @@ def write_folder(root: Path, rows: list[tuple[str, str]], header: str = "file,em
     return root
 
 
-def evaluate_cli(*args: str, env: dict[str, str] | None = None,
-                 module: str = "edge") -> subprocess.CompletedProcess:
+def evaluate_cli(
+    *args: str, env: dict[str, str] | None = None, module: str = "edge"
+) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", module] + (["evaluate"] if module == "edge" else []) + list(args)
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})}
+    )
 
 
 # labels.csv
 
 
 def test_labels_csv_maps_names_to_the_contract_order_and_keeps_extra_columns(tmp_path):
-    root = write_folder(tmp_path / "set", [("images/a.png", "neutral"), ("images/b.png", "Angry"),
-                                           ("c.png", " fear ")], header="file,emotion,subject", extra=",S010")
+    root = write_folder(
+        tmp_path / "set",
+        [("images/a.png", "neutral"), ("images/b.png", "Angry"), ("c.png", " fear ")],
+        header="file,emotion,subject",
+        extra=",S010",
+    )
     listed = read_labelled_folder(root)
     assert [f.relative_to(root).as_posix() for f in listed.files] == ["images/a.png", "images/b.png", "c.png"]
     assert listed.labels.tolist() == [6, 0, 2]
@@ -131,15 +142,20 @@ def test_detect_finds_the_astronaut_and_counts_photos_without_or_with_several_fa
     cv2.imwrite(str(root / "astronaut.jpg"), astronaut_bgr)
     cv2.imwrite(str(root / "wall.png"), np.full((300, 400, 3), 128, np.uint8))
     cv2.imwrite(str(root / "two.jpg"), np.hstack([astronaut_bgr, astronaut_bgr]))
-    (root / "labels.csv").write_text("file,emotion,subject\nastronaut.jpg,happy,ec\nwall.png,neutral,-\n"
-                                     "two.jpg,happy,ec\n")
+    (root / "labels.csv").write_text(
+        "file,emotion,subject\nastronaut.jpg,happy,ec\nwall.png,neutral,-\ntwo.jpg,happy,ec\n"
+    )
     result = evaluate_cli("--data", str(root), "--detect", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["detection"] == {
-        "images": 3, "with_face": 2, "no_face": 1, "several_faces": 1,
+        "images": 3,
+        "with_face": 2,
+        "no_face": 1,
+        "several_faces": 1,
         "accuracy_of_all_images": pytest.approx(report["accuracy"] * 2 / 3),
-        "no_face_files": ["wall.png"], "several_faces_files": ["two.jpg"],
+        "no_face_files": ["wall.png"],
+        "several_faces_files": ["two.jpg"],
     }
     assert report["n"] == 2 and report["per_class"]["happy"]["support"] == 2
     assert report["per_class"]["happy"]["recall"] == 1.0  # the smiling astronaut is happy
@@ -171,7 +187,10 @@ def test_card_gathers_every_source_given_and_reads_paths_from_the_environment(tm
     keys = {"accuracy", "balanced_accuracy", "macro_f1", "per_class", "confusion_matrix"}
     assert all(keys <= set(r) for r in rows)
     assert sorted(p.name for p in tmp_path.glob("cm-*.png")) == [
-        "cm-ck-48.png", "cm-fer2013-publictest.png", "cm-fer2013-validation.png"]
+        "cm-ck-48.png",
+        "cm-fer2013-publictest.png",
+        "cm-fer2013-validation.png",
+    ]
 
     env = {**env, "FER2013_PATH": "", "FER_CKPLUS_PATH": ""}
     table = evaluate_cli("--card", "--wild", str(crops), env=env)
@@ -196,10 +215,13 @@ def test_edge_refuses_a_keras_model_and_names_training_evaluate(tmp_path, synthe
 
 
 def test_edge_evaluate_never_imports_training():
-    code = ("import sys, edge.cli, edge.evaluate; edge.cli.build_parser(); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('training', 'tensorflow', 'keras')))")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                            timeout=60)
+    code = (
+        "import sys, edge.cli, edge.evaluate; edge.cli.build_parser(); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('training', 'tensorflow', 'keras')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
@@ -212,8 +234,16 @@ def test_training_evaluate_reports_a_keras_model_with_the_same_report(tmp_path):
     model_path = tmp_path / "m.keras"
     make_mini_xception().save(model_path)
     crops = write_folder(tmp_path / "crops", [("a.png", "happy"), ("b.png", "sad"), ("c.png", "fear")])
-    result = evaluate_cli("--model", str(model_path), "--data", str(crops), "--views", "mirror", "--json",
-                          module="training.evaluate")
+    result = evaluate_cli(
+        "--model",
+        str(model_path),
+        "--data",
+        str(crops),
+        "--views",
+        "mirror",
+        "--json",
+        module="training.evaluate",
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["model"] == "m.keras" and report["views"] == "mirror" and report["n"] == 3
@@ -234,12 +264,35 @@ def _dataset(env: str) -> Path:
     return Path(value)
 
 
-@pytest.mark.parametrize("env, counts", [
-    ("FER_WILD_PATH", {"angry": 252, "disgust": 208, "fear": 21, "happy": 300, "sad": 268, "surprise": 300,
-                       "neutral": 300}),
-    ("FER_CKPLUS_PATH", {"angry": 135, "disgust": 177, "fear": 75, "happy": 207, "sad": 84, "surprise": 249,
-                         "neutral": 0}),
-])
+@pytest.mark.parametrize(
+    "env, counts",
+    [
+        (
+            "FER_WILD_PATH",
+            {
+                "angry": 252,
+                "disgust": 208,
+                "fear": 21,
+                "happy": 300,
+                "sad": 268,
+                "surprise": 300,
+                "neutral": 300,
+            },
+        ),
+        (
+            "FER_CKPLUS_PATH",
+            {
+                "angry": 135,
+                "disgust": 177,
+                "fear": 75,
+                "happy": 207,
+                "sad": 84,
+                "surprise": 249,
+                "neutral": 0,
+            },
+        ),
+    ],
+)
 def test_bundled_model_on_a_cross_domain_set(env, counts):
     root = _dataset(env)
     result = evaluate_cli("--data", str(root), "--json")

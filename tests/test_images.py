@@ -26,13 +26,18 @@ LIMIT = 16_000_000
 
 def huge_png(path: Path, side: int = 12000) -> Path:
     """A 140 KB PNG that declares side x side pixels (all black): 7.6 GB once decoded whole."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     rows = zlib.compressobj(9)
     body = b"".join(rows.compress(b"\x00" * (side + 1)) for _ in range(side)) + rows.flush()
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", body)
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -64,7 +69,9 @@ def test_huge_image_is_refused_before_decoding(tmp_path):
     with pytest.raises(ImageError) as err:
         read_image(path, LIMIT)
     assert time.monotonic() - started < 0.5
-    assert err.value.reason == "PNG of 12000x12000 = 144000000 pixels, above the limit of 16000000; not decoded"
+    assert (
+        err.value.reason == "PNG of 12000x12000 = 144000000 pixels, above the limit of 16000000; not decoded"
+    )
 
 
 def test_damaged_files_are_named_damaged(tmp_path, photo):
@@ -75,7 +82,10 @@ def test_damaged_files_are_named_damaged(tmp_path, photo):
         "half.jpg": (jpeg[: len(jpeg) // 2], "damaged JPEG (truncated: no end-of-image marker)"),
         "half.png": (png[: len(png) // 2], "damaged PNG (it does not decode"),
         "header.jpg": (jpeg[:100], "not an image fer-kiosk reads"),
-        "zero.png": (png[:16] + struct.pack(">II", 0, 300) + png[24:], "damaged PNG (its header declares 0x300"),
+        "zero.png": (
+            png[:16] + struct.pack(">II", 0, 300) + png[24:],
+            "damaged PNG (its header declares 0x300",
+        ),
         "notes.txt": (b"hello", "not an image fer-kiosk reads (PNG, JPEG, BMP, WebP, TIFF, PNM)"),
         "empty.png": (b"", "not an image fer-kiosk reads"),
     }
@@ -96,21 +106,35 @@ def test_classify_refuses_huge_and_damaged_images_in_one_line_each(tmp_path, pho
     good = tmp_path / "good.jpg"
     good.write_bytes(jpeg.tobytes())
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "edge", "classify", str(huge), str(truncated), str(good)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "classify", str(huge), str(truncated), str(good)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     elapsed = time.monotonic() - started
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if "error" in line]
-    assert errors == [f"{huge}: error: PNG of 12000x12000 = 144000000 pixels, above the limit of 16000000; not decoded",
-                      f"{truncated}: error: damaged JPEG (truncated: no end-of-image marker)"], result.stderr
+    assert errors == [
+        f"{huge}: error: PNG of 12000x12000 = 144000000 pixels, above the limit of 16000000; not decoded",
+        f"{truncated}: error: damaged JPEG (truncated: no end-of-image marker)",
+    ], result.stderr
     assert "Traceback" not in result.stderr and "Corrupt JPEG" not in result.stderr
     assert result.stdout.strip() == f"{good}: 0 face(s)"
     assert elapsed < 30 and peak_mb < 1500, (elapsed, peak_mb)  # was 20 s and 7.6 GB
-    as_json = subprocess.run([sys.executable, "-m", "edge", "classify", "--json", "--max-pixels", "100000", str(good)],
-                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+    as_json = subprocess.run(
+        [sys.executable, "-m", "edge", "classify", "--json", "--max-pixels", "100000", str(good)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert json.loads(as_json.stdout) == {
-        "image": str(good), "error": "JPEG of 400x300 = 120000 pixels, above the limit of 100000; not decoded"}
+        "image": str(good),
+        "error": "JPEG of 400x300 = 120000 pixels, above the limit of 100000; not decoded",
+    }
 
 
 def test_file_camera_refuses_an_image_or_video_above_the_limit(tmp_path, caplog):
@@ -120,12 +144,20 @@ def test_file_camera_refuses_an_image_or_video_above_the_limit(tmp_path, caplog)
     for _ in range(5):
         writer.write(np.zeros((240, 320, 3), np.uint8))
     writer.release()
-    cases = [(str(huge), LIMIT, "huge.png: PNG of 12000x12000 = 144000000 pixels, above the limit"),
-             (str(small_video), 65_536, "frames of 320x240 = 76800 pixels, above camera.max_frame_pixels (65536)")]
+    cases = [
+        (str(huge), LIMIT, "huge.png: PNG of 12000x12000 = 144000000 pixels, above the limit"),
+        (str(small_video), 65_536, "frames of 320x240 = 76800 pixels, above camera.max_frame_pixels (65536)"),
+    ]
     for source, limit, expected in cases:
         caplog.clear()
-        config = CameraConfig(source=source, width=160, height=120, max_frame_pixels=limit,
-                              retry_initial_seconds=0.05, retry_max_seconds=0.1)
+        config = CameraConfig(
+            source=source,
+            width=160,
+            height=120,
+            max_frame_pixels=limit,
+            retry_initial_seconds=0.05,
+            retry_max_seconds=0.1,
+        )
         with caplog.at_level(logging.WARNING, logger="edge.capture"):
             frames = FrameSource(config).start()
             try:

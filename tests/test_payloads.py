@@ -10,8 +10,10 @@ from edge.tracking import FaceTracker
 from tests.conftest import ROOT
 from tests.test_tracking import p, run
 
-SCHEMAS = {n: json.loads((ROOT / "docs" / "schema" / f"{n}.schema.json").read_text())
-           for n in ("event", "state", "alert")}
+SCHEMAS = {
+    n: json.loads((ROOT / "docs" / "schema" / f"{n}.schema.json").read_text())
+    for n in ("event", "state", "alert")
+}
 
 
 def test_iso_utc_has_milliseconds_and_z():
@@ -20,7 +22,9 @@ def test_iso_utc_has_milliseconds_and_z():
 
 
 def _events():
-    tracker = FaceTracker(TrackingConfig(min_frames=2, max_missing_seconds=0.1, heartbeat_seconds=0.5), EMOTIONS)
+    tracker = FaceTracker(
+        TrackingConfig(min_frames=2, max_missing_seconds=0.1, heartbeat_seconds=0.5), EMOTIONS
+    )
     frames = [[((10, 20, 80, 90), p("surprise"))] for _ in range(40)] + [[]] * 10
     return tracker, [e for _, e in run(tracker, frames)]
 
@@ -75,8 +79,11 @@ def test_every_example_in_the_mqtt_docs_is_valid():
     examples = re.findall(r"<!-- schema: (\w+) -->\s*```json\n(.*?)```", text, re.S)
     assert len(examples) >= 4
     for schema, body in examples:
-        jsonschema.validate(json.loads(body), SCHEMAS.get(schema) or json.loads(
-            (ROOT / "docs" / "schema" / f"{schema}.schema.json").read_text()))
+        jsonschema.validate(
+            json.loads(body),
+            SCHEMAS.get(schema)
+            or json.loads((ROOT / "docs" / "schema" / f"{schema}.schema.json").read_text()),
+        )
 
 
 def test_alert_payloads_match_their_schema_and_the_state_lists_open_ones():
@@ -99,5 +106,12 @@ def test_alert_payloads_match_their_schema_and_the_state_lists_open_ones():
         raise AssertionError("schema accepted a cleared alert without a reason")
     state = state_payload([], EMOTIONS, "y", 0.0, "running", [raised])
     jsonschema.validate(state, SCHEMAS["state"])
-    assert state["alerts"] == [{"alert_id": "abc", "face_id": "f-1", "emotion": "angry", "probability": 0.71,
-                                "since": "2023-11-14T22:13:20.000Z"}]
+    assert state["alerts"] == [
+        {
+            "alert_id": "abc",
+            "face_id": "f-1",
+            "emotion": "angry",
+            "probability": 0.71,
+            "since": "2023-11-14T22:13:20.000Z",
+        }
+    ]

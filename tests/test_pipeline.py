@@ -89,7 +89,9 @@ def test_classify_with_the_whole_set_is_classify(classifier):
     assert np.allclose(classifier.classify_with(crops, [views] * 3), classifier.classify(crops), atol=1e-6)
     mixed = classifier.classify_with(crops, [views, (views[0],), views[5:7]])
     single = EmotionClassifier(DEFAULT_MODEL, views=(views[0],)).classify(crops[1:2])
-    assert np.allclose(mixed[1], single[0], atol=1e-6) and np.allclose(mixed.sum(axis=1), 1, atol=0.01)  # int8 output: steps of 1/256
+    assert np.allclose(mixed[1], single[0], atol=1e-6) and np.allclose(
+        mixed.sum(axis=1), 1, atol=0.01
+    )  # int8 output: steps of 1/256
 
 
 def test_replaced_keys_are_refused_with_what_replaces_them():

@@ -16,16 +16,26 @@ from edge.spool import DiskSpool
 def test_a_face_whose_centre_is_in_a_zone_is_dropped():
     boxes = [(10, 10, 100, 100), (500, 300, 80, 80)]
     assert outside_zones(boxes, [], (480, 640)) == boxes
-    assert outside_zones(boxes, [(0.5, 0.5, 0.5, 0.5)], (480, 640)) == [(10, 10, 100, 100)]  # right bottom quarter
-    assert outside_zones(boxes, [(0.0, 0.0, 0.1, 0.1)], (480, 640)) == boxes  # the box's corner, not its centre
+    assert outside_zones(boxes, [(0.5, 0.5, 0.5, 0.5)], (480, 640)) == [
+        (10, 10, 100, 100)
+    ]  # right bottom quarter
+    assert (
+        outside_zones(boxes, [(0.0, 0.0, 0.1, 0.1)], (480, 640)) == boxes
+    )  # the box's corner, not its centre
     assert outside_zones(boxes, [(0, 0, 1, 1)], (480, 640)) == []
 
 
 def test_zones_are_validated_with_the_key_named():
-    assert parse_config({"detector": {"ignore_zones": [[0.6, 0, 0.4, 1]]}}).detector.ignore_zones == ((0.6, 0, 0.4, 1),)
-    for bad, words in [([[0.6, 0, 0.5, 1]], "reaches outside"), ([[0.1, 0.2, 0.3]], "[x, y, width, height]"),
-                       ([[0, 0, 2, 1]], "fractions of the frame"), ("left", "expected a list"),
-                       ([[0, 0, "a", 1]], "ignore_zones[0][2]")]:
+    assert parse_config({"detector": {"ignore_zones": [[0.6, 0, 0.4, 1]]}}).detector.ignore_zones == (
+        (0.6, 0, 0.4, 1),
+    )
+    for bad, words in [
+        ([[0.6, 0, 0.5, 1]], "reaches outside"),
+        ([[0.1, 0.2, 0.3]], "[x, y, width, height]"),
+        ([[0, 0, 2, 1]], "fractions of the frame"),
+        ("left", "expected a list"),
+        ([[0, 0, "a", 1]], "ignore_zones[0][2]"),
+    ]:
         with pytest.raises(ConfigError, match=r"detector\.ignore_zones") as err:
             parse_config({"detector": {"ignore_zones": bad}})
         assert words in str(err.value), str(err.value)

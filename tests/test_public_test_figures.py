@@ -18,9 +18,23 @@ from tests.conftest import ROOT
 def test_evaluate_json_reproduces_the_contract_figures(fer2013_path, tmp_path):
     png = tmp_path / "cm.png"
     result = subprocess.run(
-        [sys.executable, "-m", "edge", "evaluate", "--data", str(fer2013_path), "--usage", "PublicTest",
-         "--json", "--confusion-png", str(png)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "edge",
+            "evaluate",
+            "--data",
+            str(fer2013_path),
+            "--usage",
+            "PublicTest",
+            "--json",
+            "--confusion-png",
+            str(png),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -31,7 +45,10 @@ def test_evaluate_json_reproduces_the_contract_figures(fer2013_path, tmp_path):
     assert matrix.shape == (7, 7) and matrix.sum() == 3589
     assert np.trace(matrix) / 3589 == pytest.approx(report["accuracy"])
     contract = load_contract(DEFAULT_MODEL)
-    if "PublicTest" in contract.evaluation.get("data", "") and contract.evaluation.get("faces") == report["n"]:
+    if (
+        "PublicTest" in contract.evaluation.get("data", "")
+        and contract.evaluation.get("faces") == report["n"]
+    ):
         assert report["accuracy"] == pytest.approx(contract.evaluation["tflite"]["accuracy"], abs=1e-9)
     assert png.stat().st_size > 1000
 
@@ -55,8 +72,14 @@ def test_bundled_model_runs_in_tflite_runtime_2_14(astronaut_bgr):
     # Real face crops (synthetic noise faces sit near class ties, where top-1 flips between
     # runtimes on rounding alone): the astronaut's face at 30 offsets and sizes.
     gray = to_gray(astronaut_bgr)
-    images = np.stack([crop_face(gray, (165 + dx, 55 + dy, 100 + ds, 100 + ds), CropRule(), (48, 48))
-                       for dx in (-10, 0, 10) for dy in (-10, 0, 10) for ds in (-15, 0, 15)]
-                      + [crop_face(gray, (170, 60, 100, 100), CropRule(), (48, 48))[:, ::-1]] * 3)
+    images = np.stack(
+        [
+            crop_face(gray, (165 + dx, 55 + dy, 100 + ds, 100 + ds), CropRule(), (48, 48))
+            for dx in (-10, 0, 10)
+            for dy in (-10, 0, 10)
+            for ds in (-15, 0, 15)
+        ]
+        + [crop_face(gray, (170, 60, 100, 100), CropRule(), (48, 48))[:, ::-1]] * 3
+    )
     answer = check_with_tflite_runtime(python, EmotionClassifier(DEFAULT_MODEL), images)
     assert answer.startswith("tflite-runtime 2.14")

@@ -37,19 +37,25 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
-SCHEMAS = {n: json.loads((ROOT / "docs" / "schema" / f"{n}.schema.json").read_text()) for n in ("event", "state", "stats")}
+SCHEMAS = {
+    n: json.loads((ROOT / "docs" / "schema" / f"{n}.schema.json").read_text())
+    for n in ("event", "state", "stats")
+}
 
 
 def config_file(tmp_path: Path, port: int, source: str, **sections) -> Path:
     """tmp_path/config.yaml for device svc: quick camera retries and reconnects, stats every second."""
-    defaults = {"camera": {"retry_initial_seconds": 0.5, "retry_max_seconds": 1.0},
-                "mqtt": {"reconnect_max_seconds": 2, "stats_interval_seconds": 1},
-                "spool": {"path": str(tmp_path / "spool")}}
+    defaults = {
+        "camera": {"retry_initial_seconds": 0.5, "retry_max_seconds": 1.0},
+        "mqtt": {"reconnect_max_seconds": 2, "stats_interval_seconds": 1},
+        "spool": {"path": str(tmp_path / "spool")},
+    }
     return write_config(tmp_path / "config.yaml", port, "svc", source, **merged(defaults, sections))
 
 
 def test_ready_without_a_camera_which_is_published_with_its_cause_and_picked_up_when_it_appears(
-        tmp_path, broker, subscribe):
+    tmp_path, broker, subscribe
+):
     """Under systemd a missing camera is not a reason to die: READY once the config, model
     and MQTT client are up; the watchdog is fed while the loop lives; the retained camera
     topic says why there are no frames; availability stays online; when the camera (here: a
@@ -58,14 +64,18 @@ def test_ready_without_a_camera_which_is_published_with_its_cause_and_picked_up_
     source = tmp_path / "camera.avi"  # does not exist yet
     notify = NotifySocket(tmp_path / "notify.sock")
     sub = subscribe(broker.port, "fer-kiosk/svc/#")
-    config = config_file(tmp_path, broker.port, str(source), camera={"retry_initial_seconds": 0.5, "retry_max_seconds": 1})
+    config = config_file(
+        tmp_path, broker.port, str(source), camera={"retry_initial_seconds": 0.5, "retry_max_seconds": 1}
+    )
     log = tmp_path / "daemon.log"
     started = time.monotonic()
     daemon = start_daemon(config, log, env={"WATCHDOG_USEC": "1000000"}, notify=notify)
     try:
         assert wait_until(lambda: notify.times("READY=1"), 30), log.read_text()[-2000:]
         camera = lambda: [json.loads(p) for t, p, _ in sub.messages if t.endswith("/camera")]  # noqa: E731
-        assert wait_until(lambda: any(c["cause"] == "not_found" for c in camera()), 5), log.read_text()[-2000:]
+        assert wait_until(lambda: any(c["cause"] == "not_found" for c in camera()), 5), log.read_text()[
+            -2000:
+        ]
         assert camera()[-1]["status"] == "offline" and "no such file" in camera()[-1]["detail"]
         time.sleep(4)  # no camera for a while: still alive, still fed, still online
         assert daemon.poll() is None
@@ -87,7 +97,9 @@ def test_ready_without_a_camera_which_is_published_with_its_cause_and_picked_up_
     watchdog = notify.times("WATCHDOG=1")
     assert len(ready) == 1 and ready[0] - started < 30
     without_camera = [t for t in watchdog if ready[0] <= t < no_camera_until]
-    assert len(without_camera) >= 6, "the watchdog must be fed while the loop lives, camera or not"  # ~0.6 s apart
+    assert len(without_camera) >= 6, (
+        "the watchdog must be fed while the loop lives, camera or not"
+    )  # ~0.6 s apart
     statuses = [line for _, line in notify.received if line.startswith("STATUS=")]
     assert any("camera offline (not_found)" in s for s in statuses), statuses
     assert any("fps" in s and "face(s)" in s and "broker connected" in s for s in statuses)
@@ -128,7 +140,9 @@ def test_sighup_reloads_config_and_refuses_a_broken_one(tmp_path, broker, subscr
         data["mqtt"]["topic_prefix"] = "lobby"
         config.write_text(yaml.safe_dump(data))
         daemon.send_signal(signal.SIGHUP)
-        assert sub.wait_for(lambda: any(t.startswith("lobby/svc/") for t, _, _ in sub.messages), 20), log.read_text()[-2000:]
+        assert sub.wait_for(lambda: any(t.startswith("lobby/svc/") for t, _, _ in sub.messages), 20), (
+            log.read_text()[-2000:]
+        )
         assert "reloaded configuration: mqtt changed" in log.read_text()
         config.write_text("camera:\n  fps: fast\n")
         daemon.send_signal(signal.SIGHUP)
@@ -143,8 +157,13 @@ def test_sighup_reloads_config_and_refuses_a_broken_one(tmp_path, broker, subscr
 def test_config_error_exits_78_without_starting(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("mqtt:\n  qos: 5\n")
-    result = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(config)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "run", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 78
     assert "mqtt.qos: must be at most 2, got 5" in result.stderr
 
@@ -155,13 +174,19 @@ def test_corrupt_model_exits_78_naming_the_file(tmp_path):
     (tmp_path / "m.json").write_text((ROOT / "edge" / "models" / "emotion_int8.json").read_text())
     config = tmp_path / "c.yaml"
     config.write_text(f"model:\n  path: {model}\n")
-    result = subprocess.run([sys.executable, "-m", "edge", "run", "--config", str(config)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "run", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 78
     assert "m.tflite does not match its contract: sha256" in result.stderr
 
 
 # -- discovery --------------------------------------------------------------------------
+
 
 def test_discovery_payloads_as_home_assistant_expects_them_today():
     topics = Topics("fer-kiosk/k-1")
@@ -178,17 +203,31 @@ def test_discovery_payloads_as_home_assistant_expects_them_today():
         assert config["availability_topic"] == "fer-kiosk/k-1/availability"
     emotion = by_key["emotion"]
     assert emotion["state_topic"] == "fer-kiosk/k-1/state"
-    assert emotion["device"] == {"identifiers": ["fer-kiosk_k-1"], "name": "Emotion kiosk k-1", "model": "mini-Xception",
-                                 "manufacturer": "fer-kiosk", "sw_version": "0.2.0"}
+    assert emotion["device"] == {
+        "identifiers": ["fer-kiosk_k-1"],
+        "name": "Emotion kiosk k-1",
+        "model": "mini-Xception",
+        "manufacturer": "fer-kiosk",
+        "sw_version": "0.2.0",
+    }
     assert emotion["options"] == ["none", *EMOTIONS]
     assert by_key["level_happy"]["unit_of_measurement"] == "%"
     assert by_key["occupancy"]["device_class"] == "occupancy" and by_key["alert"]["device_class"] == "problem"
-    assert by_key["camera"]["state_topic"] == "fer-kiosk/k-1/camera" and by_key["camera"]["entity_category"] == "diagnostic"
+    assert (
+        by_key["camera"]["state_topic"] == "fer-kiosk/k-1/camera"
+        and by_key["camera"]["entity_category"] == "diagnostic"
+    )
     assert by_key["fps"]["state_topic"] == by_key["spool"]["state_topic"] == "fer-kiosk/k-1/stats"
-    assert by_key["visit"]["event_types"] == ["visit_ended"] and by_key["visit"]["state_topic"] == "fer-kiosk/k-1/events"
+    assert (
+        by_key["visit"]["event_types"] == ["visit_ended"]
+        and by_key["visit"]["state_topic"] == "fer-kiosk/k-1/events"
+    )
     assert len({p["unique_id"] for p in by_key.values()}) == len(messages)
     removal = removal_messages("homeassistant", "k-1", topics, EMOTIONS)
-    assert {m.topic for m in removal} >= {m.topic for m in messages} | {"fer-kiosk/k-1/state", "fer-kiosk/k-1/availability"}
+    assert {m.topic for m in removal} >= {m.topic for m in messages} | {
+        "fer-kiosk/k-1/state",
+        "fer-kiosk/k-1/availability",
+    }
     assert all(m.payload == b"" and m.retain for m in removal)
 
 
@@ -198,29 +237,55 @@ def test_the_visit_event_template_renders_only_visit_ends():
     from edge.homeassistant import VISIT_EVENT_TEMPLATE
 
     template = jinja2.Environment().from_string(VISIT_EVENT_TEMPLATE)
-    end = {"type": "end", "face_id": "a-1", "summary": {"dominant_emotion": "happy", "duration_s": 12.5,
-                                                         "ended_by": "left"}}
-    assert json.loads(template.render(value_json=end)) == {"event_type": "visit_ended", "face_id": "a-1",
-                                                           "dominant_emotion": "happy", "duration_s": 12.5,
-                                                           "ended_by": "left"}
+    end = {
+        "type": "end",
+        "face_id": "a-1",
+        "summary": {"dominant_emotion": "happy", "duration_s": 12.5, "ended_by": "left"},
+    }
+    assert json.loads(template.render(value_json=end)) == {
+        "event_type": "visit_ended",
+        "face_id": "a-1",
+        "dominant_emotion": "happy",
+        "duration_s": 12.5,
+        "ended_by": "left",
+    }
     assert template.render(value_json={"type": "update", "face_id": "a-1"}).strip() == ""
     # every entity's template against a real payload of its topic
-    state = {"face_count": 1, "dominant_emotion": "sad", "alerts": [{"face_id": "a-1"}],
-             "levels": {e: 0.125 for e in EMOTIONS}}
-    samples = {"state": state, "camera": {"status": "offline", "cause": "busy", "detail": "/dev/video0 busy"},
-               "stats": {"fps": 29.5, "queued": 3}, "events": end}
-    expected = {"emotion": "sad", "faces": "1", "occupancy": "ON", "alert": "ON", "camera": "OFF", "fps": "29.5",
-                "spool": "3", "level_happy": "12.5"}
+    state = {
+        "face_count": 1,
+        "dominant_emotion": "sad",
+        "alerts": [{"face_id": "a-1"}],
+        "levels": {e: 0.125 for e in EMOTIONS},
+    }
+    samples = {
+        "state": state,
+        "camera": {"status": "offline", "cause": "busy", "detail": "/dev/video0 busy"},
+        "stats": {"fps": 29.5, "queued": 3},
+        "events": end,
+    }
+    expected = {
+        "emotion": "sad",
+        "faces": "1",
+        "occupancy": "ON",
+        "alert": "ON",
+        "camera": "OFF",
+        "fps": "29.5",
+        "spool": "3",
+        "level_happy": "12.5",
+    }
     env = jinja2.Environment()
     for message in discovery_messages("homeassistant", "k1", Topics("fer-kiosk/k1"), EMOTIONS, "0.2.0", "m"):
         config = json.loads(message.payload)
         key = message.topic.split("/")[-2]
-        rendered = env.from_string(config["value_template"]).render(value_json=samples[config["state_topic"].rsplit("/", 1)[1]])
+        rendered = env.from_string(config["value_template"]).render(
+            value_json=samples[config["state_topic"].rsplit("/", 1)[1]]
+        )
         if key in expected:
             assert rendered == expected[key], key
         if "json_attributes_template" in config:
-            assert json.loads(env.from_string(config["json_attributes_template"]).render(
-                value_json=samples["camera"])) == {"cause": "busy", "detail": "/dev/video0 busy"}
+            assert json.loads(
+                env.from_string(config["json_attributes_template"]).render(value_json=samples["camera"])
+            ) == {"cause": "busy", "detail": "/dev/video0 busy"}
 
 
 def test_discovery_is_retained_republished_on_ha_online_and_can_be_turned_off(tmp_path, broker, subscribe):
@@ -245,20 +310,32 @@ def test_discovery_is_retained_republished_on_ha_online_and_can_be_turned_off(tm
     assert not off.homeassistant.enabled
 
 
-def test_unregister_clears_every_retained_topic_so_home_assistant_forgets_the_kiosk(tmp_path, broker, subscribe):
+def test_unregister_clears_every_retained_topic_so_home_assistant_forgets_the_kiosk(
+    tmp_path, broker, subscribe
+):
     clip = one_visit_clip(tmp_path / "clip.avi")
     config = config_file(tmp_path, broker.port, str(clip), camera={"loop": True})
     sub = subscribe(broker.port, "#")
     daemon = start_daemon(config, tmp_path / "d.log")
     try:
         assert sub.wait_for(lambda: len([t for t, _, _ in sub.messages if t.endswith("/config")]) == 15, 30)
-        online = subprocess.run([sys.executable, "-m", "edge", "unregister", "--config", str(config)], cwd=ROOT,
-                                capture_output=True, text=True, timeout=60)
+        online = subprocess.run(
+            [sys.executable, "-m", "edge", "unregister", "--config", str(config)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert online.returncode == 1 and "svc is online: stop its daemon first" in online.stderr
     finally:
         assert stop_daemon(daemon) == 0
-    done = subprocess.run([sys.executable, "-m", "edge", "unregister", "--config", str(config)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "edge", "unregister", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert "removed 18 retained topics of svc" in done.stdout
     late = Subscriber(broker.port, "#")  # what a Home Assistant starting now would find
@@ -272,13 +349,18 @@ def test_unregister_clears_every_retained_topic_so_home_assistant_forgets_the_ki
 
 # -- credentials and TLS -----------------------------------------------------------------
 
+
 def test_credentials_come_from_env_file_or_systemd_and_are_never_shown(tmp_path):
     config = parse_config({}).mqtt
     assert resolve_credentials(config, {}) is None
     creds = tmp_path / "creds"
     creds.write_text("# kiosk\nusername=kiosk-01\npassword=s3cret\n")
     os.chmod(creds, 0o600)
-    from_systemd = resolve_credentials(config, {"CREDENTIALS_DIRECTORY": str(tmp_path)}) if (tmp_path / "mqtt").exists() else None
+    from_systemd = (
+        resolve_credentials(config, {"CREDENTIALS_DIRECTORY": str(tmp_path)})
+        if (tmp_path / "mqtt").exists()
+        else None
+    )
     assert from_systemd is None
     (tmp_path / "mqtt").write_text(creds.read_text())
     got = resolve_credentials(config, {"CREDENTIALS_DIRECTORY": str(tmp_path)})
@@ -292,37 +374,6 @@ def test_credentials_come_from_env_file_or_systemd_and_are_never_shown(tmp_path)
 
     with pytest.raises(CredentialsError, match="line 1: expected username"):
         resolve_credentials(parse_config({"mqtt": {"credentials_file": str(bad)}}).mqtt, {})
-
-
-def make_certificates(directory: Path) -> dict[str, Path]:
-    def run(*args):
-        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
-        "-keyout", "ca.key", "-out", "ca.crt")
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr")
-    (directory / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-        "-days", "2", "-out", "server.crt", "-extfile", "san.ext")
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=other-ca",
-        "-keyout", "other.key", "-out", "other.crt")
-    return {name: directory / f"{name}" for name in ("ca.crt", "server.crt", "server.key", "other.crt")}
-
-
-@pytest.fixture
-def secure_broker(tmp_path):
-    certs = make_certificates(tmp_path)
-    passwords = tmp_path / "passwd"
-    subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwords), "kiosk", "right-pass"], check=True)
-    subprocess.run(["mosquitto_passwd", "-b", str(passwords), "watcher", "watch-pass"], check=True)
-    os.chmod(passwords, 0o600)
-    extra = (f"password_file {passwords}\ncafile {certs['ca.crt']}\ncertfile {certs['server.crt']}\n"
-             f"keyfile {certs['server.key']}\n")
-    broker = Broker(tmp_path, extra.replace("allow_anonymous true", ""))
-    broker.config_path.write_text(broker.config_path.read_text().replace("allow_anonymous true", "allow_anonymous false"))
-    broker.start()
-    yield broker, certs
-    broker.stop()
 
 
 def tls_subscriber(port: int, ca: Path, topic: str) -> Subscriber:
@@ -348,14 +399,22 @@ def test_tls_and_password_right_credentials_connect(tmp_path, secure_broker):
     creds.write_text("username=kiosk\npassword=right-pass\n")
     os.chmod(creds, 0o600)
     sub = tls_subscriber(broker.port, certs["ca.crt"], "fer-kiosk/svc/#")
-    config = config_file(tmp_path, broker.port, str(clip),
-                         mqtt={"host": "localhost", "credentials_file": str(creds),
-                               "tls": {"enabled": True, "ca_file": str(certs["ca.crt"])}})
+    config = config_file(
+        tmp_path,
+        broker.port,
+        str(clip),
+        mqtt={
+            "host": "localhost",
+            "credentials_file": str(creds),
+            "tls": {"enabled": True, "ca_file": str(certs["ca.crt"])},
+        },
+    )
     log = tmp_path / "d.log"
     daemon = start_daemon(config, log)
     try:
-        assert sub.wait_for(lambda: any(t.endswith("/availability") and p == b"online" for t, p, _ in sub.messages), 30), \
-            log.read_text()[-2000:]
+        assert sub.wait_for(
+            lambda: any(t.endswith("/availability") and p == b"online" for t, p, _ in sub.messages), 30
+        ), log.read_text()[-2000:]
         assert sub.wait_for(lambda: any(t.endswith("/events") for t, _, _ in sub.messages), 30)
     finally:
         assert stop_daemon(daemon) == 0
@@ -367,12 +426,22 @@ def test_tls_and_password_right_credentials_connect(tmp_path, secure_broker):
 @pytest.mark.parametrize("case", ["wrong password", "untrusted certificate"])
 def test_wrong_credentials_or_tls_failure_is_a_clear_error_with_backoff(tmp_path, secure_broker, case):
     broker, certs = secure_broker
-    env = {"FER_KIOSK_MQTT_USERNAME": "kiosk", "FER_KIOSK_MQTT_PASSWORD": "wrong-pass" if case == "wrong password" else "right-pass"}
+    env = {
+        "FER_KIOSK_MQTT_USERNAME": "kiosk",
+        "FER_KIOSK_MQTT_PASSWORD": "wrong-pass" if case == "wrong password" else "right-pass",
+    }
     ca = certs["ca.crt"] if case == "wrong password" else certs["other.crt"]
-    config = config_file(tmp_path, broker.port, str(tmp_path / "none.avi"),
-                         mqtt={"host": "localhost", "reconnect_max_seconds": 4, "tls": {"enabled": True, "ca_file": str(ca)}})
-    expected = "refused the connection: Not authorized" if case == "wrong password" else \
-        "TLS: the broker's certificate is not trusted"
+    config = config_file(
+        tmp_path,
+        broker.port,
+        str(tmp_path / "none.avi"),
+        mqtt={"host": "localhost", "reconnect_max_seconds": 4, "tls": {"enabled": True, "ca_file": str(ca)}},
+    )
+    expected = (
+        "refused the connection: Not authorized"
+        if case == "wrong password"
+        else "TLS: the broker's certificate is not trusted"
+    )
     log = tmp_path / "d.log"
     daemon = start_daemon(config, log, env=env)
 
@@ -381,9 +450,13 @@ def test_wrong_credentials_or_tls_failure_is_a_clear_error_with_backoff(tmp_path
         # handshake got that far, else as "Client connection from ... failed" ("unexpected
         # eof" is the fixture's own readiness probe, not the daemon).
         lines = broker.log_path.read_text().splitlines()
-        return sum("New connection from" in line
-                   or "Client connection from" in line and "failed" in line and "unexpected eof" not in line
-                   for line in lines)
+        return sum(
+            "New connection from" in line
+            or "Client connection from" in line
+            and "failed" in line
+            and "unexpected eof" not in line
+            for line in lines
+        )
 
     try:
         # The backoff is timed from the first refusal, not from the process start: a loaded
@@ -399,17 +472,22 @@ def test_wrong_credentials_or_tls_failure_is_a_clear_error_with_backoff(tmp_path
     assert text.count(expected) == 1, text[-2000:]  # said once, clearly, not per attempt
     assert "retrying with backoff" in text and "Traceback" not in text and "wrong-pass" not in text
     # A tight loop would make hundreds; 1 s, 2 s, 4 s backoff makes 3 (2 if the machine lags).
-    assert 2 <= retries <= 4, f"{retries} retries in 7.5 s after the first refusal: backoff 1, 2, 4 s expected"
+    assert 2 <= retries <= 4, (
+        f"{retries} retries in 7.5 s after the first refusal: backoff 1, 2, 4 s expected"
+    )
 
 
 # -- nothing lost ------------------------------------------------------------------------
+
 
 def test_broker_outage_and_daemon_restart_lose_no_visit_summary(tmp_path):
     broker = Broker(tmp_path, persistent=True).start()
     received: list[dict] = []
 
     # A dashboard with a persistent session: QoS 1 messages wait for it across the outage.
-    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="dashboard", clean_session=False)
+    client = mqtt.Client(
+        callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="dashboard", clean_session=False
+    )
     client.on_connect = lambda c, u, f, rc, p: c.subscribe("fer-kiosk/svc/events", qos=1)
     client.on_message = lambda c, u, m: received.append(json.loads(m.payload))
     client.connect("127.0.0.1", broker.port)
@@ -431,7 +509,10 @@ def test_broker_outage_and_daemon_restart_lose_no_visit_summary(tmp_path):
         daemon = start_daemon(config, log)
         time.sleep(2)
         broker.start()
-        assert wait_until(lambda: len({e["event_id"] for e in ends()}) >= 4, 30), (len(ends()), log.read_text()[-3000:])
+        assert wait_until(lambda: len({e["event_id"] for e in ends()}) >= 4, 30), (
+            len(ends()),
+            log.read_text()[-3000:],
+        )
         assert wait_until(lambda: not list((tmp_path / "spool").glob("*.json")), 10)
     finally:
         if daemon.poll() is None:

@@ -84,7 +84,9 @@ def file_size_limit():
         signal.signal(signal.SIGXFSZ, old_handler)
 
 
-def test_a_failing_write_keeps_the_message_in_memory_logs_once_and_retries(tmp_path, caplog, file_size_limit, monkeypatch):
+def test_a_failing_write_keeps_the_message_in_memory_logs_once_and_retries(
+    tmp_path, caplog, file_size_limit, monkeypatch
+):
     import edge.spool
 
     spool = DiskSpool(tmp_path / "spool")
@@ -116,7 +118,7 @@ def test_delivered_in_memory_message_needs_no_file(tmp_path, file_size_limit):
         spool.append(Message("t/x", b"y" * 9000, 1, False))
     finally:
         file_size_limit(False)
-    (name, _), = spool.pending()
+    ((name, _),) = spool.pending()
     spool.remove(name)  # acknowledged by the broker
     assert len(spool) == 0 and spool.unsaved == 0
 

@@ -45,7 +45,9 @@ def test_smoothing_weight_depends_on_time_not_frames():
 
 
 def test_a_face_walking_across_keeps_one_id_and_gets_new_updates_end():
-    config = TrackingConfig(min_frames=3, max_missing_seconds=0.5, heartbeat_seconds=1.0, min_update_seconds=0.5)
+    config = TrackingConfig(
+        min_frames=3, max_missing_seconds=0.5, heartbeat_seconds=1.0, min_update_seconds=0.5
+    )
     tracker = FaceTracker(config, EMOTIONS, id_prefix="t")
     frames = [[((10 + 4 * i, 50, 80, 80), p("happy"))] for i in range(90)] + [[]] * 30
     events = run(tracker, frames)
@@ -63,7 +65,9 @@ def test_a_face_walking_across_keeps_one_id_and_gets_new_updates_end():
 
 
 def test_emotion_change_publishes_update_at_a_bounded_rate():
-    config = TrackingConfig(min_frames=1, smoothing_seconds=0.0, heartbeat_seconds=0.0, min_update_seconds=0.5)
+    config = TrackingConfig(
+        min_frames=1, smoothing_seconds=0.0, heartbeat_seconds=0.0, min_update_seconds=0.5
+    )
     tracker = FaceTracker(config, EMOTIONS, id_prefix="t")
     # flickers every frame between happy and sad: updates no more often than every 0.5 s
     frames = [[((50, 50, 80, 80), p("happy" if i % 2 else "sad"))] for i in range(60)]
@@ -74,7 +78,9 @@ def test_emotion_change_publishes_update_at_a_bounded_rate():
 
 
 def test_smoothing_ignores_a_one_frame_flicker():
-    config = TrackingConfig(min_frames=1, smoothing_seconds=0.5, heartbeat_seconds=0.0, min_update_seconds=0.0)
+    config = TrackingConfig(
+        min_frames=1, smoothing_seconds=0.5, heartbeat_seconds=0.0, min_update_seconds=0.0
+    )
     tracker = FaceTracker(config, EMOTIONS, id_prefix="t")
     frames = [[((50, 50, 80, 80), p("sad" if i == 20 else "happy"))] for i in range(40)]
     assert [e.kind for _, e in run(tracker, frames)] == ["new"]
@@ -100,11 +106,17 @@ def test_two_people_get_two_ids_and_end_all_summarises_both():
 def test_the_summary_says_how_the_person_seemed_on_arrival_at_the_peak_and_on_leaving():
     tracker = FaceTracker(TrackingConfig(min_frames=3, smoothing_seconds=0.2), EMOTIONS, id_prefix="t")
     box = (10, 10, 80, 80)
-    frames = [[(box, p("neutral", 0.8))]] * 30 + [[(box, p("angry", 0.95))]] * 30 + [[(box, p("happy", 0.7))]] * 60
+    frames = (
+        [[(box, p("neutral", 0.8))]] * 30 + [[(box, p("angry", 0.95))]] * 30 + [[(box, p("happy", 0.7))]] * 60
+    )
     frames += [[]] * 40  # gone: the visit ends
     ends = [e for _, e in run(tracker, frames) if e.kind == "end"]
     summary = ends[0].summary
-    assert summary["arrival"]["emotion"] == "neutral" and summary["arrival"]["time"] == pytest.approx(1_700_000_000 + 2 / 30)
+    assert summary["arrival"]["emotion"] == "neutral" and summary["arrival"]["time"] == pytest.approx(
+        1_700_000_000 + 2 / 30
+    )
     assert summary["peak"]["emotion"] == "angry" and summary["peak"]["probability"] > 0.9
     assert 1_700_000_001 < summary["peak"]["time"] < 1_700_000_002  # during the angry second
-    assert summary["departure"]["emotion"] == "happy" and summary["departure"]["time"] == pytest.approx(1_700_000_000 + 119 / 30)
+    assert summary["departure"]["emotion"] == "happy" and summary["departure"]["time"] == pytest.approx(
+        1_700_000_000 + 119 / 30
+    )

@@ -59,7 +59,9 @@ def test_affine_matrices_stay_within_the_configured_ranges():
     flips = np.linalg.det(m[:, :, :2]) < 0
     assert 0.4 < flips.mean() < 0.6
     no_flip = Augmentation(horizontal_flip=False, rotation_degrees=0, zoom_fraction=0, shift_fraction=0)
-    np.testing.assert_allclose(affine_matrices(3, 48, no_flip, np.random.default_rng(0))[:, :, :2], [np.eye(2)] * 3)
+    np.testing.assert_allclose(
+        affine_matrices(3, 48, no_flip, np.random.default_rng(0))[:, :, :2], [np.eye(2)] * 3
+    )
 
 
 def test_class_weights_favour_rare_classes_and_keep_mean_one():
@@ -82,11 +84,28 @@ def _log_epochs(run_dir: Path) -> list[int]:
 def test_training_killed_mid_run_resumes_on_its_schedule(tmp_path, synthetic_csv):
     run_dir = tmp_path / "run"
     command = [
-        sys.executable, "-m", "training", "--data", str(synthetic_csv), "--run-dir", str(run_dir),
-        "--epochs", "4", "--batch-size", "32", "--lr-patience", "1", "--stop-patience", "10", "--verbose", "0",
+        sys.executable,
+        "-m",
+        "training",
+        "--data",
+        str(synthetic_csv),
+        "--run-dir",
+        str(run_dir),
+        "--epochs",
+        "4",
+        "--batch-size",
+        "32",
+        "--lr-patience",
+        "1",
+        "--stop-patience",
+        "10",
+        "--verbose",
+        "0",
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
     deadline = time.monotonic() + 180
     state_path = run_dir / "state.json"
     while time.monotonic() < deadline:
@@ -124,7 +143,9 @@ def test_training_killed_mid_run_resumes_on_its_schedule(tmp_path, synthetic_csv
 def test_cosine_schedule_anneals_from_the_initial_to_the_minimum_rate():
     from training.schedule import cosine_learning_rate
 
-    settings = TrainSettings(data="x", epochs=5, learning_rate=1e-3, min_learning_rate=1e-6, schedule="cosine")
+    settings = TrainSettings(
+        data="x", epochs=5, learning_rate=1e-3, min_learning_rate=1e-6, schedule="cosine"
+    )
     rates = [cosine_learning_rate(settings, epoch) for epoch in range(5)]
     assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-6)
     assert rates[2] == pytest.approx((1e-3 + 1e-6) / 2)
@@ -137,20 +158,31 @@ def test_second_stage_starts_from_a_checkpoint_and_keeps_every_epoch(tmp_path, s
     start = keras.models.load_model(first / "best.keras")
     second = tmp_path / "second"
     settings = TrainSettings(
-        data=str(synthetic_csv), epochs=3, batch_size=32, schedule="cosine", learning_rate=1e-5,
-        min_learning_rate=1e-6, init_from=str(first / "best.keras"), keep_epoch_weights=True, stop_patience=100,
+        data=str(synthetic_csv),
+        epochs=3,
+        batch_size=32,
+        schedule="cosine",
+        learning_rate=1e-5,
+        min_learning_rate=1e-6,
+        init_from=str(first / "best.keras"),
+        keep_epoch_weights=True,
+        stop_patience=100,
     )
     state = train(settings, second, verbose=0)
     assert state.epoch == 3 and state.learning_rate == pytest.approx(1e-6)
-    assert sorted(p.name for p in (second / "epochs").iterdir()) == [f"epoch-00{i}.weights.h5" for i in (1, 2, 3)]
+    assert sorted(p.name for p in (second / "epochs").iterdir()) == [
+        f"epoch-00{i}.weights.h5" for i in (1, 2, 3)
+    ]
     # Epoch 1 began from the first stage's weights, not from random ones: after one epoch at
     # a tiny rate its kernels are still those weights.
     epoch1 = make_mini_xception()
     epoch1.load_weights(second / "epochs" / "epoch-001.weights.h5")
 
     def kernel_distance(model):
-        return max(float(np.abs(a.numpy() - b.numpy()).max())
-                   for a, b in zip(model.trainable_weights, start.trainable_weights))
+        return max(
+            float(np.abs(a.numpy() - b.numpy()).max())
+            for a, b in zip(model.trainable_weights, start.trainable_weights)
+        )
 
     assert kernel_distance(epoch1) < 1e-3 < kernel_distance(make_mini_xception())
 
@@ -171,7 +203,10 @@ def test_second_stage_starts_from_a_checkpoint_and_keeps_every_epoch(tmp_path, s
         np.testing.assert_allclose(weight.numpy(), expected, rtol=1e-5, atol=1e-6)
 
     with pytest.raises(TrainingError, match="no such checkpoint"):
-        train(TrainSettings(data=str(synthetic_csv), init_from=str(tmp_path / "absent.keras")), tmp_path / "third")
+        train(
+            TrainSettings(data=str(synthetic_csv), init_from=str(tmp_path / "absent.keras")),
+            tmp_path / "third",
+        )
     with pytest.raises(TrainingError, match="unknown schedule"):
         train(TrainSettings(data=str(synthetic_csv), schedule="linear"), tmp_path / "fourth")
 
@@ -193,8 +228,15 @@ def test_distillation_trains_against_the_teachers_cached_probabilities(tmp_path,
     first = tmp_path / "teacher"
     train(TrainSettings(data=str(synthetic_csv), epochs=1, batch_size=32), first, verbose=0)
     student = tmp_path / "student"
-    settings = TrainSettings(data=str(synthetic_csv), epochs=2, batch_size=32, teacher=str(first / "best.keras"),
-                             teacher_views="mirror", schedule="cosine", stop_patience=100)
+    settings = TrainSettings(
+        data=str(synthetic_csv),
+        epochs=2,
+        batch_size=32,
+        teacher=str(first / "best.keras"),
+        teacher_views="mirror",
+        schedule="cosine",
+        stop_patience=100,
+    )
     state = train(settings, student, verbose=0)
     assert state.epoch == 2 and np.isfinite(state.best_val_loss)
     cached = np.load(student / "teacher-probabilities.npy")
@@ -206,10 +248,16 @@ def test_distillation_trains_against_the_teachers_cached_probabilities(tmp_path,
     assert state.epoch == 3
 
     with pytest.raises(TrainingError, match="--teacher .*no such model"):
-        train(TrainSettings(data=str(synthetic_csv), teacher=str(tmp_path / "absent.keras")), tmp_path / "other")
+        train(
+            TrainSettings(data=str(synthetic_csv), teacher=str(tmp_path / "absent.keras")), tmp_path / "other"
+        )
     with pytest.raises(TrainingError, match="--teacher-views 'sideways'"):
-        train(TrainSettings(data=str(synthetic_csv), teacher=str(student / "best.keras"), teacher_views="sideways"),
-              tmp_path / "another")
+        train(
+            TrainSettings(
+                data=str(synthetic_csv), teacher=str(student / "best.keras"), teacher_views="sideways"
+            ),
+            tmp_path / "another",
+        )
 
 
 def test_batchnorm_statistics_are_re_measured_as_the_mean_over_all_batches():
@@ -222,11 +270,14 @@ def test_batchnorm_statistics_are_re_measured_as_the_mean_over_all_batches():
     conv = keras.Model(model.inputs, first_bn.input)
     outputs = conv(images[..., None].astype(np.float32)).numpy()
     batch_means = [outputs[i : i + 32].mean(axis=(0, 1, 2)) for i in range(0, 96, 32)]
-    np.testing.assert_allclose(first_bn.moving_mean.numpy(), np.mean(batch_means, axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        first_bn.moving_mean.numpy(), np.mean(batch_means, axis=0), rtol=1e-4, atol=1e-5
+    )
     assert first_bn.momentum == 0.99  # restored
 
 
 # -- settings, the command line and the run folder ----------------------------------------
+
 
 def test_every_setting_is_a_documented_option_and_the_dataclass_decides_the_defaults():
     from dataclasses import fields
@@ -259,18 +310,52 @@ def test_every_setting_is_a_documented_option_and_the_dataclass_decides_the_defa
 # The settings.json a run started before the settings were derived from the dataclass wrote
 # (a VGG teacher, cosine schedule, custom augmentation): the same command must resume it.
 EARLIER_RUN_SETTINGS = {
-    "data": "fer2013.csv.gz", "epochs": 100, "batch_size": 64, "learning_rate": 0.001,
-    "validation_fraction": 0.1, "seed": 1337, "class_weights": "none", "l2": 0.0001, "lr_patience": 6,
-    "lr_factor": 0.1, "min_learning_rate": 1e-05, "stop_patience": 1000,
-    "augmentation": {"rotation_degrees": 15, "shift_fraction": 0.15, "zoom_fraction": 0.15,
-                     "horizontal_flip": True, "brightness": 0.15, "contrast": 0.25, "gamma": 0.25,
-                     "blur_probability": 0.2, "noise_std": 3, "erasing_probability": 0.5},
-    "max_train_faces": 0, "schedule": "cosine", "init_from": "", "keep_epoch_weights": False, "teacher": "",
-    "teacher_views": "mirror-shift", "distill_weight": 0.5, "distill_temperature": 2.0, "architecture": "vgg",
+    "data": "fer2013.csv.gz",
+    "epochs": 100,
+    "batch_size": 64,
+    "learning_rate": 0.001,
+    "validation_fraction": 0.1,
+    "seed": 1337,
+    "class_weights": "none",
+    "l2": 0.0001,
+    "lr_patience": 6,
+    "lr_factor": 0.1,
+    "min_learning_rate": 1e-05,
+    "stop_patience": 1000,
+    "augmentation": {
+        "rotation_degrees": 15,
+        "shift_fraction": 0.15,
+        "zoom_fraction": 0.15,
+        "horizontal_flip": True,
+        "brightness": 0.15,
+        "contrast": 0.25,
+        "gamma": 0.25,
+        "blur_probability": 0.2,
+        "noise_std": 3,
+        "erasing_probability": 0.5,
+    },
+    "max_train_faces": 0,
+    "schedule": "cosine",
+    "init_from": "",
+    "keep_epoch_weights": False,
+    "teacher": "",
+    "teacher_views": "mirror-shift",
+    "distill_weight": 0.5,
+    "distill_temperature": 2.0,
+    "architecture": "vgg",
 }
-EARLIER_RUN_STATE = {"epoch": 4, "learning_rate": 0.0009977586016736769, "best_val_loss": 1.5311061143875122,
-                     "best_val_accuracy": 0.46518105268478394, "best_epoch": 4, "lr_wait": 0, "stop_wait": 0,
-                     "finished": False, "stop_reason": "", "seconds": 1438.789818695}
+EARLIER_RUN_STATE = {
+    "epoch": 4,
+    "learning_rate": 0.0009977586016736769,
+    "best_val_loss": 1.5311061143875122,
+    "best_val_accuracy": 0.46518105268478394,
+    "best_epoch": 4,
+    "lr_wait": 0,
+    "stop_wait": 0,
+    "finished": False,
+    "stop_reason": "",
+    "seconds": 1438.789818695,
+}
 
 
 def test_a_run_started_by_an_earlier_version_resumes_with_the_same_command(tmp_path):
@@ -284,13 +369,35 @@ def test_a_run_started_by_an_earlier_version_resumes_with_the_same_command(tmp_p
     saved = json.dumps(EARLIER_RUN_SETTINGS, indent=2) + "\n"
     (run_dir / "settings.json").write_text(saved)
     (run_dir / "state.json").write_text(json.dumps(EARLIER_RUN_STATE, indent=2))
-    augmentation = ('{"rotation_degrees": 15, "shift_fraction": 0.15, "zoom_fraction": 0.15, '
-                    '"erasing_probability": 0.5, "brightness": 0.15, "contrast": 0.25, "gamma": 0.25, '
-                    '"blur_probability": 0.2, "noise_std": 3}')
-    args = build_parser().parse_args([
-        "--data", "fer2013.csv.gz", "--run-dir", str(run_dir), "--architecture", "vgg", "--schedule",
-        "cosine", "--epochs", "100", "--learning-rate", "1e-3", "--min-learning-rate", "1e-5",
-        "--stop-patience", "1000", "--verbose", "2", "--augmentation", augmentation])
+    augmentation = (
+        '{"rotation_degrees": 15, "shift_fraction": 0.15, "zoom_fraction": 0.15, '
+        '"erasing_probability": 0.5, "brightness": 0.15, "contrast": 0.25, "gamma": 0.25, '
+        '"blur_probability": 0.2, "noise_std": 3}'
+    )
+    args = build_parser().parse_args(
+        [
+            "--data",
+            "fer2013.csv.gz",
+            "--run-dir",
+            str(run_dir),
+            "--architecture",
+            "vgg",
+            "--schedule",
+            "cosine",
+            "--epochs",
+            "100",
+            "--learning-rate",
+            "1e-3",
+            "--min-learning-rate",
+            "1e-5",
+            "--stop-patience",
+            "1000",
+            "--verbose",
+            "2",
+            "--augmentation",
+            augmentation,
+        ]
+    )
     settings = settings_from_args(args)
     run = RunFolder(run_dir)
     assert run.settings() == settings
@@ -306,13 +413,21 @@ def test_a_run_started_by_an_earlier_version_resumes_with_the_same_command(tmp_p
 
 
 @pytest.mark.parametrize("schedule", ["plateau", "cosine"])
-def test_a_run_stopped_after_an_epoch_resumes_as_if_never_stopped(tmp_path, synthetic_csv, monkeypatch,
-                                                                  schedule):
+def test_a_run_stopped_after_an_epoch_resumes_as_if_never_stopped(
+    tmp_path, synthetic_csv, monkeypatch, schedule
+):
     import training.train as loop
     from training.run_folder import RunFolder
 
-    settings = TrainSettings(data=str(synthetic_csv), epochs=4, batch_size=32, lr_patience=1,
-                             stop_patience=10, schedule=schedule, min_learning_rate=1e-5)
+    settings = TrainSettings(
+        data=str(synthetic_csv),
+        epochs=4,
+        batch_size=32,
+        lr_patience=1,
+        stop_patience=10,
+        schedule=schedule,
+        min_learning_rate=1e-5,
+    )
     rates: list[tuple[int, float]] = []  # (epoch, learning rate) as each epoch began
     learning_rate_for = loop.learning_rate_for
 
@@ -348,6 +463,8 @@ def test_a_run_stopped_after_an_epoch_resumes_as_if_never_stopped(tmp_path, synt
         assert getattr(resumed, key) == getattr(whole, key), key
     # The epoch the kill cut short is logged by neither run (its state was saved, its log row not).
     with open(tmp_path / "whole" / "log.csv") as a, open(tmp_path / "resumed" / "log.csv") as b:
-        losses = [{int(row["epoch"]): float(row["val_loss"]) for row in csv.DictReader(handle)} for handle in (a, b)]
+        losses = [
+            {int(row["epoch"]): float(row["val_loss"]) for row in csv.DictReader(handle)} for handle in (a, b)
+        ]
     assert list(losses[0]) == [0, 1, 2, 3] and list(losses[1]) == [0, 2, 3]
     assert [losses[1][e] for e in (0, 2, 3)] == pytest.approx([losses[0][e] for e in (0, 2, 3)], rel=0.05)

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import start_daemon
+from bench.harness import make_certificates, start_daemon
 from edge.config import parse_config
 from edge.mqtt import tls_context
 from edge.transport import Transport
 from tests.broker import Broker
 from tests.conftest import wait_until
-from tests.test_service import make_certificates
 
 
 class FakeServer:
@@ -65,7 +64,13 @@ class FakeServer:
 
 
 def mqtt_config(port: int, **mqtt) -> object:
-    values = {"host": "127.0.0.1", "port": port, "connect_timeout_seconds": 2, "reconnect_max_seconds": 4, **mqtt}
+    values = {
+        "host": "127.0.0.1",
+        "port": port,
+        "connect_timeout_seconds": 2,
+        "reconnect_max_seconds": 4,
+        **mqtt,
+    }
     return parse_config({"mqtt": values}).mqtt
 
 
@@ -80,7 +85,9 @@ def run_transport(config, seconds: float, client_id: str = "t", **kwargs) -> Tra
 
 
 def errors(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and r.name == "edge.transport"]
+    return [
+        r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and r.name == "edge.transport"
+    ]
 
 
 @pytest.fixture
@@ -90,7 +97,9 @@ def certs(tmp_path) -> dict[str, Path]:
 
 @pytest.fixture
 def tls_broker(tmp_path, certs):
-    broker = Broker(tmp_path, f"cafile {certs['ca.crt']}\ncertfile {certs['server.crt']}\nkeyfile {certs['server.key']}\n")
+    broker = Broker(
+        tmp_path, f"cafile {certs['ca.crt']}\ncertfile {certs['server.crt']}\nkeyfile {certs['server.key']}\n"
+    )
     broker.start()
     yield broker
     broker.stop()
@@ -130,7 +139,10 @@ def test_a_server_that_accepts_and_never_answers_is_named_and_retried_with_backo
         run_transport(mqtt_config(server.port), 9.5)
     finally:
         server.close()
-    expected = "no answer to the MQTT CONNECT within 2 s (mqtt.connect_timeout_seconds): is it an MQTT broker? is this a TLS port?"
+    expected = (
+        "no answer to the MQTT CONNECT within 2 s (mqtt.connect_timeout_seconds): "
+        "is it an MQTT broker? is this a TLS port?"
+    )
     assert [e for e in errors(caplog) if expected in e] and len(errors(caplog)) == 1, errors(caplog)
     # 2 s waiting for a CONNACK, then 1 s, 2 s, 4 s of backoff: 3 attempts in 9.5 s, not a tight loop
     assert 2 <= server.accepted <= 3, server.accepted
@@ -145,18 +157,33 @@ def test_a_silent_server_on_8883_asks_whether_it_is_a_tls_port(caplog):
         run_transport(mqtt_config(8883), 3)
     finally:
         server.close()
-    assert any("no answer to the MQTT CONNECT within 2 s (mqtt.connect_timeout_seconds): is this a TLS port? "
-               "8883 usually is; set mqtt.tls.enabled: true" in e for e in errors(caplog)), errors(caplog)
+    assert any(
+        "no answer to the MQTT CONNECT within 2 s (mqtt.connect_timeout_seconds): is this a TLS port? "
+        "8883 usually is; set mqtt.tls.enabled: true" in e
+        for e in errors(caplog)
+    ), errors(caplog)
 
 
-@pytest.mark.parametrize("reply, expected", [
-    (lambda data: b"HTTP/1.1 400 Bad Request\r\n\r\n",
-     "the server answered with something that is not MQTT ('HTTP/1.1 400 Bad'...): is mqtt.host/mqtt.port an MQTT broker?"),
-    (lambda data: b"\x15\x03\x03\x00\x02\x02\x46",  # a TLS alert record: protocol_version
-     "the server answered the MQTT CONNECT with a TLS alert: is this a TLS port? set mqtt.tls.enabled: true"),
-    (lambda data: b"",  # accepts, reads the CONNECT, hangs up
-     "the server closed the connection without answering the MQTT CONNECT: is this a TLS port"),
-], ids=["http", "tls-alert", "hangs-up"])
+@pytest.mark.parametrize(
+    "reply, expected",
+    [
+        (
+            lambda data: b"HTTP/1.1 400 Bad Request\r\n\r\n",
+            "the server answered with something that is not MQTT ('HTTP/1.1 400 Bad'...): "
+            "is mqtt.host/mqtt.port an MQTT broker?",
+        ),
+        (
+            lambda data: b"\x15\x03\x03\x00\x02\x02\x46",  # a TLS alert record: protocol_version
+            "the server answered the MQTT CONNECT with a TLS alert: is this a TLS port? "
+            "set mqtt.tls.enabled: true",
+        ),
+        (
+            lambda data: b"",  # accepts, reads the CONNECT, hangs up
+            "the server closed the connection without answering the MQTT CONNECT: is this a TLS port",
+        ),
+    ],
+    ids=["http", "tls-alert", "hangs-up"],
+)
 def test_a_server_that_is_not_mqtt_is_named(caplog, reply, expected):
     server = FakeServer(reply=reply)
     try:
@@ -169,29 +196,41 @@ def test_a_server_that_is_not_mqtt_is_named(caplog, reply, expected):
 
 def test_a_plain_client_against_a_real_mosquitto_tls_port_asks_whether_it_is_a_tls_port(tls_broker, caplog):
     run_transport(mqtt_config(tls_broker.port), 2)
-    assert [e for e in errors(caplog) if "without answering the MQTT CONNECT: is this a TLS port" in e], errors(caplog)
+    assert [e for e in errors(caplog) if "without answering the MQTT CONNECT: is this a TLS port" in e], (
+        errors(caplog)
+    )
 
 
 def test_a_tls_client_against_a_real_plain_mosquitto_says_tls(tmp_path, broker, certs, caplog):
-    config = mqtt_config(broker.port, host="localhost", tls={"enabled": True, "ca_file": str(certs["ca.crt"])})
+    config = mqtt_config(
+        broker.port, host="localhost", tls={"enabled": True, "ca_file": str(certs["ca.crt"])}
+    )
     run_transport(config, 2, tls_context=tls_context(config.tls))
-    assert [e for e in errors(caplog) if "TLS handshake failed" in e and "is this a plain, non-TLS MQTT port" in e], \
-        errors(caplog)
+    assert [
+        e for e in errors(caplog) if "TLS handshake failed" in e and "is this a plain, non-TLS MQTT port" in e
+    ], errors(caplog)
 
 
 def test_a_tls_client_against_a_silent_server_says_tls(certs, caplog):
     server = FakeServer(reply=None)
-    config = mqtt_config(server.port, host="localhost", tls={"enabled": True, "ca_file": str(certs["ca.crt"])})
+    config = mqtt_config(
+        server.port, host="localhost", tls={"enabled": True, "ca_file": str(certs["ca.crt"])}
+    )
     try:
         run_transport(config, 3, tls_context=tls_context(config.tls))
     finally:
         server.close()
-    assert [e for e in errors(caplog) if "TLS handshake failed: no answer to the TLS hello within "
-            "mqtt.connect_timeout_seconds" in e], errors(caplog)
+    assert [
+        e
+        for e in errors(caplog)
+        if "TLS handshake failed: no answer to the TLS hello within mqtt.connect_timeout_seconds" in e
+    ], errors(caplog)
 
 
 def test_tls_to_a_real_mosquitto_connects(tls_broker, certs):
-    config = mqtt_config(tls_broker.port, host="localhost", tls={"enabled": True, "ca_file": str(certs["ca.crt"])})
+    config = mqtt_config(
+        tls_broker.port, host="localhost", tls={"enabled": True, "ca_file": str(certs["ca.crt"])}
+    )
     transport = Transport(config, "tls", tls_context=tls_context(config.tls))
     transport.start()
     try:
@@ -210,8 +249,14 @@ def test_two_clients_with_the_same_id_name_the_clash_once_and_back_off(broker, c
     time.sleep(25)
     for client in clients:
         client.stop()
-    named = [e for e in errors(caplog) if "same client id 'fer-kiosk-clone'" in e and "mqtt.device_id" in e
-             and "mqtt.client_id" in e and "instead of fighting" in e]
+    named = [
+        e
+        for e in errors(caplog)
+        if "same client id 'fer-kiosk-clone'" in e
+        and "mqtt.device_id" in e
+        and "mqtt.client_id" in e
+        and "instead of fighting" in e
+    ]
     assert 1 <= len(named) <= 2, errors(caplog)  # once per client at most
     connections = sum("New client connected" in line for line in broker.log_path.read_text().splitlines())
     # Fighting at a 1 s backoff makes ~50 connections in 25 s; backing off, about a dozen.
@@ -220,17 +265,24 @@ def test_two_clients_with_the_same_id_name_the_clash_once_and_back_off(broker, c
 
 # -- the same, through the daemon ----------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_the_daemon_names_a_silent_server_and_keeps_running(tmp_path):
     from tests.test_service import config_file
 
     server = FakeServer(reply=None)
-    config = config_file(tmp_path, server.port, str(tmp_path / "no-camera.avi"),
-                         mqtt={"connect_timeout_seconds": 2, "reconnect_max_seconds": 4})
+    config = config_file(
+        tmp_path,
+        server.port,
+        str(tmp_path / "no-camera.avi"),
+        mqtt={"connect_timeout_seconds": 2, "reconnect_max_seconds": 4},
+    )
     log = tmp_path / "d.log"
     daemon = start_daemon(config, log)
     try:
-        assert wait_until(lambda: "no answer to the MQTT CONNECT within 2 s" in log.read_text(), 60), log.read_text()
+        assert wait_until(lambda: "no answer to the MQTT CONNECT within 2 s" in log.read_text(), 60), (
+            log.read_text()
+        )
         time.sleep(6)
         assert daemon.poll() is None
     finally:
@@ -251,7 +303,9 @@ def test_two_daemons_with_the_same_device_id_say_so_and_back_off(tmp_path, broke
     for name in ("a", "b"):
         folder = tmp_path / name
         folder.mkdir()
-        config = config_file(folder, broker.port, str(folder / "no-camera.avi"), mqtt={"reconnect_max_seconds": 8})
+        config = config_file(
+            folder, broker.port, str(folder / "no-camera.avi"), mqtt={"reconnect_max_seconds": 8}
+        )
         logs.append(folder / "d.log")
         daemons.append(start_daemon(config, logs[-1]))
     try:

@@ -7,17 +7,28 @@ import paho.mqtt.client as mqtt
 
 from edge.watch import format_message
 from tests.conftest import ROOT
-from tests.test_service import secure_broker  # noqa: F401  (fixture: Mosquitto with TLS and passwords)
 
 
 def test_format_lines_for_events_state_and_stats():
-    event = {"type": "end", "time": "2026-11-24T09:15:41.002Z", "device": "k1", "face_id": "a-1", "emotion": "happy",
-             "confidence": 0.83, "box": [1, 2, 3, 4],
-             "summary": {"duration_s": 37.6, "frames": 1102, "dominant_emotion": "happy"}}
+    event = {
+        "type": "end",
+        "time": "2026-11-24T09:15:41.002Z",
+        "device": "k1",
+        "face_id": "a-1",
+        "emotion": "happy",
+        "confidence": 0.83,
+        "box": [1, 2, 3, 4],
+        "summary": {"duration_s": 37.6, "frames": 1102, "dominant_emotion": "happy"},
+    }
     line = format_message("fer-kiosk/k1/events", json.dumps(event).encode())
     assert line.startswith("09:15:41 k1 end") and "visit 37.6 s, 1102 frames, mostly happy" in line
-    state = {"time": "2026-11-24T09:15:41.002Z", "device": "k1", "status": "running", "face_count": 1,
-             "faces": [{"face_id": "a-1", "emotion": "sad", "confidence": 0.5}]}
+    state = {
+        "time": "2026-11-24T09:15:41.002Z",
+        "device": "k1",
+        "status": "running",
+        "face_count": 1,
+        "faces": [{"face_id": "a-1", "emotion": "sad", "confidence": 0.5}],
+    }
     assert "1 face(s) a-1 sad 0.50" in format_message("fer-kiosk/k1/state", json.dumps(state).encode())
     assert format_message("fer-kiosk/k1/availability", b"online").endswith("online")
     assert "not json" in format_message("fer-kiosk/k1/events", b"not json")
@@ -26,14 +37,26 @@ def test_format_lines_for_events_state_and_stats():
 def test_watch_shows_live_messages_from_a_real_broker(tmp_path, broker):
     config = tmp_path / "c.yaml"
     config.write_text(f"mqtt:\n  host: 127.0.0.1\n  port: {broker.port}\n  device_id: k1\n")
-    watcher = subprocess.Popen([sys.executable, "-m", "edge", "watch", "--config", str(config), "--duration", "4"],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "edge", "watch", "--config", str(config), "--duration", "4"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(1.5)
     client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
-    event = {"type": "new", "time": "2026-11-24T09:15:02.417Z", "device": "k1", "face_id": "x-9",
-             "emotion": "surprise", "confidence": 0.7, "box": [5, 6, 7, 8]}
+    event = {
+        "type": "new",
+        "time": "2026-11-24T09:15:02.417Z",
+        "device": "k1",
+        "face_id": "x-9",
+        "emotion": "surprise",
+        "confidence": 0.7,
+        "box": [5, 6, 7, 8],
+    }
     client.publish("fer-kiosk/k1/events", json.dumps(event), qos=1).wait_for_publish(5)
     client.publish("fer-kiosk/other/events", json.dumps(event), qos=1).wait_for_publish(5)
     client.loop_stop()
@@ -44,8 +67,13 @@ def test_watch_shows_live_messages_from_a_real_broker(tmp_path, broker):
 
 
 def _watch(config_path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge", "watch", "--config", str(config_path), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "edge", "watch", "--config", str(config_path), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_watch_without_a_broker_says_so_and_fails(tmp_path):
@@ -63,8 +91,10 @@ def test_watch_connects_with_the_configs_credentials_and_tls_and_names_a_refusal
     credentials = tmp_path / "credentials"
     credentials.write_text("username=watcher\npassword=watch-pass\n")
     credentials.chmod(0o600)
-    mqtt_section = (f"mqtt:\n  host: localhost\n  port: {broker.port}\n  device_id: k1\n"
-                    f"  credentials_file: {credentials}\n  tls:\n    enabled: true\n    ca_file: {certs['ca.crt']}\n")
+    mqtt_section = (
+        f"mqtt:\n  host: localhost\n  port: {broker.port}\n  device_id: k1\n"
+        f"  credentials_file: {credentials}\n  tls:\n    enabled: true\n    ca_file: {certs['ca.crt']}\n"
+    )
     config = tmp_path / "c.yaml"
     config.write_text(mqtt_section)
     ok = _watch(config, "--duration", "2")
@@ -72,8 +102,13 @@ def test_watch_connects_with_the_configs_credentials_and_tls_and_names_a_refusal
     assert f"watching fer-kiosk/k1/# on localhost:{broker.port}" in ok.stderr
     credentials.write_text("username=watcher\npassword=wrong\n")
     refused = _watch(config, "--duration", "2")
-    assert refused.returncode == 1 and "refused" in refused.stderr and "Not authorized" in refused.stderr, refused.stderr
-    config.write_text(mqtt_section.replace("    enabled: true\n    ca_file: " + str(certs["ca.crt"]) + "\n",
-                                           "    enabled: false\n"))
+    assert refused.returncode == 1 and "refused" in refused.stderr and "Not authorized" in refused.stderr, (
+        refused.stderr
+    )
+    config.write_text(
+        mqtt_section.replace(
+            "    enabled: true\n    ca_file: " + str(certs["ca.crt"]) + "\n", "    enabled: false\n"
+        )
+    )
     plain = _watch(config, "--duration", "2")  # a plain client against the TLS listener
     assert plain.returncode == 1 and "Traceback" not in plain.stderr, plain.stderr

@@ -12,11 +12,11 @@ import json
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import cv2
 import pytest
+import tomllib
 
 from bench.clips import one_visit_clip
 from bench.harness import start_daemon, stop_daemon, wait_until, write_config
@@ -37,21 +37,37 @@ def installed(tmp_path_factory) -> Path:
     """bin/ of a fresh venv with the built wheel (base install: no extras) installed."""
     work = tmp_path_factory.mktemp("wheel")
     dist = work / "dist"
-    built = subprocess.run([sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)],
-                           capture_output=True, text=True, timeout=900)
+    built = subprocess.run(
+        [sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-3000:]
     wheels = list(dist.glob("fer_kiosk-*.whl"))
     assert len(wheels) == 1, list(dist.iterdir())
     subprocess.run([sys.executable, "-m", "venv", str(work / "venv")], check=True, timeout=300)
-    pip = subprocess.run([str(work / "venv/bin/python"), "-m", "pip", "install", "-q", str(wheels[0])],
-                         capture_output=True, text=True, timeout=900, cwd=work, env=_clean_env())
+    pip = subprocess.run(
+        [str(work / "venv/bin/python"), "-m", "pip", "install", "-q", str(wheels[0])],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=work,
+        env=_clean_env(),
+    )
     assert pip.returncode == 0, pip.stderr[-3000:]
     return work / "venv/bin"
 
 
 def run(bin_dir: Path, *args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([str(bin_dir / args[0]), *args[1:]], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd, env=_clean_env())
+    return subprocess.run(
+        [str(bin_dir / args[0]), *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=_clean_env(),
+    )
 
 
 def test_version(installed, tmp_path):
@@ -104,15 +120,27 @@ def test_training_tools_without_the_train_extra_say_what_to_install(installed, t
 def test_run_on_a_recording_publishes_events(installed, tmp_path, broker, subscribe):
     """`fer-kiosk run --source CLIP` from the installed wheel: a visit reaches the broker."""
     clip = one_visit_clip(tmp_path / "visit.avi")
-    config = write_config(tmp_path / "config.yaml", broker.port, "wheel-kiosk", mqtt={"stats_interval_seconds": 1},
-                          spool={"path": str(tmp_path / "spool")})
+    config = write_config(
+        tmp_path / "config.yaml",
+        broker.port,
+        "wheel-kiosk",
+        mqtt={"stats_interval_seconds": 1},
+        spool={"path": str(tmp_path / "spool")},
+    )
     sub = subscribe(broker.port, "fer-kiosk/wheel-kiosk/#")
     log = tmp_path / "daemon.log"
-    daemon = start_daemon(config, log, command=[str(installed / "fer-kiosk")], args=["--source", str(clip)],
-                          base_env=_clean_env(), cwd=tmp_path)
+    daemon = start_daemon(
+        config,
+        log,
+        command=[str(installed / "fer-kiosk")],
+        args=["--source", str(clip)],
+        base_env=_clean_env(),
+        cwd=tmp_path,
+    )
     try:
-        assert sub.wait_for(lambda: any(e["type"] == "end" for e in sub.json_on("/events")), 60), \
+        assert sub.wait_for(lambda: any(e["type"] == "end" for e in sub.json_on("/events")), 60), (
             log.read_text()[-3000:]
+        )
         assert sub.wait_for(lambda: sub.json_on("/stats"), 10), log.read_text()[-3000:]
     finally:
         code = stop_daemon(daemon, 20)
@@ -140,21 +168,33 @@ def test_quickstart_sets_up_the_broker_and_runs_the_daemon(tmp_path, subscribe):
     had_broker = _listening(1883)
     clip = one_visit_clip(tmp_path / "visit.avi")
     log = tmp_path / "quickstart.log"
-    env = {**_clean_env(), "FER_KIOSK_VENV": str(tmp_path / "venv"), "XDG_STATE_HOME": str(tmp_path / "state")}
+    env = {
+        **_clean_env(),
+        "FER_KIOSK_VENV": str(tmp_path / "venv"),
+        "XDG_STATE_HOME": str(tmp_path / "state"),
+    }
     with log.open("w") as out:
-        quickstart = subprocess.Popen(["bash", str(ROOT / "deploy/quickstart.sh"), "--source", str(clip)],
-                                      cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        quickstart = subprocess.Popen(
+            ["bash", str(ROOT / "deploy/quickstart.sh"), "--source", str(clip)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         assert wait_until(lambda: _listening(1883), 300), log.read_text()[-3000:]
         sub = subscribe(1883, "fer-kiosk/+/events")
-        assert sub.wait_for(lambda: any(e["type"] == "end" for e in sub.json_on("/events")), 300), \
+        assert sub.wait_for(lambda: any(e["type"] == "end" for e in sub.json_on("/events")), 300), (
             log.read_text()[-3000:]
+        )
     finally:
         os.killpg(quickstart.pid, signal.SIGTERM)
         code = quickstart.wait(30)
         if not had_broker:  # stop the Mosquitto the script started for this test
-            subprocess.run(["pkill", "-f", "^/usr/sbin/mosquitto -d -p 1883$|^mosquitto -d -p 1883$"], check=False)
+            subprocess.run(
+                ["pkill", "-f", "^/usr/sbin/mosquitto -d -p 1883$|^mosquitto -d -p 1883$"], check=False
+            )
     text = log.read_text()
     assert code == 0, text[-3000:]
     assert "quickstart: installing fer-kiosk into" in text and f"fer-kiosk {VERSION}" in text

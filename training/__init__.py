@@ -32,5 +32,7 @@ def missing_train_extra(prog: str) -> str | None:
     missing = [name for name in ("tensorflow", "keras") if importlib.util.find_spec(name) is None]
     if not missing:
         return None
-    return (f"error: {prog} needs {' and '.join(missing)}, which the base install leaves out: "
-            "pip install 'fer-kiosk[train]'")
+    return (
+        f"error: {prog} needs {' and '.join(missing)}, which the base install leaves out: "
+        "pip install 'fer-kiosk[train]'"
+    )

@@ -19,11 +19,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train the mini-Xception on FER2013 (CSV or image folders). "
         "Running the same command again resumes a stopped run from its last finished epoch.",
     )
-    parser.add_argument("--run-dir", required=True,
-                        help="folder for checkpoints, log and state (keep it outside the repository)")
+    parser.add_argument(
+        "--run-dir",
+        required=True,
+        help="folder for checkpoints, log and state (keep it outside the repository)",
+    )
     add_arguments(parser)  # every training setting (training/settings.py)
-    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=None,
-                        help="1: progress bar (default on a terminal), 2: one line per epoch")
+    parser.add_argument(
+        "--verbose",
+        type=int,
+        choices=(0, 1, 2),
+        default=None,
+        help="1: progress bar (default on a terminal), 2: one line per epoch",
+    )
     return parser
 
 

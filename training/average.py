@@ -86,8 +86,10 @@ def average_run(run_dir: Path, last: int, data: str | None = None) -> dict:
     x_val, y_val = faces.images[val_idx], faces.labels[val_idx]
     summary = {
         "averaged_epochs": [f.name for f in files],
-        "validation_accuracy": {"averaged": accuracy(model, x_val, y_val),
-                                "best": accuracy(best, x_val, y_val)},
+        "validation_accuracy": {
+            "averaged": accuracy(model, x_val, y_val),
+            "best": accuracy(best, x_val, y_val),
+        },
     }
     run.save_averaging(model, summary)
     return summary

@@ -44,8 +44,9 @@ def distillation_targets(labels: np.ndarray, teacher: np.ndarray, weight: float)
     return ((1 - weight) * one_hot + weight * teacher).astype(np.float32)
 
 
-def teacher_probabilities(settings: TrainSettings, run: RunFolder, images: np.ndarray,
-                          labels: np.ndarray) -> np.ndarray:
+def teacher_probabilities(
+    settings: TrainSettings, run: RunFolder, images: np.ndarray, labels: np.ndarray
+) -> np.ndarray:
     """The teacher's softened probabilities on the (unaugmented) training faces, cached in
     the run folder: a resumed run trains against the very same targets."""
     cached = run.teacher_probabilities(len(images), len(EMOTIONS))
@@ -59,8 +60,9 @@ def teacher_probabilities(settings: TrainSettings, run: RunFolder, images: np.nd
     if not source.is_file():
         raise TrainingError(f"--teacher {source}: no such model")
     if settings.teacher_views not in VIEW_SETS:
-        raise TrainingError(f"--teacher-views {settings.teacher_views!r}: "
-                            f"expected one of {sorted(VIEW_SETS)}")
+        raise TrainingError(
+            f"--teacher-views {settings.teacher_views!r}: expected one of {sorted(VIEW_SETS)}"
+        )
     try:
         teacher = keras.models.load_model(source, compile=False)
     except Exception as err:
@@ -68,8 +70,12 @@ def teacher_probabilities(settings: TrainSettings, run: RunFolder, images: np.nd
     raw = keras_probabilities(teacher, images, VIEW_SETS[settings.teacher_views])
     probabilities = soften(raw, settings.distill_temperature).astype(np.float32)
     run.save_teacher_probabilities(probabilities)
-    _LOGGER.info("teacher %s (%s views) agrees with %.1f %% of the training labels", source,
-                 settings.teacher_views, 100 * float((probabilities.argmax(1) == labels).mean()))
+    _LOGGER.info(
+        "teacher %s (%s views) agrees with %.1f %% of the training labels",
+        source,
+        settings.teacher_views,
+        100 * float((probabilities.argmax(1) == labels).mean()),
+    )
     return probabilities
 
 
@@ -116,6 +122,8 @@ def training_data(settings: TrainSettings, run: RunFolder) -> TrainingData:
     sample_weights = None if settings.class_weights == "none" else weights[labels].astype(np.float32)
     _LOGGER.info(
         "training on %d faces, validating on %d (carved from Training, stratified, seed %d)",
-        len(labels), len(y_val), settings.seed,
+        len(labels),
+        len(y_val),
+        settings.seed,
     )
     return TrainingData(images, labels, x_val, y_val, teacher, sample_weights)

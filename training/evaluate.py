@@ -29,8 +29,10 @@ class KerasClassifier:
 
         self.model_path = Path(model_path)
         if self.model_path.suffix != ".keras":
-            raise EvaluationError(f"{self.model_path.name}: python -m training.evaluate takes a .keras "
-                                  "model; a .tflite is evaluated by fer-kiosk evaluate")
+            raise EvaluationError(
+                f"{self.model_path.name}: python -m training.evaluate takes a .keras "
+                "model; a .tflite is evaluated by fer-kiosk evaluate"
+            )
         if not self.model_path.is_file():
             raise EvaluationError(f"model file {self.model_path} not found")
         self.contract = ModelContract(views=VIEW_SETS[views or "single"], model_format="keras")
@@ -51,8 +53,11 @@ class KerasClassifier:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m training.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_arguments(parser, None, "the .keras model to evaluate (e.g. RUN_DIR/best.keras)")
     return parser
 

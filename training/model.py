@@ -90,8 +90,14 @@ def make_vgg_teacher(
     x = layers.Rescaling(NORMALIZATION_SCALE, NORMALIZATION_OFFSET, name="normalize")(inputs)
     for stage, filters in enumerate(widths, start=1):
         for i in (1, 2):
-            x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_regularizer=reg,
-                              name=f"stage{stage}_conv{i}")(x)
+            x = layers.Conv2D(
+                filters,
+                3,
+                padding="same",
+                use_bias=False,
+                kernel_regularizer=reg,
+                name=f"stage{stage}_conv{i}",
+            )(x)
             x = layers.BatchNormalization(name=f"stage{stage}_bn{i}")(x)
             x = layers.Activation("relu", name=f"stage{stage}_relu{i}")(x)
         x = layers.MaxPooling2D(2, name=f"stage{stage}_pool")(x)
@@ -120,8 +126,9 @@ def build_model(settings: TrainSettings) -> keras.Model:
         try:
             model.set_weights(keras.models.load_model(source, compile=False).get_weights())
         except Exception as err:  # not a Keras file, or another architecture
-            raise TrainingError(f"--init-from {source}: cannot load it as a {settings.architecture} "
-                                f"({err})") from err
+            raise TrainingError(
+                f"--init-from {source}: cannot load it as a {settings.architecture} ({err})"
+            ) from err
         _LOGGER.info("starting from the weights of %s", source)
     return model
 

@@ -103,12 +103,16 @@ class RunFolder:
         saved = _read_json(path)
         if saved is not None:
             previous = asdict(TrainSettings.from_dict(saved))
-            changed = {key: (previous[key], value) for key, value in asdict(settings).items()
-                       if key not in TrainSettings.RESUMABLE_CHANGES and previous[key] != value}
+            changed = {
+                key: (previous[key], value)
+                for key, value in asdict(settings).items()
+                if key not in TrainSettings.RESUMABLE_CHANGES and previous[key] != value
+            }
             if changed:
                 details = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-                raise TrainingError(f"{self.path} was started with other settings ({details}); "
-                                    "use a new run folder")
+                raise TrainingError(
+                    f"{self.path} was started with other settings ({details}); use a new run folder"
+                )
         if saved != asdict(settings):
             _write_json(path, asdict(settings))
         return self.state() or RunState(learning_rate=settings.learning_rate)

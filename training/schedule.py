@@ -48,8 +48,11 @@ def record_validation(state: RunState, epoch: int, val_loss: float, val_accuracy
 def plateau_drop(settings: TrainSettings, state: RunState) -> bool:
     """The plateau schedule: after ``lr_patience`` epochs without a better validation loss,
     the rate is multiplied by ``lr_factor`` (not below the minimum). True when it dropped."""
-    if (settings.schedule != "plateau" or state.lr_wait < settings.lr_patience
-            or state.learning_rate <= settings.min_learning_rate * 1.0001):
+    if (
+        settings.schedule != "plateau"
+        or state.lr_wait < settings.lr_patience
+        or state.learning_rate <= settings.min_learning_rate * 1.0001
+    ):
         return False
     state.learning_rate = max(state.learning_rate * settings.lr_factor, settings.min_learning_rate)
     state.lr_wait = 0
@@ -79,8 +82,9 @@ class EpochOutcome:
     early_stop: bool
 
 
-def end_of_epoch(settings: TrainSettings, state: RunState, epoch: int, val_loss: float,
-                 val_accuracy: float) -> EpochOutcome:
+def end_of_epoch(
+    settings: TrainSettings, state: RunState, epoch: int, val_loss: float, val_accuracy: float
+) -> EpochOutcome:
     """Every rule, in order, after 0-based ``epoch``."""
     best = record_validation(state, epoch, val_loss, val_accuracy)
     dropped = plateau_drop(settings, state)

@@ -42,54 +42,91 @@ class TrainSettings:
     learning_rate: float = _setting(1e-3, "Adam's learning rate at the start (the cosine schedule's highest)")
     validation_fraction: float = _setting(
         VALIDATION_FRACTION,
-        "share of Training held out (stratified) to pick the checkpoint and drive the schedule")
-    seed: int = _setting(SPLIT_SEED, "seed of the validation split, the initial weights and each epoch's "
-                         "shuffle and augmentation (drawn from (seed, epoch))")
-    class_weights: str = _setting("none", "weigh rare classes (disgust) up: 'balanced' = inverse frequency, "
-                                  "'sqrt' = its square root", choices=CLASS_WEIGHT_MODES)
+        "share of Training held out (stratified) to pick the checkpoint and drive the schedule",
+    )
+    seed: int = _setting(
+        SPLIT_SEED,
+        "seed of the validation split, the initial weights and each epoch's "
+        "shuffle and augmentation (drawn from (seed, epoch))",
+    )
+    class_weights: str = _setting(
+        "none",
+        "weigh rare classes (disgust) up: 'balanced' = inverse frequency, 'sqrt' = its square root",
+        choices=CLASS_WEIGHT_MODES,
+    )
     l2: float | None = _setting(
-        None, "L2 weight on the convolutions (default: "
-        + ", ".join(f"{v:g} for {k}" for k, v in DEFAULT_L2.items()) + ")", type=float)
-    lr_patience: int = _setting(6, "plateau schedule: epochs without a better validation loss before the "
-                                "learning rate drops")
+        None,
+        "L2 weight on the convolutions (default: "
+        + ", ".join(f"{v:g} for {k}" for k, v in DEFAULT_L2.items())
+        + ")",
+        type=float,
+    )
+    lr_patience: int = _setting(
+        6, "plateau schedule: epochs without a better validation loss before the learning rate drops"
+    )
     lr_factor: float = _setting(0.1, "plateau schedule: the learning rate is multiplied by this at each drop")
     min_learning_rate: float = _setting(1e-6, "the plateau schedule's floor; where the cosine schedule ends")
     stop_patience: int = _setting(15, "stop after this many epochs without a better validation loss")
-    augmentation: dict[str, Any] = field(default_factory=lambda: asdict(Augmentation()), metadata={
-        "help": "JSON object overriding augmentation fields, e.g. "
-        "'{\"erasing_probability\": 0.5, \"brightness\": 0.2}' (fields and defaults: "
-        + ", ".join(f"{k} {v}" for k, v in asdict(Augmentation()).items()) + ")",
-        "type": "json"})
+    augmentation: dict[str, Any] = field(
+        default_factory=lambda: asdict(Augmentation()),
+        metadata={
+            "help": "JSON object overriding augmentation fields, e.g. "
+            '\'{"erasing_probability": 0.5, "brightness": 0.2}\' (fields and defaults: '
+            + ", ".join(f"{k} {v}" for k, v in asdict(Augmentation()).items())
+            + ")",
+            "type": "json",
+        },
+    )
     max_train_faces: int = _setting(0, "train on the first N training faces only (0: all)", hidden=True)
-    schedule: str = _setting("plateau", "plateau: drop the rate when validation loss stalls (the thesis's); "
-                             "cosine: anneal it from --learning-rate to --min-learning-rate over --epochs, "
-                             "for a second stage that starts from a converged checkpoint", choices=SCHEDULES)
+    schedule: str = _setting(
+        "plateau",
+        "plateau: drop the rate when validation loss stalls (the thesis's); "
+        "cosine: anneal it from --learning-rate to --min-learning-rate over --epochs, "
+        "for a second stage that starts from a converged checkpoint",
+        choices=SCHEDULES,
+    )
     init_from: str = _setting(
-        "", "start from this .keras checkpoint instead of random weights (a second stage)")
+        "", "start from this .keras checkpoint instead of random weights (a second stage)"
+    )
     keep_epoch_weights: bool = _setting(
-        False, "save every epoch's weights under RUN/epochs/ (for averaging them afterwards)")
+        False, "save every epoch's weights under RUN/epochs/ (for averaging them afterwards)"
+    )
     # Distillation: the teacher's probabilities (averaged over `teacher_views`, softened by
     # `distill_temperature`) are mixed into each training target with weight
     # `distill_weight`; the rest stays the one-hot label.
-    teacher: str = _setting("", "distil from this trained .keras model: its probabilities on each training "
-                            "face are mixed into the target")
-    teacher_views: str = _setting("mirror-shift", "test-time views the teacher's probabilities are averaged "
-                                  "over", choices=tuple(VIEW_SETS))
-    distill_weight: float = _setting(0.5, "share of the target that is the teacher's distribution (the rest "
-                                     "is the label)")
+    teacher: str = _setting(
+        "",
+        "distil from this trained .keras model: its probabilities on each training "
+        "face are mixed into the target",
+    )
+    teacher_views: str = _setting(
+        "mirror-shift",
+        "test-time views the teacher's probabilities are averaged over",
+        choices=tuple(VIEW_SETS),
+    )
+    distill_weight: float = _setting(
+        0.5, "share of the target that is the teacher's distribution (the rest is the label)"
+    )
     distill_temperature: float = _setting(2.0, "softens the teacher's distribution (1: as it is)")
-    architecture: str = _setting("mini_xception", "mini_xception: the shipped model; vgg: a larger teacher "
-                                 "to distil from", choices=ARCHITECTURE_NAMES)
+    architecture: str = _setting(
+        "mini_xception",
+        "mini_xception: the shipped model; vgg: a larger teacher to distil from",
+        choices=ARCHITECTURE_NAMES,
+    )
 
     # Settings that may change when a run resumes: they do not alter the schedule.
     RESUMABLE_CHANGES = ("data", "epochs")
 
     def __post_init__(self) -> None:
-        for name, allowed in (("schedule", SCHEDULES), ("architecture", ARCHITECTURE_NAMES),
-                              ("class_weights", CLASS_WEIGHT_MODES)):
+        for name, allowed in (
+            ("schedule", SCHEDULES),
+            ("architecture", ARCHITECTURE_NAMES),
+            ("class_weights", CLASS_WEIGHT_MODES),
+        ):
             if getattr(self, name) not in allowed:
-                raise TrainingError(f"unknown {name.replace('_', ' ')} {getattr(self, name)!r}; "
-                                    f"expected one of {allowed}")
+                raise TrainingError(
+                    f"unknown {name.replace('_', ' ')} {getattr(self, name)!r}; expected one of {allowed}"
+                )
         if self.l2 is None:
             object.__setattr__(self, "l2", DEFAULT_L2[self.architecture])
         # Augmentation fields not given keep their defaults, so a run's settings.json is complete.

@@ -56,8 +56,9 @@ class EpochEnd(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         logs = logs or {}
         state = self.state
-        outcome = end_of_epoch(self.settings, state, epoch, float(logs["val_loss"]),
-                               float(logs["val_accuracy"]))
+        outcome = end_of_epoch(
+            self.settings, state, epoch, float(logs["val_loss"]), float(logs["val_accuracy"])
+        )
         state.seconds += time.monotonic() - self._started
         if outcome.best:
             self.run.save_model(self.model, self.run.best_checkpoint)
@@ -65,8 +66,9 @@ class EpochEnd(keras.callbacks.Callback):
             self.run.save_epoch_weights(self.model, epoch + 1)
         if outcome.learning_rate_dropped:
             self.model.optimizer.learning_rate.assign(state.learning_rate)
-            _LOGGER.info("epoch %d: validation loss stalled; learning rate now %.2e", epoch + 1,
-                         state.learning_rate)
+            _LOGGER.info(
+                "epoch %d: validation loss stalled; learning rate now %.2e", epoch + 1, state.learning_rate
+            )
         if outcome.early_stop:
             self.model.stop_training = True
         self.run.save_model(self.model, self.run.last_checkpoint)
@@ -100,8 +102,9 @@ def train(settings: TrainSettings, run_dir: str | Path, verbose: int | None = No
     if state.epoch > 0 and run.last_checkpoint.exists():
         model = keras.models.load_model(run.last_checkpoint)
         model.optimizer.learning_rate.assign(state.learning_rate)
-        _LOGGER.info("resuming %s at epoch %d (learning rate %.2e)", run.path, state.epoch + 1,
-                     state.learning_rate)
+        _LOGGER.info(
+            "resuming %s at epoch %d (learning rate %.2e)", run.path, state.epoch + 1, state.learning_rate
+        )
     else:
         state = RunState(learning_rate=settings.learning_rate)
         model = compile_model(build_model(settings), settings.learning_rate, data.soft_targets)
@@ -113,7 +116,8 @@ def train(settings: TrainSettings, run_dir: str | Path, verbose: int | None = No
     while not state.finished and state.epoch < settings.epochs:
         x, y, sample_weights = data.epoch(settings, state.epoch, augmentation)
         model.fit(
-            x, y,
+            x,
+            y,
             sample_weight=sample_weights,
             batch_size=settings.batch_size,
             shuffle=False,  # already shuffled, reproducibly
@@ -128,7 +132,11 @@ def train(settings: TrainSettings, run_dir: str | Path, verbose: int | None = No
         run.save_state(state)
     _LOGGER.info(
         "run finished after %d epochs (%s); best validation accuracy %.4f at epoch %d; %.0f s training",
-        state.epoch, state.stop_reason, state.best_val_accuracy, state.best_epoch, state.seconds,
+        state.epoch,
+        state.stop_reason,
+        state.best_val_accuracy,
+        state.best_epoch,
+        state.seconds,
     )
     return state
 
