@@ -14,9 +14,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from edge.config import AlertRuleConfig
-from edge.tracking import Track
+
+if TYPE_CHECKING:  # types only: the MQTT side never loads OpenCV through the tracker
+    from edge.tracking import Track
 
 RAISED, CLEARED = "raised", "cleared"
 

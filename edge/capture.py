@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from edge.backoff import backoff_delays
+from edge.camera_status import CameraStatus
 from edge.config import CameraConfig
 from edge.images import ImageError, check_size, image_size
 
@@ -45,17 +46,6 @@ def describe_source(source: int | str) -> tuple[str, int | str, int]:
     if re.match(r"^[a-z][a-z0-9+.-]*://", source, re.IGNORECASE):
         return "stream", source, cv2.CAP_FFMPEG
     return "file", source, cv2.CAP_ANY
-
-
-@dataclass(frozen=True)
-class CameraStatus:
-    """What the daemon publishes about its camera (retained ``<prefix>/<device>/camera``)."""
-
-    online: bool
-    # "" when online; not_found | permission_denied | busy | unreachable | refused | no_frames | ended
-    cause: str
-    detail: str  # one line for people: the device and what to do
-    since: float  # wall time of the change
 
 
 def unavailable_cause(kind: str, source: int | str) -> tuple[str, str]:

@@ -10,11 +10,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.alerts import Alert
-from edge.capture import CameraStatus
-from edge.tracking import FaceEvent, Track
+from edge.camera_status import CameraStatus
+
+if TYPE_CHECKING:  # types only: the MQTT side never loads OpenCV through the tracker
+    from edge.tracking import FaceEvent, Track
 
 PAYLOAD_VERSION = 1
 
