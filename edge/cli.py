@@ -161,11 +161,11 @@ def _unregister(args: argparse.Namespace) -> int:
     """Clears what the kiosk left retained on the broker: its Home Assistant discovery (the
     device disappears from Home Assistant), state, camera and availability."""
     import threading
+    import time
 
     from edge.homeassistant import removal_messages
-    from edge.mqtt import CredentialsError, describe_connect_error
     from edge.payloads import Topics
-    from edge.subscriber import make_subscriber
+    from edge.subscriber import SubscriberError, connect_subscriber
 
     config = _load(args)
     if config is None:
@@ -179,25 +179,20 @@ def _unregister(args: argparse.Namespace) -> int:
         availability.append(payload)
 
     try:
-        client = make_subscriber(
+        client = connect_subscriber(
             config.mqtt,
             [topics.availability],
             on_message,
             "fer-kiosk-unregister",
             lambda connected, text: subscribed.set(),
         )
-        client.connect(config.mqtt.host, config.mqtt.port, keepalive=config.mqtt.keepalive)
-    except CredentialsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EX_CONFIG
-    except (OSError, ValueError) as err:
-        print(f"error: cannot reach the MQTT broker {where}: {describe_connect_error(err)}", file=sys.stderr)
-        return 1
+    except SubscriberError as err:
+        print(err, file=sys.stderr)
+        return err.exit_code
     client.loop_start()
     try:
         subscribed.wait(5)
-        time_for_retained = threading.Event()
-        time_for_retained.wait(0.5)  # the retained availability arrives right after subscribing
+        time.sleep(0.5)  # the retained availability arrives right after subscribing
         if availability and availability[-1] == b"online" and not args.force:
             print(
                 f"error: {config.device_id} is online: stop its daemon first (systemctl stop fer-kiosk), "

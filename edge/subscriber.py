@@ -69,3 +69,36 @@ def make_subscriber(
     client.on_disconnect = handle_disconnect
     client.on_message = handle_message
     return client
+
+
+class SubscriberError(Exception):
+    """A tool could not connect: ``str()`` is the one line to print, ``exit_code`` the status
+    (78: a credentials or TLS file it cannot use; 1: the broker cannot be reached)."""
+
+    def __init__(self, line: str, exit_code: int):
+        super().__init__(line)
+        self.exit_code = exit_code
+
+
+def connect_subscriber(
+    config: MqttConfig,
+    topics: Sequence[str],
+    on_message: MessageHandler,
+    client_name: str,
+    on_status: Callable[[bool, str], None] | None = None,
+) -> mqtt.Client:
+    """``make_subscriber``, connected (not yet looping); raises SubscriberError naming why not."""
+    from edge.mqtt import CredentialsError, describe_connect_error
+
+    try:
+        client = make_subscriber(config, topics, on_message, client_name, on_status)
+    except CredentialsError as err:
+        raise SubscriberError(f"error: {err}", 78) from None
+    try:
+        client.connect(config.host, config.port, keepalive=config.keepalive)
+    except (OSError, ValueError) as err:  # refused, unknown host, TLS handshake failure
+        where = f"{config.host}:{config.port}"
+        raise SubscriberError(
+            f"error: cannot reach the MQTT broker {where}: {describe_connect_error(err)}", 1
+        ) from None
+    return client

@@ -59,8 +59,7 @@ def watch(
     """Prints what the kiosk (or every kiosk) publishes. Connects as the daemon does (its
     credentials and TLS); 1 with one clear line when the broker cannot be reached or
     refuses, 78 when a credentials or TLS file cannot be used."""
-    from edge.mqtt import CredentialsError, describe_connect_error
-    from edge.subscriber import make_subscriber
+    from edge.subscriber import SubscriberError, connect_subscriber
 
     topic = f"{config.mqtt.topic_prefix}/+/#" if all_devices else f"{config.base_topic}/#"
     where = f"{config.mqtt.host}:{config.mqtt.port}"
@@ -80,15 +79,10 @@ def watch(
             done.set()
 
     try:
-        client = make_subscriber(config.mqtt, [topic], on_message, "fer-kiosk-watch", on_status)
-    except CredentialsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 78
-    try:
-        client.connect(config.mqtt.host, config.mqtt.port, keepalive=config.mqtt.keepalive)
-    except (OSError, ValueError) as err:  # refused, unknown host, TLS handshake failure
-        print(f"error: cannot reach the MQTT broker {where}: {describe_connect_error(err)}", file=sys.stderr)
-        return 1
+        client = connect_subscriber(config.mqtt, [topic], on_message, "fer-kiosk-watch", on_status)
+    except SubscriberError as err:
+        print(err, file=sys.stderr)
+        return err.exit_code
     client.loop_start()
     try:
         deadline = time.monotonic() + connect_timeout
