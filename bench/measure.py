@@ -1,8 +1,8 @@
 """Instruments around the daemon's own parts: they time and record, and change nothing.
 
 Each wrapper stands in for the part it wraps (the loop cannot tell the difference):
-- ``TimedCapture``: a cv2.VideoCapture whose ``read`` (decode) is timed, handed to
-  ``FrameSource`` as its opener in real-time runs;
+- ``TimedCapture``: the daemon's capture (``open_capture``) whose ``read`` (decode) is
+  timed, handed to ``FrameSource`` as its opener in real-time runs;
 - ``ClipSource``: every frame of a clip, decoded on the loop's own thread, for throughput
   runs, on the clip's clock;
 - ``RecordingSource``, ``RecordingPipeline``, ``RecordingPublisher``: note when a frame was
@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.capture import Frame
+from edge.capture import Frame, open_capture
 from edge.daemon import Publisher, Source
 from edge.payloads import Message
 from edge.pipeline import StageTimes
@@ -31,7 +31,7 @@ STAGES = ("decode", "grayscale", "detect", "preprocess", "classify", "track", "p
 
 
 class TimedCapture:
-    """The parts of cv2.VideoCapture that FrameSource uses, with each successful read timed."""
+    """The parts of a capture that FrameSource uses, with each successful read timed."""
 
     def __init__(self, capture: cv2.VideoCapture, read_seconds: list[float]):
         self._capture = capture
@@ -58,7 +58,7 @@ class TimedCapture:
 
 
 def timed_opener(read_seconds: list[float]) -> Callable[..., TimedCapture]:
-    return lambda *args: TimedCapture(cv2.VideoCapture(*args), read_seconds)
+    return lambda *args: TimedCapture(open_capture(*args), read_seconds)
 
 
 def frame_count(clip: Path) -> int:
@@ -77,7 +77,7 @@ class ClipSource:
     full-detection timer see a 30 fps camera, so they do the work they would do live."""
 
     def __init__(self, clip: Path, read_seconds: list[float]):
-        self._capture = TimedCapture(cv2.VideoCapture(str(clip)), read_seconds)
+        self._capture = TimedCapture(open_capture(str(clip), cv2.CAP_ANY), read_seconds)
         self.fps = self._capture.get(cv2.CAP_PROP_FPS) or 30.0
         self._mono0, self._wall0 = time.monotonic(), time.time()
         self.sequence = 0

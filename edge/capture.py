@@ -36,6 +36,90 @@ class Frame:
     monotonic: float  # time.monotonic() at capture: for tracking and latency
 
 
+# FFmpeg's codec tags of Motion-JPEG (as CAP_PROP_FOURCC reports them)
+MOTION_JPEG_TAGS = frozenset({b"MJPG", b"mjpg", b"JPEG", b"jpeg"})
+# Undecodable packets in a row after which a Motion-JPEG source counts as not delivering
+CORRUPT_PACKETS_LIMIT = 30
+
+
+class GrayJpegCapture:
+    """A Motion-JPEG video or stream whose frames come as grayscale, decoded straight from
+    each frame's JPEG packet (FFmpeg's raw mode) with libjpeg asked only for the luma.
+
+    Why: everything downstream works on grayscale. Decoding the colour and converting it
+    back costs about 1.9 ms per 1280x720 frame here, the luma alone 0.8 ms: at 30 fps that
+    is 3 % of a core the box keeps (0.3 ms, 1 %, at 640x480). The result equals
+    ``cvtColor(BGR2GRAY)`` of the colour decode within one grey level.
+
+    Made by ``open_capture`` once the first packet decoded: a source whose packets
+    libjpeg cannot read (some Motion-JPEG AVIs leave out the Huffman tables) stays with
+    OpenCV's colour decoding. A corrupt packet later is skipped; ``CORRUPT_PACKETS_LIMIT``
+    of them in a row end the read like a lost source."""
+
+    def __init__(self, capture: cv2.VideoCapture, first: np.ndarray):
+        self._capture = capture
+        self._pending: np.ndarray | None = first
+
+    def isOpened(self) -> bool:
+        return self._capture.isOpened()
+
+    def get(self, prop: int) -> float:
+        return self._capture.get(prop)
+
+    def set(self, prop: int, value: float) -> bool:
+        return self._capture.set(prop, value)
+
+    def release(self) -> None:
+        self._capture.release()
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        if self._pending is not None:
+            image, self._pending = self._pending, None
+            return True, image
+        for _ in range(CORRUPT_PACKETS_LIMIT):
+            ok, packet = self._capture.read()
+            if not ok or packet is None:
+                return False, None
+            image = decode_gray_jpeg(packet)
+            if image is not None:
+                return True, image
+        return False, None
+
+
+def decode_gray_jpeg(packet: np.ndarray | None) -> np.ndarray | None:
+    """The luma of one JPEG packet as a 2-D uint8 image; None when it is not a JPEG."""
+    if packet is None or packet.size < 4 or packet.dtype != np.uint8:
+        return None
+    data = packet.reshape(-1)
+    if data[0] != 0xFF or data[1] != 0xD8:  # not a JPEG start-of-image
+        return None
+    image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+    return image if image is not None and image.size else None
+
+
+def open_capture(target: int | str, backend: int, params: list[int] | None = None):
+    """``cv2.VideoCapture(target, backend[, params])``; a Motion-JPEG file or stream read
+    through FFmpeg comes back as a ``GrayJpegCapture`` (grayscale frames, decoded cheaper).
+    Cameras (V4L2) keep OpenCV's own conversion."""
+
+    def open_plain() -> cv2.VideoCapture:
+        return cv2.VideoCapture(target, backend, params) if params else cv2.VideoCapture(target, backend)
+
+    capture = open_plain()
+    if not capture.isOpened() or capture.getBackendName() != "FFMPEG":
+        return capture
+    tag = int(capture.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little")
+    if tag not in MOTION_JPEG_TAGS or not capture.set(cv2.CAP_PROP_FORMAT, -1):
+        return capture
+    ok, packet = capture.read()
+    first = decode_gray_jpeg(packet) if ok else None
+    if first is not None:
+        return GrayJpegCapture(capture, first)
+    # The first packet would not decode on its own: this source stays with FFmpeg's decoding.
+    capture.release()
+    return open_plain()
+
+
 def describe_source(source: int | str) -> tuple[str, int | str, int]:
     """(kind, what to open, OpenCV backend) for a configured source."""
     if isinstance(source, int):
@@ -81,7 +165,7 @@ def redact_url(source: int | str) -> str:
 class FrameSource:
     """A started thread that captures frames; ``latest()`` returns the newest unseen one."""
 
-    def __init__(self, config: CameraConfig, opener: Callable[..., cv2.VideoCapture] = cv2.VideoCapture):
+    def __init__(self, config: CameraConfig, opener: Callable[..., cv2.VideoCapture] = open_capture):
         self.config = config
         self.kind, self._target, self._backend = describe_source(config.source)
         # OpenCV's own warnings would repeat at every retry; the reason is logged once, below.

@@ -123,14 +123,18 @@ class FaceFinder:
       most every ``full_detect_seconds`` (a time, so 15 and 30 fps cameras behave the same).
       Without a frame time (a lone photo) every detection is a full one.
     - In between, each known face is searched only in a small window around where it is
-      heading (its last position plus its last step), scaled so the face is ~40 px wide, at
-      sizes close to its own: a handful of cascade windows instead of a whole image pyramid.
+      heading (its last position plus its last step), scaled so the face is ~32 px wide, at
+      sizes within 0.8-1.25x its own: a handful of cascade windows instead of a whole image
+      pyramid. (From 40 px and 0.7-1.45x, on the benchmark clips' 679 searches: 1.05 instead
+      of 1.84 ms each, the same faces found; a face the search misses costs a full detection,
+      never a missed frame.)
     - A known face whose area did not change at all on the motion thumbnail keeps its box
       without any search (someone standing still costs almost nothing).
     Motion is judged on an 80x60 thumbnail, masked where known faces (and their bodies) are.
     """
 
-    LOCAL_FACE_PIXELS = 40.0
+    LOCAL_FACE_PIXELS = 32.0
+    LOCAL_SIZE_RANGE = (0.8, 1.25)  # sizes searched, relative to the face's last size
     THUMB = (80, 60)
 
     def __init__(self, detector: HaarFaceDetector):
@@ -177,13 +181,13 @@ class FaceFinder:
                 (max(1, round(region.shape[1] * scale)), max(1, round(region.shape[0] * scale))),
                 interpolation=cv2.INTER_LINEAR,
             )
-        side = box[2] * scale
+        smallest, largest = (box[2] * scale * f for f in self.LOCAL_SIZE_RANGE)
         found = self.detector._cascade.detectMultiScale(
             region,
             scaleFactor=c.scale_factor,
             minNeighbors=c.min_neighbors,
-            minSize=(max(1, int(side * 0.7)), max(1, int(side * 0.7))),
-            maxSize=(int(side * 1.45) + 1, int(side * 1.45) + 1),
+            minSize=(max(1, int(smallest)), max(1, int(smallest))),
+            maxSize=(int(largest) + 1, int(largest) + 1),
         )
         self.local_searches += 1
         if len(found) == 0:

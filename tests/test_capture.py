@@ -179,3 +179,148 @@ def test_network_source_that_never_answers_times_out_and_says_so(caplog):
         server.close()
         for conn, _ in held:
             conn.close()
+
+
+def _astronaut_clip(path, fourcc: str, frames: int = 12):
+    """A short clip of the astronaut photograph drifting a few pixels per frame."""
+    from skimage import data
+
+    image = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)[:480, :512]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 30, (512, 480))
+    assert writer.isOpened(), f"no {fourcc} encoder in this OpenCV"
+    for i in range(frames):
+        writer.write(np.roll(image, 2 * i, axis=1))
+    writer.release()
+    return path
+
+
+def _colour_frames_as_gray(path):
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            return frames
+        frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+
+
+def test_motion_jpeg_file_is_decoded_straight_to_grayscale(tmp_path):
+    """The luma decoded from each JPEG packet is the frame the colour path would give,
+    converted to gray, within rounding: the detector and the model see the same faces."""
+    from edge.capture import GrayJpegCapture, open_capture
+
+    clip = _astronaut_clip(tmp_path / "c.avi", "MJPG")
+    capture = open_capture(str(clip), cv2.CAP_ANY)
+    assert isinstance(capture, GrayJpegCapture)
+    frames = []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        frames.append(image)
+    capture.release()
+    reference = _colour_frames_as_gray(clip)
+    assert len(frames) == len(reference) == 12
+    for gray, expected in zip(frames, reference):
+        assert gray.shape == expected.shape == (480, 512) and gray.dtype == np.uint8
+        difference = np.abs(gray.astype(int) - expected)
+        # (colour clipped at saturated edges shifts a few pixels by up to 4 levels)
+        assert difference.mean() < 1.5 and np.percentile(difference, 99) <= 2
+
+
+def test_other_codecs_keep_colour_decoding(tmp_path):
+    from edge.capture import GrayJpegCapture, open_capture
+
+    clip = _astronaut_clip(tmp_path / "c.mp4", "mp4v")
+    capture = open_capture(str(clip), cv2.CAP_ANY)
+    try:
+        assert not isinstance(capture, GrayJpegCapture)
+        ok, image = capture.read()
+        assert ok and image.shape == (480, 512, 3)
+    finally:
+        capture.release()
+
+
+def test_frame_source_plays_a_motion_jpeg_file_as_grayscale(tmp_path):
+    clip = _astronaut_clip(tmp_path / "c.avi", "MJPG")
+    source = FrameSource(CameraConfig(source=str(clip), realtime=False, loop=False)).start()
+    try:
+        frames = [source.latest(2.0) for _ in range(12)]
+    finally:
+        source.stop()
+    assert all(f is not None and f.image.shape == (480, 512) for f in frames)
+
+
+def test_motion_jpeg_http_stream_comes_as_grayscale():
+    """A real multipart/x-mixed-replace server (as IP cameras serve Motion-JPEG) read by
+    FFmpeg through the daemon's FrameSource: grayscale frames, equal to the photo's gray."""
+    import socketserver
+    import threading
+    from http.server import BaseHTTPRequestHandler
+
+    from skimage import data
+
+    photo = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    jpeg = cv2.imencode(".jpg", photo)[1].tobytes()
+
+    class Camera(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            try:
+                for _ in range(300):
+                    self.wfile.write(
+                        b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)
+                        + jpeg
+                        + b"\r\n"
+                    )
+                    time.sleep(1 / 30)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Camera)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/video.mjpg"
+    source = FrameSource(CameraConfig(source=url, open_timeout_seconds=5)).start()
+    try:
+        frame = source.latest(10)
+        assert frame is not None, "no frame from the Motion-JPEG stream"
+        assert frame.image.shape == (512, 512)
+        expected = cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY)
+        assert np.abs(frame.image.astype(int) - expected).mean() < 1.5
+    finally:
+        source.stop()
+        server.shutdown()
+        server.server_close()
+
+
+class PacketCapture:
+    """An FFmpeg capture in raw mode, as GrayJpegCapture sees it: one packet per read."""
+
+    def __init__(self, packets):
+        self.packets = list(packets)
+
+    def read(self):
+        if not self.packets:
+            return False, None
+        return True, np.frombuffer(self.packets.pop(0), np.uint8).reshape(1, -1)
+
+
+def test_corrupt_motion_jpeg_packets_are_skipped_and_a_run_of_them_ends_the_read():
+    from edge.capture import CORRUPT_PACKETS_LIMIT, GrayJpegCapture
+
+    good = cv2.imencode(".jpg", np.full((48, 64), 100, np.uint8))[1].tobytes()
+    first = np.zeros((48, 64), np.uint8)
+    broken = [b"\xff\xd8 not really a jpeg", b"garbage"]
+    capture = GrayJpegCapture(PacketCapture([*broken, good]), first)
+    assert capture.read()[1] is first  # the packet open_capture decoded to choose this path
+    ok, image = capture.read()
+    assert ok and image.shape == (48, 64) and abs(int(image.mean()) - 100) <= 1
+    capture = GrayJpegCapture(PacketCapture([b"garbage"] * CORRUPT_PACKETS_LIMIT + [good]), first)
+    capture.read()
+    assert capture.read() == (False, None)  # lost: FrameSource reopens it, with backoff
