@@ -1,8 +1,9 @@
 """Instruments around the daemon's own parts: they time and record, and change nothing.
 
 Each wrapper stands in for the part it wraps (the loop cannot tell the difference):
-- ``TimedCapture``: the daemon's capture (``open_capture``) whose ``read`` (decode) is
-  timed, handed to ``FrameSource`` as its opener in real-time runs;
+- ``TimedCapture``: a capture whose ``read`` (decode) is timed, handed to ``FrameSource``
+  as its opener in real-time runs: the daemon's ``open_capture`` (Motion-JPEG decoded
+  to gray) for the edge pipeline, ``cv2.VideoCapture`` (colour) for the thesis loop;
 - ``ClipSource``: every frame of a clip, decoded on the loop's own thread, for throughput
   runs, on the clip's clock;
 - ``RecordingSource``, ``RecordingPipeline``, ``RecordingPublisher``: note when a frame was
@@ -57,8 +58,8 @@ class TimedCapture:
         return ok, image
 
 
-def timed_opener(read_seconds: list[float]) -> Callable[..., TimedCapture]:
-    return lambda *args: TimedCapture(open_capture(*args), read_seconds)
+def timed_opener(read_seconds: list[float], opener: Callable = open_capture) -> Callable[..., TimedCapture]:
+    return lambda *args: TimedCapture(opener(*args), read_seconds)
 
 
 def frame_count(clip: Path) -> int:
@@ -76,8 +77,8 @@ class ClipSource:
     it: however fast frames are processed, the tracker, the classification budget and the
     full-detection timer see a 30 fps camera, so they do the work they would do live."""
 
-    def __init__(self, clip: Path, read_seconds: list[float]):
-        self._capture = TimedCapture(open_capture(str(clip), cv2.CAP_ANY), read_seconds)
+    def __init__(self, clip: Path, read_seconds: list[float], opener: Callable = open_capture):
+        self._capture = TimedCapture(opener(str(clip), cv2.CAP_ANY), read_seconds)
         self.fps = self._capture.get(cv2.CAP_PROP_FPS) or 30.0
         self._mono0, self._wall0 = time.monotonic(), time.time()
         self.sequence = 0

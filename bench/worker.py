@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import yaml
 
@@ -45,7 +46,7 @@ from bench.measure import (
     timed_opener,
 )
 from bench.reference import arrival_latency, load_reference, recall, reference_false_positives
-from edge.capture import Frame, FrameSource
+from edge.capture import Frame, FrameSource, open_capture
 from edge.config import Config, parse_config
 from edge.contract import EMOTIONS, INPUT_SIZE
 from edge.daemon import ProcessingLoop
@@ -124,8 +125,10 @@ def connect_publisher(config: Config) -> MqttPublisher:
     return publisher
 
 
-def throughput_run(clip: Path, config: Config, pipeline, read_seconds: list[float]) -> tuple[Run, ClipSource]:
-    clips = ClipSource(clip, read_seconds)
+def throughput_run(
+    clip: Path, config: Config, pipeline, read_seconds: list[float], opener: Callable
+) -> tuple[Run, ClipSource]:
+    clips = ClipSource(clip, read_seconds, opener)
     source = RecordingSource(clips)
     recording, publisher = (
         RecordingPipeline(pipeline),
@@ -146,9 +149,14 @@ def throughput_run(clip: Path, config: Config, pipeline, read_seconds: list[floa
 
 
 def realtime_run(
-    clip: Path, config: Config, pipeline, read_seconds: list[float], inner_publisher: MqttPublisher | None
+    clip: Path,
+    config: Config,
+    pipeline,
+    read_seconds: list[float],
+    inner_publisher: MqttPublisher | None,
+    opener: Callable,
 ) -> tuple[Run, FrameSource]:
-    frames = FrameSource(config.camera, opener=timed_opener(read_seconds))
+    frames = FrameSource(config.camera, opener=timed_opener(read_seconds, opener))
     source = RecordingSource(frames)
     recording = RecordingPipeline(pipeline)
     publisher = RecordingPublisher(inner_publisher, Topics(config.base_topic).events)
@@ -242,13 +250,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         pipeline = make_pipeline(args.pipeline, config, args.keras_model)
         inner_publisher = connect_publisher(config) if args.mode == "realtime-broker" else None
         read_seconds: list[float] = []
+        # The thesis loop read colour frames (cv2.VideoCapture) and converted them itself.
+        opener = open_capture if args.pipeline == "fast" else cv2.VideoCapture
         start_cpu, start_wall = time.process_time(), time.perf_counter()
         if args.mode == "throughput":
-            run, clips = throughput_run(clip, config, pipeline, read_seconds)
+            run, clips = throughput_run(clip, config, pipeline, read_seconds, opener)
             records = drive(run, time.monotonic() + args.max_seconds)
             clips.close()
         else:
-            run, frames = realtime_run(clip, config, pipeline, read_seconds, inner_publisher)
+            run, frames = realtime_run(clip, config, pipeline, read_seconds, inner_publisher, opener)
             frames.start()
             records = drive(run, time.monotonic() + args.max_seconds)
             frames.stop(timeout=1.0)
