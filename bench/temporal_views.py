@@ -30,10 +30,10 @@ import cv2
 import numpy as np
 
 from edge import DEFAULT_MODEL
+from edge.arrays import all_views
 from edge.calibration import apply_temperature, expected_calibration_error, negative_log_likelihood
 from edge.classifier import EmotionClassifier
 from edge.config import MAX_CLASSIFY_HZ, TrackingConfig
-from edge.contract import all_views
 from edge.datasets import load_fer2013
 from edge.pipeline import ClassifyPolicy
 from edge.tracking import FaceTracker

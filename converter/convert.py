@@ -25,6 +25,7 @@ import tensorflow as tf
 
 import training  # noqa: F401  (sets TensorFlow's environment before it is imported)
 from converter import FORMATS
+from edge.arrays import dequantize
 from edge.calibration import (
     apply_temperature,
     expected_calibration_error,
@@ -38,7 +39,6 @@ from edge.contract import (
     CropRule,
     ModelContract,
     View,
-    dequantize,
     file_sha256,
     save_contract,
 )

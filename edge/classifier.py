@@ -16,20 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from edge.arrays import all_views, apply_view, average_views, dequantize, quantize
 from edge.calibration import apply_temperature
-from edge.contract import (
-    ContractError,
-    ModelContract,
-    Quantization,
-    View,
-    all_views,
-    apply_view,
-    average_views,
-    dequantize,
-    file_sha256,
-    load_contract,
-    quantize,
-)
+from edge.contract import ContractError, ModelContract, Quantization, View, file_sha256, load_contract
 
 _LOGGER = logging.getLogger(__name__)
 

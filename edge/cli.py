@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from edge.evaluate import add_arguments
+    from edge.evaluate_options import add_arguments
 
     ev = sub.add_parser(
         "evaluate",

@@ -3,8 +3,9 @@
 The converter writes it once, as ``NAME.json`` beside ``NAME.tflite``; training,
 the converter and the daemon all read it through this module, so label order,
 input size, normalization and the face-crop rule are never retyped elsewhere.
-This module is pure Python plus numpy: it is imported by the daemon, which never
-imports TensorFlow.
+This module is pure Python (no numpy, no TensorFlow): the command line and the
+dashboard import it for the labels alone. The arithmetic the contract prescribes on
+arrays (test-time views, int8 quantization) is in ``edge.arrays``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 CONTRACT_VERSION = 1
 
@@ -72,27 +71,6 @@ VIEW_SETS: dict[str, tuple[View, ...]] = {
         View(flip, dx, dy) for flip in (False, True) for dx, dy in ((0, 0), (2, 0), (-2, 0), (0, 2), (0, -2))
     ),
 }
-
-
-def apply_view(crops: np.ndarray, view: View) -> np.ndarray:
-    """``crops`` (N, h, w) as seen through ``view``; a pure function of its inputs."""
-    out = crops[:, :, ::-1] if view.flip else crops
-    pad = max(abs(view.dx), abs(view.dy))
-    if pad:
-        h, w = crops.shape[1:3]
-        padded = np.pad(out, ((0, 0), (pad, pad), (pad, pad)), mode="edge")
-        out = padded[:, pad - view.dy : pad - view.dy + h, pad - view.dx : pad - view.dx + w]
-    return np.ascontiguousarray(out)
-
-
-def all_views(crops: np.ndarray, views: tuple[View, ...]) -> np.ndarray:
-    """The crops through every view, view after view: (len(views) * N, h, w)."""
-    return np.concatenate([apply_view(crops, view) for view in views])
-
-
-def average_views(probs: np.ndarray, n_views: int) -> np.ndarray:
-    """Mean over views of probabilities laid out as ``all_views`` lays out the crops."""
-    return probs.reshape(n_views, -1, probs.shape[-1]).mean(axis=0)
 
 
 @dataclass(frozen=True)
@@ -208,13 +186,3 @@ def save_contract(contract: ModelContract, model_path: str | Path) -> Path:
     path = contract_path_for(model_path)
     path.write_text(json.dumps(contract.to_dict(), indent=2, sort_keys=False) + "\n")
     return path
-
-
-def quantize(values: np.ndarray, quant: Quantization, dtype: str) -> np.ndarray:
-    info = np.iinfo(np.dtype(dtype))
-    q = np.round(values / quant.scale + quant.zero_point)
-    return np.clip(q, info.min, info.max).astype(dtype)
-
-
-def dequantize(values: np.ndarray, quant: Quantization) -> np.ndarray:
-    return (values.astype(np.float32) - quant.zero_point) * np.float32(quant.scale)

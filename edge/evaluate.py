@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,6 +43,7 @@ from edge.datasets import (
     read_image,
     read_labelled_folder,
 )
+from edge.evaluate_options import CARD_OPTIONS
 from edge.metrics import classification_report, format_report
 
 KERAS_HINT = "a .keras model is evaluated by training: python -m training.evaluate --model FILE.keras"
@@ -53,13 +53,8 @@ VALIDATION = "validation"  # the usage name of the split carved from Training
 # ``fer-kiosk classify`` does), faces from 24 pixels.
 PHOTO_DETECTOR = DetectorConfig(detect_width=0, min_face_size=24)  # a photo: always a full detection
 
-# The model card: its data options (each also read from an environment variable), and its
-# rows (option, row name, FER2013 usage; a labelled folder of face crops has no usage).
-CARD_OPTIONS = {
-    "fer2013": ("FER2013_PATH", "fer2013.csv[.gz] or its image folders: the validation and PublicTest rows"),
-    "wild": ("FER_WILD_PATH", "the expressions-wild folder (face crops, labels.csv)"),
-    "ckplus": ("FER_CKPLUS_PATH", "the CK+48 folder (face crops, labels.csv)"),
-}
+# The model card's rows (option, row name, FER2013 usage; a labelled folder of face crops has
+# no usage); its options are in edge.evaluate_options.
 CARD_ROWS = (
     ("fer2013", "FER2013 validation", VALIDATION),
     ("fer2013", "FER2013 PublicTest", "PublicTest"),
@@ -237,52 +232,6 @@ def _views_name(contract: ModelContract) -> str:
 
 
 # The command line, shared by ``fer-kiosk evaluate`` and ``python -m training.evaluate``.
-
-
-def add_arguments(parser: argparse.ArgumentParser, model_default: str | None, model_help: str) -> None:
-    parser.add_argument("--model", default=model_default, required=model_default is None, help=model_help)
-    parser.add_argument(
-        "--data",
-        help="fer2013.csv[.gz], a FER2013 image-folder root, or a folder with "
-        "labels.csv (file,emotion) of face crops (or of photos, with --detect)",
-    )
-    parser.add_argument(
-        "--usage",
-        default="PublicTest",
-        help="FER2013 split: PublicTest (default), PrivateTest, Training, or validation "
-        "(the share of Training the model's training held out)",
-    )
-    parser.add_argument(
-        "--detect",
-        action="store_true",
-        help="--data holds full-frame photos: find and crop faces with the daemon's "
-        "detector and crop rule, and count photos with no face or several faces",
-    )
-    parser.add_argument(
-        "--card",
-        action="store_true",
-        help="the model card's table: FER2013 validation and PublicTest, "
-        "expressions-wild and CK+48 (the sources given below)",
-    )
-    for option, (env, what) in CARD_OPTIONS.items():
-        parser.add_argument(
-            f"--{option}",
-            default=os.environ.get(env) or None,
-            metavar="PATH",
-            help=f"with --card: {what} (default: ${env})",
-        )
-    parser.add_argument(
-        "--views",
-        choices=tuple(VIEW_SETS),
-        default=None,
-        help="test-time views averaged per face (default: the model's own)",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON (with --card: a list, one per row)")
-    parser.add_argument(
-        "--confusion-png",
-        metavar="FILE",
-        help="also save the confusion matrix as a PNG (with --card: FILE-ROW.png per row)",
-    )
 
 
 def run(args: argparse.Namespace, load: Callable[[str, str | None], Classifier]) -> int:

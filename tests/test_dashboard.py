@@ -180,6 +180,10 @@ def test_server_serves_the_fleet_the_page_and_nothing_else(tmp_path, broker):
         assert b"EventSource" in http_get(url + "/static/app.js")
         for bad in ("/static/../server.py", "/static/%2e%2e/server.py", "/static/fleet.py", "/nothing"):
             assert http_get(url + bad) is None, bad  # 404 raises in urlopen
+        # The page server is the standard library and paho: OpenCV and numpy (30 MB of a
+        # 60 MB budget) are never loaded, not even through fer-kiosk's command line.
+        mapped = Path(f"/proc/{dashboard.pid}/maps").read_text()
+        assert "cv2" not in mapped and "numpy" not in mapped
     finally:
         assert stop_daemon(dashboard, 15) == 0, log.read_text()
     assert "Traceback" not in log.read_text()

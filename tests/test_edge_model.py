@@ -76,7 +76,8 @@ def test_crop_rule_squares_adds_margin_and_pads_at_edges():
 def test_views_in_the_contract_average_the_crop_seen_each_way(tmp_path, astronaut_bgr):
     from dataclasses import replace
 
-    from edge.contract import VIEW_SETS, apply_view, save_contract
+    from edge.arrays import apply_view
+    from edge.contract import VIEW_SETS, save_contract
 
     model = tmp_path / "m.tflite"
     model.write_bytes(DEFAULT_MODEL.read_bytes())
@@ -115,7 +116,8 @@ def test_the_contracts_temperature_rescales_the_averaged_probabilities(tmp_path,
 
 
 def test_apply_view_mirrors_then_shifts_repeating_the_edge():
-    from edge.contract import View, apply_view
+    from edge.arrays import apply_view
+    from edge.contract import View
 
     crops = np.arange(2 * 4 * 5, dtype=np.uint8).reshape(2, 4, 5)
     assert (apply_view(crops, View()) == crops).all()

@@ -17,7 +17,8 @@ import numpy as np
 
 import training  # noqa: F401  (sets TensorFlow's environment before it is imported)
 from edge.contract import VIEW_SETS, ModelContract
-from edge.evaluate import EvaluationError, add_arguments, run
+from edge.evaluate import EvaluationError, run
+from edge.evaluate_options import add_arguments
 
 
 class KerasClassifier:

@@ -10,14 +10,13 @@ import keras
 import numpy as np
 from keras import layers, regularizers
 
+from edge.arrays import all_views, average_views
 from edge.contract import (
     EMOTIONS,
     INPUT_SIZE,
     NORMALIZATION_OFFSET,
     NORMALIZATION_SCALE,
     View,
-    all_views,
-    average_views,
 )
 from training.settings import TrainingError, TrainSettings
 
