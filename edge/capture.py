@@ -15,7 +15,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -40,6 +42,18 @@ class Frame:
 MOTION_JPEG_TAGS = frozenset({b"MJPG", b"mjpg", b"JPEG", b"jpeg"})
 # Undecodable packets in a row after which a Motion-JPEG source counts as not delivering
 CORRUPT_PACKETS_LIMIT = 30
+# Where a JPEG's size (its SOF marker) must be found, after any EXIF block
+JPEG_HEADER_BYTES = 1 << 16
+
+
+class Capture(Protocol):
+    """What FrameSource uses of a capture: cv2.VideoCapture, or a wrapper of one."""
+
+    def isOpened(self) -> bool: ...
+    def get(self, prop: int) -> float: ...
+    def set(self, prop: int, value: float) -> bool: ...
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
+    def release(self) -> None: ...
 
 
 class GrayJpegCapture:
@@ -47,18 +61,22 @@ class GrayJpegCapture:
     each frame's JPEG packet (FFmpeg's raw mode) with libjpeg asked only for the luma.
 
     Why: everything downstream works on grayscale. Decoding the colour and converting it
-    back costs about 1.9 ms per 1280x720 frame here, the luma alone 0.8 ms: at 30 fps that
-    is 3 % of a core the box keeps (0.3 ms, 1 %, at 640x480). The result equals
-    ``cvtColor(BGR2GRAY)`` of the colour decode within one grey level.
+    back costs about 1.9-2.2 ms per 1280x720 frame here, the luma alone 0.9-1.0 ms: at
+    30 fps that is 3 % of a core the box keeps (0.35 ms, 1 %, at 640x480). The result is
+    ``cvtColor(BGR2GRAY)`` of the colour decode up to rounding (on the test clip: mean
+    difference 0.7 grey levels, 99 % of pixels within 2).
 
-    Made by ``open_capture`` once the first packet decoded: a source whose packets
-    libjpeg cannot read (some Motion-JPEG AVIs leave out the Huffman tables) stays with
-    OpenCV's colour decoding. A corrupt packet later is skipped; ``CORRUPT_PACKETS_LIMIT``
-    of them in a row end the read like a lost source."""
+    Every packet's JPEG header is read before it is decoded: a packet whose size differs
+    from the stream's (or, with no stream size, is above ``max_pixels``) is never decoded,
+    and neither is one OpenCV refuses; such corrupt packets are skipped, and
+    ``CORRUPT_PACKETS_LIMIT`` of them in a row end the read like a lost source. EXIF
+    orientation is ignored, as FFmpeg's own decoding does."""
 
-    def __init__(self, capture: cv2.VideoCapture, first: np.ndarray):
+    def __init__(self, capture: Capture, size: tuple[int, int] | None, max_pixels: int | None):
         self._capture = capture
-        self._pending: np.ndarray | None = first
+        self._size = size  # (width, height) the container declares; None: unknown
+        self._max_pixels = max_pixels
+        self.pending: np.ndarray | None = None  # a frame decoded before the first read()
 
     def isOpened(self) -> bool:
         return self._capture.isOpened()
@@ -73,34 +91,46 @@ class GrayJpegCapture:
         self._capture.release()
 
     def read(self) -> tuple[bool, np.ndarray | None]:
-        if self._pending is not None:
-            image, self._pending = self._pending, None
+        if self.pending is not None:
+            image, self.pending = self.pending, None
             return True, image
         for _ in range(CORRUPT_PACKETS_LIMIT):
             ok, packet = self._capture.read()
             if not ok or packet is None:
                 return False, None
-            image = decode_gray_jpeg(packet)
+            image = self.decode(packet)
             if image is not None:
                 return True, image
         return False, None
 
+    def decode(self, packet: np.ndarray) -> np.ndarray | None:
+        """The luma of one JPEG packet as a 2-D uint8 image; None when it is not a JPEG of
+        the stream's size (or within ``max_pixels``), or does not decode."""
+        if packet.dtype != np.uint8 or packet.size < 4:
+            return None
+        data = packet.reshape(-1)
+        header = image_size(data[:JPEG_HEADER_BYTES].tobytes())
+        if header is None or header[0] != "JPEG":
+            return None
+        size = header[1:]
+        if self._size is not None and size != self._size:
+            return None
+        if self._max_pixels is not None and size[0] * size[1] > self._max_pixels:
+            return None
+        try:
+            image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)
+        except cv2.error:
+            return None
+        return image if image is not None and image.shape == (size[1], size[0]) else None
 
-def decode_gray_jpeg(packet: np.ndarray | None) -> np.ndarray | None:
-    """The luma of one JPEG packet as a 2-D uint8 image; None when it is not a JPEG."""
-    if packet is None or packet.size < 4 or packet.dtype != np.uint8:
-        return None
-    data = packet.reshape(-1)
-    if data[0] != 0xFF or data[1] != 0xD8:  # not a JPEG start-of-image
-        return None
-    image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
-    return image if image is not None and image.size else None
 
-
-def open_capture(target: int | str, backend: int, params: list[int] | None = None):
+def open_capture(
+    target: int | str, backend: int, params: list[int] | None = None, max_pixels: int | None = None
+) -> Capture:
     """``cv2.VideoCapture(target, backend[, params])``; a Motion-JPEG file or stream read
     through FFmpeg comes back as a ``GrayJpegCapture`` (grayscale frames, decoded cheaper).
-    Cameras (V4L2) keep OpenCV's own conversion."""
+    Cameras (V4L2) keep OpenCV's own conversion. A stream larger than ``max_pixels`` is
+    returned undecoded, for the caller to refuse."""
 
     def open_plain() -> cv2.VideoCapture:
         return cv2.VideoCapture(target, backend, params) if params else cv2.VideoCapture(target, backend)
@@ -109,13 +139,20 @@ def open_capture(target: int | str, backend: int, params: list[int] | None = Non
     if not capture.isOpened() or capture.getBackendName() != "FFMPEG":
         return capture
     tag = int(capture.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little")
-    if tag not in MOTION_JPEG_TAGS or not capture.set(cv2.CAP_PROP_FORMAT, -1):
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if tag not in MOTION_JPEG_TAGS or (max_pixels is not None and width * height > max_pixels):
         return capture
+    if not capture.set(cv2.CAP_PROP_FORMAT, -1):
+        return capture
+    gray = GrayJpegCapture(capture, (width, height) if width > 0 and height > 0 else None, max_pixels)
     ok, packet = capture.read()
-    first = decode_gray_jpeg(packet) if ok else None
-    if first is not None:
-        return GrayJpegCapture(capture, first)
-    # The first packet would not decode on its own: this source stays with FFmpeg's decoding.
+    if not ok or packet is None:
+        return gray  # nothing came yet: its next read fails like any source's, and is retried
+    gray.pending = gray.decode(packet)
+    if gray.pending is not None:
+        return gray
+    # A packet came that libjpeg cannot decode on its own (some Motion-JPEG AVIs leave out
+    # the Huffman tables): this source stays with FFmpeg's colour decoding.
     capture.release()
     return open_plain()
 
@@ -165,12 +202,12 @@ def redact_url(source: int | str) -> str:
 class FrameSource:
     """A started thread that captures frames; ``latest()`` returns the newest unseen one."""
 
-    def __init__(self, config: CameraConfig, opener: Callable[..., cv2.VideoCapture] = open_capture):
+    def __init__(self, config: CameraConfig, opener: Callable[..., Capture] | None = None):
         self.config = config
         self.kind, self._target, self._backend = describe_source(config.source)
         # OpenCV's own warnings would repeat at every retry; the reason is logged once, below.
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-        self._opener = opener
+        self._opener = opener or partial(open_capture, max_pixels=config.max_frame_pixels)
         self._lock = threading.Condition()
         self._frame: Frame | None = None
         self._taken = -1
@@ -217,7 +254,7 @@ class FrameSource:
             )
         return None
 
-    def _open(self) -> cv2.VideoCapture | None:
+    def _open(self) -> Capture | None:
         self._refused = None
         if self.kind == "file" and not Path(str(self._target)).exists():
             return None
@@ -257,7 +294,7 @@ class FrameSource:
             capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         return capture
 
-    def _open_stream(self) -> cv2.VideoCapture | None:
+    def _open_stream(self) -> Capture | None:
         """Opens a network source with a timeout on the open and on every read (FFmpeg's
         interrupt callback), so a camera that accepts and never answers cannot hang us."""
         timeout_ms = int(self.config.open_timeout_seconds * 1000)
@@ -290,7 +327,10 @@ class FrameSource:
         delays = backoff_delays(self.config.retry_initial_seconds, self.config.retry_max_seconds)
         logged_down = False
         while not self._stop.is_set():
-            capture = self._open()
+            try:
+                capture = self._open()
+            except Exception as err:  # OpenCV raising on a source: retried like any other failure
+                capture, self._refused = None, f"cannot be opened ({type(err).__name__}: {err})"[:300]
             if capture is None:
                 self.failures += 1
                 cause, detail = unavailable_cause(self.kind, self.config.source)
@@ -309,8 +349,13 @@ class FrameSource:
                     logged_down = True
                 self._stop.wait(delay)
                 continue
-            ended = self._read_until_lost(capture)
-            capture.release()
+            failure = ""
+            try:
+                ended = self._read_until_lost(capture)
+            except Exception as err:  # a frame OpenCV raised on must not end the capture thread
+                ended, failure = False, f" ({type(err).__name__}: {' '.join(str(err).split())[:200]})"
+            finally:
+                capture.release()
             if self._stop.is_set():
                 break
             if ended and self.kind == "file" and self.config.loop:
@@ -329,10 +374,11 @@ class FrameSource:
             self.connected = False
             self.failures += 1
             _LOGGER.warning(
-                "%s %s %s; retrying with backoff",
+                "%s %s %s%s; retrying with backoff",
                 self.kind,
                 redact_url(self.config.source),
                 "ended" if ended else "stopped delivering frames",
+                failure,
             )
             logged_down = True
             delays = backoff_delays(self.config.retry_initial_seconds, self.config.retry_max_seconds)
@@ -343,7 +389,7 @@ class FrameSource:
         if (online, cause) != (self.status.online, self.status.cause):
             self.status = CameraStatus(online, cause, detail, time.time())
 
-    def _read_until_lost(self, capture: cv2.VideoCapture) -> bool:
+    def _read_until_lost(self, capture: Capture) -> bool:
         """Reads frames until the source fails; True when a file simply ended."""
         paced = self.kind == "file" and self.config.realtime
         fps = capture.get(cv2.CAP_PROP_FPS) or self.config.fps

@@ -311,16 +311,68 @@ class PacketCapture:
         return True, np.frombuffer(self.packets.pop(0), np.uint8).reshape(1, -1)
 
 
-def test_corrupt_motion_jpeg_packets_are_skipped_and_a_run_of_them_ends_the_read():
+def _jpeg(width=64, height=48, value=100) -> bytes:
+    return cv2.imencode(".jpg", np.full((height, width), value, np.uint8))[1].tobytes()
+
+
+def _claiming(jpeg: bytes, width: int, height: int) -> bytes:
+    """The same JPEG with its frame header (SOF0) declaring another size."""
+    at = jpeg.index(b"\xff\xc0")
+    return jpeg[: at + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[at + 9 :]
+
+
+def test_corrupt_or_oversized_motion_jpeg_packets_are_skipped_never_decoded():
+    """A packet that is no JPEG, does not decode, or declares another size than the stream's
+    (65000x65000 here: OpenCV would raise, or decode 4 GB) is skipped; the next good one is
+    the frame. A run of CORRUPT_PACKETS_LIMIT bad packets reads as a lost source."""
     from edge.capture import CORRUPT_PACKETS_LIMIT, GrayJpegCapture
 
-    good = cv2.imencode(".jpg", np.full((48, 64), 100, np.uint8))[1].tobytes()
-    first = np.zeros((48, 64), np.uint8)
-    broken = [b"\xff\xd8 not really a jpeg", b"garbage"]
-    capture = GrayJpegCapture(PacketCapture([*broken, good]), first)
-    assert capture.read()[1] is first  # the packet open_capture decoded to choose this path
+    good = _jpeg()
+    broken = [b"\xff\xd8 not really a jpeg", b"garbage", _claiming(good, 65000, 65000), _jpeg(32, 24)]
+    capture = GrayJpegCapture(PacketCapture([*broken, good]), (64, 48), max_pixels=None)
     ok, image = capture.read()
     assert ok and image.shape == (48, 64) and abs(int(image.mean()) - 100) <= 1
-    capture = GrayJpegCapture(PacketCapture([b"garbage"] * CORRUPT_PACKETS_LIMIT + [good]), first)
-    capture.read()
+    # With no size from the container, the pixel limit bounds what is decoded.
+    capture = GrayJpegCapture(PacketCapture([_claiming(good, 65000, 65000), good]), None, max_pixels=10_000)
+    assert capture.read()[1].shape == (48, 64)
+    capture = GrayJpegCapture(PacketCapture([b"garbage"] * CORRUPT_PACKETS_LIMIT + [good]), None, None)
     assert capture.read() == (False, None)  # lost: FrameSource reopens it, with backoff
+
+
+def test_a_motion_jpeg_video_above_the_pixel_limit_is_not_decoded(tmp_path):
+    from edge.capture import GrayJpegCapture, open_capture
+
+    clip = _astronaut_clip(tmp_path / "c.avi", "MJPG")
+    capture = open_capture(str(clip), cv2.CAP_ANY, max_pixels=100_000)  # 512x480 = 245,760
+    try:
+        assert not isinstance(capture, GrayJpegCapture)  # FrameSource refuses it by its size
+    finally:
+        capture.release()
+
+
+class RaisingCamera(FlakyCamera):
+    """Delivers frames, then OpenCV raises inside read() (as imdecode does on a bad header)."""
+
+    def read(self):
+        if self.frames <= 2:
+            raise cv2.error("OpenCV(4.x) error: (-215:Assertion failed) validateInputImageSize")
+        return super().read()
+
+
+def test_an_opencv_error_while_reading_is_a_lost_source_not_a_dead_thread(caplog):
+    RaisingCamera.attempts = 2  # opens at once
+    config = CameraConfig(source=0, retry_initial_seconds=0.05, retry_max_seconds=0.1)
+    with caplog.at_level(logging.WARNING, logger="edge.capture"):
+        source = FrameSource(config, opener=RaisingCamera).start()
+        try:
+            frames = []
+            deadline = time.monotonic() + 5
+            while len(frames) < 5 and time.monotonic() < deadline:
+                frame = source.latest(0.2)
+                if frame is not None:
+                    frames.append(frame)
+            assert len(frames) >= 5, "the capture thread died on the first error"  # reopened, went on
+            assert source._thread.is_alive()
+        finally:
+            source.stop()
+    assert "stopped delivering frames (error: OpenCV(4.x) error" in caplog.text

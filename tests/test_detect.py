@@ -51,6 +51,19 @@ def test_still_face_is_kept_without_searching_and_moving_face_is_followed():
     assert finder.local_searches == 1 and finder.full_detections == 1
 
 
+@pytest.mark.parametrize("scale_factor", [1.1, 1.2, 1.3])
+def test_a_moving_face_is_found_by_the_local_search_at_any_scale_factor(scale_factor):
+    """The local search looks at a narrow band of sizes; a coarse detector.scale_factor
+    must not leave it without a window size in that band (every search would then fall
+    back to a full detection)."""
+    finder = FaceFinder(HaarFaceDetector(DetectorConfig(full_detect_seconds=100, scale_factor=scale_factor)))
+    clock = frames_at()
+    assert len(finder.find(scene_with_face(200), next(clock))) == 1
+    for x in range(206, 260, 6):
+        assert len(finder.find(scene_with_face(x), next(clock))) == 1
+    assert finder.full_detections == 1 and finder.local_searches == 9
+
+
 def test_arrival_elsewhere_triggers_a_full_detection():
     finder = FaceFinder(HaarFaceDetector(DetectorConfig(full_detect_seconds=100)))
     clock = frames_at()
