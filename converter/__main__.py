@@ -78,7 +78,7 @@ def _validation(keras_path: str, data: str, settings):
     _, held = split(settings, faces.labels)
     model = keras.models.load_model(keras_path, compile=False)
     held_out = FaceSet(faces.images[held], faces.labels[held], faces.source)
-    return validation_figures(model, held_out), held_out
+    return validation_figures(model, held_out, settings.face_normalization), held_out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,22 +97,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     from edge.contract import VIEW_SETS, ContractError, CropRule
     from edge.datasets import DatasetError, FaceSet, load_fer2013
-    from training.run_folder import RunFolder
+    from edge.preprocess import normalize_faces
+    from training.run_folder import RunFolder, face_normalization_of
     from training.settings import TrainingError
 
     try:
         check = load_fer2013(args.data, args.check_usage)
         if args.check_faces:
             check = FaceSet(check.images[: args.check_faces], check.labels[: args.check_faces], check.source)
+        # What each face gets before the model: as the run was trained (its settings), or
+        # as the run folder the .keras file sits in says; "none" for a model outside one.
+        run = RunFolder(args.run_dir) if args.run_dir else None
+        normalization = run.settings().face_normalization if run else face_normalization_of(args.keras)
         calibration = None
         if args.format == "int8":
-            calibration = calibration_faces(
-                load_fer2013(args.data, "Training"), args.calibration_faces, seed=0
-            )
+            faces = calibration_faces(load_fer2013(args.data, "Training"), args.calibration_faces, seed=0)
+            calibration = normalize_faces(faces, normalization)
         training_data = {"data": Path(args.data).name, "usage": "Training"}
         validation = validation_faces = None
-        if args.run_dir:
-            run = RunFolder(args.run_dir)
+        if run is not None:
             settings = run.settings()
             # File names only: the machine's paths stay out of the shipped contract.
             paths = ("data", "init_from", "teacher")
@@ -151,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             views=VIEW_SETS[views],
             validation=validation,
             validation_faces=validation_faces,
+            face_normalization=normalization,
         )
     except (ConversionError, ContractError, DatasetError, TrainingError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

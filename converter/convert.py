@@ -148,7 +148,8 @@ def _interpreter_contract(path: Path, fmt: str, **fields: Any) -> ModelContract:
 def check_conversion(model: keras.Model, tflite_path: Path, faces: FaceSet) -> CheckResult:
     classifier = EmotionClassifier(tflite_path)
     tflite_probs = classifier.classify_many(faces.images)
-    keras_probs = keras_probabilities(model, faces.images, classifier.contract.views)
+    contract = classifier.contract
+    keras_probs = keras_probabilities(model, faces.images, contract.views, contract.face_normalization)
     tflite_top, keras_top = tflite_probs.argmax(1), keras_probs.argmax(1)
     tflite_report = classification_report(faces.labels, tflite_top, EMOTIONS)
     keras_report = classification_report(faces.labels, keras_top, EMOTIONS)
@@ -231,6 +232,7 @@ def convert_and_check(
     views: tuple[View, ...] = (View(),),
     validation: dict[str, Any] | None = None,
     validation_faces: FaceSet | None = None,
+    face_normalization: str = "none",
 ) -> tuple[ModelContract, CheckResult]:
     """Converts, writes NAME.tflite and NAME.json, proves agreement; raises when it fails.
     With ``validation_faces``, also fits the calibration temperature on them (never on the
@@ -256,6 +258,7 @@ def convert_and_check(
         source=source,
         training_data=training_data or {},
         views=views,
+        face_normalization=face_normalization,
     )
     save_contract(contract, out_path)
     check = check_conversion(model, out_path, check_faces)
@@ -327,16 +330,15 @@ def fit_calibration(model_path: Path, validation: FaceSet, check: FaceSet) -> tu
     return temperature, report
 
 
-def validation_figures(model: keras.Model, faces: FaceSet) -> dict[str, Any]:
+def validation_figures(model: keras.Model, faces: FaceSet, normalization: str = "none") -> dict[str, Any]:
     """Keras accuracy on held-out Training faces for every view set in VIEW_SETS: the data
     on which the test-time views are chosen (never the test split)."""
-    return {
-        "faces": len(faces),
-        "accuracy": {
-            name: float((keras_probabilities(model, faces.images, views).argmax(1) == faces.labels).mean())
-            for name, views in VIEW_SETS.items()
-        },
-    }
+
+    def accuracy(views: tuple[View, ...]) -> float:
+        probabilities = keras_probabilities(model, faces.images, views, normalization)
+        return float((probabilities.argmax(1) == faces.labels).mean())
+
+    return {"faces": len(faces), "accuracy": {name: accuracy(views) for name, views in VIEW_SETS.items()}}
 
 
 def choose_views(validation: dict[str, Any]) -> str:

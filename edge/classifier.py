@@ -19,6 +19,7 @@ import numpy as np
 from edge.arrays import all_views, apply_view, average_views, dequantize, quantize
 from edge.calibration import apply_temperature
 from edge.contract import ContractError, ModelContract, Quantization, View, file_sha256, load_contract
+from edge.preprocess import normalize_faces
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -149,6 +150,7 @@ class EmotionClassifier:
             crops = crops[None]
         if len(crops) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
+        crops = normalize_faces(crops, self.contract.face_normalization)
         views = self.contract.views
         averaged = average_views(self.invoke(all_views(crops, views)), len(views))
         return apply_temperature(averaged, self.contract.temperature)
@@ -162,6 +164,7 @@ class EmotionClassifier:
         crops = np.asarray(crops)
         if len(crops) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
+        crops = normalize_faces(crops, self.contract.face_normalization)
         batch = [
             apply_view(crops[i : i + 1], view) for i, face_views in enumerate(views) for view in face_views
         ]

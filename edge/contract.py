@@ -61,6 +61,13 @@ class View:
     dy: int = 0
 
 
+# What may be done to each 48x48 face crop before the model sees it (and before its views):
+# "equalize" is OpenCV's histogram equalization, which this copy of FER2013's faces already
+# carry (each face's histogram is nearly flat: mean 131, spread 77.5 +- 6 grey levels),
+# while camera crops and other data sets do not. Training, the converter, evaluation and
+# the daemon all apply the contract's choice (edge.preprocess.normalize_faces).
+FACE_NORMALIZATIONS = ("none", "equalize")
+
 # The view sets the converter chooses among, on the validation split (never on test data).
 VIEW_SETS: dict[str, tuple[View, ...]] = {
     "single": (View(),),
@@ -90,6 +97,7 @@ class ModelContract:
     # Calibration: the view-averaged probabilities p become softmax(log(p) / temperature)
     # (edge.calibration), fitted by the converter on the validation split; 1: as they are.
     temperature: float = 1.0
+    face_normalization: str = "none"  # one of FACE_NORMALIZATIONS
     sha256: str = ""
     model_format: str = "float32"
     source: dict[str, Any] = field(default_factory=dict)
@@ -150,6 +158,11 @@ class ModelContract:
         if not (isinstance(contract.temperature, (int, float)) and 0.01 <= contract.temperature <= 100):
             raise ContractError(
                 f"model contract temperature {contract.temperature!r} is not a number in 0.01..100"
+            )
+        if contract.face_normalization not in FACE_NORMALIZATIONS:
+            raise ContractError(
+                f"model contract face_normalization {contract.face_normalization!r} is not one of "
+                f"{', '.join(FACE_NORMALIZATIONS)}"
             )
         if len(contract.labels) != len(set(contract.labels)):
             raise ContractError(f"model contract repeats a label: {list(contract.labels)}")

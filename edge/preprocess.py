@@ -48,6 +48,16 @@ def crop_face(gray: np.ndarray, box: Box, rule: CropRule, size: tuple[int, int])
     return cv2.resize(region, (out_w, out_h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
+def normalize_faces(crops: np.ndarray, method: str) -> np.ndarray:
+    """uint8 face crops (N, h, w) as the model's contract wants them (``face_normalization``):
+    as they are, or each histogram-equalized (OpenCV's ``equalizeHist``)."""
+    if method == "none" or len(crops) == 0:
+        return crops
+    if method == "equalize":
+        return np.stack([cv2.equalizeHist(np.ascontiguousarray(crop, dtype=np.uint8)) for crop in crops])
+    raise ValueError(f"unknown face normalization {method!r}")
+
+
 def to_gray(frame: np.ndarray) -> np.ndarray:
     if frame.ndim == 2:
         return frame

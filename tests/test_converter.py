@@ -126,6 +126,7 @@ def test_contract_records_the_run_without_this_machines_paths(tmp_path, small_mo
         init_from=str(tmp_path / "runs" / "stage1.keras"),
         teacher=str(tmp_path / "runs" / "teacher.keras"),
         max_train_faces=200,
+        face_normalization="equalize",
     )
     (run / "settings.json").write_text(json.dumps(asdict(settings)))
     (run / "state.json").write_text(json.dumps(asdict(RunState(epoch=3, finished=True, stop_reason="done"))))
@@ -157,6 +158,8 @@ def test_contract_records_the_run_without_this_machines_paths(tmp_path, small_mo
     recorded = json.loads(text)["training_data"]["settings"]
     assert (recorded["init_from"], recorded["teacher"]) == ("stage1.keras", "teacher.keras")
     assert recorded["data"] == synthetic_csv.name
+    # The run's face normalization is the contract's: every classifier of the file applies it.
+    assert json.loads(text)["face_normalization"] == "equalize"
     # The temperature is fitted on the run's validation split and written into the contract.
     contract = json.loads(text)
     calibration = contract["evaluation"]["calibration"]

@@ -153,3 +153,35 @@ def test_config_can_trade_the_contracts_views_for_cpu():
     assert single.classifier.contract.views == VIEW_SETS["single"]
     with pytest.raises(ConfigError, match="model.views"):
         parse_config({"model": {"views": "all"}})
+
+
+def test_the_contracts_face_normalization_is_applied_by_the_classifier(tmp_path):
+    """A contract saying "equalize" makes the classifier equalize each crop before its
+    views: the same answers as a "none" contract given equalized crops."""
+    import shutil
+    from dataclasses import replace
+
+    import cv2
+
+    from edge.contract import ContractError, save_contract
+    from edge.preprocess import normalize_faces
+
+    model = tmp_path / "m.tflite"
+    shutil.copy(DEFAULT_MODEL, model)
+    shutil.copy(DEFAULT_MODEL.with_suffix(".json"), model.with_suffix(".json"))
+    plain = EmotionClassifier(model)
+    assert plain.contract.face_normalization == "none"  # contracts before the field: none
+    rng = np.random.default_rng(0)
+    crops = (rng.random((4, 48, 48)) * 120 + 40).astype(np.uint8)  # low contrast, like a dim camera
+    equalized = normalize_faces(crops, "equalize")
+    assert all((equalized[i] == cv2.equalizeHist(crops[i])).all() for i in range(4))
+    assert normalize_faces(crops, "none") is crops
+    save_contract(replace(plain.contract, face_normalization="equalize"), model)
+    normalizing = EmotionClassifier(model)
+    assert np.allclose(normalizing.classify(crops), plain.classify(equalized), atol=1e-6)
+    views = [plain.contract.views[:1]] * 4
+    expected = plain.classify_with(equalized, views)
+    assert np.allclose(normalizing.classify_with(crops, views), expected, atol=1e-6)
+    save_contract(replace(plain.contract, face_normalization="clahe-ish"), model)
+    with pytest.raises(ContractError, match="face_normalization 'clahe-ish' is not one of none, equalize"):
+        EmotionClassifier(model)

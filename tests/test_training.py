@@ -52,6 +52,29 @@ def test_augmented_epoch_is_a_function_of_seed_and_epoch():
     np.testing.assert_array_equal(a[1], labels[a[2]])
 
 
+def test_face_normalization_comes_last_on_the_augmented_face_as_the_daemon_applies_it(tmp_path):
+    """With equalize, every training face is the equalized (rounded) augmented face, drawn
+    as without it; and a model's normalization is found from the run folder it sits in."""
+    import cv2
+
+    from training.run_folder import face_normalization_of
+
+    images = (np.random.default_rng(0).random((12, 48, 48)) * 100 + 60).astype(np.uint8)
+    labels = np.arange(12) % 7
+    augmentation = Augmentation(brightness=0.1, contrast=0.2, noise_std=2)
+    raw, _, order = augmented_epoch(images, labels, 5, 0, augmentation)
+    equalized, _, same_order = augmented_epoch(images, labels, 5, 0, augmentation, "equalize")
+    np.testing.assert_array_equal(order, same_order)
+    for plain, normalized in zip(raw[..., 0], equalized[..., 0]):
+        expected = cv2.equalizeHist(np.clip(np.rint(plain), 0, 255).astype(np.uint8))
+        np.testing.assert_array_equal(normalized, expected)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "settings.json").write_text(json.dumps({"data": "x.csv", "face_normalization": "equalize"}))
+    assert face_normalization_of(run / "best.keras") == "equalize"
+    assert face_normalization_of(tmp_path / "elsewhere.keras") == "none"
+
+
 def test_affine_matrices_stay_within_the_configured_ranges():
     m = affine_matrices(2000, 48, Augmentation(), np.random.default_rng(0))
     scale = np.sqrt(np.abs(np.linalg.det(m[:, :, :2])))

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from edge.preprocess import normalize_faces
+
 
 @dataclass(frozen=True)
 class Augmentation:
@@ -99,13 +101,16 @@ def augmented_epoch(
     seed: int,
     epoch: int,
     augmentation: Augmentation | None = Augmentation(),
+    normalization: str = "none",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One epoch of training input: (shuffled augmented images, labels, permutation).
 
     A pure function of (seed, epoch): a resumed run sees exactly the epochs it would have.
     Built whole in memory (28,709 faces x 48 x 48 x 4 bytes = 265 MB as float32, well under
     a second of OpenCV) because feeding Keras from a Python PyDataset made an epoch about
-    three times slower on 2 cores than feeding it an array.
+    three times slower on 2 cores than feeding it an array. ``normalization`` (the model
+    contract's ``face_normalization``) comes last, on the augmented face rounded to whole grey
+    levels, as the daemon applies it to a camera's crop.
     """
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(labels))
@@ -115,4 +120,6 @@ def augmented_epoch(
         batch = photometric_batch(batch, augmentation, rng)
         if augmentation.erasing_probability > 0:
             batch = erase_batch(batch, augmentation.erasing_probability, rng)
+    if normalization != "none":
+        batch = normalize_faces(np.clip(np.rint(batch), 0, 255).astype(np.uint8), normalization)
     return batch[..., None].astype(np.float32), labels[order], order

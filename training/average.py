@@ -26,6 +26,7 @@ import keras
 import numpy as np
 
 import training  # noqa: F401  (sets TensorFlow's environment before it is imported)
+from edge.preprocess import normalize_faces
 from training.data import split
 from training.model import ARCHITECTURES, compile_model, keras_probabilities
 from training.run_folder import RunFolder
@@ -62,8 +63,8 @@ def recompute_batchnorm(model: keras.Model, images: np.ndarray, batch_size: int 
             layer.momentum = momentum
 
 
-def accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> float:
-    return float((keras_probabilities(model, images).argmax(1) == labels).mean())
+def accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarray, normalization: str) -> float:
+    return float((keras_probabilities(model, images, normalization=normalization).argmax(1) == labels).mean())
 
 
 def average_run(run_dir: Path, last: int, data: str | None = None) -> dict:
@@ -80,15 +81,16 @@ def average_run(run_dir: Path, last: int, data: str | None = None) -> dict:
     train_idx, val_idx = split(settings, faces.labels)
     model = ARCHITECTURES[settings.architecture](l2=settings.l2)
     model.set_weights(average_weights(ARCHITECTURES[settings.architecture](), files))
-    recompute_batchnorm(model, faces.images[np.random.default_rng(settings.seed).permutation(train_idx)])
+    train_faces = faces.images[np.random.default_rng(settings.seed).permutation(train_idx)]
+    recompute_batchnorm(model, normalize_faces(train_faces, settings.face_normalization))
     compile_model(model, settings.min_learning_rate)
     best = keras.models.load_model(run.best_checkpoint, compile=False)
     x_val, y_val = faces.images[val_idx], faces.labels[val_idx]
     summary = {
         "averaged_epochs": [f.name for f in files],
         "validation_accuracy": {
-            "averaged": accuracy(model, x_val, y_val),
-            "best": accuracy(best, x_val, y_val),
+            "averaged": accuracy(model, x_val, y_val, settings.face_normalization),
+            "best": accuracy(best, x_val, y_val, settings.face_normalization),
         },
     }
     run.save_averaging(model, summary)

@@ -11,6 +11,7 @@ import numpy as np
 
 from edge.contract import EMOTIONS, VIEW_SETS
 from edge.datasets import stratified_split
+from edge.preprocess import normalize_faces
 from training.augment import Augmentation, augmented_epoch
 from training.run_folder import RunFolder
 from training.settings import CLASS_WEIGHT_MODES, TrainingError, TrainSettings
@@ -100,7 +101,9 @@ class TrainingData:
     def epoch(self, settings: TrainSettings, epoch: int, augmentation: Augmentation):
         """(inputs, targets, sample weights) of 0-based ``epoch``: shuffled and augmented as
         drawn from (seed, epoch), so a resumed run sees exactly the epochs it would have."""
-        x, y, order = augmented_epoch(self.images, self.labels, settings.seed, epoch, augmentation)
+        x, y, order = augmented_epoch(
+            self.images, self.labels, settings.seed, epoch, augmentation, settings.face_normalization
+        )
         if self.teacher is not None:
             y = distillation_targets(y, self.teacher[order], settings.distill_weight)
         return x, y, None if self.sample_weights is None else self.sample_weights[order]
@@ -113,7 +116,7 @@ def training_data(settings: TrainSettings, run: RunFolder) -> TrainingData:
         train_idx = train_idx[: settings.max_train_faces]
         val_idx = val_idx[: max(settings.max_train_faces // 4, 8)]
     images, labels = faces.images[train_idx], faces.labels[train_idx]
-    x_val = faces.images[val_idx][..., None].astype(np.float32)
+    x_val = normalize_faces(faces.images[val_idx], settings.face_normalization)[..., None].astype(np.float32)
     y_val = faces.labels[val_idx]
     teacher = teacher_probabilities(settings, run, images, labels) if settings.teacher else None
     if teacher is not None:  # soft targets need the categorical loss; validation stays one-hot

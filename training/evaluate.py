@@ -19,6 +19,7 @@ import training  # noqa: F401  (sets TensorFlow's environment before it is impor
 from edge.contract import VIEW_SETS, ModelContract
 from edge.evaluate import EvaluationError, run
 from edge.evaluate_options import add_arguments
+from training.run_folder import face_normalization_of
 
 
 class KerasClassifier:
@@ -36,7 +37,11 @@ class KerasClassifier:
             )
         if not self.model_path.is_file():
             raise EvaluationError(f"model file {self.model_path} not found")
-        self.contract = ModelContract(views=VIEW_SETS[views or "single"], model_format="keras")
+        self.contract = ModelContract(
+            views=VIEW_SETS[views or "single"],
+            model_format="keras",
+            face_normalization=face_normalization_of(self.model_path),
+        )
         self._model = keras.models.load_model(self.model_path, compile=False)
 
     @property
@@ -48,7 +53,7 @@ class KerasClassifier:
 
         crops = np.asarray(crops)
         crops = crops[None] if crops.ndim == 2 else crops
-        return keras_probabilities(self._model, crops, self.contract.views)
+        return keras_probabilities(self._model, crops, self.contract.views, self.contract.face_normalization)
 
     classify_many = classify
 

@@ -18,6 +18,7 @@ from edge.contract import (
     NORMALIZATION_SCALE,
     View,
 )
+from edge.preprocess import normalize_faces
 from training.settings import TrainingError, TrainSettings
 
 _LOGGER = logging.getLogger(__name__)
@@ -143,13 +144,18 @@ def compile_model(model: keras.Model, learning_rate: float, soft_targets: bool =
 
 
 def keras_probabilities(
-    model: keras.Model, images: np.ndarray, views: tuple[View, ...] = (View(),), chunk: int = 4096
+    model: keras.Model,
+    images: np.ndarray,
+    views: tuple[View, ...] = (View(),),
+    normalization: str = "none",
+    chunk: int = 4096,
 ) -> np.ndarray:
-    """The Keras model's probabilities, averaged over test-time views the way the daemon's
-    classifier averages them. Chunked: ten views of all 28,709 training faces as float32
-    would be 2.6 GB at once."""
+    """The Keras model's probabilities, each face normalized and averaged over test-time
+    views the way the daemon's classifier does it. Chunked: ten views of all 28,709
+    training faces as float32 would be 2.6 GB at once."""
     out = []
     for start in range(0, len(images), chunk):
-        stacked = all_views(images[start : start + chunk], views)[..., None].astype(np.float32)
+        faces = normalize_faces(images[start : start + chunk], normalization)
+        stacked = all_views(faces, views)[..., None].astype(np.float32)
         out.append(average_views(model.predict(stacked, batch_size=256, verbose=0), len(views)))
     return np.concatenate(out) if out else np.zeros((0, len(EMOTIONS)), np.float32)

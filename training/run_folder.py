@@ -113,7 +113,9 @@ class RunFolder:
                 raise TrainingError(
                     f"{self.path} was started with other settings ({details}); use a new run folder"
                 )
-        if saved != asdict(settings):
+        # Rewritten only when a resumable setting changed: a run started by an earlier version
+        # keeps its file as it is (settings added since read back as their defaults).
+        if saved is None or asdict(TrainSettings.from_dict(saved)) != asdict(settings):
             _write_json(path, asdict(settings))
         return self.state() or RunState(learning_rate=settings.learning_rate)
 
@@ -172,3 +174,12 @@ class RunFolder:
     def averaging(self) -> dict[str, Any] | None:
         """What ``python -m training.average`` wrote about averaged.keras, if it ran."""
         return _read_json(self.path / "averaged.json")
+
+
+def face_normalization_of(model_path: str | Path) -> str:
+    """The ``face_normalization`` a .keras model was trained with: from the settings.json of
+    the run folder it sits in, or "none" for a model outside a run folder."""
+    folder = Path(model_path).parent
+    if not (folder / "settings.json").is_file():
+        return "none"
+    return RunFolder(folder).settings().face_normalization

@@ -12,7 +12,7 @@ import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
-from edge.contract import VIEW_SETS
+from edge.contract import FACE_NORMALIZATIONS, VIEW_SETS
 from edge.datasets import SPLIT_SEED, VALIDATION_FRACTION
 from training.augment import Augmentation
 
@@ -113,6 +113,13 @@ class TrainSettings:
         "mini_xception: the shipped model; vgg: a larger teacher to distil from",
         choices=ARCHITECTURE_NAMES,
     )
+    face_normalization: str = _setting(
+        "none",
+        "what is done to each face before the model sees it, in training and, through the "
+        "model contract, everywhere else: none, or equalize (histogram equalization, which "
+        "FER2013's faces already nearly have and camera crops do not)",
+        choices=FACE_NORMALIZATIONS,
+    )
 
     # Settings that may change when a run resumes: they do not alter the schedule.
     RESUMABLE_CHANGES = ("data", "epochs")
@@ -122,6 +129,7 @@ class TrainSettings:
             ("schedule", SCHEDULES),
             ("architecture", ARCHITECTURE_NAMES),
             ("class_weights", CLASS_WEIGHT_MODES),
+            ("face_normalization", FACE_NORMALIZATIONS),
         ):
             if getattr(self, name) not in allowed:
                 raise TrainingError(

@@ -147,15 +147,20 @@ def final_report(settings: TrainSettings, run_dir: str | Path) -> dict[str, Any]
     model = keras.models.load_model(run.best_checkpoint)
     faces = run.training_faces(settings.data)
     _, val_idx = split(settings, faces.labels)
-    report: dict[str, Any] = {"validation": _evaluate(model, faces.images[val_idx], faces.labels[val_idx])}
+    report: dict[str, Any] = {
+        "validation": _evaluate(
+            model, faces.images[val_idx], faces.labels[val_idx], settings.face_normalization
+        )
+    }
     try:
         test = load_fer2013(settings.data, "PublicTest")
-        report["PublicTest"] = _evaluate(model, test.images, test.labels)
+        report["PublicTest"] = _evaluate(model, test.images, test.labels, settings.face_normalization)
     except Exception as err:  # a CSV without PublicTest rows still gets its validation report
         _LOGGER.warning("no PublicTest report: %s", err)
     run.save_report(report)
     return report
 
 
-def _evaluate(model: keras.Model, images, labels) -> dict[str, Any]:
-    return classification_report(labels, keras_probabilities(model, images).argmax(axis=1), EMOTIONS)
+def _evaluate(model: keras.Model, images, labels, normalization: str) -> dict[str, Any]:
+    probabilities = keras_probabilities(model, images, normalization=normalization)
+    return classification_report(labels, probabilities.argmax(axis=1), EMOTIONS)
