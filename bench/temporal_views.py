@@ -36,7 +36,6 @@ from edge.classifier import EmotionClassifier
 from edge.config import MAX_CLASSIFY_HZ, TrackingConfig
 from edge.datasets import load_fer2013
 from edge.pipeline import ClassifyPolicy
-from edge.preprocess import normalize_faces
 from edge.tracking import FaceTracker
 
 FPS = 30.0
@@ -66,7 +65,6 @@ def view_probabilities(
     for start in range(0, len(faces), chunk):
         block = faces[start : start + chunk]
         frames = np.concatenate([jittered_frames(face, n_frames, rng) for face in block])  # (b*n, h, w)
-        frames = normalize_faces(frames, classifier.contract.face_normalization)  # as classify() does
         probs = classifier.invoke(all_views(frames, views))  # view after view
         out[start : start + len(block)] = probs.reshape(len(views), len(block), n_frames, -1).transpose(
             1, 2, 0, 3

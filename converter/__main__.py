@@ -15,7 +15,7 @@ from edge import DEFAULT_MODEL
 
 def build_parser() -> argparse.ArgumentParser:
     from converter import FORMATS
-    from edge.contract import DEFAULT_CROP_MARGIN, VIEW_SETS
+    from edge.contract import DEFAULT_CROP_MARGIN, FACE_NORMALIZATIONS, VIEW_SETS
 
     p = argparse.ArgumentParser(
         prog="python -m converter",
@@ -30,6 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
         "edge package ships, edge/models/emotion_int8.tflite)",
     )
     p.add_argument("--format", choices=FORMATS, default="int8")
+    p.add_argument(
+        "--face-normalization",
+        choices=("auto", *FACE_NORMALIZATIONS),
+        default="auto",
+        help="what is done to each face before the model, written into the contract: auto (the "
+        "default) takes it from --run-dir's settings or the settings.json beside --keras (none, "
+        "with a warning, when neither says; refused when the two disagree)",
+    )
     p.add_argument(
         "--data", required=True, help="FER2013 (CSV or folders): calibration faces and check faces"
     )
@@ -65,6 +73,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def chosen_face_normalization(option: str, keras_path: str, run) -> str:
+    """The contract's face normalization: the option when given, else what the model was
+    trained with (a wrong one would pass every check here, since both sides would get it,
+    and lose accuracy on the box: so it is said loudly when nothing tells, and two sources
+    that disagree are refused)."""
+    from training.run_folder import face_normalization_of
+    from training.settings import TrainingError
+
+    beside = face_normalization_of(keras_path)
+    from_run = run.settings().face_normalization if run is not None else None
+    if option != "auto":
+        return option
+    if beside is not None and from_run is not None and beside != from_run:
+        raise TrainingError(
+            f"--keras {keras_path} was trained with face normalization {beside!r} (its run folder's "
+            f"settings.json), --run-dir {run.path} says {from_run!r}: which model is this?"
+        )
+    found = from_run or beside
+    if found is None:
+        logging.getLogger(__name__).warning(
+            "--keras %s: no run folder says how its faces were normalized; assuming none "
+            "(a model trained with --face-normalization equalize needs --run-dir or "
+            "--face-normalization equalize, or it loses accuracy on every face)",
+            keras_path,
+        )
+        return "none"
+    return found
+
+
 def _validation(keras_path: str, data: str, settings):
     """Keras figures on the run's own validation split (carved from Training as it was), and
     that split's faces (the calibration temperature is fitted on them)."""
@@ -98,17 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     from edge.contract import VIEW_SETS, ContractError, CropRule
     from edge.datasets import DatasetError, FaceSet, load_fer2013
     from edge.preprocess import normalize_faces
-    from training.run_folder import RunFolder, face_normalization_of
+    from training.run_folder import RunFolder
     from training.settings import TrainingError
 
     try:
         check = load_fer2013(args.data, args.check_usage)
         if args.check_faces:
             check = FaceSet(check.images[: args.check_faces], check.labels[: args.check_faces], check.source)
-        # What each face gets before the model: as the run was trained (its settings), or
-        # as the run folder the .keras file sits in says; "none" for a model outside one.
         run = RunFolder(args.run_dir) if args.run_dir else None
-        normalization = run.settings().face_normalization if run else face_normalization_of(args.keras)
+        normalization = chosen_face_normalization(args.face_normalization, args.keras, run)
         calibration = None
         if args.format == "int8":
             faces = calibration_faces(load_fer2013(args.data, "Training"), args.calibration_faces, seed=0)

@@ -137,8 +137,10 @@ class EmotionClassifier:
             self._batch = n
 
     def prepare(self, crops: np.ndarray) -> np.ndarray:
-        """uint8 crops (N, h, w) to the input tensor (normalization is inside the model)."""
-        x = crops.astype(np.float32)[..., None]
+        """uint8 crops (N, h, w), each one view of a face, to the input tensor: the contract's
+        face normalization (equalization), then pixels as they are (the model scales them to
+        [-1, 1] in its first layer), quantized for an int8 input."""
+        x = normalize_faces(crops, self.contract.face_normalization).astype(np.float32)[..., None]
         if self.contract.input_quantization is not None:
             return quantize(x, self.contract.input_quantization, self.contract.input_dtype)
         return x.astype(self.contract.input_dtype)
@@ -150,7 +152,6 @@ class EmotionClassifier:
             crops = crops[None]
         if len(crops) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        crops = normalize_faces(crops, self.contract.face_normalization)
         views = self.contract.views
         averaged = average_views(self.invoke(all_views(crops, views)), len(views))
         return apply_temperature(averaged, self.contract.temperature)
@@ -164,7 +165,6 @@ class EmotionClassifier:
         crops = np.asarray(crops)
         if len(crops) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        crops = normalize_faces(crops, self.contract.face_normalization)
         batch = [
             apply_view(crops[i : i + 1], view) for i, face_views in enumerate(views) for view in face_views
         ]

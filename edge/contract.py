@@ -25,7 +25,8 @@ EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surpri
 INPUT_SIZE = 48
 
 # Pixels 0..255 map to [-1, 1]: x * scale + offset (as in the thesis's preprocess_input).
-# The model applies this itself (its first layer), so callers feed raw grayscale pixels.
+# The model applies this itself (its first layer), so callers feed grayscale pixels 0..255
+# (after the contract's face_normalization, which the classifier applies).
 NORMALIZATION_SCALE = 1.0 / 127.5
 NORMALIZATION_OFFSET = -1.0
 
@@ -115,9 +116,11 @@ class ModelContract:
         data["labels"] = list(self.labels)
         data["views"] = [asdict(view) for view in self.views]
         data["input_shape"] = list(self.input_shape)
+        if self.face_normalization == "none":  # as contracts before the field: older edges read it
+            del data["face_normalization"]
         data["normalization"] = {
             "formula": "x * scale + offset, x = grayscale pixel 0..255",
-            "applied_by": "model (its first layer): feed raw pixels 0..255",
+            "applied_by": "model (its first layer): feed pixels 0..255 (after face_normalization)",
             "scale": data.pop("normalization_scale"),
             "offset": data.pop("normalization_offset"),
         }

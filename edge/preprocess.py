@@ -49,13 +49,18 @@ def crop_face(gray: np.ndarray, box: Box, rule: CropRule, size: tuple[int, int])
 
 
 def normalize_faces(crops: np.ndarray, method: str) -> np.ndarray:
-    """uint8 face crops (N, h, w) as the model's contract wants them (``face_normalization``):
-    as they are, or each histogram-equalized (OpenCV's ``equalizeHist``)."""
+    """uint8 face crops (N, h, w), each as the model sees it (the contract's
+    ``face_normalization``): as it is, or histogram-equalized (OpenCV's ``equalizeHist``).
+    Applied to each view of a face (after mirroring and shifting), as training applies it
+    to each augmented face."""
+    if method not in ("none", "equalize"):
+        raise ValueError(f"unknown face normalization {method!r}")
+    crops = np.asarray(crops)
+    if crops.ndim != 3 or crops.dtype != np.uint8:
+        raise ValueError(f"face crops must be uint8 (N, h, w), got {crops.dtype} {crops.shape}")
     if method == "none" or len(crops) == 0:
         return crops
-    if method == "equalize":
-        return np.stack([cv2.equalizeHist(np.ascontiguousarray(crop, dtype=np.uint8)) for crop in crops])
-    raise ValueError(f"unknown face normalization {method!r}")
+    return np.stack([cv2.equalizeHist(np.ascontiguousarray(crop)) for crop in crops])
 
 
 def to_gray(frame: np.ndarray) -> np.ndarray:

@@ -249,3 +249,31 @@ def test_views_are_chosen_on_validation_and_ties_go_to_fewer_views():
     )
     assert choose_views({"accuracy": {"single": 0.60, "mirror": 0.61, "mirror-shift": 0.61}}) == "mirror"
     assert choose_views({"accuracy": {"single": 0.63, "mirror": 0.61, "mirror-shift": 0.62}}) == "single"
+
+
+def test_face_normalization_comes_from_the_run_and_two_runs_that_disagree_are_refused(tmp_path, caplog):
+    """A wrong normalization would pass every check (both sides would get it) and lose
+    accuracy on the box: it is taken from the run, said when nothing tells, refused when
+    the run folder of the .keras file and --run-dir disagree."""
+    import logging
+
+    from converter.__main__ import chosen_face_normalization
+    from training.run_folder import RunFolder
+    from training.settings import TrainingError
+
+    def run_folder(name: str, normalization: str):
+        folder = tmp_path / name
+        folder.mkdir()
+        settings = {"data": "f.csv", "face_normalization": normalization}
+        (folder / "settings.json").write_text(json.dumps(settings))
+        return folder
+
+    equalized, plain = run_folder("eq", "equalize"), run_folder("plain", "none")
+    assert chosen_face_normalization("auto", str(equalized / "best.keras"), None) == "equalize"
+    assert chosen_face_normalization("auto", str(tmp_path / "m.keras"), RunFolder(equalized)) == "equalize"
+    assert chosen_face_normalization("none", str(equalized / "best.keras"), None) == "none"  # said outright
+    with pytest.raises(TrainingError, match=r"trained with face normalization 'equalize'.*says 'none'"):
+        chosen_face_normalization("auto", str(equalized / "best.keras"), RunFolder(plain))
+    with caplog.at_level(logging.WARNING):
+        assert chosen_face_normalization("auto", str(tmp_path / "loose.keras"), None) == "none"
+    assert "no run folder says how its faces were normalized; assuming none" in caplog.text

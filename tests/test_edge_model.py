@@ -157,13 +157,14 @@ def test_config_can_trade_the_contracts_views_for_cpu():
 
 def test_the_contracts_face_normalization_is_applied_by_the_classifier(tmp_path):
     """A contract saying "equalize" makes the classifier equalize each crop before its
-    views: the same answers as a "none" contract given equalized crops."""
+    views (each view, after mirroring and shifting): with mirror views, which commute with
+    it, the same answers as a "none" contract given equalized crops."""
     import shutil
     from dataclasses import replace
 
     import cv2
 
-    from edge.contract import ContractError, save_contract
+    from edge.contract import VIEW_SETS, ContractError, save_contract
     from edge.preprocess import normalize_faces
 
     model = tmp_path / "m.tflite"
@@ -176,10 +177,15 @@ def test_the_contracts_face_normalization_is_applied_by_the_classifier(tmp_path)
     equalized = normalize_faces(crops, "equalize")
     assert all((equalized[i] == cv2.equalizeHist(crops[i])).all() for i in range(4))
     assert normalize_faces(crops, "none") is crops
+    # Each view is normalized (after mirroring and shifting); a mirror commutes with it.
+    mirror = VIEW_SETS["mirror"]
+    save_contract(replace(plain.contract, views=mirror), model)
+    plain = EmotionClassifier(model)
     save_contract(replace(plain.contract, face_normalization="equalize"), model)
     normalizing = EmotionClassifier(model)
     assert np.allclose(normalizing.classify(crops), plain.classify(equalized), atol=1e-6)
-    views = [plain.contract.views[:1]] * 4
+    assert np.allclose(normalizing.invoke(crops), plain.invoke(equalized), atol=1e-6)
+    views = [mirror] * 4
     expected = plain.classify_with(equalized, views)
     assert np.allclose(normalizing.classify_with(crops, views), expected, atol=1e-6)
     save_contract(replace(plain.contract, face_normalization="clahe-ish"), model)

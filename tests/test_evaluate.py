@@ -252,6 +252,27 @@ def test_training_evaluate_reports_a_keras_model_with_the_same_report(tmp_path):
     assert tflite.returncode == 1 and "fer-kiosk evaluate" in tflite.stderr
 
 
+def test_training_evaluate_runs_a_keras_model_through_the_detector(tmp_path, astronaut_bgr):
+    """--detect puts photos through the daemon's frame pipeline, which asks the classifier
+    for each face's own views (classify_with): the Keras classifier has them too."""
+    pytest.importorskip("keras", reason="the train extra")
+    import training  # noqa: F401
+    from training.model import make_mini_xception
+
+    model_path = tmp_path / "m.keras"
+    make_mini_xception().save(model_path)
+    root = tmp_path / "photos"
+    root.mkdir()
+    cv2.imwrite(str(root / "astronaut.jpg"), astronaut_bgr)
+    (root / "labels.csv").write_text("file,emotion\nastronaut.jpg,happy\n")
+    result = evaluate_cli(
+        "--model", str(model_path), "--data", str(root), "--detect", "--json", module="training.evaluate"
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["n"] == 1 and report["detection"]["with_face"] == 1
+
+
 # the real cross-domain sets (paths from the environment)
 
 

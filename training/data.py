@@ -56,6 +56,7 @@ def teacher_probabilities(
     import keras
 
     from training.model import keras_probabilities
+    from training.run_folder import face_normalization_of
 
     source = Path(settings.teacher)
     if not source.is_file():
@@ -68,7 +69,9 @@ def teacher_probabilities(
         teacher = keras.models.load_model(source, compile=False)
     except Exception as err:
         raise TrainingError(f"--teacher {source}: cannot load it as a Keras model ({err})") from err
-    raw = keras_probabilities(teacher, images, VIEW_SETS[settings.teacher_views])
+    # The teacher sees faces as it was trained to (its own run's face normalization).
+    normalization = face_normalization_of(source)
+    raw = keras_probabilities(teacher, images, VIEW_SETS[settings.teacher_views], normalization)
     probabilities = soften(raw, settings.distill_temperature).astype(np.float32)
     run.save_teacher_probabilities(probabilities)
     _LOGGER.info(

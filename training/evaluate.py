@@ -40,7 +40,8 @@ class KerasClassifier:
         self.contract = ModelContract(
             views=VIEW_SETS[views or "single"],
             model_format="keras",
-            face_normalization=face_normalization_of(self.model_path),
+            # as its run folder's settings say; a model outside a run folder: none
+            face_normalization=face_normalization_of(self.model_path) or "none",
         )
         self._model = keras.models.load_model(self.model_path, compile=False)
 
@@ -56,6 +57,21 @@ class KerasClassifier:
         return keras_probabilities(self._model, crops, self.contract.views, self.contract.face_normalization)
 
     classify_many = classify
+
+    def classify_with(self, crops: np.ndarray, views) -> np.ndarray:
+        """Each face averaged over its own views (``views[i]`` for crop i), as
+        ``EmotionClassifier.classify_with`` does: the frame pipeline (``--detect``) uses it."""
+        from training.model import keras_probabilities
+
+        crops = np.asarray(crops)
+        normalization = self.contract.face_normalization
+        if len(crops) == 0:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        faces = [
+            keras_probabilities(self._model, crops[i : i + 1], tuple(face_views), normalization)
+            for i, face_views in enumerate(views)
+        ]
+        return np.concatenate(faces)
 
 
 def build_parser() -> argparse.ArgumentParser:

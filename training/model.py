@@ -150,12 +150,12 @@ def keras_probabilities(
     normalization: str = "none",
     chunk: int = 4096,
 ) -> np.ndarray:
-    """The Keras model's probabilities, each face normalized and averaged over test-time
-    views the way the daemon's classifier does it. Chunked: ten views of all 28,709
+    """The Keras model's probabilities, averaged over test-time views, each view normalized,
+    the way the daemon's classifier does it. Chunked: ten views of all 28,709
     training faces as float32 would be 2.6 GB at once."""
     out = []
     for start in range(0, len(images), chunk):
-        faces = normalize_faces(images[start : start + chunk], normalization)
-        stacked = all_views(faces, views)[..., None].astype(np.float32)
+        views_of_faces = normalize_faces(all_views(images[start : start + chunk], views), normalization)
+        stacked = views_of_faces[..., None].astype(np.float32)
         out.append(average_views(model.predict(stacked, batch_size=256, verbose=0), len(views)))
     return np.concatenate(out) if out else np.zeros((0, len(EMOTIONS)), np.float32)

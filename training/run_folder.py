@@ -176,10 +176,14 @@ class RunFolder:
         return _read_json(self.path / "averaged.json")
 
 
-def face_normalization_of(model_path: str | Path) -> str:
-    """The ``face_normalization`` a .keras model was trained with: from the settings.json of
-    the run folder it sits in, or "none" for a model outside a run folder."""
+def face_normalization_of(model_path: str | Path) -> str | None:
+    """The ``face_normalization`` a .keras model was trained with, from the settings.json of
+    the run folder it sits in; None for a model outside a run folder (nothing says)."""
     folder = Path(model_path).parent
     if not (folder / "settings.json").is_file():
-        return "none"
-    return RunFolder(folder).settings().face_normalization
+        return None
+    try:
+        return RunFolder(folder).settings().face_normalization
+    except (TypeError, ValueError) as err:  # a settings.json that is not a training run's
+        settings = folder / "settings.json"
+        raise TrainingError(f"{settings}: not the settings of a training run ({err})") from err
