@@ -178,8 +178,14 @@ def evaluate_source(
         faces = load_source(path, usage, validation_settings(classifier.contract))
         report = evaluate_faces(classifier, faces)
         data = f"{name} (face crops)" if is_labelled_folder(path) else f"{name} {usage}"
-    views = _views_name(classifier.contract)
-    return {"model": _model_name(classifier), "data": data, "views": views, **report}
+    contract = classifier.contract
+    return {
+        "model": _model_name(classifier),
+        "data": data,
+        "views": _views_name(contract),
+        "face_normalization": contract.face_normalization,
+        **report,
+    }
 
 
 def model_card(classifier: Classifier, paths: dict[str, str | Path | None]) -> list[dict[str, Any]]:
@@ -227,6 +233,12 @@ def _model_name(classifier: Classifier) -> str:
     return Path(path).name if path else classifier.contract.source.get("checkpoint", "model")
 
 
+def _how(report: dict[str, Any]) -> str:
+    """How the faces were shown to the model: its views, and its face normalization if any."""
+    normalization = report.get("face_normalization", "none")
+    return f"views {report['views']}" + (f", faces {normalization}d" if normalization != "none" else "")
+
+
 def _views_name(contract: ModelContract) -> str:
     return next((name for name, views in VIEW_SETS.items() if views == contract.views), "custom")
 
@@ -267,11 +279,11 @@ def run(args: argparse.Namespace, load: Callable[[str, str | None], Classifier])
     if args.json:
         print(json.dumps(reports if args.card else reports[0]))
     elif args.card:
-        print(f"{reports[0]['model']}, views {reports[0]['views']}\n")
+        print(f"{reports[0]['model']}, {_how(reports[0])}\n")
         print(format_card(reports))
     else:
         report = reports[0]
-        print(f"{report['model']} on {report['data']}, views {report['views']}")
+        print(f"{report['model']} on {report['data']}, {_how(report)}")
         if "detection" in report:
             print(format_detection(report))
         print(format_report(report))

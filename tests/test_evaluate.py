@@ -160,6 +160,7 @@ def test_detect_finds_the_astronaut_and_counts_photos_without_or_with_several_fa
     assert report["n"] == 2 and report["per_class"]["happy"]["support"] == 2
     assert report["per_class"]["happy"]["recall"] == 1.0  # the smiling astronaut is happy
     assert report["data"] == "photos (photos, detected)" and report["views"] == "mirror-shift"
+    assert report["face_normalization"] == "none"  # the bundled model's contract says nothing: none
     matrix = np.asarray(report["confusion_matrix"])
     assert matrix.shape == (7, 7) and matrix.sum() == 2
 
