@@ -433,6 +433,12 @@ def test_a_run_started_by_an_earlier_version_resumes_with_the_same_command(tmp_p
     with pytest.raises(TrainingError, match=r"other settings \(l2: 0.0001 -> 0.01\)"):
         run.start(replace(settings, l2=0.01))
     assert run.start(replace(settings, epochs=120, data="elsewhere.csv.gz")).epoch == 4  # resumable changes
+    rewritten = json.loads((run_dir / "settings.json").read_text())  # and recorded, with every field
+    assert (rewritten["epochs"], rewritten["data"], rewritten["face_normalization"]) == (
+        120,
+        "elsewhere.csv.gz",
+        "none",
+    )
 
 
 @pytest.mark.parametrize("schedule", ["plateau", "cosine"])
