@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.capture import Frame, open_capture
+from edge.capture import Capture, CaptureWrapper, Frame, open_capture
 from edge.daemon import Publisher, Source
 from edge.payloads import Message
 from edge.pipeline import StageTimes
@@ -31,24 +31,12 @@ from edge.preprocess import Box
 STAGES = ("decode", "grayscale", "detect", "preprocess", "classify", "track", "publish")
 
 
-class TimedCapture:
-    """The parts of a capture that FrameSource uses, with each successful read timed."""
+class TimedCapture(CaptureWrapper):
+    """A capture as FrameSource uses it, with each successful read timed."""
 
-    def __init__(self, capture: cv2.VideoCapture, read_seconds: list[float]):
-        self._capture = capture
+    def __init__(self, capture: Capture, read_seconds: list[float]):
+        super().__init__(capture)
         self._read_seconds = read_seconds
-
-    def isOpened(self) -> bool:
-        return self._capture.isOpened()
-
-    def get(self, prop: int) -> float:
-        return self._capture.get(prop)
-
-    def set(self, prop: int, value: float) -> bool:
-        return self._capture.set(prop, value)
-
-    def release(self) -> None:
-        self._capture.release()
 
     def read(self) -> tuple[bool, np.ndarray | None]:
         start = time.perf_counter()

@@ -56,7 +56,29 @@ class Capture(Protocol):
     def release(self) -> None: ...
 
 
-class GrayJpegCapture:
+class CaptureWrapper:
+    """A capture around another one: everything but ``read`` is the inner capture's."""
+
+    def __init__(self, capture: Capture):
+        self._capture = capture
+
+    def isOpened(self) -> bool:
+        return self._capture.isOpened()
+
+    def get(self, prop: int) -> float:
+        return self._capture.get(prop)
+
+    def set(self, prop: int, value: float) -> bool:
+        return self._capture.set(prop, value)
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        return self._capture.read()
+
+    def release(self) -> None:
+        self._capture.release()
+
+
+class GrayJpegCapture(CaptureWrapper):
     """A Motion-JPEG video or stream whose frames come as grayscale, decoded straight from
     each frame's JPEG packet (FFmpeg's raw mode) with libjpeg asked only for the luma.
 
@@ -73,22 +95,10 @@ class GrayJpegCapture:
     orientation is ignored, as FFmpeg's own decoding does."""
 
     def __init__(self, capture: Capture, size: tuple[int, int] | None, max_pixels: int | None):
-        self._capture = capture
+        super().__init__(capture)
         self._size = size  # (width, height) the container declares; None: unknown
         self._max_pixels = max_pixels
         self.pending: np.ndarray | None = None  # a frame decoded before the first read()
-
-    def isOpened(self) -> bool:
-        return self._capture.isOpened()
-
-    def get(self, prop: int) -> float:
-        return self._capture.get(prop)
-
-    def set(self, prop: int, value: float) -> bool:
-        return self._capture.set(prop, value)
-
-    def release(self) -> None:
-        self._capture.release()
 
     def read(self) -> tuple[bool, np.ndarray | None]:
         if self.pending is not None:
