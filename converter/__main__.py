@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def chosen_face_normalization(option: str, keras_path: str, run) -> str:
+def chosen_face_normalization(option: str, keras_path: str, run_settings, run_dir: str | None) -> str:
     """The contract's face normalization: the option when given, else what the model was
     trained with (a wrong one would pass every check here, since both sides would get it,
     and lose accuracy on the box: so it is said loudly when nothing tells, and two sources
@@ -82,13 +82,13 @@ def chosen_face_normalization(option: str, keras_path: str, run) -> str:
     from training.settings import TrainingError
 
     beside = face_normalization_of(keras_path)
-    from_run = run.settings().face_normalization if run is not None else None
+    from_run = run_settings.face_normalization if run_settings is not None else None
     if option != "auto":
         return option
     if beside is not None and from_run is not None and beside != from_run:
         raise TrainingError(
             f"--keras {keras_path} was trained with face normalization {beside!r} (its run folder's "
-            f"settings.json), --run-dir {run.path} says {from_run!r}: which model is this?"
+            f"settings.json), --run-dir {run_dir} says {from_run!r}: which model is this?"
         )
     found = from_run or beside
     if found is None:
@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.check_faces:
             check = FaceSet(check.images[: args.check_faces], check.labels[: args.check_faces], check.source)
         run = RunFolder(args.run_dir) if args.run_dir else None
-        normalization = chosen_face_normalization(args.face_normalization, args.keras, run)
+        settings = run.settings() if run is not None else None
+        normalization = chosen_face_normalization(args.face_normalization, args.keras, settings, args.run_dir)
         calibration = None
         if args.format == "int8":
             faces = calibration_faces(load_fer2013(args.data, "Training"), args.calibration_faces, seed=0)
@@ -151,7 +152,6 @@ def main(argv: list[str] | None = None) -> int:
         training_data = {"data": Path(args.data).name, "usage": "Training"}
         validation = validation_faces = None
         if run is not None:
-            settings = run.settings()
             # File names only: the machine's paths stay out of the shipped contract.
             paths = ("data", "init_from", "teacher")
             training_data["settings"] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from edge.contract import CropRule
+from edge.contract import FACE_NORMALIZATIONS, CropRule
 
 Box = tuple[int, int, int, int]  # x, y, w, h in frame pixels
 
@@ -53,7 +53,7 @@ def normalize_faces(crops: np.ndarray, method: str) -> np.ndarray:
     ``face_normalization``): as it is, or histogram-equalized (OpenCV's ``equalizeHist``).
     Applied to each view of a face (after mirroring and shifting), as training applies it
     to each augmented face."""
-    if method not in ("none", "equalize"):
+    if method not in FACE_NORMALIZATIONS:
         raise ValueError(f"unknown face normalization {method!r}")
     crops = np.asarray(crops)
     if crops.ndim != 3 or crops.dtype != np.uint8:

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -269,11 +270,16 @@ def test_face_normalization_comes_from_the_run_and_two_runs_that_disagree_are_re
         return folder
 
     equalized, plain = run_folder("eq", "equalize"), run_folder("plain", "none")
-    assert chosen_face_normalization("auto", str(equalized / "best.keras"), None) == "equalize"
-    assert chosen_face_normalization("auto", str(tmp_path / "m.keras"), RunFolder(equalized)) == "equalize"
-    assert chosen_face_normalization("none", str(equalized / "best.keras"), None) == "none"  # said outright
+
+    def chosen(option: str, keras: Path, run: Path | None = None) -> str:
+        settings = RunFolder(run).settings() if run else None
+        return chosen_face_normalization(option, str(keras), settings, str(run) if run else None)
+
+    assert chosen("auto", equalized / "best.keras") == "equalize"
+    assert chosen("auto", tmp_path / "m.keras", equalized) == "equalize"
+    assert chosen("none", equalized / "best.keras") == "none"  # said outright
     with pytest.raises(TrainingError, match=r"trained with face normalization 'equalize'.*says 'none'"):
-        chosen_face_normalization("auto", str(equalized / "best.keras"), RunFolder(plain))
+        chosen("auto", equalized / "best.keras", plain)
     with caplog.at_level(logging.WARNING):
-        assert chosen_face_normalization("auto", str(tmp_path / "loose.keras"), None) == "none"
+        assert chosen("auto", tmp_path / "loose.keras") == "none"
     assert "no run folder says how its faces were normalized; assuming none" in caplog.text

@@ -101,8 +101,8 @@ class RunFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         path = self.path / "settings.json"
         saved = _read_json(path)
-        if saved is not None:
-            previous = asdict(TrainSettings.from_dict(saved))
+        previous = None if saved is None else asdict(TrainSettings.from_dict(saved))
+        if previous is not None:
             changed = {
                 key: (previous[key], value)
                 for key, value in asdict(settings).items()
@@ -115,7 +115,7 @@ class RunFolder:
                 )
         # Rewritten only when a resumable setting changed: a run started by an earlier version
         # keeps its file as it is (settings added since read back as their defaults).
-        if saved is None or asdict(TrainSettings.from_dict(saved)) != asdict(settings):
+        if previous != asdict(settings):
             _write_json(path, asdict(settings))
         return self.state() or RunState(learning_rate=settings.learning_rate)
 
