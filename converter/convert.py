@@ -25,13 +25,8 @@ import tensorflow as tf
 
 import training  # noqa: F401  (sets TensorFlow's environment before it is imported)
 from converter import FORMATS
+from converter.calibrate import fit_calibration
 from edge.arrays import dequantize
-from edge.calibration import (
-    apply_temperature,
-    expected_calibration_error,
-    fit_temperature,
-    negative_log_likelihood,
-)
 from edge.classifier import EmotionClassifier, load_interpreter_class, tensor_quantization
 from edge.contract import (
     EMOTIONS,
@@ -296,38 +291,6 @@ def convert_and_check(
             "but is not fit to ship."
         )
     return contract, check
-
-
-def fit_calibration(model_path: Path, validation: FaceSet, check: FaceSet) -> tuple[float, dict[str, Any]]:
-    """The temperature that makes the converted model's view-averaged probabilities honest,
-    fitted on the validation split; the calibration error before and after on both sets."""
-    classifier = EmotionClassifier(model_path)  # the contract's views, temperature 1 so far
-    raw_val = classifier.classify_many(validation.images)
-    raw_check = classifier.classify_many(check.images)
-    temperature = fit_temperature(raw_val, validation.labels)
-
-    def figures(raw: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-        scaled = apply_temperature(raw, temperature)
-        return {
-            "ece_before": round(expected_calibration_error(raw, labels), 4),
-            "ece_after": round(expected_calibration_error(scaled, labels), 4),
-            "nll_before": round(negative_log_likelihood(raw, labels), 4),
-            "nll_after": round(negative_log_likelihood(scaled, labels), 4),
-        }
-
-    report = {
-        "temperature": temperature,
-        "fitted_on": "validation split (carved from Training)",
-        "validation": figures(raw_val, validation.labels),
-        "check": figures(raw_check, check.labels),
-    }
-    _LOGGER.info(
-        "calibration: temperature %.3f; ECE on the check faces %.3f -> %.3f",
-        temperature,
-        report["check"]["ece_before"],
-        report["check"]["ece_after"],
-    )
-    return temperature, report
 
 
 def validation_figures(model: keras.Model, faces: FaceSet, normalization: str = "none") -> dict[str, Any]:

@@ -193,6 +193,39 @@ def test_corrupt_model_file_is_refused_naming_the_hash(tmp_path, float_model):
         EmotionClassifier(out)
 
 
+def test_calibrate_fits_an_already_converted_model_and_refits_the_same(tmp_path, float_model, synthetic_csv):
+    """python -m converter.calibrate: a model converted without calibration gets its
+    temperature and the report; run again, it fits the raw probabilities, not the scaled."""
+    model = tmp_path / "m.tflite"
+    model.write_bytes(float_model.read_bytes())
+    (tmp_path / "m.json").write_text(float_model.with_suffix(".json").read_text())
+    assert load_contract(model).temperature == 1.0
+
+    def calibrate(*extra):
+        return subprocess.run(
+            [sys.executable, "-m", "converter.calibrate", "--model", str(model), *extra],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
+        )
+
+    first = calibrate("--data", str(synthetic_csv))
+    assert first.returncode == 0, first.stderr[-2000:]
+    contract = load_contract(model)
+    report = json.loads(first.stdout)
+    assert contract.temperature == report["temperature"] != 1.0
+    assert contract.evaluation["calibration"]["fitted_on"].startswith("validation split")
+    assert report["validation"]["nll_after"] <= report["validation"]["nll_before"] + 1e-4
+    assert contract.evaluation["tflite"] == load_contract(float_model).evaluation["tflite"]  # kept
+    assert file_sha256(model) == file_sha256(float_model)  # the model file is not touched
+    again = calibrate("--data", str(synthetic_csv))
+    assert again.returncode == 0 and load_contract(model).temperature == contract.temperature
+    missing = calibrate("--data", str(tmp_path / "nowhere.csv"))
+    assert missing.returncode == 1 and "error:" in missing.stderr and "nowhere.csv" in missing.stderr
+    assert load_contract(model).temperature == contract.temperature
+
+
 def test_truncated_model_file_is_refused_by_the_runtime(tmp_path, float_model):
     out = tmp_path / "m.tflite"
     out.write_bytes(float_model.read_bytes()[:1000])
