@@ -34,12 +34,12 @@ from edge.evaluate import validation_settings
 _LOGGER = logging.getLogger(__name__)
 
 
-def fit_calibration(model_path: Path, validation: FaceSet, check: FaceSet) -> tuple[float, dict[str, Any]]:
+def fit_calibration(
+    classifier: EmotionClassifier, validation: FaceSet, check: FaceSet
+) -> tuple[float, dict[str, Any]]:
     """The temperature that makes the model's view-averaged probabilities honest, fitted on
-    the validation split; the calibration error before and after on both sets."""
-    classifier = EmotionClassifier(model_path)
-    # The raw view-averaged probabilities: the temperature the contract may already hold
-    # is what is being fitted again.
+    the validation split; the calibration error before and after on both sets. The
+    classifier's own temperature is set aside (it is what is being fitted)."""
     classifier.contract = replace(classifier.contract, temperature=1.0)
     raw_val = classifier.classify_many(validation.images)
     raw_check = classifier.classify_many(check.images)
@@ -96,10 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model = Path(args.model)
     try:
-        contract = EmotionClassifier(model).contract  # a missing or damaged model is named here
+        classifier = EmotionClassifier(model)  # a missing or damaged model is named here
+        contract = classifier.contract
         validation = load_validation(args.data, *validation_settings(contract))
         check = load_fer2013(args.data, args.check_usage)
-        temperature, report = fit_calibration(model, validation, check)
+        temperature, report = fit_calibration(classifier, validation, check)
         evaluation = {**contract.evaluation, "calibration": report}
         save_contract(replace(contract, temperature=temperature, evaluation=evaluation), model)
     except (ContractError, DatasetError, OSError) as err:

@@ -280,7 +280,9 @@ def convert_and_check(
         evaluation["validation"] = validation
     temperature = 1.0
     if validation_faces is not None and len(validation_faces.labels):
-        temperature, evaluation["calibration"] = fit_calibration(out_path, validation_faces, check_faces)
+        temperature, evaluation["calibration"] = fit_calibration(
+            EmotionClassifier(out_path), validation_faces, check_faces
+        )
     contract = replace(contract, checked_with=checked_with, evaluation=evaluation, temperature=temperature)
     save_contract(contract, out_path)
     if check.accuracy_drop_points > max_accuracy_drop:
