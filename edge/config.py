@@ -162,7 +162,7 @@ class AlertRuleConfig:
     emotions: tuple[str, ...] = ("angry", "sad", "fear", "disgust")
     # Defaults from figures (docs/benchmarks.md, "Alerts"): the calibrated probability of the
     # smoothed emotion; a real upset face holds it, the flicker of a neutral one does not.
-    min_probability: float = field(default=0.4, metadata=_range(0.0, 1.0))
+    min_probability: float = field(default=0.6, metadata=_range(0.0, 1.0))
     hold_seconds: float = field(default=5.0, metadata=_range(0.0, 3600))
     clear_seconds: float = field(default=2.0, metadata=_range(0.0, 3600))
 
