@@ -81,7 +81,7 @@ def average_run(run_dir: Path, last: int, data: str | None = None) -> dict:
     train_idx, val_idx = split(settings, faces.labels)
     model = ARCHITECTURES[settings.architecture](l2=settings.l2)
     model.set_weights(average_weights(ARCHITECTURES[settings.architecture](), files))
-    train_faces = faces.images[np.random.default_rng(settings.seed).permutation(train_idx)]
+    train_faces = faces.images[np.random.default_rng(settings.init_seed).permutation(train_idx)]
     recompute_batchnorm(model, normalize_faces(train_faces, settings.face_normalization))
     compile_model(model, settings.min_learning_rate)
     best = keras.models.load_model(run.best_checkpoint, compile=False)

@@ -49,38 +49,45 @@ def teacher_probabilities(
     settings: TrainSettings, run: RunFolder, images: np.ndarray, labels: np.ndarray
 ) -> np.ndarray:
     """The teacher's softened probabilities on the (unaugmented) training faces, cached in
-    the run folder: a resumed run trains against the very same targets."""
+    the run folder: a resumed run trains against the very same targets. Several teachers
+    (an ensemble) are averaged before softening."""
     cached = run.teacher_probabilities(len(images), len(EMOTIONS))
     if cached is not None:
         return cached
-    import keras
-
-    from training.model import keras_probabilities
-    from training.run_folder import face_normalization_of
-
-    source = Path(settings.teacher)
-    if not source.is_file():
-        raise TrainingError(f"--teacher {source}: no such model")
     if settings.teacher_views not in VIEW_SETS:
         raise TrainingError(
             f"--teacher-views {settings.teacher_views!r}: expected one of {sorted(VIEW_SETS)}"
         )
+    raw = np.mean(
+        [_one_teachers_probabilities(settings, Path(path), images) for path in settings.teachers], axis=0
+    )
+    probabilities = soften(raw, settings.distill_temperature).astype(np.float32)
+    run.save_teacher_probabilities(probabilities)
+    _LOGGER.info(
+        "teacher %s (%s views) agrees with %.1f %% of the training labels",
+        " + ".join(settings.teachers),
+        settings.teacher_views,
+        100 * float((probabilities.argmax(1) == labels).mean()),
+    )
+    return probabilities
+
+
+def _one_teachers_probabilities(settings: TrainSettings, source: Path, images: np.ndarray) -> np.ndarray:
+    import keras
+
+    from training.model import keras_probabilities
+    from training.run_folder import check_same_validation_split, face_normalization_of
+
+    if not source.is_file():
+        raise TrainingError(f"--teacher {source}: no such model")
+    check_same_validation_split(source, settings, "--teacher")
     try:
         teacher = keras.models.load_model(source, compile=False)
     except Exception as err:
         raise TrainingError(f"--teacher {source}: cannot load it as a Keras model ({err})") from err
     # The teacher sees faces as it was trained to (its own run's face normalization).
     normalization = face_normalization_of(source)
-    raw = keras_probabilities(teacher, images, VIEW_SETS[settings.teacher_views], normalization)
-    probabilities = soften(raw, settings.distill_temperature).astype(np.float32)
-    run.save_teacher_probabilities(probabilities)
-    _LOGGER.info(
-        "teacher %s (%s views) agrees with %.1f %% of the training labels",
-        source,
-        settings.teacher_views,
-        100 * float((probabilities.argmax(1) == labels).mean()),
-    )
-    return probabilities
+    return keras_probabilities(teacher, images, VIEW_SETS[settings.teacher_views], normalization)
 
 
 def split(settings: TrainSettings, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +112,7 @@ class TrainingData:
         """(inputs, targets, sample weights) of 0-based ``epoch``: shuffled and augmented as
         drawn from (seed, epoch), so a resumed run sees exactly the epochs it would have."""
         x, y, order = augmented_epoch(
-            self.images, self.labels, settings.seed, epoch, augmentation, settings.face_normalization
+            self.images, self.labels, settings.init_seed, epoch, augmentation, settings.face_normalization
         )
         if self.teacher is not None:
             y = distillation_targets(y, self.teacher[order], settings.distill_weight)

@@ -24,54 +24,64 @@ from training.run_folder import face_normalization_of
 
 class KerasClassifier:
     """A .keras model behind ``EmotionClassifier``'s interface (``contract``, ``labels``,
-    ``classify``, ``classify_many``), so evaluation and the frame pipeline take either."""
+    ``classify``, ``classify_many``), so evaluation and the frame pipeline take either.
+    Several models given comma-separated are an ensemble (a distillation teacher): their
+    probabilities are averaged, each model seeing faces with its own run's normalization."""
 
     def __init__(self, model_path: str | Path, views: str | None = None):
         import keras
 
-        self.model_path = Path(model_path)
-        if self.model_path.suffix != ".keras":
-            raise EvaluationError(
-                f"{self.model_path.name}: python -m training.evaluate takes a .keras "
-                "model; a .tflite is evaluated by fer-kiosk evaluate"
-            )
-        if not self.model_path.is_file():
-            raise EvaluationError(f"model file {self.model_path} not found")
+        paths = [Path(part.strip()) for part in str(model_path).split(",") if part.strip()]
+        for path in paths:
+            if path.suffix != ".keras":
+                raise EvaluationError(
+                    f"{path.name}: python -m training.evaluate takes a .keras "
+                    "model; a .tflite is evaluated by fer-kiosk evaluate"
+                )
+            if not path.is_file():
+                raise EvaluationError(f"model file {path} not found")
+        # The report names a model by its file name, an ensemble by its members (source).
+        self.model_path = paths[0] if len(paths) == 1 else None
+        # as each model's run folder's settings say; a model outside a run folder: none
+        self._members = [
+            (keras.models.load_model(path, compile=False), face_normalization_of(path) or "none")
+            for path in paths
+        ]
+        normalizations = {normalization for _, normalization in self._members}
         self.contract = ModelContract(
             views=VIEW_SETS[views or "single"],
             model_format="keras",
-            # as its run folder's settings say; a model outside a run folder: none
-            face_normalization=face_normalization_of(self.model_path) or "none",
+            face_normalization=normalizations.pop() if len(normalizations) == 1 else "none",
+            source={"checkpoint": " + ".join(f"{path.parent.name}/{path.name}" for path in paths)},
         )
-        self._model = keras.models.load_model(self.model_path, compile=False)
 
     @property
     def labels(self) -> tuple[str, ...]:
         return self.contract.labels
 
     def classify(self, crops: np.ndarray) -> np.ndarray:
-        from training.model import keras_probabilities
-
         crops = np.asarray(crops)
-        crops = crops[None] if crops.ndim == 2 else crops
-        return keras_probabilities(self._model, crops, self.contract.views, self.contract.face_normalization)
+        return self._probabilities(crops[None] if crops.ndim == 2 else crops, self.contract.views)
 
     classify_many = classify
 
     def classify_with(self, crops: np.ndarray, views) -> np.ndarray:
         """Each face averaged over its own views (``views[i]`` for crop i), as
         ``EmotionClassifier.classify_with`` does: the frame pipeline (``--detect``) uses it."""
-        from training.model import keras_probabilities
-
         crops = np.asarray(crops)
-        normalization = self.contract.face_normalization
         if len(crops) == 0:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         faces = [
-            keras_probabilities(self._model, crops[i : i + 1], tuple(face_views), normalization)
-            for i, face_views in enumerate(views)
+            self._probabilities(crops[i : i + 1], tuple(views_of_face))
+            for i, views_of_face in enumerate(views)
         ]
         return np.concatenate(faces)
+
+    def _probabilities(self, crops: np.ndarray, views) -> np.ndarray:
+        from training.model import keras_probabilities
+
+        members = [keras_probabilities(model, crops, views, norm) for model, norm in self._members]
+        return np.mean(members, axis=0)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -179,11 +179,32 @@ class RunFolder:
 def face_normalization_of(model_path: str | Path) -> str | None:
     """The ``face_normalization`` a .keras model was trained with, from the settings.json of
     the run folder it sits in; None for a model outside a run folder (nothing says)."""
+    settings = _settings_of(model_path)
+    return None if settings is None else settings.face_normalization
+
+
+def check_same_validation_split(model_path: str | Path, settings: TrainSettings, option: str) -> None:
+    """Refuses a model (a teacher, a checkpoint to start from) whose run held out another
+    validation split than ``settings``: it has trained on this run's validation faces, which
+    would then no longer be honest. A model outside a run folder cannot be checked."""
+    theirs = _settings_of(model_path)
+    if theirs is None:
+        return
+    split, ours = (theirs.validation_fraction, theirs.seed), (settings.validation_fraction, settings.seed)
+    if split != ours:
+        raise TrainingError(
+            f"{option} {model_path}: its run held out validation fraction {split[0]} with seed "
+            f"{split[1]}, this run {ours[0]} with seed {ours[1]}, so it has trained on this run's "
+            "validation faces (seed independent networks with --init-seed, not --seed)"
+        )
+
+
+def _settings_of(model_path: str | Path) -> TrainSettings | None:
     folder = Path(model_path).parent
     if not (folder / "settings.json").is_file():
         return None
     try:
-        return RunFolder(folder).settings().face_normalization
+        return RunFolder(folder).settings()
     except (TypeError, ValueError) as err:  # a settings.json that is not a training run's
         settings = folder / "settings.json"
         raise TrainingError(f"{settings}: not the settings of a training run ({err})") from err

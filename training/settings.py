@@ -46,8 +46,15 @@ class TrainSettings:
     )
     seed: int = _setting(
         SPLIT_SEED,
-        "seed of the validation split, the initial weights and each epoch's "
-        "shuffle and augmentation (drawn from (seed, epoch))",
+        "seed of the validation split and, unless --init-seed is given, of the initial "
+        "weights and each epoch's shuffle and augmentation (drawn from (seed, epoch))",
+    )
+    init_seed: int | None = _setting(
+        None,
+        "seed of the initial weights and each epoch's shuffle and augmentation (default: "
+        "--seed): an independently seeded network on the same validation split, e.g. a "
+        "second teacher for an ensemble",
+        type=int,
     )
     class_weights: str = _setting(
         "none",
@@ -96,8 +103,9 @@ class TrainSettings:
     # `distill_weight`; the rest stays the one-hot label.
     teacher: str = _setting(
         "",
-        "distil from this trained .keras model: its probabilities on each training "
-        "face are mixed into the target",
+        "distil from this trained .keras model, or from the mean of several given "
+        "comma-separated (an ensemble): its probabilities on each training face are "
+        "mixed into the target",
     )
     teacher_views: str = _setting(
         "mirror-shift",
@@ -124,6 +132,11 @@ class TrainSettings:
     # Settings that may change when a run resumes: they do not alter the schedule.
     RESUMABLE_CHANGES = ("data", "epochs")
 
+    @property
+    def teachers(self) -> tuple[str, ...]:
+        """The teacher models (several: an ensemble, their probabilities averaged)."""
+        return tuple(path.strip() for path in self.teacher.split(",") if path.strip())
+
     def __post_init__(self) -> None:
         for name, allowed in (
             ("schedule", SCHEDULES),
@@ -137,6 +150,8 @@ class TrainSettings:
                 )
         if self.l2 is None:
             object.__setattr__(self, "l2", DEFAULT_L2[self.architecture])
+        if self.init_seed is None:  # as runs before the setting: one seed for everything
+            object.__setattr__(self, "init_seed", self.seed)
         # Augmentation fields not given keep their defaults, so a run's settings.json is complete.
         object.__setattr__(self, "augmentation", augmentation_fields(self.augmentation))
 

@@ -97,7 +97,7 @@ def train(settings: TrainSettings, run_dir: str | Path, verbose: int | None = No
     state.finished, state.stop_reason = False, ""
 
     _configure_tensorflow()
-    keras.utils.set_random_seed(settings.seed + state.epoch)
+    keras.utils.set_random_seed(settings.init_seed + state.epoch)
     data = training_data(settings, run)
     if state.epoch > 0 and run.last_checkpoint.exists():
         model = keras.models.load_model(run.last_checkpoint)
