@@ -102,16 +102,20 @@ def chosen_face_normalization(option: str, keras_path: str, run_settings, run_di
     return found
 
 
-def _validation(keras_path: str, data: str, settings):
-    """Keras figures on the run's own validation split (carved from Training as it was), and
-    that split's faces (the calibration temperature is fitted on them)."""
+def _file_names(paths: str) -> str:
+    """``paths`` (one, or several comma-separated) without their folders."""
+    return ",".join(Path(path).name for path in paths.split(","))
+
+
+def _validation(keras_path: str, faces, settings):
+    """Keras figures on the run's own validation split of FER2013's Training ``faces`` (carved
+    as it was), and that split's faces (the calibration temperature is fitted on them)."""
     import keras
 
     from converter.convert import validation_figures
-    from edge.datasets import FaceSet, load_fer2013
+    from edge.datasets import FaceSet
     from training.data import split
 
-    faces = load_fer2013(data, "Training")
     _, held = split(settings, faces.labels)
     model = keras.models.load_model(keras_path, compile=False)
     held_out = FaceSet(faces.images[held], faces.labels[held], faces.source)
@@ -145,17 +149,19 @@ def main(argv: list[str] | None = None) -> int:
         run = RunFolder(args.run_dir) if args.run_dir else None
         settings = run.settings() if run is not None else None
         normalization = chosen_face_normalization(args.face_normalization, args.keras, settings, args.run_dir)
+        # Read once (about 4 s): the int8 calibration faces and the validation split come from it.
+        training_faces = load_fer2013(args.data, "Training") if args.format == "int8" or run else None
         calibration = None
         if args.format == "int8":
-            faces = calibration_faces(load_fer2013(args.data, "Training"), args.calibration_faces, seed=0)
+            faces = calibration_faces(training_faces, args.calibration_faces, seed=0)
             calibration = normalize_faces(faces, normalization)
         training_data = {"data": Path(args.data).name, "usage": "Training"}
         validation = validation_faces = None
         if run is not None:
             # File names only: the machine's paths stay out of the shipped contract.
-            paths = ("data", "init_from", "teacher")
+            paths = ("data", "init_from", "teacher")  # teacher: comma-separated for an ensemble
             training_data["settings"] = {
-                key: Path(value).name if key in paths and value else value
+                key: _file_names(value) if key in paths and value else value
                 for key, value in asdict(settings).items()
             }
             state = run.state()
@@ -166,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             averaging = run.averaging()
             if Path(args.keras).name == run.averaged_checkpoint.name and averaging is not None:
                 training_data["averaging"] = averaging  # python -m training.average
-            validation, validation_faces = _validation(args.keras, args.data, settings)
+            validation, validation_faces = _validation(args.keras, training_faces, settings)
         views = args.views
         if views == "auto":
             views = choose_views(validation) if validation else "single"
