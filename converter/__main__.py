@@ -102,9 +102,16 @@ def chosen_face_normalization(option: str, keras_path: str, run_settings, run_di
     return found
 
 
-def _file_names(paths: str) -> str:
-    """``paths`` (one, or several comma-separated) without their folders."""
-    return ",".join(Path(path).name for path in paths.split(","))
+def _without_machine_paths(key: str, value: str) -> str:
+    """A setting that names files, without this machine's folders: the data file by its name,
+    a model (several comma-separated for an ensemble teacher) by its run folder and name, as
+    ``best.keras`` alone says nothing."""
+    if key == "data":
+        return Path(value).name
+    return ",".join(
+        "/".join(filter(None, (Path(part.strip()).parent.name, Path(part.strip()).name)))
+        for part in value.split(",")
+    )
 
 
 def _validation(keras_path: str, faces, settings):
@@ -159,9 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         validation = validation_faces = None
         if run is not None:
             # File names only: the machine's paths stay out of the shipped contract.
-            paths = ("data", "init_from", "teacher")  # teacher: comma-separated for an ensemble
+            paths = ("data", "init_from", "teacher")
             training_data["settings"] = {
-                key: _file_names(value) if key in paths and value else value
+                key: _without_machine_paths(key, value) if key in paths and value else value
                 for key, value in asdict(settings).items()
             }
             state = run.state()

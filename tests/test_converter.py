@@ -125,7 +125,8 @@ def test_contract_records_the_run_without_this_machines_paths(tmp_path, small_mo
     settings = TrainSettings(
         data=str(synthetic_csv),
         init_from=str(tmp_path / "runs" / "stage1.keras"),
-        teacher=f"{tmp_path / 'runs' / 'teacher.keras'},{tmp_path / 'runs' / 'second.keras'}",  # an ensemble
+        # an ensemble: each member by its run folder and name
+        teacher=f"{tmp_path / 'teacher-a' / 'best.keras'}, {tmp_path / 'teacher-b' / 'best.keras'}",
         max_train_faces=200,
         face_normalization="equalize",
     )
@@ -157,7 +158,8 @@ def test_contract_records_the_run_without_this_machines_paths(tmp_path, small_mo
     text = out.with_suffix(".json").read_text()
     assert str(tmp_path) not in text
     recorded = json.loads(text)["training_data"]["settings"]
-    assert (recorded["init_from"], recorded["teacher"]) == ("stage1.keras", "teacher.keras,second.keras")
+    assert recorded["init_from"] == "runs/stage1.keras"
+    assert recorded["teacher"] == "teacher-a/best.keras,teacher-b/best.keras"
     assert recorded["data"] == synthetic_csv.name
     # The run's face normalization is the contract's: every classifier of the file applies it.
     assert json.loads(text)["face_normalization"] == "equalize"

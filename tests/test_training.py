@@ -286,6 +286,7 @@ def test_distillation_trains_against_the_teachers_cached_probabilities(tmp_path,
 def test_an_ensemble_teacher_is_averaged_and_must_hold_out_the_students_validation_split(
     tmp_path, synthetic_csv
 ):
+    from edge.evaluate import EvaluationError
     from training.data import soften, split
     from training.evaluate import KerasClassifier
     from training.model import keras_probabilities
@@ -293,31 +294,46 @@ def test_an_ensemble_teacher_is_averaged_and_must_hold_out_the_students_validati
 
     base = {"data": str(synthetic_csv), "epochs": 1, "batch_size": 32}
     train(TrainSettings(**base), tmp_path / "a", verbose=0)
-    train(TrainSettings(**base, init_seed=7), tmp_path / "b", verbose=0)  # same split, other weights
+    # Same split, other weights, and equalized faces: each member sees faces as it was trained.
+    train(TrainSettings(**base, init_seed=7, face_normalization="equalize"), tmp_path / "b", verbose=0)
     first, second = (keras.models.load_model(tmp_path / name / "best.keras") for name in "ab")
     assert not np.allclose(first.get_weights()[0], second.get_weights()[0])
 
-    teachers = f"{tmp_path / 'a' / 'best.keras'},{tmp_path / 'b' / 'best.keras'}"
+    teachers = f"{tmp_path / 'a' / 'best.keras'}, {tmp_path / 'b' / 'best.keras'}"
     student = TrainSettings(**base, teacher=teachers, teacher_views="mirror", distill_temperature=2.0)
     train(student, tmp_path / "student", verbose=0)
     faces = RunFolder(tmp_path / "student").training_faces(str(synthetic_csv))
     images = faces.images[split(student, faces.labels)[0]]
     views = KerasClassifier(teachers, "mirror").contract.views
-    mean = (keras_probabilities(first, images, views) + keras_probabilities(second, images, views)) / 2
+    by_member = [
+        keras_probabilities(first, images, views),
+        keras_probabilities(second, images, views, "equalize"),
+    ]
+    mean = np.mean(by_member, axis=0)
     cached = np.load(tmp_path / "student" / "teacher-probabilities.npy")
     np.testing.assert_allclose(cached, soften(mean, 2.0), atol=1e-5)
     # training.evaluate reads the same comma-separated list as one averaged model.
     ensemble = KerasClassifier(teachers, "mirror")
     np.testing.assert_allclose(ensemble.classify(images[:5]), mean[:5], atol=1e-5)
-    assert ensemble.contract.source["checkpoint"] == "a/best.keras + b/best.keras"
+    assert ensemble.contract.source["checkpoint"] == "a/best.keras (none) + b/best.keras (equalize)"
+    with pytest.raises(EvaluationError, match="names no model"):
+        KerasClassifier(" , ")
+    with pytest.raises(TrainingError, match="names no model"):
+        TrainSettings(**base, teacher=",")
 
-    # A network seeded with --seed held out other faces: it has seen this run's validation faces.
+    # A network seeded with --seed held out other faces: it has seen this run's validation
+    # faces. It is refused before the run opens its folder or asks any other teacher.
     train(TrainSettings(**base, seed=5), tmp_path / "other-split", verbose=0)
     leaky = str(tmp_path / "other-split" / "best.keras")
     with pytest.raises(TrainingError, match="--teacher .*seed 5, this run 0.1 with seed 1337"):
         train(TrainSettings(**base, teacher=f"{teachers},{leaky}"), tmp_path / "s2", verbose=0)
     with pytest.raises(TrainingError, match="--init-from .*trained on this run's validation faces"):
         train(TrainSettings(**base, init_from=leaky), tmp_path / "s3", verbose=0)
+    assert not (tmp_path / "s2" / "settings.json").exists() and not (tmp_path / "s3").exists()
+    # Nor may one ensemble's members disagree on what they held out.
+    with pytest.raises(EvaluationError, match="different validation splits"):
+        KerasClassifier(f"{teachers},{leaky}")
+    assert KerasClassifier(leaky).contract.training_data["settings"]["seed"] == 5  # its own split
 
 
 def test_batchnorm_statistics_are_re_measured_as_the_mean_over_all_batches():

@@ -1,5 +1,5 @@
 """What a run trains on: the split of FER2013's Training faces, class weights, the teacher's
-targets, and each epoch's input, built whole from (seed, epoch)."""
+targets, and each epoch's input, built whole from (init seed, epoch)."""
 
 from __future__ import annotations
 
@@ -76,17 +76,17 @@ def _one_teachers_probabilities(settings: TrainSettings, source: Path, images: n
     import keras
 
     from training.model import keras_probabilities
-    from training.run_folder import check_same_validation_split, face_normalization_of
+    from training.run_folder import face_normalization_of
 
     if not source.is_file():
         raise TrainingError(f"--teacher {source}: no such model")
-    check_same_validation_split(source, settings, "--teacher")
     try:
         teacher = keras.models.load_model(source, compile=False)
     except Exception as err:
         raise TrainingError(f"--teacher {source}: cannot load it as a Keras model ({err})") from err
-    # The teacher sees faces as it was trained to (its own run's face normalization).
-    normalization = face_normalization_of(source)
+    # The teacher sees faces as it was trained to (its own run's face normalization; outside
+    # a run folder nothing says, and FER2013's faces are taken as they are).
+    normalization = face_normalization_of(source) or "none"
     return keras_probabilities(teacher, images, VIEW_SETS[settings.teacher_views], normalization)
 
 
@@ -110,7 +110,7 @@ class TrainingData:
 
     def epoch(self, settings: TrainSettings, epoch: int, augmentation: Augmentation):
         """(inputs, targets, sample weights) of 0-based ``epoch``: shuffled and augmented as
-        drawn from (seed, epoch), so a resumed run sees exactly the epochs it would have."""
+        drawn from (init seed, epoch), so a resumed run sees exactly the epochs it would have."""
         x, y, order = augmented_epoch(
             self.images, self.labels, settings.init_seed, epoch, augmentation, settings.face_normalization
         )

@@ -3,7 +3,9 @@
 The same command line and report as ``fer-kiosk evaluate`` (``edge.evaluate``), which runs
 .tflite models only: the edge never imports training. A .keras model has no contract: it is
 read with the contract's defaults (labels, 48x48 input, face-crop rule), a single view
-unless ``--views`` says otherwise, and the validation split of training's defaults.
+unless ``--views`` says otherwise, and the face normalization and validation split of the
+run folder it sits in (training's defaults outside one). Several models, comma-separated,
+are evaluated as one ensemble (a distillation teacher): their probabilities averaged.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 
 import training  # noqa: F401  (sets TensorFlow's environment before it is imported)
 from edge.contract import VIEW_SETS, ModelContract
+from edge.datasets import SPLIT_SEED, VALIDATION_FRACTION
 from edge.evaluate import EvaluationError, run
 from edge.evaluate_options import add_arguments
 from training.run_folder import face_normalization_of
@@ -32,6 +35,8 @@ class KerasClassifier:
         import keras
 
         paths = [Path(part.strip()) for part in str(model_path).split(",") if part.strip()]
+        if not paths:
+            raise EvaluationError(f"--model {str(model_path)!r} names no model")
         for path in paths:
             if path.suffix != ".keras":
                 raise EvaluationError(
@@ -47,12 +52,18 @@ class KerasClassifier:
             (keras.models.load_model(path, compile=False), face_normalization_of(path) or "none")
             for path in paths
         ]
-        normalizations = {normalization for _, normalization in self._members}
+        normalizations = [normalization for _, normalization in self._members]
         self.contract = ModelContract(
             views=VIEW_SETS[views or "single"],
             model_format="keras",
-            face_normalization=normalizations.pop() if len(normalizations) == 1 else "none",
-            source={"checkpoint": " + ".join(f"{path.parent.name}/{path.name}" for path in paths)},
+            face_normalization=normalizations[0] if len(set(normalizations)) == 1 else "none",
+            source={
+                "checkpoint": " + ".join(
+                    f"{path.parent.name}/{path.name}" + (f" ({norm})" if len(set(normalizations)) > 1 else "")
+                    for path, norm in zip(paths, normalizations, strict=True)
+                )
+            },
+            training_data={"settings": _validation_split(paths)},
         )
 
     @property
@@ -84,13 +95,34 @@ class KerasClassifier:
         return np.mean(members, axis=0)
 
 
+def _validation_split(paths: list[Path]) -> dict[str, float | int]:
+    """The validation split the models held out, from their run folders (training's defaults
+    for a model outside one): ``--usage validation`` evaluates on it, and members of an
+    ensemble that held out different faces are refused, as one of them trained on the rest."""
+    from training.run_folder import validation_split_of
+
+    splits = {validation_split_of(path) or (VALIDATION_FRACTION, SPLIT_SEED) for path in paths}
+    if len(splits) > 1:
+        raise EvaluationError(
+            "the models held out different validation splits (fraction, seed): "
+            + ", ".join(map(str, sorted(splits)))
+        )
+    fraction, seed = splits.pop()
+    return {"validation_fraction": fraction, "seed": seed}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training.evaluate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_arguments(parser, None, "the .keras model to evaluate (e.g. RUN_DIR/best.keras)")
+    add_arguments(
+        parser,
+        None,
+        "the .keras model to evaluate (e.g. RUN_DIR/best.keras), or several comma-separated: "
+        "an ensemble, their probabilities averaged",
+    )
     return parser
 
 

@@ -19,7 +19,6 @@ from edge.contract import (
     View,
 )
 from edge.preprocess import normalize_faces
-from training.run_folder import check_same_validation_split
 from training.settings import TrainingError, TrainSettings
 
 _LOGGER = logging.getLogger(__name__)
@@ -124,7 +123,6 @@ def build_model(settings: TrainSettings) -> keras.Model:
         source = Path(settings.init_from)
         if not source.is_file():
             raise TrainingError(f"--init-from {source}: no such checkpoint")
-        check_same_validation_split(source, settings, "--init-from")
         try:
             model.set_weights(keras.models.load_model(source, compile=False).get_weights())
         except Exception as err:  # not a Keras file, or another architecture

@@ -18,6 +18,7 @@ Importable without TensorFlow: models are saved through their own methods.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ import numpy as np
 
 from edge.datasets import FaceSet, load_fer2013
 from training.settings import TrainingError, TrainSettings
+
+_LOGGER = logging.getLogger(__name__)
 
 
 @dataclass
@@ -183,14 +186,44 @@ def face_normalization_of(model_path: str | Path) -> str | None:
     return None if settings is None else settings.face_normalization
 
 
+def validation_split_of(model_path: str | Path) -> tuple[float, int] | None:
+    """(validation fraction, seed) of the split a .keras model's run held out, from its run
+    folder's settings.json; None for a model outside a run folder (nothing says)."""
+    settings = _settings_of(model_path)
+    return None if settings is None else (settings.validation_fraction, settings.seed)
+
+
+def check_models_it_learns_from(settings: TrainSettings, run: RunFolder) -> None:
+    """Before a run opens its folder: each teacher and the ``--init-from`` checkpoint exists
+    (a resumed run may have lost them: its teacher targets are cached, its start is behind it)
+    and held out this run's validation split."""
+    starting = run.state() is None
+    sources = (
+        ("--teacher", settings.teachers, "model"),
+        ("--init-from", (settings.init_from,), "checkpoint"),
+    )
+    for option, paths, kind in sources:
+        for path in filter(None, paths):
+            if Path(path).is_file():
+                check_same_validation_split(path, settings, option)
+            elif starting:
+                raise TrainingError(f"{option} {path}: no such {kind}")
+
+
 def check_same_validation_split(model_path: str | Path, settings: TrainSettings, option: str) -> None:
     """Refuses a model (a teacher, a checkpoint to start from) whose run held out another
     validation split than ``settings``: it has trained on this run's validation faces, which
     would then no longer be honest. A model outside a run folder cannot be checked."""
-    theirs = _settings_of(model_path)
-    if theirs is None:
+    split = validation_split_of(model_path)
+    if split is None:
+        _LOGGER.warning(
+            "%s %s is not in a training run's folder: whether it trained on this run's "
+            "validation faces cannot be checked",
+            option,
+            model_path,
+        )
         return
-    split, ours = (theirs.validation_fraction, theirs.seed), (settings.validation_fraction, settings.seed)
+    ours = (settings.validation_fraction, settings.seed)
     if split != ours:
         raise TrainingError(
             f"{option} {model_path}: its run held out validation fraction {split[0]} with seed "

@@ -47,13 +47,13 @@ class TrainSettings:
     seed: int = _setting(
         SPLIT_SEED,
         "seed of the validation split and, unless --init-seed is given, of the initial "
-        "weights and each epoch's shuffle and augmentation (drawn from (seed, epoch))",
+        "weights and each epoch's shuffle and augmentation",
     )
     init_seed: int | None = _setting(
         None,
-        "seed of the initial weights and each epoch's shuffle and augmentation (default: "
-        "--seed): an independently seeded network on the same validation split, e.g. a "
-        "second teacher for an ensemble",
+        "seed of the initial weights and each epoch's shuffle and augmentation, drawn from "
+        "(init seed, epoch) (default: --seed): an independently seeded network on the same "
+        "validation split, e.g. a second teacher for an ensemble",
         type=int,
     )
     class_weights: str = _setting(
@@ -150,6 +150,8 @@ class TrainSettings:
                 )
         if self.l2 is None:
             object.__setattr__(self, "l2", DEFAULT_L2[self.architecture])
+        if self.teacher.strip() and not self.teachers:
+            raise TrainingError(f"--teacher {self.teacher!r} names no model")
         if self.init_seed is None:  # as runs before the setting: one seed for everything
             object.__setattr__(self, "init_seed", self.seed)
         # Augmentation fields not given keep their defaults, so a run's settings.json is complete.

@@ -8,7 +8,7 @@
 
 A stopped run continues from ``last.keras`` with the same schedule: the counters of the
 learning-rate drop and of early stopping are part of the saved state, and each epoch's
-shuffle and augmentation are drawn from (seed, epoch).
+shuffle and augmentation are drawn from (init seed, epoch).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from edge.metrics import classification_report
 from training.augment import Augmentation
 from training.data import split, training_data
 from training.model import build_model, compile_model, keras_probabilities
-from training.run_folder import RunFolder, RunState
+from training.run_folder import RunFolder, RunState, check_models_it_learns_from
 from training.schedule import end_of_epoch, finish, learning_rate_for
 from training.settings import TrainingError, TrainSettings
 
@@ -90,6 +90,7 @@ def _configure_tensorflow() -> None:
 def train(settings: TrainSettings, run_dir: str | Path, verbose: int | None = None) -> RunState:
     """Starts a run in ``run_dir`` or resumes it from its last finished epoch."""
     run = RunFolder(run_dir)
+    check_models_it_learns_from(settings, run)  # before start() records settings that cannot run
     state = run.start(settings)
     if state.is_over(settings):
         _LOGGER.info("run %s already finished (%s)", run.path, state.stop_reason)
@@ -112,7 +113,7 @@ def train(settings: TrainSettings, run_dir: str | Path, verbose: int | None = No
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
     augmentation = Augmentation(**settings.augmentation)
-    # One fit() call per epoch: each epoch's input is built whole from (seed, epoch).
+    # One fit() call per epoch: each epoch's input is built whole from (init seed, epoch).
     while not state.finished and state.epoch < settings.epochs:
         x, y, sample_weights = data.epoch(settings, state.epoch, augmentation)
         model.fit(
