@@ -106,12 +106,11 @@ def _without_machine_paths(key: str, value: str) -> str:
     """A setting that names files, without this machine's folders: the data file by its name,
     a model (several comma-separated for an ensemble teacher) by its run folder and name, as
     ``best.keras`` alone says nothing."""
+    from training.settings import model_list
+
     if key == "data":
         return Path(value).name
-    return ",".join(
-        "/".join(filter(None, (Path(part.strip()).parent.name, Path(part.strip()).name)))
-        for part in value.split(",")
-    )
+    return ",".join(f"{Path(path).parent.name}/{Path(path).name}".lstrip("/") for path in model_list(value))
 
 
 def _validation(keras_path: str, faces, settings):

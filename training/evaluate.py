@@ -22,7 +22,8 @@ from edge.contract import VIEW_SETS, ModelContract
 from edge.datasets import SPLIT_SEED, VALIDATION_FRACTION
 from edge.evaluate import EvaluationError, run
 from edge.evaluate_options import add_arguments
-from training.run_folder import face_normalization_of
+from training.run_folder import settings_of_model
+from training.settings import TrainSettings, model_list
 
 
 class KerasClassifier:
@@ -34,7 +35,7 @@ class KerasClassifier:
     def __init__(self, model_path: str | Path, views: str | None = None):
         import keras
 
-        paths = [Path(part.strip()) for part in str(model_path).split(",") if part.strip()]
+        paths = [Path(path) for path in model_list(str(model_path))]
         if not paths:
             raise EvaluationError(f"--model {str(model_path)!r} names no model")
         for path in paths:
@@ -47,23 +48,26 @@ class KerasClassifier:
                 raise EvaluationError(f"model file {path} not found")
         # The report names a model by its file name, an ensemble by its members (source).
         self.model_path = paths[0] if len(paths) == 1 else None
-        # as each model's run folder's settings say; a model outside a run folder: none
+        # Each model's face normalization and validation split as its run folder's settings
+        # say; outside a run folder: none, and training's default split.
+        runs = [settings_of_model(path) for path in paths]
+        normalizations = [run.face_normalization if run else "none" for run in runs]
+        mixed = len(set(normalizations)) > 1
         self._members = [
-            (keras.models.load_model(path, compile=False), face_normalization_of(path) or "none")
-            for path in paths
+            (keras.models.load_model(path, compile=False), normalization)
+            for path, normalization in zip(paths, normalizations, strict=True)
         ]
-        normalizations = [normalization for _, normalization in self._members]
         self.contract = ModelContract(
             views=VIEW_SETS[views or "single"],
             model_format="keras",
-            face_normalization=normalizations[0] if len(set(normalizations)) == 1 else "none",
+            face_normalization="none" if mixed else normalizations[0],
             source={
                 "checkpoint": " + ".join(
-                    f"{path.parent.name}/{path.name}" + (f" ({norm})" if len(set(normalizations)) > 1 else "")
-                    for path, norm in zip(paths, normalizations, strict=True)
+                    f"{path.parent.name}/{path.name}" + (f" ({normalization})" if mixed else "")
+                    for path, normalization in zip(paths, normalizations, strict=True)
                 )
             },
-            training_data={"settings": _validation_split(paths)},
+            training_data={"settings": _validation_split(runs)},
         )
 
     @property
@@ -95,13 +99,12 @@ class KerasClassifier:
         return np.mean(members, axis=0)
 
 
-def _validation_split(paths: list[Path]) -> dict[str, float | int]:
-    """The validation split the models held out, from their run folders (training's defaults
-    for a model outside one): ``--usage validation`` evaluates on it, and members of an
-    ensemble that held out different faces are refused, as one of them trained on the rest."""
-    from training.run_folder import validation_split_of
-
-    splits = {validation_split_of(path) or (VALIDATION_FRACTION, SPLIT_SEED) for path in paths}
+def _validation_split(runs: list[TrainSettings | None]) -> dict[str, float | int]:
+    """The validation split the models held out (training's default for a model outside a
+    run folder): ``--usage validation`` evaluates on it, and members of an ensemble that held
+    out different faces are refused, as one of them trained on the rest."""
+    default = (VALIDATION_FRACTION, SPLIT_SEED)
+    splits = {(run.validation_fraction, run.seed) if run else default for run in runs}
     if len(splits) > 1:
         raise EvaluationError(
             "the models held out different validation splits (fraction, seed): "

@@ -182,15 +182,8 @@ class RunFolder:
 def face_normalization_of(model_path: str | Path) -> str | None:
     """The ``face_normalization`` a .keras model was trained with, from the settings.json of
     the run folder it sits in; None for a model outside a run folder (nothing says)."""
-    settings = _settings_of(model_path)
+    settings = settings_of_model(model_path)
     return None if settings is None else settings.face_normalization
-
-
-def validation_split_of(model_path: str | Path) -> tuple[float, int] | None:
-    """(validation fraction, seed) of the split a .keras model's run held out, from its run
-    folder's settings.json; None for a model outside a run folder (nothing says)."""
-    settings = _settings_of(model_path)
-    return None if settings is None else (settings.validation_fraction, settings.seed)
 
 
 def check_models_it_learns_from(settings: TrainSettings, run: RunFolder) -> None:
@@ -214,8 +207,8 @@ def check_same_validation_split(model_path: str | Path, settings: TrainSettings,
     """Refuses a model (a teacher, a checkpoint to start from) whose run held out another
     validation split than ``settings``: it has trained on this run's validation faces, which
     would then no longer be honest. A model outside a run folder cannot be checked."""
-    split = validation_split_of(model_path)
-    if split is None:
+    theirs = settings_of_model(model_path)
+    if theirs is None:
         _LOGGER.warning(
             "%s %s is not in a training run's folder: whether it trained on this run's "
             "validation faces cannot be checked",
@@ -223,7 +216,7 @@ def check_same_validation_split(model_path: str | Path, settings: TrainSettings,
             model_path,
         )
         return
-    ours = (settings.validation_fraction, settings.seed)
+    split, ours = (theirs.validation_fraction, theirs.seed), (settings.validation_fraction, settings.seed)
     if split != ours:
         raise TrainingError(
             f"{option} {model_path}: its run held out validation fraction {split[0]} with seed "
@@ -232,7 +225,8 @@ def check_same_validation_split(model_path: str | Path, settings: TrainSettings,
         )
 
 
-def _settings_of(model_path: str | Path) -> TrainSettings | None:
+def settings_of_model(model_path: str | Path) -> TrainSettings | None:
+    """The settings of the run folder a .keras model sits in; None outside one (nothing says)."""
     folder = Path(model_path).parent
     if not (folder / "settings.json").is_file():
         return None

@@ -135,7 +135,7 @@ class TrainSettings:
     @property
     def teachers(self) -> tuple[str, ...]:
         """The teacher models (several: an ensemble, their probabilities averaged)."""
-        return tuple(path.strip() for path in self.teacher.split(",") if path.strip())
+        return model_list(self.teacher)
 
     def __post_init__(self) -> None:
         for name, allowed in (
@@ -164,6 +164,11 @@ class TrainSettings:
         if unknown:
             raise TrainingError(f"settings {sorted(unknown)} are unknown to this version of training/")
         return cls(**saved)
+
+
+def model_list(text: str) -> tuple[str, ...]:
+    """The models an option names: one path, or several comma-separated (an ensemble)."""
+    return tuple(path.strip() for path in text.split(",") if path.strip())
 
 
 def augmentation_fields(overrides: dict[str, Any]) -> dict[str, Any]:
