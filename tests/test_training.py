@@ -336,6 +336,60 @@ def test_an_ensemble_teacher_is_averaged_and_must_hold_out_the_students_validati
     assert KerasClassifier(leaky).contract.training_data["settings"]["seed"] == 5  # its own split
 
 
+def test_a_model_is_refused_when_anything_it_learned_from_held_out_other_faces(tmp_path, caplog):
+    """The leak check follows teachers and starting checkpoints back through their run folders
+    and compares data by content; it reads settings.json files only, so no model is trained."""
+    import shutil
+
+    from training.run_folder import RunFolder, check_models_it_learns_from
+
+    data = tmp_path / "fer.csv.gz"
+    data.write_bytes(b"Training faces")
+
+    def run(name: str, **settings) -> str:
+        """A run folder as training leaves it: its settings.json and its best.keras."""
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "settings.json").write_text(json.dumps({"data": str(data), **settings}))
+        (folder / "best.keras").write_bytes(b"")
+        return str(folder / "best.keras")
+
+    def check(**settings) -> None:
+        check_models_it_learns_from(TrainSettings(data=str(data), **settings), RunFolder(tmp_path / "new"))
+
+    leaky_start = run("other-split", seed=5)
+    teacher = run("teacher", init_from=leaky_start)  # same split itself, started from a leaky one
+    with pytest.raises(
+        TrainingError,
+        match=r"--teacher .*teacher/best.keras, which learned from \(--init-from\) "
+        r".*other-split/best.keras: its run held out validation fraction 0.1 with seed 5",
+    ):
+        check(teacher=teacher)
+    student = run("student", teacher=teacher)  # two generations down, through a teacher
+    with pytest.raises(TrainingError, match="--init-from .*student.*teacher.*other-split"):
+        check(init_from=student)
+
+    # Data are compared by content: a moved copy is the same data, other bytes are not.
+    moved = tmp_path / "moved" / "fer.csv.gz"
+    moved.parent.mkdir()
+    shutil.copy(data, moved)
+    check(teacher=run("moved-data", data=str(moved)))
+    moved.write_bytes(b"other faces")
+    with pytest.raises(TrainingError, match="--teacher .*moved-data.*its run trained on .*moved/fer.csv.gz"):
+        check(teacher=str(tmp_path / "moved-data" / "best.keras"))
+
+    # What cannot be checked is said, not refused: data that are gone, a model outside a run.
+    moved.unlink()
+    outside = tmp_path / "outside.keras"
+    outside.write_bytes(b"")
+    cyclic = run("cyclic", teacher=str(tmp_path / "cyclic" / "best.keras"), init_from=str(outside))
+    with caplog.at_level("WARNING", logger="training.run_folder"):
+        check(teacher=f"{tmp_path / 'moved-data' / 'best.keras'},{cyclic}")
+    assert "moved/fer.csv.gz, which is not there" in caplog.text
+    assert "outside.keras is not in a training run's folder" in caplog.text
+    assert not (tmp_path / "new").exists()
+
+
 def test_batchnorm_statistics_are_re_measured_as_the_mean_over_all_batches():
     from training.average import recompute_batchnorm
 

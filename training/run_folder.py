@@ -17,6 +17,8 @@ Importable without TensorFlow: models are saved through their own methods.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import os
@@ -189,40 +191,90 @@ def face_normalization_of(model_path: str | Path) -> str | None:
 def check_models_it_learns_from(settings: TrainSettings, run: RunFolder) -> None:
     """Before a run opens its folder: each teacher and the ``--init-from`` checkpoint exists
     (a resumed run may have lost them: its teacher targets are cached, its start is behind it)
-    and held out this run's validation split."""
+    and held out this run's validation split, as did every model they learned from in turn."""
     starting = run.state() is None
-    sources = (
-        ("--teacher", settings.teachers, "model"),
-        ("--init-from", (settings.init_from,), "checkpoint"),
-    )
-    for option, paths, kind in sources:
-        for path in filter(None, paths):
-            if Path(path).is_file():
-                check_same_validation_split(path, settings, option)
-            elif starting:
-                raise TrainingError(f"{option} {path}: no such {kind}")
+    kinds = {"--teacher": "model", "--init-from": "checkpoint"}
+    for option, path in models_learned_from(settings):
+        if Path(path).is_file():
+            check_same_validation_split(path, settings, option)
+        elif starting:
+            raise TrainingError(f"{option} {path}: no such {kinds[option]}")
+
+
+def models_learned_from(settings: TrainSettings) -> list[tuple[str, str]]:
+    """(option, path) of each teacher and of the checkpoint a run started from."""
+    teachers = [("--teacher", path) for path in settings.teachers]
+    return teachers + ([("--init-from", settings.init_from)] if settings.init_from else [])
 
 
 def check_same_validation_split(model_path: str | Path, settings: TrainSettings, option: str) -> None:
     """Refuses a model (a teacher, a checkpoint to start from) whose run held out another
-    validation split than ``settings``: it has trained on this run's validation faces, which
-    would then no longer be honest. A model outside a run folder cannot be checked."""
-    theirs = settings_of_model(model_path)
-    if theirs is None:
+    validation split than ``settings`` (another fraction or seed, or another data file), or
+    that learned from such a model, back through the runs it descends from: it has trained on
+    this run's validation faces, or learned them from a model that did, and this run's
+    selection would no longer be honest. A model outside a run folder cannot be checked."""
+    pending = [(str(model_path), f"{option} {model_path}")]
+    seen: set[Path] = set()
+    while pending:
+        path, lineage = pending.pop()
+        if Path(path).resolve() in seen:
+            continue
+        seen.add(Path(path).resolve())
+        theirs = settings_of_model(path)
+        if theirs is None:
+            _LOGGER.warning(
+                "%s is not in a training run's folder: whether it trained on this run's "
+                "validation faces cannot be checked",
+                lineage,
+            )
+            continue
+        split, ours = (theirs.validation_fraction, theirs.seed), (settings.validation_fraction, settings.seed)
+        if split != ours:
+            raise TrainingError(
+                f"{lineage}: its run held out validation fraction {split[0]} with seed "
+                f"{split[1]}, this run {ours[0]} with seed {ours[1]}, so it has trained on this run's "
+                "validation faces (seed independent networks with --init-seed, not --seed)"
+            )
+        if not _same_data(theirs.data, settings.data, lineage):
+            raise TrainingError(
+                f"{lineage}: its run trained on {theirs.data}, this run on {settings.data}, so its "
+                "validation split is not this run's and it may have trained on this run's validation faces"
+            )
+        for their_option, ancestor in models_learned_from(theirs):
+            pending.append((ancestor, f"{lineage}, which learned from ({their_option}) {ancestor}"))
+
+
+def _same_data(theirs: str, ours: str, lineage: str) -> bool:
+    """Whether two runs' data are the same: the same file or folder, or files with the same
+    bytes (a data file may move between runs). True, with a warning, when theirs is gone."""
+    their_path, our_path = Path(theirs).expanduser(), Path(ours).expanduser()
+    if not their_path.exists():
         _LOGGER.warning(
-            "%s %s is not in a training run's folder: whether it trained on this run's "
-            "validation faces cannot be checked",
-            option,
-            model_path,
+            "%s trained on %s, which is not there: whether its data were this run's cannot be checked",
+            lineage,
+            theirs,
         )
-        return
-    split, ours = (theirs.validation_fraction, theirs.seed), (settings.validation_fraction, settings.seed)
-    if split != ours:
-        raise TrainingError(
-            f"{option} {model_path}: its run held out validation fraction {split[0]} with seed "
-            f"{split[1]}, this run {ours[0]} with seed {ours[1]}, so it has trained on this run's "
-            "validation faces (seed independent networks with --init-seed, not --seed)"
-        )
+        return True
+    if their_path.resolve() == our_path.resolve():
+        return True
+    if their_path.is_file() and our_path.is_file():
+        return _file_digest(their_path) == _file_digest(our_path)
+    return False
+
+
+def _file_digest(path: Path) -> str:
+    """The SHA-256 of a data file (FER2013's 87 MB take about 0.1 s), once per process and version."""
+    status = path.stat()
+    return _digest_of(path.resolve(), status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _digest_of(path: Path, size: int, modified_ns: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def settings_of_model(model_path: str | Path) -> TrainSettings | None:
