@@ -171,6 +171,38 @@ def test_contract_records_the_run_without_this_machines_paths(tmp_path, small_mo
     assert calibration["validation"]["nll_after"] <= calibration["validation"]["nll_before"] + 1e-4
 
 
+def test_an_int8_conversion_of_a_run_parses_training_once(tmp_path, small_model, synthetic_csv, monkeypatch):
+    """Calibration faces and the validation split come from one parse of Training (4 s on FER2013)."""
+    from dataclasses import asdict
+
+    import edge.datasets
+    from converter.__main__ import main
+    from training.run_folder import RunState
+    from training.settings import TrainSettings
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "settings.json").write_text(json.dumps(asdict(TrainSettings(data=str(synthetic_csv)))))
+    (run / "state.json").write_text(json.dumps(asdict(RunState(epoch=1, finished=True))))
+    parsed = []
+
+    def counting_load(path, usage, *args, **kwargs):
+        parsed.append(usage)
+        return load_fer2013(path, usage, *args, **kwargs)
+
+    monkeypatch.setattr(edge.datasets, "load_fer2013", counting_load)
+    out = tmp_path / "model.tflite"
+    arguments = ["--keras", str(small_model), "--out", str(out), "--format", "int8"]
+    assert (
+        main([*arguments, "--data", str(synthetic_csv), "--run-dir", str(run), "--max-accuracy-drop", "100"])
+        == 0
+    )
+    assert parsed.count("Training") == 1 and out.exists()
+    assert json.loads(out.with_suffix(".json").read_text())["evaluation"]["calibration"][
+        "fitted_on"
+    ].startswith("validation split")
+
+
 def test_unloadable_keras_file_is_a_conversion_error(tmp_path, check_faces):
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"no model here")
