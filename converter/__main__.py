@@ -115,7 +115,7 @@ def _without_machine_paths(key: str, value: str) -> str:
 
 def _validation(keras_path: str, faces, settings):
     """Keras figures on the run's own validation split of FER2013's Training ``faces`` (carved
-    as it was), and that split's faces (the calibration temperature is fitted on them)."""
+    as it was), and that split's faces (the class balance and temperature are fitted on them)."""
     import keras
 
     from converter.convert import validation_figures

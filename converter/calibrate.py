@@ -1,10 +1,11 @@
-"""Calibration of a converted model: one temperature, fitted on the validation split its
-training held out, written into its contract (the .tflite is not touched).
+"""Calibration of a converted model: a class balance and a temperature, fitted on the
+validation split its training held out, written into its contract (the .tflite is not
+touched).
 
 The converter calls :func:`fit_calibration` on every model it writes; ``python -m
 converter.calibrate`` fits it again for a model already converted (one converted before
-calibration existed has temperature 1). Needs no TensorFlow: the probabilities come from
-the daemon's own classifier.
+calibration existed has temperature 1 and no class balance). Needs no TensorFlow: the
+probabilities come from the daemon's own classifier.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import argparse
 import json
 import logging
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,9 @@ import numpy as np
 
 from edge import DEFAULT_MODEL
 from edge.calibration import (
-    apply_temperature,
+    calibrate,
     expected_calibration_error,
+    fit_class_balance,
     fit_temperature,
     negative_log_likelihood,
 )
@@ -30,52 +32,76 @@ from edge.classifier import EmotionClassifier
 from edge.contract import ContractError, save_contract
 from edge.datasets import DatasetError, FaceSet, load_fer2013, load_validation
 from edge.evaluate import validation_settings
+from edge.metrics import classification_report
 
 _LOGGER = logging.getLogger(__name__)
 
 
-def fit_calibration(
-    classifier: EmotionClassifier, validation: FaceSet, check: FaceSet
-) -> tuple[float, dict[str, Any]]:
-    """The temperature that makes the model's view-averaged probabilities honest, fitted on
-    the validation split; the calibration error before and after on both sets. The
-    classifier's own temperature is set aside (it is what is being fitted)."""
-    classifier.contract = replace(classifier.contract, temperature=1.0)
+@dataclass(frozen=True)
+class Calibration:
+    """What the converter writes into a contract: the temperature, the class balance, and
+    the figures before and after on the validation split and the check faces."""
+
+    temperature: float
+    class_bias: tuple[float, ...]
+    report: dict[str, Any]
+
+
+def fit_calibration(classifier: EmotionClassifier, validation: FaceSet, check: FaceSet) -> Calibration:
+    """The class balance with the best macro-F1 on the validation split, then the temperature
+    that makes the balanced probabilities honest there; the calibration error, NLL and
+    macro-F1 before and after on both sets. The classifier's own calibration is set aside (it
+    is what is being fitted)."""
+    classifier.contract = replace(classifier.contract, temperature=1.0, class_bias=())
     raw_val = classifier.classify_many(validation.images)
     raw_check = classifier.classify_many(check.images)
-    temperature = fit_temperature(raw_val, validation.labels)
+    strength, class_bias = fit_class_balance(raw_val, validation.labels)
+    temperature = fit_temperature(raw_val, validation.labels, class_bias)
+    names = list(classifier.labels)
 
-    def figures(raw: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-        scaled = apply_temperature(raw, temperature)
+    def figures(raw: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        scaled = calibrate(raw, temperature, class_bias)
+        before, after = (classification_report(labels, p.argmax(1), names) for p in (raw, scaled))
         return {
             "ece_before": round(expected_calibration_error(raw, labels), 4),
             "ece_after": round(expected_calibration_error(scaled, labels), 4),
             "nll_before": round(negative_log_likelihood(raw, labels), 4),
             "nll_after": round(negative_log_likelihood(scaled, labels), 4),
+            "accuracy_before": round(before["accuracy"], 4),
+            "accuracy_after": round(after["accuracy"], 4),
+            "macro_f1_before": round(before["macro_f1"], 4),
+            "macro_f1_after": round(after["macro_f1"], 4),
+            "recall_after": {name: round(row["recall"], 4) for name, row in after["per_class"].items()},
         }
 
     report = {
         "temperature": temperature,
+        "class_balance_strength": strength,
+        "class_bias": list(class_bias),
         "fitted_on": "validation split (carved from Training)",
         "validation": figures(raw_val, validation.labels),
         "check": figures(raw_check, check.labels),
     }
     _LOGGER.info(
-        "calibration: temperature %.3f; ECE on the check faces %.3f -> %.3f",
+        "calibration: class balance %.1f, temperature %.3f; on the check faces ECE %.3f -> %.3f, "
+        "macro-F1 %.3f -> %.3f",
+        strength,
         temperature,
         report["check"]["ece_before"],
         report["check"]["ece_after"],
+        report["check"]["macro_f1_before"],
+        report["check"]["macro_f1_after"],
     )
-    return temperature, report
+    return Calibration(temperature, class_bias, report)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m converter.calibrate",
-        description="Fit a converted model's calibration temperature on the validation split its "
-        "training held out (carved from FER2013 Training as its contract records) and write it "
-        "into the model's contract; the calibration error before and after is reported on the "
-        "check split.",
+        description="Fit a converted model's class balance and calibration temperature on the "
+        "validation split its training held out (carved from FER2013 Training as its contract "
+        "records) and write them into the model's contract; their effect (calibration error, "
+        "accuracy, macro-F1) is reported on the check split.",
     )
     p.add_argument(
         "--model",
@@ -100,13 +126,16 @@ def main(argv: list[str] | None = None) -> int:
         contract = classifier.contract
         validation = load_validation(args.data, *validation_settings(contract))
         check = load_fer2013(args.data, args.check_usage)
-        temperature, report = fit_calibration(classifier, validation, check)
-        evaluation = {**contract.evaluation, "calibration": report}
-        save_contract(replace(contract, temperature=temperature, evaluation=evaluation), model)
+        fitted = fit_calibration(classifier, validation, check)
+        evaluation = {**contract.evaluation, "calibration": fitted.report}
+        calibrated = replace(
+            contract, temperature=fitted.temperature, class_bias=fitted.class_bias, evaluation=evaluation
+        )
+        save_contract(calibrated, model)
     except (ContractError, DatasetError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(json.dumps({"model": str(model), **report}, indent=2))
+    print(json.dumps({"model": str(model), **fitted.report}, indent=2))
     return 0
 
 

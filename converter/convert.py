@@ -230,8 +230,8 @@ def convert_and_check(
     face_normalization: str = "none",
 ) -> tuple[ModelContract, CheckResult]:
     """Converts, writes NAME.tflite and NAME.json, proves agreement; raises when it fails.
-    With ``validation_faces``, also fits the calibration temperature on them (never on the
-    check faces, on which the calibration error is only reported)."""
+    With ``validation_faces``, also fits the class balance and calibration temperature on them
+    (never on the check faces, on which their effect is only reported)."""
     keras_path, out_path = Path(keras_path), Path(out_path)
     try:
         model = keras.models.load_model(keras_path, compile=False)
@@ -278,12 +278,12 @@ def convert_and_check(
     }
     if validation:
         evaluation["validation"] = validation
-    temperature = 1.0
+    calibrated = {}
     if validation_faces is not None and len(validation_faces.labels):
-        temperature, evaluation["calibration"] = fit_calibration(
-            EmotionClassifier(out_path), validation_faces, check_faces
-        )
-    contract = replace(contract, checked_with=checked_with, evaluation=evaluation, temperature=temperature)
+        fitted = fit_calibration(EmotionClassifier(out_path), validation_faces, check_faces)
+        evaluation["calibration"] = fitted.report
+        calibrated = {"temperature": fitted.temperature, "class_bias": fitted.class_bias}
+    contract = replace(contract, checked_with=checked_with, evaluation=evaluation, **calibrated)
     save_contract(contract, out_path)
     if check.accuracy_drop_points > max_accuracy_drop:
         raise ConversionError(

@@ -1,29 +1,75 @@
-"""Confidence that means what it says: temperature scaling and its measure.
+"""Confidence that means what it says, and rare emotions that get answered: temperature
+scaling, a class balance, and their measures.
 
 A network trained with cross-entropy (and averaged over test-time views) is rarely
 calibrated: of the faces it calls "happy, 0.9", far fewer or far more than 90 % are happy.
 One temperature T, fitted on the validation split (never on test data) by minimising the
-negative log-likelihood, rescales every answer: p' = softmax(log(p) / T). It never changes
-which emotion wins, only how sure the payloads say the model is. The converter fits T and
-writes it into the model contract; the daemon applies it to every face.
+negative log-likelihood, rescales every answer. It never changes which emotion wins, only
+how sure the payloads say the model is.
+
+Trained on FER2013's shares (7,215 happy faces, 436 disgust), the model also answers the
+rare emotions too seldom: it is right when it says "disgust" and rarely says it. A class
+balance b = -tau * log(prior) added to the log-probabilities (logit adjustment, Menon et
+al., 2021) moves the decision towards the rare classes; its strength tau in 0..1 is chosen
+on the validation split for the best macro-F1 (0: none). The temperature is fitted after
+it, so the balanced answers are calibrated too: p' = softmax((log(p) + b) / T). The
+converter fits both and writes them into the model contract; the daemon applies them to
+every face.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from edge.metrics import classification_report
+
 _EPS = 1e-7
+# The class balance's strengths tried on validation: a coarse grid, so that choosing among
+# them does not fit the validation faces' noise.
+BALANCE_STRENGTHS = tuple(round(0.1 * step, 1) for step in range(11))
 
 
-def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """``softmax(log(p) / T)`` row by row; T = 1 returns the probabilities unchanged."""
+def calibrate(probabilities: np.ndarray, temperature: float, class_bias: Sequence[float] = ()) -> np.ndarray:
+    """``softmax((log(p) + class_bias) / T)`` row by row; T = 1 without a bias returns the
+    probabilities unchanged."""
     probabilities = np.asarray(probabilities, dtype=np.float32)
-    if temperature == 1.0 or probabilities.size == 0:
+    if (temperature == 1.0 and not len(class_bias)) or probabilities.size == 0:
         return probabilities
-    logits = np.log(np.clip(probabilities, _EPS, 1.0)) / np.float32(temperature)
+    logits = np.log(np.clip(probabilities, _EPS, 1.0))
+    if len(class_bias):
+        logits += np.asarray(class_bias, dtype=np.float32)
+    logits /= np.float32(temperature)
     logits -= logits.max(axis=-1, keepdims=True)
     scaled = np.exp(logits)
     return (scaled / scaled.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def balance_bias(labels: np.ndarray, classes: int, strength: float) -> tuple[float, ...]:
+    """``-strength * log(share of each class among labels)``, centred on 0 (a class without
+    faces is treated as having one)."""
+    counts = np.maximum(np.bincount(np.asarray(labels), minlength=classes), 1)
+    bias = -strength * np.log(counts / counts.sum())
+    return tuple(round(float(b), 4) for b in bias - bias.mean())
+
+
+def fit_class_balance(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, tuple[float, ...]]:
+    """The strength in ``BALANCE_STRENGTHS`` whose class balance gives the best macro-F1 of
+    ``labels`` (ties go to the weaker one), and that balance."""
+    if len(labels) == 0:
+        raise ValueError("no faces to fit a class balance on")
+    classes = probabilities.shape[1]
+    names = [str(c) for c in range(classes)]
+    best: tuple[float, float, tuple[float, ...]] | None = None
+    for strength in BALANCE_STRENGTHS:
+        bias = balance_bias(labels, classes, strength)
+        predicted = calibrate(probabilities, 1.0, bias).argmax(axis=1)
+        score = classification_report(labels, predicted, names)["macro_f1"]
+        if best is None or score > best[0] + 1e-9:
+            best = (score, strength, bias)
+    assert best is not None
+    return best[1], (best[2] if best[1] > 0 else ())
 
 
 def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> float:
@@ -32,17 +78,21 @@ def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> fl
 
 
 def fit_temperature(
-    probabilities: np.ndarray, labels: np.ndarray, low: float = 0.05, high: float = 10.0
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    class_bias: Sequence[float] = (),
+    low: float = 0.05,
+    high: float = 10.0,
 ) -> float:
     """The T that minimises the negative log-likelihood of ``labels`` (golden-section search
-    on log T; the NLL is unimodal in T for a fixed ranking)."""
+    on log T; the NLL is unimodal in T for a fixed ranking), after ``class_bias``."""
     if len(labels) == 0:
         raise ValueError("no faces to fit a temperature on")
     ratio = (np.sqrt(5) - 1) / 2
     a, b = np.log(low), np.log(high)
 
     def loss(log_t: float) -> float:
-        return negative_log_likelihood(apply_temperature(probabilities, float(np.exp(log_t))), labels)
+        return negative_log_likelihood(calibrate(probabilities, float(np.exp(log_t)), class_bias), labels)
 
     c, d = b - ratio * (b - a), a + ratio * (b - a)
     fc, fd = loss(c), loss(d)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edge.arrays import all_views, apply_view, average_views, dequantize, quantize
-from edge.calibration import apply_temperature
+from edge.calibration import calibrate
 from edge.contract import ContractError, ModelContract, Quantization, View, file_sha256, load_contract
 from edge.preprocess import normalize_faces
 
@@ -154,13 +154,13 @@ class EmotionClassifier:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         views = self.contract.views
         averaged = average_views(self.invoke(all_views(crops, views)), len(views))
-        return apply_temperature(averaged, self.contract.temperature)
+        return calibrate(averaged, self.contract.temperature, self.contract.class_bias)
 
     def classify_with(
         self, crops: np.ndarray | Sequence[np.ndarray], views: Sequence[tuple[View, ...]]
     ) -> np.ndarray:
         """Probabilities (N, len(labels)) for N face crops, each averaged over its own views
-        (``views[i]`` for crop i), in one interpreter call. The temperature is applied to each
+        (``views[i]`` for crop i), in one interpreter call. The calibration is applied to each
         face's average, as ``classify`` does: every answer the tracker smooths is calibrated."""
         crops = np.asarray(crops)
         if len(crops) == 0:
@@ -173,7 +173,7 @@ class EmotionClassifier:
         averaged = np.stack(
             [out[end - len(face_views) : end].mean(axis=0) for end, face_views in zip(ends, views)]
         )
-        return apply_temperature(averaged, self.contract.temperature)
+        return calibrate(averaged, self.contract.temperature, self.contract.class_bias)
 
     def invoke(self, crops: np.ndarray) -> np.ndarray:
         """One pass of the model file over the crops (no test-time views)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,9 +96,11 @@ class ModelContract:
     # Test-time augmentation: the probabilities are averaged over these views of the crop
     # (decided by the converter on the validation split, never on test data).
     views: tuple[View, ...] = (View(),)
-    # Calibration: the view-averaged probabilities p become softmax(log(p) / temperature)
-    # (edge.calibration), fitted by the converter on the validation split; 1: as they are.
+    # Calibration: the view-averaged probabilities p become
+    # softmax((log(p) + class_bias) / temperature) (edge.calibration), both fitted by the
+    # converter on the validation split; 1 and () leave them as they are.
     temperature: float = 1.0
+    class_bias: tuple[float, ...] = ()
     face_normalization: str = "none"  # one of FACE_NORMALIZATIONS
     sha256: str = ""
     model_format: str = "float32"
@@ -116,8 +119,13 @@ class ModelContract:
         data["labels"] = list(self.labels)
         data["views"] = [asdict(view) for view in self.views]
         data["input_shape"] = list(self.input_shape)
-        if self.face_normalization == "none":  # as contracts before the field: older edges read it
+        # Left out when they change nothing, as in contracts before the fields: older edges read it.
+        if self.face_normalization == "none":
             del data["face_normalization"]
+        if not self.class_bias:
+            del data["class_bias"]
+        else:
+            data["class_bias"] = list(self.class_bias)
         data["normalization"] = {
             "formula": "x * scale + offset, x = grayscale pixel 0..255",
             "applied_by": "model (its first layer): feed pixels 0..255 (after face_normalization)",
@@ -146,6 +154,7 @@ class ModelContract:
             if not data["views"]:
                 raise ValueError("'views' is empty: a model needs at least one view of the face")
             data["labels"] = tuple(data["labels"])
+            data["class_bias"] = tuple(float(b) for b in data.get("class_bias", ()))
             data["input_shape"] = tuple(int(v) for v in data["input_shape"])
             contract = cls(
                 normalization_scale=float(norm["scale"]),
@@ -161,6 +170,14 @@ class ModelContract:
         if not (isinstance(contract.temperature, (int, float)) and 0.01 <= contract.temperature <= 100):
             raise ContractError(
                 f"model contract temperature {contract.temperature!r} is not a number in 0.01..100"
+            )
+        if contract.class_bias and (
+            len(contract.class_bias) != len(contract.labels)
+            or not all(math.isfinite(b) and abs(b) <= 20 for b in contract.class_bias)
+        ):
+            raise ContractError(
+                f"model contract class_bias {list(contract.class_bias)} is not one number in -20..20 "
+                f"per label ({len(contract.labels)})"
             )
         if contract.face_normalization not in FACE_NORMALIZATIONS:
             raise ContractError(

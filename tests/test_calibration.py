@@ -1,10 +1,19 @@
 """Temperature scaling: the fitted temperature recovers a known one, never changes the
-winner, and lowers the calibration error it is meant to lower."""
+winner, and lowers the calibration error it is meant to lower. The class balance: answers
+a rare class the model under-answers more often, chosen for macro-F1, and stays off when
+nothing is rare."""
 
 import numpy as np
 import pytest
 
-from edge.calibration import apply_temperature, expected_calibration_error, fit_temperature
+from edge.calibration import (
+    balance_bias,
+    calibrate,
+    expected_calibration_error,
+    fit_class_balance,
+    fit_temperature,
+)
+from edge.metrics import classification_report
 
 
 def softmax(logits):
@@ -29,7 +38,7 @@ def test_fit_recovers_the_temperature_that_made_it_overconfident():
 def test_scaling_keeps_the_winner_and_lowers_ece():
     probs, labels = overconfident()
     t = fit_temperature(probs, labels)
-    scaled = apply_temperature(probs, t)
+    scaled = calibrate(probs, t)
     assert (scaled.argmax(1) == probs.argmax(1)).all()
     assert np.allclose(scaled.sum(1), 1, atol=1e-5)
     before, after = expected_calibration_error(probs, labels), expected_calibration_error(scaled, labels)
@@ -38,8 +47,45 @@ def test_scaling_keeps_the_winner_and_lowers_ece():
 
 def test_temperature_one_is_the_identity_and_ece_of_a_perfect_model_is_zero():
     probs, labels = overconfident(200)
-    assert np.array_equal(apply_temperature(probs, 1.0), probs)
+    assert np.array_equal(calibrate(probs, 1.0), probs)
     one_hot = np.eye(7, dtype=np.float32)[labels]
     assert expected_calibration_error(one_hot, labels) == 0.0
     with pytest.raises(ValueError):
         fit_temperature(probs[:0], labels[:0])
+
+
+def shy_of_a_rare_class(n=6000, seed=1):
+    """Class 1 is rare (3 % of the faces) and the model, trained on those shares, is shy of
+    it: its evidence for class 1 is real but its probabilities carry the prior's weight."""
+    rng = np.random.default_rng(seed)
+    shares = np.array([0.2, 0.03, 0.15, 0.25, 0.17, 0.1, 0.1])
+    labels = rng.choice(7, size=n, p=shares)
+    evidence = rng.normal(0, 1.0, (n, 7))
+    evidence[np.arange(n), labels] += 1.6
+    return softmax(evidence + np.log(shares)).astype(np.float32), labels
+
+
+def test_class_balance_answers_a_rare_class_more_often_and_raises_macro_f1():
+    probs, labels = shy_of_a_rare_class()
+    strength, bias = fit_class_balance(probs, labels)
+    assert 0 < strength <= 1 and len(bias) == 7 and abs(sum(bias)) < 1e-3
+    assert bias == balance_bias(labels, 7, strength) and bias[1] == max(bias)  # the rarest gains most
+    names = [str(c) for c in range(7)]
+    before = classification_report(labels, probs.argmax(1), names)
+    balanced = calibrate(probs, 1.0, bias)
+    after = classification_report(labels, balanced.argmax(1), names)
+    assert after["per_class"]["1"]["recall"] > before["per_class"]["1"]["recall"] + 0.1
+    assert after["macro_f1"] > before["macro_f1"] + 0.01
+    # Fitted after the balance, the temperature keeps the balanced answers honest.
+    t = fit_temperature(probs, labels, bias)
+    scaled = calibrate(probs, t, bias)
+    assert (scaled.argmax(1) == balanced.argmax(1)).all()
+    assert expected_calibration_error(scaled, labels) < 0.03
+
+
+def test_no_class_balance_when_the_classes_are_even():
+    probs, labels = overconfident(3000)  # shares even, the model not shy of any class
+    strength, bias = fit_class_balance(probs, labels)
+    assert strength <= 0.1 and (bias == () or max(map(abs, bias)) < 0.05)
+    with pytest.raises(ValueError):
+        fit_class_balance(probs[:0], labels[:0])

@@ -249,12 +249,15 @@ def test_calibrate_fits_an_already_converted_model_and_refits_the_same(tmp_path,
     contract = load_contract(model)
     report = json.loads(first.stdout)
     assert contract.temperature == report["temperature"] != 1.0
+    assert list(contract.class_bias) == report["class_bias"]  # () when no balance wins on validation
+    assert 0 <= report["class_balance_strength"] <= 1
     assert contract.evaluation["calibration"]["fitted_on"].startswith("validation split")
     assert report["validation"]["nll_after"] <= report["validation"]["nll_before"] + 1e-4
     assert contract.evaluation["tflite"] == load_contract(float_model).evaluation["tflite"]  # kept
     assert file_sha256(model) == file_sha256(float_model)  # the model file is not touched
     again = calibrate("--data", str(synthetic_csv))
     assert again.returncode == 0 and load_contract(model).temperature == contract.temperature
+    assert load_contract(model).class_bias == contract.class_bias
     missing = calibrate("--data", str(tmp_path / "nowhere.csv"))
     assert missing.returncode == 1 and "error:" in missing.stderr and "nowhere.csv" in missing.stderr
     assert load_contract(model).temperature == contract.temperature

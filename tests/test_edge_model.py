@@ -81,7 +81,7 @@ def test_views_in_the_contract_average_the_crop_seen_each_way(tmp_path, astronau
 
     model = tmp_path / "m.tflite"
     model.write_bytes(DEFAULT_MODEL.read_bytes())
-    contract = replace(load_contract(DEFAULT_MODEL), temperature=1.0)
+    contract = replace(load_contract(DEFAULT_MODEL), temperature=1.0, class_bias=())
     save_contract(replace(contract, views=VIEW_SETS["single"]), model)
     plain = EmotionClassifier(model)
     gray = to_gray(astronaut_bgr)
@@ -96,23 +96,35 @@ def test_views_in_the_contract_average_the_crop_seen_each_way(tmp_path, astronau
 def test_the_contracts_temperature_rescales_the_averaged_probabilities(tmp_path, astronaut_bgr):
     from dataclasses import replace
 
-    from edge.calibration import apply_temperature
+    from edge.calibration import calibrate
     from edge.contract import ContractError, save_contract
 
     model = tmp_path / "m.tflite"
     model.write_bytes(DEFAULT_MODEL.read_bytes())
-    contract = load_contract(DEFAULT_MODEL)
+    contract = replace(load_contract(DEFAULT_MODEL), class_bias=())  # raw: no balance
     gray = to_gray(astronaut_bgr)
     crops = crop_face(gray, (170, 60, 100, 100), contract.crop, (48, 48))[None]
     save_contract(replace(contract, temperature=1.0), model)
     raw = EmotionClassifier(model).classify(crops)
     save_contract(replace(contract, temperature=2.0), model)
     softened = EmotionClassifier(model).classify(crops)
-    np.testing.assert_allclose(softened, apply_temperature(raw, 2.0), atol=1e-6)
+    np.testing.assert_allclose(softened, calibrate(raw, 2.0), atol=1e-6)
     assert softened.max() < raw.max() and softened.argmax() == raw.argmax()
     save_contract(replace(contract, temperature=0.0), model)
     with pytest.raises(ContractError, match="temperature"):
         EmotionClassifier(model)
+    # The class balance is added to the log-probabilities before the temperature.
+    runner_up = int(np.argsort(raw[0])[-2])
+    bias = tuple(5.0 if c == runner_up else 0.0 for c in range(len(contract.labels)))
+    save_contract(replace(contract, temperature=2.0, class_bias=bias), model)
+    balanced = EmotionClassifier(model).classify(crops)
+    np.testing.assert_allclose(balanced, calibrate(raw, 2.0, bias), atol=1e-6)
+    assert balanced.argmax() == runner_up
+    assert load_contract(model).class_bias == bias
+    for wrong in ((1.0,), (float("nan"),) * len(contract.labels)):
+        save_contract(replace(contract, class_bias=wrong), model)
+        with pytest.raises(ContractError, match="class_bias"):
+            EmotionClassifier(model)
 
 
 def test_apply_view_mirrors_then_shifts_repeating_the_edge():
