@@ -128,10 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         check = load_fer2013(args.data, args.check_usage)
         fitted = fit_calibration(classifier, validation, check)
         evaluation = {**contract.evaluation, "calibration": fitted.report}
-        calibrated = replace(
+        recalibrated = replace(
             contract, temperature=fitted.temperature, class_bias=fitted.class_bias, evaluation=evaluation
         )
-        save_contract(calibrated, model)
+        save_contract(recalibrated, model)
     except (ContractError, DatasetError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

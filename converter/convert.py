@@ -278,12 +278,12 @@ def convert_and_check(
     }
     if validation:
         evaluation["validation"] = validation
-    calibrated = {}
+    calibration_fields = {}
     if validation_faces is not None and len(validation_faces.labels):
         fitted = fit_calibration(EmotionClassifier(out_path), validation_faces, check_faces)
         evaluation["calibration"] = fitted.report
-        calibrated = {"temperature": fitted.temperature, "class_bias": fitted.class_bias}
-    contract = replace(contract, checked_with=checked_with, evaluation=evaluation, **calibrated)
+        calibration_fields = {"temperature": fitted.temperature, "class_bias": fitted.class_bias}
+    contract = replace(contract, checked_with=checked_with, evaluation=evaluation, **calibration_fields)
     save_contract(contract, out_path)
     if check.accuracy_drop_points > max_accuracy_drop:
         raise ConversionError(

@@ -46,7 +46,7 @@ def calibrate(probabilities: np.ndarray, temperature: float, class_bias: Sequenc
     return (scaled / scaled.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
-def balance_bias(labels: np.ndarray, classes: int, strength: float) -> tuple[float, ...]:
+def class_bias_of(labels: np.ndarray, classes: int, strength: float) -> tuple[float, ...]:
     """``-strength * log(share of each class among labels)``, centred on 0 (a class without
     faces is treated as having one)."""
     counts = np.maximum(np.bincount(np.asarray(labels), minlength=classes), 1)
@@ -63,7 +63,7 @@ def fit_class_balance(probabilities: np.ndarray, labels: np.ndarray) -> tuple[fl
     names = [str(c) for c in range(classes)]
     best: tuple[float, float, tuple[float, ...]] | None = None
     for strength in BALANCE_STRENGTHS:
-        bias = balance_bias(labels, classes, strength)
+        bias = class_bias_of(labels, classes, strength)
         predicted = calibrate(probabilities, 1.0, bias).argmax(axis=1)
         score = classification_report(labels, predicted, names)["macro_f1"]
         if best is None or score > best[0] + 1e-9:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from edge.calibration import (
-    balance_bias,
     calibrate,
+    class_bias_of,
     expected_calibration_error,
     fit_class_balance,
     fit_temperature,
@@ -69,7 +69,7 @@ def test_class_balance_answers_a_rare_class_more_often_and_raises_macro_f1():
     probs, labels = shy_of_a_rare_class()
     strength, bias = fit_class_balance(probs, labels)
     assert 0 < strength <= 1 and len(bias) == 7 and abs(sum(bias)) < 1e-3
-    assert bias == balance_bias(labels, 7, strength) and bias[1] == max(bias)  # the rarest gains most
+    assert bias == class_bias_of(labels, 7, strength) and bias[1] == max(bias)  # the rarest gains most
     names = [str(c) for c in range(7)]
     before = classification_report(labels, probs.argmax(1), names)
     balanced = calibrate(probs, 1.0, bias)

@@ -209,10 +209,11 @@ def models_learned_from(settings: TrainSettings) -> list[tuple[str, str]]:
 
 def check_same_validation_split(model_path: str | Path, settings: TrainSettings, option: str) -> None:
     """Refuses a model (a teacher, a checkpoint to start from) whose run held out another
-    validation split than ``settings`` (another fraction or seed, or another data file), or
-    that learned from such a model, back through the runs it descends from: it has trained on
-    this run's validation faces, or learned them from a model that did, and this run's
-    selection would no longer be honest. A model outside a run folder cannot be checked."""
+    validation split than ``settings`` (another fraction or seed), or that learned from such a
+    model, back through the runs it descends from: it has trained on this run's validation
+    faces, or learned them from a model that did, and this run's selection would no longer be
+    honest. Warns where it cannot tell: a model outside a run folder, data that are gone or
+    that differ from this run's (another file may hold the same faces)."""
     pending = [(str(model_path), f"{option} {model_path}")]
     seen: set[Path] = set()
     while pending:
@@ -236,17 +237,24 @@ def check_same_validation_split(model_path: str | Path, settings: TrainSettings,
                 "validation faces (seed independent networks with --init-seed, not --seed)"
             )
         if not _same_data(theirs.data, settings.data, lineage):
-            raise TrainingError(
-                f"{lineage}: its run trained on {theirs.data}, this run on {settings.data}, so its "
-                "validation split is not this run's and it may have trained on this run's validation faces"
+            # Not refused: fer2013.csv and its .csv.gz, or a moved copy of a folder, are the
+            # same faces in other bytes; but another data set splits another way.
+            _LOGGER.warning(
+                "%s: its run trained on %s, this run on %s (other bytes): unless they hold the "
+                "same faces in the same order, its validation split is not this run's and it may "
+                "have trained on this run's validation faces",
+                lineage,
+                theirs.data,
+                settings.data,
             )
         for their_option, ancestor in models_learned_from(theirs):
             pending.append((ancestor, f"{lineage}, which learned from ({their_option}) {ancestor}"))
 
 
 def _same_data(theirs: str, ours: str, lineage: str) -> bool:
-    """Whether two runs' data are the same: the same file or folder, or files with the same
-    bytes (a data file may move between runs). True, with a warning, when theirs is gone."""
+    """Whether two runs' data are surely the same: the same file or folder, or files with the
+    same bytes (a data file may move between runs). True, with a warning, when theirs is gone
+    (a relative path is read from the current folder, as training reads it)."""
     their_path, our_path = Path(theirs).expanduser(), Path(ours).expanduser()
     if not their_path.exists():
         _LOGGER.warning(
