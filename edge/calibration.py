@@ -61,15 +61,13 @@ def fit_class_balance(probabilities: np.ndarray, labels: np.ndarray) -> tuple[fl
         raise ValueError("no faces to fit a class balance on")
     classes = probabilities.shape[1]
     names = [str(c) for c in range(classes)]
-    best: tuple[float, float, tuple[float, ...]] | None = None
-    for strength in BALANCE_STRENGTHS:
-        bias = class_bias_of(labels, classes, strength)
-        predicted = calibrate(probabilities, 1.0, bias).argmax(axis=1)
-        score = classification_report(labels, predicted, names)["macro_f1"]
-        if best is None or score > best[0] + 1e-9:
-            best = (score, strength, bias)
-    assert best is not None
-    return best[1], (best[2] if best[1] > 0 else ())
+
+    def macro_f1(strength: float) -> float:
+        predicted = calibrate(probabilities, 1.0, class_bias_of(labels, classes, strength)).argmax(axis=1)
+        return classification_report(labels, predicted, names)["macro_f1"]
+
+    strength = max(BALANCE_STRENGTHS, key=lambda s: (round(macro_f1(s), 9), -s))
+    return strength, (class_bias_of(labels, classes, strength) if strength > 0 else ())
 
 
 def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> float:

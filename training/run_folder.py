@@ -18,7 +18,6 @@ Importable without TensorFlow: models are saved through their own methods.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.contract import file_sha256
 from edge.datasets import FaceSet, load_fer2013
 from training.settings import TrainingError, TrainSettings
 
@@ -194,9 +194,10 @@ def check_models_it_learns_from(settings: TrainSettings, run: RunFolder) -> None
     and held out this run's validation split, as did every model they learned from in turn."""
     starting = run.state() is None
     kinds = {"--teacher": "model", "--init-from": "checkpoint"}
+    checked: set[Path] = set()  # shared: a lineage met twice is read and warned of once
     for option, path in models_learned_from(settings):
         if Path(path).is_file():
-            check_same_validation_split(path, settings, option)
+            check_same_validation_split(path, settings, option, checked)
         elif starting:
             raise TrainingError(f"{option} {path}: no such {kinds[option]}")
 
@@ -207,20 +208,23 @@ def models_learned_from(settings: TrainSettings) -> list[tuple[str, str]]:
     return teachers + ([("--init-from", settings.init_from)] if settings.init_from else [])
 
 
-def check_same_validation_split(model_path: str | Path, settings: TrainSettings, option: str) -> None:
+def check_same_validation_split(
+    model_path: str | Path, settings: TrainSettings, option: str, checked: set[Path]
+) -> None:
     """Refuses a model (a teacher, a checkpoint to start from) whose run held out another
     validation split than ``settings`` (another fraction or seed), or that learned from such a
     model, back through the runs it descends from: it has trained on this run's validation
     faces, or learned them from a model that did, and this run's selection would no longer be
     honest. Warns where it cannot tell: a model outside a run folder, data that are gone or
-    that differ from this run's (another file may hold the same faces)."""
+    that differ from this run's (another file may hold the same faces). ``checked``: models
+    already checked (skipped), added to as it goes."""
     pending = [(str(model_path), f"{option} {model_path}")]
-    seen: set[Path] = set()
     while pending:
         path, lineage = pending.pop()
-        if Path(path).resolve() in seen:
+        resolved = Path(path).resolve()
+        if resolved in checked:
             continue
-        seen.add(Path(path).resolve())
+        checked.add(resolved)
         theirs = settings_of_model(path)
         if theirs is None:
             _LOGGER.warning(
@@ -236,25 +240,16 @@ def check_same_validation_split(model_path: str | Path, settings: TrainSettings,
                 f"{split[1]}, this run {ours[0]} with seed {ours[1]}, so it has trained on this run's "
                 "validation faces (seed independent networks with --init-seed, not --seed)"
             )
-        if not _same_data(theirs.data, settings.data, lineage):
-            # Not refused: fer2013.csv and its .csv.gz, or a moved copy of a folder, are the
-            # same faces in other bytes; but another data set splits another way.
-            _LOGGER.warning(
-                "%s: its run trained on %s, this run on %s (other bytes): unless they hold the "
-                "same faces in the same order, its validation split is not this run's and it may "
-                "have trained on this run's validation faces",
-                lineage,
-                theirs.data,
-                settings.data,
-            )
+        _warn_of_other_data(theirs.data, settings.data, lineage)
         for their_option, ancestor in models_learned_from(theirs):
             pending.append((ancestor, f"{lineage}, which learned from ({their_option}) {ancestor}"))
 
 
-def _same_data(theirs: str, ours: str, lineage: str) -> bool:
-    """Whether two runs' data are surely the same: the same file or folder, or files with the
-    same bytes (a data file may move between runs). True, with a warning, when theirs is gone
-    (a relative path is read from the current folder, as training reads it)."""
+def _warn_of_other_data(theirs: str, ours: str, lineage: str) -> None:
+    """Warns unless two runs' data are surely the same: the same file or folder, or files with
+    the same bytes (a data file may move between runs). Not refused: fer2013.csv and its
+    .csv.gz, or a moved copy of a folder, hold the same faces in other bytes; but another data
+    set splits another way. A relative path is read from the current folder, as training reads it."""
     their_path, our_path = Path(theirs).expanduser(), Path(ours).expanduser()
     if not their_path.exists():
         _LOGGER.warning(
@@ -262,27 +257,28 @@ def _same_data(theirs: str, ours: str, lineage: str) -> bool:
             lineage,
             theirs,
         )
-        return True
-    if their_path.resolve() == our_path.resolve():
-        return True
-    if their_path.is_file() and our_path.is_file():
-        return _file_digest(their_path) == _file_digest(our_path)
-    return False
+    elif their_path.resolve() != our_path.resolve() and not (
+        their_path.is_file() and our_path.is_file() and _file_digest(their_path) == _file_digest(our_path)
+    ):
+        _LOGGER.warning(
+            "%s: its run trained on %s, this run on %s (other bytes): unless they hold the "
+            "same faces in the same order, its validation split is not this run's and it may "
+            "have trained on this run's validation faces",
+            lineage,
+            theirs,
+            ours,
+        )
 
 
 def _file_digest(path: Path) -> str:
     """The SHA-256 of a data file (FER2013's 87 MB take about 0.1 s), once per process and version."""
     status = path.stat()
-    return _digest_of(path.resolve(), status.st_size, status.st_mtime_ns)
+    return _cached_sha256(path.resolve(), status.st_size, status.st_mtime_ns)
 
 
 @functools.lru_cache(maxsize=8)
-def _digest_of(path: Path, size: int, modified_ns: int) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _cached_sha256(path: Path, size: int, modified_ns: int) -> str:
+    return file_sha256(path)
 
 
 def settings_of_model(model_path: str | Path) -> TrainSettings | None:
