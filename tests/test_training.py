@@ -327,12 +327,23 @@ def test_an_ensemble_teacher_is_averaged_and_must_hold_out_the_students_validati
     leaky = str(tmp_path / "other-split" / "best.keras")
     with pytest.raises(TrainingError, match="--teacher .*seed 5, this run 0.1 with seed 1337"):
         train(TrainSettings(**base, teacher=f"{teachers},{leaky}"), tmp_path / "s2", verbose=0)
-    with pytest.raises(TrainingError, match="--init-from .*trained on this run's validation faces"):
+    with pytest.raises(TrainingError, match="--init-from .*trained on the validation faces of this run"):
         train(TrainSettings(**base, init_from=leaky), tmp_path / "s3", verbose=0)
     assert not (tmp_path / "s2" / "settings.json").exists() and not (tmp_path / "s3").exists()
     # Nor may one ensemble's members disagree on what they held out.
     with pytest.raises(EvaluationError, match="different validation splits"):
         KerasClassifier(f"{teachers},{leaky}")
+    # Nor may a member that learned from such a model (training's check, through its runs).
+    descendant = tmp_path / "descendant"
+    descendant.mkdir()
+    (descendant / "settings.json").write_text(json.dumps({**base, "init_from": leaky}))
+    (descendant / "best.keras").write_bytes((tmp_path / "a" / "best.keras").read_bytes())
+    with pytest.raises(
+        EvaluationError,
+        match=r"descendant/best.keras, which learned from \(--init-from\) .*other-split/best.keras: "
+        r"its run held out validation fraction 0.1 with seed 5, the evaluation 0.1 with seed 1337",
+    ):
+        KerasClassifier(f"{teachers},{descendant / 'best.keras'}")
     assert KerasClassifier(leaky).contract.training_data["settings"]["seed"] == 5  # its own split
 
 
@@ -390,8 +401,35 @@ def test_a_model_is_refused_when_anything_it_learned_from_held_out_other_faces(t
     with caplog.at_level("WARNING", logger="training.run_folder"):
         check(teacher=f"{tmp_path / 'moved-data' / 'best.keras'},{cyclic}")
     assert "moved/fer.csv.gz, which is not there" in caplog.text
-    assert "outside.keras is not in a training run's folder" in caplog.text
+    assert "outside.keras was not saved by a training run" in caplog.text
     assert not (tmp_path / "new").exists()
+
+
+def test_a_checkpoint_copied_out_of_its_run_still_says_how_it_was_trained(tmp_path):
+    """Every .keras file a run saves carries the run's settings, which Keras ignores: a copy
+    taken out of the folder still gives its face normalization and its validation split, so
+    a student taught by it is checked (and refused here: another seed held out other faces)."""
+    import shutil
+
+    from training.run_folder import RunFolder, check_models_it_learns_from, settings_of_model
+
+    trained_with = TrainSettings(data="fer.csv.gz", face_normalization="equalize", seed=5)
+    run = RunFolder(tmp_path / "teacher")
+    run.start(trained_with)
+    model = make_mini_xception()
+    run.save_model(model, run.best_checkpoint)
+    copy = tmp_path / "elsewhere" / "teacher-epoch22.keras"
+    copy.parent.mkdir()
+    shutil.copy(run.best_checkpoint, copy)
+
+    assert settings_of_model(copy) == trained_with
+    loaded = keras.models.load_model(copy, compile=False)
+    for ours, theirs in zip(model.get_weights(), loaded.get_weights(), strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    with pytest.raises(TrainingError, match=r"teacher-epoch22.keras: its run held out .* seed 5"):
+        check_models_it_learns_from(
+            TrainSettings(data="fer.csv.gz", teacher=str(copy)), RunFolder(tmp_path / "student")
+        )
 
 
 def test_batchnorm_statistics_are_re_measured_as_the_mean_over_all_batches():

@@ -22,8 +22,8 @@ from edge.contract import VIEW_SETS, ModelContract
 from edge.datasets import SPLIT_SEED, VALIDATION_FRACTION
 from edge.evaluate import EvaluationError, run
 from edge.evaluate_options import add_arguments
-from training.run_folder import settings_of_model
-from training.settings import TrainSettings, model_list
+from training.run_folder import check_same_validation_split, settings_of_model
+from training.settings import TrainingError, TrainSettings, model_list
 
 
 class KerasClassifier:
@@ -48,9 +48,13 @@ class KerasClassifier:
                 raise EvaluationError(f"model file {path} not found")
         # The report names a model by its file name, an ensemble by its members (source).
         self.model_path = paths[0] if len(paths) == 1 else None
-        # Each model's face normalization and validation split as its run folder's settings
-        # say; outside a run folder: none, and training's default split.
-        runs = [settings_of_model(path) for path in paths]
+        # Each model's face normalization and validation split as its run's settings say;
+        # for a model no run saved: none, and training's default split.
+        try:
+            runs = [settings_of_model(path) for path in paths]
+            split = _validation_split(paths, runs)
+        except TrainingError as err:
+            raise EvaluationError(str(err)) from err
         normalizations = [run.face_normalization if run else "none" for run in runs]
         mixed = len(set(normalizations)) > 1
         self._members = [
@@ -67,7 +71,7 @@ class KerasClassifier:
                     for path, normalization in zip(paths, normalizations, strict=True)
                 )
             },
-            training_data={"settings": _validation_split(runs)},
+            training_data={"settings": split},
         )
 
     @property
@@ -99,10 +103,12 @@ class KerasClassifier:
         return np.mean(members, axis=0)
 
 
-def _validation_split(runs: list[TrainSettings | None]) -> dict[str, float | int]:
-    """The validation split the models held out (training's default for a model outside a
-    run folder): ``--usage validation`` evaluates on it, and members of an ensemble that held
-    out different faces are refused, as one of them trained on the rest."""
+def _validation_split(paths: list[Path], runs: list[TrainSettings | None]) -> dict[str, float | int]:
+    """The validation split the models held out (training's default for a model no run
+    saved): ``--usage validation`` evaluates on it. Members of an ensemble that held out
+    different faces are refused, as one of them trained on the rest; so is a model that
+    learned from one that held out other faces (training's check, back through the runs each
+    model descends from)."""
     default = (VALIDATION_FRACTION, SPLIT_SEED)
     splits = {(run.validation_fraction, run.seed) if run else default for run in runs}
     if len(splits) > 1:
@@ -110,6 +116,11 @@ def _validation_split(runs: list[TrainSettings | None]) -> dict[str, float | int
             "the models held out different validation splits (fraction, seed): "
             + ", ".join(map(str, sorted(splits)))
         )
+    reference = next((run for run in runs if run is not None), None)
+    if reference is not None:
+        checked: set[Path] = set()
+        for path in paths:
+            check_same_validation_split(path, reference, "--model", checked, whose="the evaluation")
     fraction, seed = splits.pop()
     return {"validation_fraction": fraction, "seed": seed}
 

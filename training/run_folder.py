@@ -11,6 +11,9 @@
     epochs/                     every epoch's weights, with --keep-epoch-weights
     averaged.keras, .json       python -m training.average's model and its figures
 
+Every .keras file a run saves also carries the run's settings inside it (``RUN_SETTINGS_ENTRY``,
+which Keras ignores), so a checkpoint copied out of its folder still says how it was trained.
+
 Every other module reads and writes a run through ``RunFolder``, never by file name.
 Importable without TensorFlow: models are saved through their own methods.
 """
@@ -21,6 +24,7 @@ import functools
 import json
 import logging
 import os
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +36,8 @@ from edge.datasets import FaceSet, load_fer2013
 from training.settings import TrainingError, TrainSettings
 
 _LOGGER = logging.getLogger(__name__)
+
+RUN_SETTINGS_ENTRY = "fer-kiosk-run-settings.json"  # inside every .keras file a run saves
 
 
 @dataclass
@@ -126,11 +132,15 @@ class RunFolder:
 
     # -- checkpoints ----------------------------------------------------------------------
 
-    @staticmethod
-    def save_model(model: Any, path: Path) -> None:
-        """Saves a Keras model whole or not at all (a kill mid-save leaves the old file)."""
+    def save_model(self, model: Any, path: Path) -> None:
+        """Saves a Keras model whole or not at all (a kill mid-save leaves the old file), with
+        the run's settings inside it: a copy taken out of the run folder still names its
+        validation split, face normalization and the models it learned from."""
+        settings = (self.path / "settings.json").read_text()
         tmp = path.with_name(path.stem + ".tmp.keras")
         model.save(tmp)
+        with zipfile.ZipFile(tmp, "a") as archive:
+            archive.writestr(RUN_SETTINGS_ENTRY, settings)
         os.replace(tmp, path)
 
     def save_epoch_weights(self, model: Any, epoch: int) -> None:
@@ -182,8 +192,8 @@ class RunFolder:
 
 
 def face_normalization_of(model_path: str | Path) -> str | None:
-    """The ``face_normalization`` a .keras model was trained with, from the settings.json of
-    the run folder it sits in; None for a model outside a run folder (nothing says)."""
+    """The ``face_normalization`` a .keras model was trained with, from its run's settings
+    (``settings_of_model``); None for a model no run saved (nothing says)."""
     settings = settings_of_model(model_path)
     return None if settings is None else settings.face_normalization
 
@@ -209,15 +219,15 @@ def models_learned_from(settings: TrainSettings) -> list[tuple[str, str]]:
 
 
 def check_same_validation_split(
-    model_path: str | Path, settings: TrainSettings, option: str, checked: set[Path]
+    model_path: str | Path, settings: TrainSettings, option: str, checked: set[Path], whose: str = "this run"
 ) -> None:
     """Refuses a model (a teacher, a checkpoint to start from) whose run held out another
     validation split than ``settings`` (another fraction or seed), or that learned from such a
     model, back through the runs it descends from: it has trained on this run's validation
     faces, or learned them from a model that did, and this run's selection would no longer be
-    honest. Warns where it cannot tell: a model outside a run folder, data that are gone or
+    honest. Warns where it cannot tell: a model no run saved, data that are gone or
     that differ from this run's (another file may hold the same faces). ``checked``: models
-    already checked (skipped), added to as it goes."""
+    already checked (skipped), added to as it goes; ``whose`` names ``settings`` in messages."""
     pending = [(str(model_path), f"{option} {model_path}")]
     while pending:
         path, lineage = pending.pop()
@@ -228,8 +238,8 @@ def check_same_validation_split(
         theirs = settings_of_model(path)
         if theirs is None:
             _LOGGER.warning(
-                "%s is not in a training run's folder: whether it trained on this run's "
-                "validation faces cannot be checked",
+                "%s was not saved by a training run (neither in a run folder nor carrying "
+                "its settings): whether it trained on this run's validation faces cannot be checked",
                 lineage,
             )
             continue
@@ -237,8 +247,8 @@ def check_same_validation_split(
         if split != ours:
             raise TrainingError(
                 f"{lineage}: its run held out validation fraction {split[0]} with seed "
-                f"{split[1]}, this run {ours[0]} with seed {ours[1]}, so it has trained on this run's "
-                "validation faces (seed independent networks with --init-seed, not --seed)"
+                f"{split[1]}, {whose} {ours[0]} with seed {ours[1]}, so it has trained on the validation "
+                f"faces of {whose} (seed independent networks with --init-seed, not --seed)"
             )
         _warn_of_other_data(theirs.data, settings.data, lineage)
         for their_option, ancestor in models_learned_from(theirs):
@@ -282,12 +292,26 @@ def _cached_sha256(path: Path, size: int, modified_ns: int) -> str:
 
 
 def settings_of_model(model_path: str | Path) -> TrainSettings | None:
-    """The settings of the run folder a .keras model sits in; None outside one (nothing says)."""
+    """The settings of the run that saved a .keras model: the settings.json of the run folder
+    it sits in, else the copy inside the file (a checkpoint copied out of its run); None for
+    a model no run saved (nothing says)."""
     folder = Path(model_path).parent
-    if not (folder / "settings.json").is_file():
-        return None
+    if (folder / "settings.json").is_file():
+        source, saved = folder / "settings.json", _read_json(folder / "settings.json")
+    else:
+        source, saved = Path(model_path), _settings_inside(Path(model_path))
+        if saved is None:
+            return None
     try:
-        return RunFolder(folder).settings()
-    except (TypeError, ValueError) as err:  # a settings.json that is not a training run's
-        settings = folder / "settings.json"
-        raise TrainingError(f"{settings}: not the settings of a training run ({err})") from err
+        return TrainSettings.from_dict(saved)
+    except (TypeError, ValueError, TrainingError) as err:  # settings that are not a training run's
+        raise TrainingError(f"{source}: not the settings of a training run ({err})") from err
+
+
+def _settings_inside(model_path: Path) -> dict[str, Any] | None:
+    """The run settings a .keras file carries (``RunFolder.save_model``), if any."""
+    try:
+        with zipfile.ZipFile(model_path) as archive:
+            return json.loads(archive.read(RUN_SETTINGS_ENTRY))
+    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
+        return None
