@@ -18,6 +18,7 @@ from tests.conftest import ROOT
 
 keras = pytest.importorskip("keras", reason="training tests need the train extra (pip install -e '.[train]')")
 
+from edge.preprocess import normalize_faces  # noqa: E402
 from training.augment import Augmentation, affine_matrices, augmented_epoch  # noqa: E402
 from training.data import class_weight_vector  # noqa: E402
 from training.model import EXPECTED_PARAMETERS, make_mini_xception  # noqa: E402
@@ -345,6 +346,71 @@ def test_an_ensemble_teacher_is_averaged_and_must_hold_out_the_students_validati
     ):
         KerasClassifier(f"{teachers},{descendant / 'best.keras'}")
     assert KerasClassifier(leaky).contract.training_data["settings"]["seed"] == 5  # its own split
+
+
+def test_a_teacher_judging_augmented_epochs_targets_the_very_faces_the_student_is_shown(
+    tmp_path, synthetic_csv, monkeypatch
+):
+    """With --teacher-augmented-epochs N the teacher judges each face of the first N augmented
+    epochs as the student is shown it (before the student's own normalization); the student
+    cycles through those epochs, reshuffled, each face keeping its own judgement; a run stopped
+    while the teacher judged resumes with the epochs not yet judged."""
+    import training.data
+    from training.data import distillation_targets, soften, training_data
+    from training.model import keras_probabilities
+    from training.run_folder import RunFolder
+
+    base = {"data": str(synthetic_csv), "epochs": 1, "batch_size": 32}
+    train(TrainSettings(**base), tmp_path / "teacher", verbose=0)
+    teacher_path = tmp_path / "teacher" / "best.keras"
+    teacher = keras.models.load_model(teacher_path)
+    student = TrainSettings(
+        **{**base, "epochs": 3},
+        teacher=str(teacher_path),
+        teacher_views="single",
+        teacher_augmented_epochs=2,
+        distill_weight=0.7,
+        face_normalization="equalize",
+        augmentation={"rotation_degrees": 10, "shift_fraction": 0.1, "noise_std": 3},
+    )
+    augmentation = Augmentation(**student.augmentation)
+    run = RunFolder(tmp_path / "student")
+    run.start(student)
+    data = training_data(student, run)
+    assert data.teacher.shape == (2, len(data.labels), 7)
+    for epoch in range(2):
+        shown, _, _ = augmented_epoch(data.images, data.labels, student.init_seed, epoch, augmentation)
+        faces = np.clip(np.rint(shown[..., 0]), 0, 255).astype(np.uint8)
+        judged = soften(keras_probabilities(teacher, faces), 2.0)
+        np.testing.assert_allclose(data.teacher[epoch], judged, atol=1e-5)
+        # The student is shown those faces, equalized, with targets from that judgement.
+        x, y, _ = data.epoch(student, epoch, augmentation)
+        order = np.random.default_rng([student.init_seed, epoch, 1]).permutation(len(y))
+        np.testing.assert_array_equal(x[..., 0], normalize_faces(faces, "equalize")[order])
+        _, labels, _ = augmented_epoch(data.images, data.labels, student.init_seed, epoch, augmentation)
+        np.testing.assert_allclose(y, distillation_targets(labels, judged, 0.7)[order], atol=1e-5)
+    # Epoch 2 shows epoch 0's faces and targets again, in another order.
+    x0, y0, _ = data.epoch(student, 0, augmentation)
+    x2, y2, _ = data.epoch(student, 2, augmentation)
+    assert not np.array_equal(x0, x2)
+    by_face = {face.tobytes(): target for face, target in zip(x0, y0, strict=True)}
+    for face, target in zip(x2, y2, strict=True):
+        np.testing.assert_array_equal(by_face[face.tobytes()], target)
+
+    # Stopped after judging one epoch: only the second is judged on resuming.
+    np.save(run.path / "teacher-probabilities.npy", data.teacher[:1])
+    judged_faces = []
+    judge = training.data._one_teachers_probabilities
+    monkeypatch.setattr(
+        training.data,
+        "_one_teachers_probabilities",
+        lambda settings, source, faces: judged_faces.append(len(faces)) or judge(settings, source, faces),
+    )
+    np.testing.assert_allclose(training_data(student, run).teacher, data.teacher, atol=1e-6)
+    assert judged_faces == [len(data.labels)]
+    monkeypatch.undo()
+    final = train(student, run.path, verbose=0)
+    assert final.epoch == 3 and np.load(run.path / "teacher-probabilities.npy").shape == data.teacher.shape
 
 
 def test_a_model_is_refused_when_anything_it_learned_from_held_out_other_faces(tmp_path, caplog):

@@ -48,26 +48,52 @@ def distillation_targets(labels: np.ndarray, teacher: np.ndarray, weight: float)
 def teacher_probabilities(
     settings: TrainSettings, run: RunFolder, images: np.ndarray, labels: np.ndarray
 ) -> np.ndarray:
-    """The teacher's softened probabilities on the (unaugmented) training faces, cached in
-    the run folder: a resumed run trains against the very same targets. Several teachers
-    (an ensemble) are averaged before softening."""
-    cached = run.teacher_probabilities(len(images), len(EMOTIONS))
-    if cached is not None:
-        return cached
+    """The teacher's softened probabilities, cached in the run folder: a resumed run trains
+    against the very same targets. Several teachers (an ensemble) are averaged before softening.
+
+    By default one row per training face, judged unaugmented. With ``teacher_augmented_epochs``
+    N: (N, faces, classes), row i of epoch k the teacher's judgement of face i of augmented
+    epoch k, the very face the student is shown (a shift that cut off the mouth gets the
+    teacher's doubt, not the label's certainty); saved after each epoch, so a stopped run
+    resumes the judging where it was."""
     if settings.teacher_views not in VIEW_SETS:
         raise TrainingError(
             f"--teacher-views {settings.teacher_views!r}: expected one of {sorted(VIEW_SETS)}"
         )
+    cached = run.teacher_probabilities(len(images), len(EMOTIONS))
+    epochs = settings.teacher_augmented_epochs
+    if epochs == 0:
+        if cached is not None and cached.ndim == 2:
+            return cached
+        probabilities = _judged_by_the_teachers(settings, images, labels, "unaugmented faces")
+        run.save_teacher_probabilities(probabilities)
+        return probabilities
+    judged = list(cached) if cached is not None and cached.ndim == 3 else []
+    augmentation = Augmentation(**settings.augmentation)
+    for epoch in range(len(judged), epochs):
+        inputs, shown_labels, _ = augmented_epoch(images, labels, settings.init_seed, epoch, augmentation)
+        faces = np.clip(np.rint(inputs[..., 0]), 0, 255).astype(np.uint8)
+        judged.append(
+            _judged_by_the_teachers(settings, faces, shown_labels, f"augmented epoch {epoch + 1} of {epochs}")
+        )
+        run.save_teacher_probabilities(np.stack(judged))
+    return np.stack(judged[:epochs])
+
+
+def _judged_by_the_teachers(
+    settings: TrainSettings, faces: np.ndarray, labels: np.ndarray, what: str
+) -> np.ndarray:
+    """The teachers' mean probabilities on uint8 ``faces`` (each over its views), softened."""
     raw = np.mean(
-        [_one_teachers_probabilities(settings, Path(path), images) for path in settings.teachers], axis=0
+        [_one_teachers_probabilities(settings, Path(path), faces) for path in settings.teachers], axis=0
     )
     probabilities = soften(raw, settings.distill_temperature).astype(np.float32)
-    run.save_teacher_probabilities(probabilities)
     _LOGGER.info(
-        "teacher %s (%s views) agrees with %.1f %% of the training labels",
+        "teacher %s (%s views) agrees with %.1f %% of the training labels on %s",
         " + ".join(settings.teachers),
         settings.teacher_views,
         100 * float((probabilities.argmax(1) == labels).mean()),
+        what,
     )
     return probabilities
 
@@ -101,7 +127,7 @@ class TrainingData:
     labels: np.ndarray
     x_val: np.ndarray  # float32 validation faces with a channel axis
     y_val: np.ndarray  # labels, or one-hot rows when the targets are soft
-    teacher: np.ndarray | None  # the teacher's probabilities per training face
+    teacher: np.ndarray | None  # the teacher's probabilities per training face (per judged epoch)
     sample_weights: np.ndarray | None  # per training face, from the class weights
 
     @property
@@ -110,11 +136,19 @@ class TrainingData:
 
     def epoch(self, settings: TrainSettings, epoch: int, augmentation: Augmentation):
         """(inputs, targets, sample weights) of 0-based ``epoch``: shuffled and augmented as
-        drawn from (init seed, epoch), so a resumed run sees exactly the epochs it would have."""
+        drawn from (init seed, epoch), so a resumed run sees exactly the epochs it would have.
+        With a teacher that judged N augmented epochs, epoch e is augmented epoch e mod N again,
+        with the teacher's targets for those very faces, reshuffled by (init seed, e)."""
+        judged_epochs = self.teacher is not None and self.teacher.ndim == 3
+        drawn = epoch % len(self.teacher) if judged_epochs else epoch
         x, y, order = augmented_epoch(
-            self.images, self.labels, settings.init_seed, epoch, augmentation, settings.face_normalization
+            self.images, self.labels, settings.init_seed, drawn, augmentation, settings.face_normalization
         )
-        if self.teacher is not None:
+        if judged_epochs:
+            y = distillation_targets(y, self.teacher[drawn], settings.distill_weight)
+            again = np.random.default_rng([settings.init_seed, epoch, 1]).permutation(len(y))
+            x, y, order = x[again], y[again], order[again]
+        elif self.teacher is not None:
             y = distillation_targets(y, self.teacher[order], settings.distill_weight)
         return x, y, None if self.sample_weights is None else self.sample_weights[order]
 

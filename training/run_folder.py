@@ -7,7 +7,7 @@
     log.csv                     one row per epoch
     report.json                 validation and PublicTest figures of best.keras, when the run ends
     training-faces.npz          the parsed Training faces (parsing the CSV costs ~20 s)
-    teacher-probabilities.npy   the teacher's targets, when distilling
+    teacher-probabilities.npy   the teacher's targets, when distilling (per judged epoch)
     epochs/                     every epoch's weights, with --keep-epoch-weights
     averaged.keras, .json       python -m training.average's model and its figures
 
@@ -166,11 +166,12 @@ class RunFolder:
         return faces
 
     def teacher_probabilities(self, faces: int, classes: int) -> np.ndarray | None:
-        """The cached teacher targets, if there are ``faces`` x ``classes`` of them."""
+        """The cached teacher targets, if they are ``faces`` x ``classes`` (judged once) or
+        epochs x ``faces`` x ``classes`` (judged on augmented epochs)."""
         cache = self.path / "teacher-probabilities.npy"
         if cache.exists():
             saved = np.load(cache)
-            if saved.shape == (faces, classes):
+            if saved.ndim in (2, 3) and saved.shape[-2:] == (faces, classes):
                 return saved
         return None
 

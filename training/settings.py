@@ -116,6 +116,12 @@ class TrainSettings:
         0.5, "share of the target that is the teacher's distribution (the rest is the label)"
     )
     distill_temperature: float = _setting(2.0, "softens the teacher's distribution (1: as it is)")
+    teacher_augmented_epochs: int = _setting(
+        0,
+        "the teacher judges the faces of the first N augmented epochs, each face as the student "
+        "sees it, and the student cycles through those N epochs (reshuffled each time); 0: the "
+        "teacher judges each face once, unaugmented, whatever augmentation the student then gets",
+    )
     architecture: str = _setting(
         "mini_xception",
         "mini_xception: the shipped model; vgg: a larger teacher to distil from",
@@ -152,6 +158,8 @@ class TrainSettings:
             object.__setattr__(self, "l2", DEFAULT_L2[self.architecture])
         if self.teacher.strip() and not self.teachers:
             raise TrainingError(f"--teacher {self.teacher!r} names no model")
+        if self.teacher_augmented_epochs < 0:
+            raise TrainingError(f"--teacher-augmented-epochs {self.teacher_augmented_epochs}: must be >= 0")
         if self.init_seed is None:  # as runs before the setting: one seed for everything
             object.__setattr__(self, "init_seed", self.seed)
         # Augmentation fields not given keep their defaults, so a run's settings.json is complete.
