@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", *FACE_NORMALIZATIONS),
         default="auto",
         help="what is done to each face before the model, written into the contract: auto (the "
-        "default) takes it from --run-dir's settings or the settings.json beside --keras (none, "
+        "default) takes it from --run-dir's settings or the run settings --keras carries (none, "
         "with a warning, when neither says; refused when the two disagree)",
     )
     p.add_argument(
@@ -87,13 +87,13 @@ def chosen_face_normalization(option: str, keras_path: str, run_settings, run_di
         return option
     if beside is not None and from_run is not None and beside != from_run:
         raise TrainingError(
-            f"--keras {keras_path} was trained with face normalization {beside!r} (its run folder's "
-            f"settings.json), --run-dir {run_dir} says {from_run!r}: which model is this?"
+            f"--keras {keras_path} was trained with face normalization {beside!r} (the settings "
+            f"of the run that saved it), --run-dir {run_dir} says {from_run!r}: which model is this?"
         )
     found = from_run or beside
     if found is None:
         logging.getLogger(__name__).warning(
-            "--keras %s: no run folder says how its faces were normalized; assuming none "
+            "--keras %s: no run's settings say how its faces were normalized; assuming none "
             "(a model trained with --face-normalization equalize needs --run-dir or "
             "--face-normalization equalize, or it loses accuracy on every face)",
             keras_path,

@@ -357,4 +357,4 @@ def test_face_normalization_comes_from_the_run_and_two_runs_that_disagree_are_re
         chosen("auto", equalized / "best.keras", plain)
     with caplog.at_level(logging.WARNING):
         assert chosen("auto", tmp_path / "loose.keras") == "none"
-    assert "no run folder says how its faces were normalized; assuming none" in caplog.text
+    assert "no run's settings say how its faces were normalized; assuming none" in caplog.text

@@ -328,7 +328,7 @@ def test_an_ensemble_teacher_is_averaged_and_must_hold_out_the_students_validati
     leaky = str(tmp_path / "other-split" / "best.keras")
     with pytest.raises(TrainingError, match="--teacher .*seed 5, this run 0.1 with seed 1337"):
         train(TrainSettings(**base, teacher=f"{teachers},{leaky}"), tmp_path / "s2", verbose=0)
-    with pytest.raises(TrainingError, match="--init-from .*trained on the validation faces of this run"):
+    with pytest.raises(TrainingError, match="--init-from .*trained on this run's validation faces"):
         train(TrainSettings(**base, init_from=leaky), tmp_path / "s3", verbose=0)
     assert not (tmp_path / "s2" / "settings.json").exists() and not (tmp_path / "s3").exists()
     # Nor may one ensemble's members disagree on what they held out.
@@ -338,11 +338,11 @@ def test_an_ensemble_teacher_is_averaged_and_must_hold_out_the_students_validati
     descendant = tmp_path / "descendant"
     descendant.mkdir()
     (descendant / "settings.json").write_text(json.dumps({**base, "init_from": leaky}))
-    (descendant / "best.keras").write_bytes((tmp_path / "a" / "best.keras").read_bytes())
+    (descendant / "best.keras").write_bytes(b"")  # refused before it is loaded
     with pytest.raises(
         EvaluationError,
         match=r"descendant/best.keras, which learned from \(--init-from\) .*other-split/best.keras: "
-        r"its run held out validation fraction 0.1 with seed 5, the evaluation 0.1 with seed 1337",
+        r"its run held out validation fraction 0.1 with seed 5, the evaluated split 0.1 with seed 1337",
     ):
         KerasClassifier(f"{teachers},{descendant / 'best.keras'}")
     assert KerasClassifier(leaky).contract.training_data["settings"]["seed"] == 5  # its own split
@@ -355,7 +355,7 @@ def test_a_teacher_judging_augmented_epochs_targets_the_very_faces_the_student_i
     epochs as the student is shown it (before the student's own normalization); the student
     cycles through those epochs, reshuffled, each face keeping its own judgement; a run stopped
     while the teacher judged resumes with the epochs not yet judged."""
-    import training.data
+    import training.model
     from training.data import distillation_targets, soften, training_data
     from training.model import keras_probabilities
     from training.run_folder import RunFolder
@@ -371,6 +371,7 @@ def test_a_teacher_judging_augmented_epochs_targets_the_very_faces_the_student_i
         teacher_augmented_epochs=2,
         distill_weight=0.7,
         face_normalization="equalize",
+        class_weights="balanced",
         augmentation={"rotation_degrees": 10, "shift_fraction": 0.1, "noise_std": 3},
     )
     augmentation = Augmentation(**student.augmentation)
@@ -378,39 +379,49 @@ def test_a_teacher_judging_augmented_epochs_targets_the_very_faces_the_student_i
     run.start(student)
     data = training_data(student, run)
     assert data.teacher.shape == (2, len(data.labels), 7)
-    for epoch in range(2):
-        shown, _, _ = augmented_epoch(data.images, data.labels, student.init_seed, epoch, augmentation)
+    class_weights = class_weight_vector(data.labels, "balanced")
+
+    def shown_with_their_targets(epoch: int) -> dict[bytes, tuple[np.ndarray, float]]:
+        """Each face of augmented epoch ``epoch`` as the student is shown it (equalized),
+        with the target and sample weight it must come with: the teacher's own judgement of
+        that face (rounded to grey levels, not equalized: the teacher's run did not), the label."""
+        shown, labels, _ = augmented_epoch(data.images, data.labels, student.init_seed, epoch, augmentation)
         faces = np.clip(np.rint(shown[..., 0]), 0, 255).astype(np.uint8)
         judged = soften(keras_probabilities(teacher, faces), 2.0)
-        np.testing.assert_allclose(data.teacher[epoch], judged, atol=1e-5)
-        # The student is shown those faces, equalized, with targets from that judgement.
-        x, y, _ = data.epoch(student, epoch, augmentation)
-        order = np.random.default_rng([student.init_seed, epoch, 1]).permutation(len(y))
-        np.testing.assert_array_equal(x[..., 0], normalize_faces(faces, "equalize")[order])
-        _, labels, _ = augmented_epoch(data.images, data.labels, student.init_seed, epoch, augmentation)
-        np.testing.assert_allclose(y, distillation_targets(labels, judged, 0.7)[order], atol=1e-5)
-    # Epoch 2 shows epoch 0's faces and targets again, in another order.
-    x0, y0, _ = data.epoch(student, 0, augmentation)
-    x2, y2, _ = data.epoch(student, 2, augmentation)
-    assert not np.array_equal(x0, x2)
-    by_face = {face.tobytes(): target for face, target in zip(x0, y0, strict=True)}
-    for face, target in zip(x2, y2, strict=True):
-        np.testing.assert_array_equal(by_face[face.tobytes()], target)
+        targets = distillation_targets(labels, judged, 0.7)
+        by_face = {
+            face.tobytes(): (target, class_weights[label])
+            for face, target, label in zip(normalize_faces(faces, "equalize"), targets, labels, strict=True)
+        }
+        assert len(by_face) == len(labels)  # every face told apart by its pixels
+        return by_face
+
+    for epoch in (0, 1, 2):  # epoch 2 shows epoch 0's faces again, in another order
+        expected = shown_with_their_targets(epoch % 2)
+        x, y, weights = data.epoch(student, epoch, augmentation)
+        for face, target, weight in zip(x[..., 0].astype(np.uint8), y, weights, strict=True):
+            expected_target, expected_weight = expected[face.tobytes()]
+            np.testing.assert_allclose(target, expected_target, atol=1e-5)
+            assert weight == pytest.approx(expected_weight)
+    first, third = data.epoch(student, 0, augmentation)[0], data.epoch(student, 2, augmentation)[0]
+    assert not np.array_equal(first, third)  # the same faces in another order
 
     # Stopped after judging one epoch: only the second is judged on resuming.
     np.save(run.path / "teacher-probabilities.npy", data.teacher[:1])
     judged_faces = []
-    judge = training.data._one_teachers_probabilities
+    judge = training.model.keras_probabilities
     monkeypatch.setattr(
-        training.data,
-        "_one_teachers_probabilities",
-        lambda settings, source, faces: judged_faces.append(len(faces)) or judge(settings, source, faces),
+        training.model,
+        "keras_probabilities",
+        lambda model, faces, *args: judged_faces.append(len(faces)) or judge(model, faces, *args),
     )
     np.testing.assert_allclose(training_data(student, run).teacher, data.teacher, atol=1e-6)
     assert judged_faces == [len(data.labels)]
     monkeypatch.undo()
     final = train(student, run.path, verbose=0)
     assert final.epoch == 3 and np.load(run.path / "teacher-probabilities.npy").shape == data.teacher.shape
+    with pytest.raises(TrainingError, match="more than 0 only with --teacher"):
+        TrainSettings(**base, teacher_augmented_epochs=2)
 
 
 def test_a_model_is_refused_when_anything_it_learned_from_held_out_other_faces(tmp_path, caplog):
@@ -472,10 +483,12 @@ def test_a_model_is_refused_when_anything_it_learned_from_held_out_other_faces(t
 
 
 def test_a_checkpoint_copied_out_of_its_run_still_says_how_it_was_trained(tmp_path):
-    """Every .keras file a run saves carries the run's settings, which Keras ignores: a copy
-    taken out of the folder still gives its face normalization and its validation split, so
-    a student taught by it is checked (and refused here: another seed held out other faces)."""
+    """Every .keras file a run saves carries the run's settings (its archive's comment, which
+    Keras does not read): a copy taken out of the folder, or into another run's, still gives
+    its face normalization and its validation split, so a student taught by it is checked
+    (and refused here: another seed held out other faces)."""
     import shutil
+    import zipfile
 
     from training.run_folder import RunFolder, check_models_it_learns_from, settings_of_model
 
@@ -489,6 +502,8 @@ def test_a_checkpoint_copied_out_of_its_run_still_says_how_it_was_trained(tmp_pa
     shutil.copy(run.best_checkpoint, copy)
 
     assert settings_of_model(copy) == trained_with
+    with zipfile.ZipFile(copy) as archive:  # Keras unpacks an archive with more members on every load
+        assert sorted(archive.namelist()) == ["config.json", "metadata.json", "model.weights.h5"]
     loaded = keras.models.load_model(copy, compile=False)
     for ours, theirs in zip(model.get_weights(), loaded.get_weights(), strict=True):
         np.testing.assert_array_equal(ours, theirs)
@@ -496,6 +511,20 @@ def test_a_checkpoint_copied_out_of_its_run_still_says_how_it_was_trained(tmp_pa
         check_models_it_learns_from(
             TrainSettings(data="fer.csv.gz", teacher=str(copy)), RunFolder(tmp_path / "student")
         )
+
+    # Kept beside a student, in the student's run folder: still the teacher's own settings.
+    student = RunFolder(tmp_path / "student-run")
+    student.start(TrainSettings(data="fer.csv.gz"))
+    shutil.copy(copy, student.path / "teacher.keras")
+    assert settings_of_model(student.path / "teacher.keras") == trained_with
+    # A file saved before runs carried their settings is read by the settings.json beside it.
+    make_mini_xception().save(student.path / "older.keras")
+    assert settings_of_model(student.path / "older.keras") == TrainSettings(data="fer.csv.gz")
+    # Settings that are not a run's are named, not taken for none.
+    with zipfile.ZipFile(copy, "a") as archive:
+        archive.comment = b"{not json"
+    with pytest.raises(TrainingError, match="teacher-epoch22.keras: not the settings of a training run"):
+        settings_of_model(copy)
 
 
 def test_batchnorm_statistics_are_re_measured_as_the_mean_over_all_batches():

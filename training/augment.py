@@ -95,6 +95,11 @@ def erase_batch(images: np.ndarray, probability: float, rng: np.random.Generator
     return images
 
 
+def whole_grey_levels(faces: np.ndarray) -> np.ndarray:
+    """Float faces rounded to uint8, as a camera delivers them."""
+    return np.clip(np.rint(faces), 0, 255).astype(np.uint8)
+
+
 def augmented_epoch(
     images: np.ndarray,
     labels: np.ndarray,
@@ -121,5 +126,5 @@ def augmented_epoch(
         if augmentation.erasing_probability > 0:
             batch = erase_batch(batch, augmentation.erasing_probability, rng)
     if normalization != "none":
-        batch = normalize_faces(np.clip(np.rint(batch), 0, 255).astype(np.uint8), normalization)
+        batch = normalize_faces(whole_grey_levels(batch), normalization)
     return batch[..., None].astype(np.float32), labels[order], order

@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edge.contract import EMOTIONS, VIEW_SETS
 from edge.datasets import stratified_split
 from edge.preprocess import normalize_faces
-from training.augment import Augmentation, augmented_epoch
+from training.augment import Augmentation, augmented_epoch, whole_grey_levels
 from training.run_folder import RunFolder
 from training.settings import CLASS_WEIGHT_MODES, TrainingError, TrainSettings
 
@@ -51,42 +52,40 @@ def teacher_probabilities(
     """The teacher's softened probabilities, cached in the run folder: a resumed run trains
     against the very same targets. Several teachers (an ensemble) are averaged before softening.
 
-    By default one row per training face, judged unaugmented. With ``teacher_augmented_epochs``
-    N: (N, faces, classes), row i of epoch k the teacher's judgement of face i of augmented
-    epoch k, the very face the student is shown (a shift that cut off the mouth gets the
-    teacher's doubt, not the label's certainty); saved after each epoch, so a stopped run
-    resumes the judging where it was."""
-    if settings.teacher_views not in VIEW_SETS:
-        raise TrainingError(
-            f"--teacher-views {settings.teacher_views!r}: expected one of {sorted(VIEW_SETS)}"
-        )
+    By default (faces, classes): training face i judged unaugmented. With
+    ``teacher_augmented_epochs`` N: (N, faces, classes), row i of epoch k the judgement of
+    the i-th face of augmented epoch k in that epoch's shuffled order, the very face the
+    student is shown (a shift that cut off the mouth gets the teacher's doubt, not the
+    label's certainty); saved after each epoch, so a stopped run resumes the judging."""
     cached = run.teacher_probabilities(len(images), len(EMOTIONS))
     epochs = settings.teacher_augmented_epochs
     if epochs == 0:
         if cached is not None and cached.ndim == 2:
             return cached
-        probabilities = _judged_by_the_teachers(settings, images, labels, "unaugmented faces")
+        probabilities = _judged(settings, _load_teachers(settings), images, labels, "unaugmented faces")
         run.save_teacher_probabilities(probabilities)
         return probabilities
     judged = list(cached) if cached is not None and cached.ndim == 3 else []
+    teachers = _load_teachers(settings) if len(judged) < epochs else []
     augmentation = Augmentation(**settings.augmentation)
     for epoch in range(len(judged), epochs):
-        inputs, shown_labels, _ = augmented_epoch(images, labels, settings.init_seed, epoch, augmentation)
-        faces = np.clip(np.rint(inputs[..., 0]), 0, 255).astype(np.uint8)
-        judged.append(
-            _judged_by_the_teachers(settings, faces, shown_labels, f"augmented epoch {epoch + 1} of {epochs}")
-        )
+        shown, shown_labels, _ = augmented_epoch(images, labels, settings.init_seed, epoch, augmentation)
+        faces = whole_grey_levels(shown[..., 0])
+        what = f"augmented epoch {epoch + 1} of {epochs}"
+        judged.append(_judged(settings, teachers, faces, shown_labels, what))
         run.save_teacher_probabilities(np.stack(judged))
     return np.stack(judged[:epochs])
 
 
-def _judged_by_the_teachers(
-    settings: TrainSettings, faces: np.ndarray, labels: np.ndarray, what: str
+def _judged(
+    settings: TrainSettings, teachers: list[tuple[Any, str]], faces: np.ndarray, labels: np.ndarray, what: str
 ) -> np.ndarray:
-    """The teachers' mean probabilities on uint8 ``faces`` (each over its views), softened."""
-    raw = np.mean(
-        [_one_teachers_probabilities(settings, Path(path), faces) for path in settings.teachers], axis=0
-    )
+    """The teachers' mean probabilities on uint8 ``faces`` (each over the teacher views, on
+    faces normalized as its run normalized them), softened."""
+    from training.model import keras_probabilities
+
+    views = VIEW_SETS[settings.teacher_views]
+    raw = np.mean([keras_probabilities(model, faces, views, norm) for model, norm in teachers], axis=0)
     probabilities = soften(raw, settings.distill_temperature).astype(np.float32)
     _LOGGER.info(
         "teacher %s (%s views) agrees with %.1f %% of the training labels on %s",
@@ -98,22 +97,27 @@ def _judged_by_the_teachers(
     return probabilities
 
 
-def _one_teachers_probabilities(settings: TrainSettings, source: Path, images: np.ndarray) -> np.ndarray:
+def _load_teachers(settings: TrainSettings) -> list[tuple[Any, str]]:
+    """(model, face normalization) of each teacher: it sees faces as it was trained to (its own
+    run's normalization; for a model no run saved nothing says, and faces are taken as they are)."""
     import keras
 
-    from training.model import keras_probabilities
     from training.run_folder import face_normalization_of
 
-    if not source.is_file():
-        raise TrainingError(f"--teacher {source}: no such model")
-    try:
-        teacher = keras.models.load_model(source, compile=False)
-    except Exception as err:
-        raise TrainingError(f"--teacher {source}: cannot load it as a Keras model ({err})") from err
-    # The teacher sees faces as it was trained to (its own run's face normalization; outside
-    # a run folder nothing says, and FER2013's faces are taken as they are).
-    normalization = face_normalization_of(source) or "none"
-    return keras_probabilities(teacher, images, VIEW_SETS[settings.teacher_views], normalization)
+    if settings.teacher_views not in VIEW_SETS:
+        raise TrainingError(
+            f"--teacher-views {settings.teacher_views!r}: expected one of {sorted(VIEW_SETS)}"
+        )
+    teachers = []
+    for path in settings.teachers:
+        if not Path(path).is_file():
+            raise TrainingError(f"--teacher {path}: no such model")
+        try:
+            model = keras.models.load_model(path, compile=False)
+        except Exception as err:
+            raise TrainingError(f"--teacher {path}: cannot load it as a Keras model ({err})") from err
+        teachers.append((model, face_normalization_of(path) or "none"))
+    return teachers
 
 
 def split(settings: TrainSettings, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +131,7 @@ class TrainingData:
     labels: np.ndarray
     x_val: np.ndarray  # float32 validation faces with a channel axis
     y_val: np.ndarray  # labels, or one-hot rows when the targets are soft
-    teacher: np.ndarray | None  # the teacher's probabilities per training face (per judged epoch)
+    teacher: np.ndarray | None  # per training face, or per judged epoch (teacher_probabilities)
     sample_weights: np.ndarray | None  # per training face, from the class weights
 
     @property
@@ -138,9 +142,10 @@ class TrainingData:
         """(inputs, targets, sample weights) of 0-based ``epoch``: shuffled and augmented as
         drawn from (init seed, epoch), so a resumed run sees exactly the epochs it would have.
         With a teacher that judged N augmented epochs, epoch e is augmented epoch e mod N again,
-        with the teacher's targets for those very faces, reshuffled by (init seed, e)."""
-        judged_epochs = self.teacher is not None and self.teacher.ndim == 3
-        drawn = epoch % len(self.teacher) if judged_epochs else epoch
+        with the teacher's targets for those very faces, in an order of its own (drawn from
+        (init seed, e, 1): not the order augmented epoch e would have had)."""
+        judged_epochs = self.teacher is not None and settings.teacher_augmented_epochs > 0
+        drawn = epoch % settings.teacher_augmented_epochs if judged_epochs else epoch
         x, y, order = augmented_epoch(
             self.images, self.labels, settings.init_seed, drawn, augmentation, settings.face_normalization
         )

@@ -4,8 +4,9 @@ The same command line and report as ``fer-kiosk evaluate`` (``edge.evaluate``), 
 .tflite models only: the edge never imports training. A .keras model has no contract: it is
 read with the contract's defaults (labels, 48x48 input, face-crop rule), a single view
 unless ``--views`` says otherwise, and the face normalization and validation split of the
-run folder it sits in (training's defaults outside one). Several models, comma-separated,
-are evaluated as one ensemble (a distillation teacher): their probabilities averaged.
+run that saved it (``settings_of_model``; training's defaults for a model no run saved).
+Several models, comma-separated, are evaluated as one ensemble (a distillation teacher):
+their probabilities averaged.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class KerasClassifier:
         # for a model no run saved: none, and training's default split.
         try:
             runs = [settings_of_model(path) for path in paths]
-            split = _validation_split(paths, runs)
+            split = _validation_split(runs)  # first: members that disagree are named as such
+            _check_lineages(paths, runs)
         except TrainingError as err:
             raise EvaluationError(str(err)) from err
         normalizations = [run.face_normalization if run else "none" for run in runs]
@@ -103,12 +105,10 @@ class KerasClassifier:
         return np.mean(members, axis=0)
 
 
-def _validation_split(paths: list[Path], runs: list[TrainSettings | None]) -> dict[str, float | int]:
+def _validation_split(runs: list[TrainSettings | None]) -> dict[str, float | int]:
     """The validation split the models held out (training's default for a model no run
-    saved): ``--usage validation`` evaluates on it. Members of an ensemble that held out
-    different faces are refused, as one of them trained on the rest; so is a model that
-    learned from one that held out other faces (training's check, back through the runs each
-    model descends from)."""
+    saved): ``--usage validation`` evaluates on it, and members of an ensemble that held out
+    different faces are refused, as one of them trained on the rest."""
     default = (VALIDATION_FRACTION, SPLIT_SEED)
     splits = {(run.validation_fraction, run.seed) if run else default for run in runs}
     if len(splits) > 1:
@@ -116,13 +116,20 @@ def _validation_split(paths: list[Path], runs: list[TrainSettings | None]) -> di
             "the models held out different validation splits (fraction, seed): "
             + ", ".join(map(str, sorted(splits)))
         )
-    reference = next((run for run in runs if run is not None), None)
-    if reference is not None:
-        checked: set[Path] = set()
-        for path in paths:
-            check_same_validation_split(path, reference, "--model", checked, whose="the evaluation")
     fraction, seed = splits.pop()
     return {"validation_fraction": fraction, "seed": seed}
+
+
+def _check_lineages(paths: list[Path], runs: list[TrainSettings | None]) -> None:
+    """Refuses a model that learned from one that held out other validation faces (training's
+    check, back through the runs each model descends from): a model training itself would
+    have refused to make, so none of its figures is one to report."""
+    reference = next((run for run in runs if run is not None), None)
+    if reference is None:
+        return
+    checked: set[Path] = set()
+    for path in paths:
+        check_same_validation_split(path, reference, "--model", checked, whose="the evaluated split")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,8 +11,9 @@
     epochs/                     every epoch's weights, with --keep-epoch-weights
     averaged.keras, .json       python -m training.average's model and its figures
 
-Every .keras file a run saves also carries the run's settings inside it (``RUN_SETTINGS_ENTRY``,
-which Keras ignores), so a checkpoint copied out of its folder still says how it was trained.
+Every .keras file a run saves also carries the run's settings.json as its zip archive's
+comment (which Keras does not read), so a checkpoint copied out of its folder, or into
+another run's, still says how it was trained.
 
 Every other module reads and writes a run through ``RunFolder``, never by file name.
 Importable without TensorFlow: models are saved through their own methods.
@@ -36,8 +37,6 @@ from edge.datasets import FaceSet, load_fer2013
 from training.settings import TrainingError, TrainSettings
 
 _LOGGER = logging.getLogger(__name__)
-
-RUN_SETTINGS_ENTRY = "fer-kiosk-run-settings.json"  # inside every .keras file a run saves
 
 
 @dataclass
@@ -136,11 +135,13 @@ class RunFolder:
         """Saves a Keras model whole or not at all (a kill mid-save leaves the old file), with
         the run's settings inside it: a copy taken out of the run folder still names its
         validation split, face normalization and the models it learned from."""
-        settings = (self.path / "settings.json").read_text()
+        settings = (self.path / "settings.json").read_bytes()
         tmp = path.with_name(path.stem + ".tmp.keras")
         model.save(tmp)
+        # The archive's comment, not a member: Keras unpacks an archive with extra members
+        # to a temporary folder on every load.
         with zipfile.ZipFile(tmp, "a") as archive:
-            archive.writestr(RUN_SETTINGS_ENTRY, settings)
+            archive.comment = settings
         os.replace(tmp, path)
 
     def save_epoch_weights(self, model: Any, epoch: int) -> None:
@@ -176,7 +177,10 @@ class RunFolder:
         return None
 
     def save_teacher_probabilities(self, probabilities: np.ndarray) -> None:
-        np.save(self.path / "teacher-probabilities.npy", probabilities)
+        """Whole or not at all: a run stopped while the teacher judges resumes from the file."""
+        tmp = self.path / "teacher-probabilities.tmp.npy"
+        np.save(tmp, probabilities)
+        os.replace(tmp, self.path / "teacher-probabilities.npy")
 
     # -- results --------------------------------------------------------------------------
 
@@ -236,27 +240,35 @@ def check_same_validation_split(
         if resolved in checked:
             continue
         checked.add(resolved)
+        if not Path(path).is_file():
+            _LOGGER.warning(
+                "%s is not there: whether it trained on %s's validation faces cannot be checked",
+                lineage,
+                whose,
+            )
+            continue
         theirs = settings_of_model(path)
         if theirs is None:
             _LOGGER.warning(
-                "%s was not saved by a training run (neither in a run folder nor carrying "
-                "its settings): whether it trained on this run's validation faces cannot be checked",
+                "%s was not saved by a training run (neither carrying its settings nor in a run "
+                "folder): whether it trained on %s's validation faces cannot be checked",
                 lineage,
+                whose,
             )
             continue
         split, ours = (theirs.validation_fraction, theirs.seed), (settings.validation_fraction, settings.seed)
         if split != ours:
             raise TrainingError(
                 f"{lineage}: its run held out validation fraction {split[0]} with seed "
-                f"{split[1]}, {whose} {ours[0]} with seed {ours[1]}, so it has trained on the validation "
-                f"faces of {whose} (seed independent networks with --init-seed, not --seed)"
+                f"{split[1]}, {whose} {ours[0]} with seed {ours[1]}, so it has trained on {whose}'s "
+                "validation faces (seed independent networks with --init-seed, not --seed)"
             )
-        _warn_of_other_data(theirs.data, settings.data, lineage)
+        _warn_of_other_data(theirs.data, settings.data, lineage, whose)
         for their_option, ancestor in models_learned_from(theirs):
             pending.append((ancestor, f"{lineage}, which learned from ({their_option}) {ancestor}"))
 
 
-def _warn_of_other_data(theirs: str, ours: str, lineage: str) -> None:
+def _warn_of_other_data(theirs: str, ours: str, lineage: str, whose: str) -> None:
     """Warns unless two runs' data are surely the same: the same file or folder, or files with
     the same bytes (a data file may move between runs). Not refused: fer2013.csv and its
     .csv.gz, or a moved copy of a folder, hold the same faces in other bytes; but another data
@@ -264,20 +276,24 @@ def _warn_of_other_data(theirs: str, ours: str, lineage: str) -> None:
     their_path, our_path = Path(theirs).expanduser(), Path(ours).expanduser()
     if not their_path.exists():
         _LOGGER.warning(
-            "%s trained on %s, which is not there: whether its data were this run's cannot be checked",
+            "%s trained on %s, which is not there: whether its data were %s's cannot be checked",
             lineage,
             theirs,
+            whose,
         )
     elif their_path.resolve() != our_path.resolve() and not (
         their_path.is_file() and our_path.is_file() and _file_digest(their_path) == _file_digest(our_path)
     ):
         _LOGGER.warning(
-            "%s: its run trained on %s, this run on %s (other bytes): unless they hold the "
-            "same faces in the same order, its validation split is not this run's and it may "
-            "have trained on this run's validation faces",
+            "%s: its run trained on %s, %s on %s (other bytes): unless they hold the same faces "
+            "in the same order, its validation split is not %s's and it may have trained on %s's "
+            "validation faces",
             lineage,
             theirs,
+            whose,
             ours,
+            whose,
+            whose,
         )
 
 
@@ -293,26 +309,28 @@ def _cached_sha256(path: Path, size: int, modified_ns: int) -> str:
 
 
 def settings_of_model(model_path: str | Path) -> TrainSettings | None:
-    """The settings of the run that saved a .keras model: the settings.json of the run folder
-    it sits in, else the copy inside the file (a checkpoint copied out of its run); None for
-    a model no run saved (nothing says)."""
-    folder = Path(model_path).parent
-    if (folder / "settings.json").is_file():
-        source, saved = folder / "settings.json", _read_json(folder / "settings.json")
+    """The settings of the run that saved a .keras model: those it carries (``save_model``),
+    else, for a file saved before runs wrote them into it, the settings.json of the run
+    folder it sits in; None for a model nothing says of."""
+    inside = _settings_inside(Path(model_path))
+    folder_settings = Path(model_path).parent / "settings.json"
+    if inside is not None:
+        source, text = Path(model_path), inside
+    elif folder_settings.is_file():
+        source, text = folder_settings, folder_settings.read_text()
     else:
-        source, saved = Path(model_path), _settings_inside(Path(model_path))
-        if saved is None:
-            return None
+        return None
     try:
-        return TrainSettings.from_dict(saved)
+        return TrainSettings.from_dict(json.loads(text))
     except (TypeError, ValueError, TrainingError) as err:  # settings that are not a training run's
         raise TrainingError(f"{source}: not the settings of a training run ({err})") from err
 
 
-def _settings_inside(model_path: Path) -> dict[str, Any] | None:
-    """The run settings a .keras file carries (``RunFolder.save_model``), if any."""
+def _settings_inside(model_path: Path) -> str | None:
+    """The run settings a .keras file carries as its archive's comment (``RunFolder.save_model``),
+    if it is a file with a comment."""
     try:
         with zipfile.ZipFile(model_path) as archive:
-            return json.loads(archive.read(RUN_SETTINGS_ENTRY))
-    except (OSError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
+            return archive.comment.decode() or None
+    except (FileNotFoundError, IsADirectoryError, zipfile.BadZipFile):
         return None

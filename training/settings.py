@@ -158,8 +158,11 @@ class TrainSettings:
             object.__setattr__(self, "l2", DEFAULT_L2[self.architecture])
         if self.teacher.strip() and not self.teachers:
             raise TrainingError(f"--teacher {self.teacher!r} names no model")
-        if self.teacher_augmented_epochs < 0:
-            raise TrainingError(f"--teacher-augmented-epochs {self.teacher_augmented_epochs}: must be >= 0")
+        if self.teacher_augmented_epochs < 0 or (self.teacher_augmented_epochs and not self.teachers):
+            raise TrainingError(
+                f"--teacher-augmented-epochs {self.teacher_augmented_epochs}: must be >= 0, and "
+                "more than 0 only with --teacher"
+            )
         if self.init_seed is None:  # as runs before the setting: one seed for everything
             object.__setattr__(self, "init_seed", self.seed)
         # Augmentation fields not given keep their defaults, so a run's settings.json is complete.
