@@ -82,10 +82,9 @@ def _judged(
 ) -> np.ndarray:
     """The teachers' mean probabilities on uint8 ``faces`` (each over the teacher views, on
     faces normalized as its run normalized them), softened."""
-    from training.model import keras_probabilities
+    from training.model import ensemble_probabilities
 
-    views = VIEW_SETS[settings.teacher_views]
-    raw = np.mean([keras_probabilities(model, faces, views, norm) for model, norm in teachers], axis=0)
+    raw = ensemble_probabilities(teachers, faces, VIEW_SETS[settings.teacher_views])
     probabilities = soften(raw, settings.distill_temperature).astype(np.float32)
     _LOGGER.info(
         "teacher %s (%s views) agrees with %.1f %% of the training labels on %s",
@@ -104,10 +103,6 @@ def _load_teachers(settings: TrainSettings) -> list[tuple[Any, str]]:
 
     from training.run_folder import face_normalization_of
 
-    if settings.teacher_views not in VIEW_SETS:
-        raise TrainingError(
-            f"--teacher-views {settings.teacher_views!r}: expected one of {sorted(VIEW_SETS)}"
-        )
     teachers = []
     for path in settings.teachers:
         if not Path(path).is_file():

@@ -99,10 +99,9 @@ class KerasClassifier:
         return np.concatenate(faces)
 
     def _probabilities(self, crops: np.ndarray, views) -> np.ndarray:
-        from training.model import keras_probabilities
+        from training.model import ensemble_probabilities
 
-        members = [keras_probabilities(model, crops, views, norm) for model, norm in self._members]
-        return np.mean(members, axis=0)
+        return ensemble_probabilities(self._members, crops, views)
 
 
 def _validation_split(runs: list[TrainSettings | None]) -> dict[str, float | int]:

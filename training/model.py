@@ -159,3 +159,11 @@ def keras_probabilities(
         stacked = views_of_faces[..., None].astype(np.float32)
         out.append(average_views(model.predict(stacked, batch_size=256, verbose=0), len(views)))
     return np.concatenate(out) if out else np.zeros((0, len(EMOTIONS)), np.float32)
+
+
+def ensemble_probabilities(
+    members: list[tuple[keras.Model, str]], images: np.ndarray, views: tuple[View, ...]
+) -> np.ndarray:
+    """The mean of ``keras_probabilities`` over an ensemble's (model, face normalization)
+    members, each seeing faces as its run normalized them: a distillation teacher's answer."""
+    return np.mean([keras_probabilities(model, images, views, norm) for model, norm in members], axis=0)

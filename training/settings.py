@@ -158,6 +158,10 @@ class TrainSettings:
             object.__setattr__(self, "l2", DEFAULT_L2[self.architecture])
         if self.teacher.strip() and not self.teachers:
             raise TrainingError(f"--teacher {self.teacher!r} names no model")
+        if self.teacher_views not in VIEW_SETS:
+            raise TrainingError(
+                f"--teacher-views {self.teacher_views!r}: expected one of {sorted(VIEW_SETS)}"
+            )
         if self.teacher_augmented_epochs < 0 or (self.teacher_augmented_epochs and not self.teachers):
             raise TrainingError(
                 f"--teacher-augmented-epochs {self.teacher_augmented_epochs}: must be >= 0, and "
