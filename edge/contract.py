@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +136,19 @@ class ModelContract:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelContract:
+        # Checked before anything else: a contract from a newer converter may carry fields this
+        # edge cannot apply, and silently ignoring one (say a calibration) would change answers.
+        if isinstance(data, dict) and data.get("version", CONTRACT_VERSION) != CONTRACT_VERSION:
+            raise ContractError(
+                f"model contract version {data['version']!r} is not supported (expected "
+                f"{CONTRACT_VERSION}): it was written for another fer-kiosk release"
+            )
+        unknown = sorted(set(data) - _CONTRACT_KEYS) if isinstance(data, dict) else []
+        if unknown:
+            raise ContractError(
+                f"model contract has fields this fer-kiosk does not know: {', '.join(unknown)} "
+                "(written by a newer converter? upgrade fer-kiosk; edited by hand? check the spelling)"
+            )
         try:
             data = dict(data)
             norm = data.pop("normalization")
@@ -163,10 +176,6 @@ class ModelContract:
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ContractError(f"malformed model contract: {err!r}") from err
-        if contract.version != CONTRACT_VERSION:
-            raise ContractError(
-                f"model contract version {contract.version} is not supported (expected {CONTRACT_VERSION})"
-            )
         if not (isinstance(contract.temperature, (int, float)) and 0.01 <= contract.temperature <= 100):
             raise ContractError(
                 f"model contract temperature {contract.temperature!r} is not a number in 0.01..100"
@@ -187,6 +196,13 @@ class ModelContract:
         if len(contract.labels) != len(set(contract.labels)):
             raise ContractError(f"model contract repeats a label: {list(contract.labels)}")
         return contract
+
+
+# The keys a contract file may hold: the fields, the normalization written as one object, and
+# flip_average (contracts written before views existed).
+_CONTRACT_KEYS = (
+    {f.name for f in fields(ModelContract)} - {"normalization_scale", "normalization_offset"}
+) | {"normalization", "flip_average"}
 
 
 def contract_path_for(model_path: str | Path) -> Path:

@@ -207,3 +207,17 @@ def test_the_contracts_face_normalization_is_applied_by_the_classifier(tmp_path)
     save_contract(replace(plain.contract, face_normalization="clahe-ish"), model)
     with pytest.raises(ContractError, match="face_normalization 'clahe-ish' is not one of none, equalize"):
         EmotionClassifier(model)
+
+
+def test_a_contract_from_another_release_is_refused_naming_what_this_edge_cannot_apply():
+    from edge.contract import CONTRACT_VERSION, ContractError, ModelContract
+
+    data = load_contract(DEFAULT_MODEL).to_dict()
+    assert ModelContract.from_dict(data) == load_contract(DEFAULT_MODEL)
+    # A field a newer converter might add (here a made-up per-view weighting): ignoring it would
+    # change the answers, so it is refused by name, not as a bare "malformed" TypeError.
+    with pytest.raises(ContractError, match="does not know: view_weights, zz_extra .*upgrade fer-kiosk"):
+        ModelContract.from_dict({**data, "view_weights": [1.0], "zz_extra": 1})
+    # The version is read first, so a contract of another release says so even with new fields.
+    with pytest.raises(ContractError, match=f"version 2 is not supported \\(expected {CONTRACT_VERSION}\\)"):
+        ModelContract.from_dict({**data, "version": 2, "view_weights": [1.0]})
