@@ -135,14 +135,7 @@ class RunFolder:
         """Saves a Keras model whole or not at all (a kill mid-save leaves the old file), with
         the run's settings inside it: a copy taken out of the run folder still names its
         validation split, face normalization and the models it learned from."""
-        settings = (self.path / "settings.json").read_bytes()
-        tmp = path.with_name(path.stem + ".tmp.keras")
-        model.save(tmp)
-        # The archive's comment, not a member: Keras unpacks an archive with extra members
-        # to a temporary folder on every load.
-        with zipfile.ZipFile(tmp, "a") as archive:
-            archive.comment = settings
-        os.replace(tmp, path)
+        save_with_settings(model, path, (self.path / "settings.json").read_bytes())
 
     def save_epoch_weights(self, model: Any, epoch: int) -> None:
         """The weights after 1-based ``epoch``, for averaging the last epochs afterwards."""
@@ -194,6 +187,18 @@ class RunFolder:
     def averaging(self) -> dict[str, Any] | None:
         """What ``python -m training.average`` wrote about averaged.keras, if it ran."""
         return _read_json(self.path / "averaged.json")
+
+
+def save_with_settings(model: Any, path: Path, settings: bytes) -> None:
+    """Saves a Keras model whole or not at all (a kill mid-save leaves the old file), with the
+    settings (JSON) of the run that trained it as the archive's comment."""
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    model.save(tmp)
+    # The archive's comment, not a member: Keras unpacks an archive with extra members
+    # to a temporary folder on every load.
+    with zipfile.ZipFile(tmp, "a") as archive:
+        archive.comment = settings
+    os.replace(tmp, path)
 
 
 def face_normalization_of(model_path: str | Path) -> str | None:

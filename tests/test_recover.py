@@ -1,0 +1,76 @@
+"""Rebuilding a Keras mini-Xception from the bundled int8 model (its checkpoint is gone)."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import training  # noqa: F401  (before TensorFlow: sets its environment)
+
+pytest.importorskip("keras", reason="training tests need the train extra (pip install -e '.[train]')")
+
+from edge import DEFAULT_MODEL  # noqa: E402
+from edge.classifier import EmotionClassifier  # noqa: E402
+from edge.contract import load_contract, save_contract  # noqa: E402
+from edge.preprocess import crop_face, to_gray  # noqa: E402
+from training.model import keras_probabilities  # noqa: E402
+from training.recover import main, rebuild  # noqa: E402
+from training.run_folder import settings_of_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def astronaut_faces(astronaut_bgr):
+    """Real face crops: the astronaut's face, boxes jittered by a few pixels and scaled, mirrored."""
+    gray = to_gray(astronaut_bgr)
+    rng = np.random.default_rng(0)
+    contract = load_contract(DEFAULT_MODEL)
+    crops = []
+    for _ in range(48):
+        dx, dy = rng.integers(-8, 9, 2)
+        side = int(rng.integers(88, 116))
+        crops.append(crop_face(gray, (170 + dx, 60 + dy, side, side), contract.crop, (48, 48)))
+    crops = np.stack(crops)
+    return np.concatenate([crops, crops[:, :, ::-1]])
+
+
+def test_the_rebuilt_network_answers_as_the_shipped_model_and_keeps_that_in_training_mode(astronaut_faces):
+    model, settings = rebuild(DEFAULT_MODEL, astronaut_faces)
+    assert model.count_params() == 58_423
+    assert settings == settings_from_contract()
+    ours = keras_probabilities(model, astronaut_faces, normalization=settings.face_normalization)
+    shipped = EmotionClassifier(DEFAULT_MODEL).invoke(astronaut_faces)
+    # Float weights against the int8 file: the same answer but for faces on a knife edge.
+    assert (ours.argmax(1) == shipped.argmax(1)).mean() >= 0.9
+    assert np.abs(ours - shipped).mean() < 0.02
+    # BatchNorm is unfolded around the statistics of the faces it was measured on, so a
+    # training step on those faces (batch statistics) computes the same function: training
+    # continues the shipped model instead of scrambling it.
+    in_training = model(astronaut_faces[..., None].astype(np.float32), training=True).numpy()
+    np.testing.assert_allclose(in_training, ours, atol=1e-3)
+
+
+def test_the_command_checks_the_rebuilt_network_and_writes_it_with_its_training_settings(
+    tmp_path, synthetic_csv, capsys
+):
+    out = tmp_path / "rebuilt.keras"
+    assert main(["--model", str(DEFAULT_MODEL), "--data", str(synthetic_csv), "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["validation_faces"] == 42  # the contract's split: 10 % of 420 faces
+    assert 0.0 <= report["top1_agreement"] <= 1.0 and report["top1_agreement"] > 0.5
+    # The checkpoint says how it was trained, as every checkpoint a run saves: split and lineage.
+    assert settings_of_model(out) == settings_from_contract()
+    # A model whose contract does not say how it was trained cannot be rebuilt honestly.
+    bare = tmp_path / "bare.tflite"
+    shutil.copy(DEFAULT_MODEL, bare)
+    contract = load_contract(DEFAULT_MODEL)
+    save_contract(type(contract).from_dict({**contract.to_dict(), "training_data": {}}), bare)
+    assert main(["--model", str(bare), "--data", str(synthetic_csv), "--out", str(tmp_path / "x.keras")]) == 1
+    assert "does not say how it was trained" in capsys.readouterr().err
+    assert not (tmp_path / "x.keras").exists()
+
+
+def settings_from_contract():
+    from training.settings import TrainSettings
+
+    return TrainSettings.from_dict(load_contract(DEFAULT_MODEL).training_data["settings"])
