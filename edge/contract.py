@@ -138,12 +138,13 @@ class ModelContract:
     def from_dict(cls, data: dict[str, Any]) -> ModelContract:
         # Checked before anything else: a contract from a newer converter may carry fields this
         # edge cannot apply, and silently ignoring one (say a calibration) would change answers.
-        if isinstance(data, dict) and data.get("version", CONTRACT_VERSION) != CONTRACT_VERSION:
+        version = data.get("version", CONTRACT_VERSION) if isinstance(data, dict) else CONTRACT_VERSION
+        if type(version) is not int or version != CONTRACT_VERSION:
             raise ContractError(
-                f"model contract version {data['version']!r} is not supported (expected "
+                f"model contract version {version!r} is not supported (expected "
                 f"{CONTRACT_VERSION}): it was written for another fer-kiosk release"
             )
-        unknown = sorted(set(data) - _CONTRACT_KEYS) if isinstance(data, dict) else []
+        unknown = _unknown_fields(data)
         if unknown:
             raise ContractError(
                 f"model contract has fields this fer-kiosk does not know: {', '.join(unknown)} "
@@ -199,10 +200,31 @@ class ModelContract:
 
 
 # The keys a contract file may hold: the fields, the normalization written as one object, and
-# flip_average (contracts written before views existed).
+# flip_average (contracts written before views existed); and those of the objects inside it.
 _CONTRACT_KEYS = (
     {f.name for f in fields(ModelContract)} - {"normalization_scale", "normalization_offset"}
 ) | {"normalization", "flip_average"}
+_NESTED_KEYS = {
+    "crop": {f.name for f in fields(CropRule)},
+    "input_quantization": {f.name for f in fields(Quantization)},
+    "output_quantization": {f.name for f in fields(Quantization)},
+    "normalization": {"formula", "applied_by", "scale", "offset"},
+}
+_VIEW_KEYS = {f.name for f in fields(View)}
+
+
+def _unknown_fields(data: Any) -> list[str]:
+    """Keys of a contract file that no field of this release reads ('crop.margin' style)."""
+    if not isinstance(data, dict):
+        return []
+    unknown = sorted(set(data) - _CONTRACT_KEYS)
+    for key, known in _NESTED_KEYS.items():
+        if isinstance(data.get(key), dict):
+            unknown += [f"{key}.{name}" for name in sorted(set(data[key]) - known)]
+    for i, view in enumerate(data.get("views") or []):
+        if isinstance(view, dict):
+            unknown += [f"views[{i}].{name}" for name in sorted(set(view) - _VIEW_KEYS)]
+    return unknown
 
 
 def contract_path_for(model_path: str | Path) -> Path:

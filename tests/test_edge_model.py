@@ -218,6 +218,14 @@ def test_a_contract_from_another_release_is_refused_naming_what_this_edge_cannot
     # change the answers, so it is refused by name, not as a bare "malformed" TypeError.
     with pytest.raises(ContractError, match="does not know: view_weights, zz_extra .*upgrade fer-kiosk"):
         ModelContract.from_dict({**data, "view_weights": [1.0], "zz_extra": 1})
+    # Inside the objects too: a view's new setting ignored would average other views.
+    views = [dict(view) for view in data["views"]]
+    views[3]["rotate"] = 10
+    crop = {**data["crop"], "aspect": 1.2}
+    with pytest.raises(ContractError, match=r"does not know: crop\.aspect, views\[3\]\.rotate "):
+        ModelContract.from_dict({**data, "views": views, "crop": crop})
     # The version is read first, so a contract of another release says so even with new fields.
     with pytest.raises(ContractError, match=f"version 2 is not supported \\(expected {CONTRACT_VERSION}\\)"):
         ModelContract.from_dict({**data, "version": 2, "view_weights": [1.0]})
+    with pytest.raises(ContractError, match="version 1.0 is not supported"):
+        ModelContract.from_dict({**data, "version": 1.0})
