@@ -221,6 +221,24 @@ def float_model(tmp_path_factory, small_model, check_faces):
     return out
 
 
+def test_a_float_conversion_rebuilds_into_the_very_network_it_came_from(
+    small_model, float_model, check_faces
+):
+    """training.recover undoes the converter's folding (BatchNorm into the convolutions, the
+    rescaling into conv1): from a float32 file, without int8 rounding, the rebuilt network must
+    be the original one, in inference and in a training step on the faces it was measured on."""
+    from training.model import keras_probabilities
+    from training.recover import rebuild
+    from training.settings import TrainSettings
+
+    original = keras.models.load_model(small_model, compile=False)
+    rebuilt = rebuild(float_model, TrainSettings(data="synthetic.csv.gz"), check_faces.images)
+    expected = keras_probabilities(original, check_faces.images)
+    np.testing.assert_allclose(keras_probabilities(rebuilt, check_faces.images), expected, atol=1e-4)
+    in_training = rebuilt(check_faces.images[..., None].astype(np.float32), training=True).numpy()
+    np.testing.assert_allclose(in_training, expected, atol=1e-3)
+
+
 def test_corrupt_model_file_is_refused_naming_the_hash(tmp_path, float_model):
     out = tmp_path / "m.tflite"
     data = bytearray(float_model.read_bytes())

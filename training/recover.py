@@ -12,9 +12,10 @@ the BatchNorm is set to undo that and add the folded bias. Trained further (``--
 it continues the converted model, where BatchNorm layers set to identity would be scrambled by
 the first batch's statistics.
 
-The result carries the contract's training settings as every checkpoint a run saves does
-(its split, face normalization and lineage), so training's leak check follows it. It is
-compared with the converted file on the validation faces before it is written.
+The rebuilt network is compared with the converted file on the validation faces (one view,
+uncalibrated) and written only if they give the same answer for at least ``--min-agreement``
+of them. The result carries the contract's training settings as every checkpoint a run saves does
+(its split, face normalization and lineage), so training's leak check follows it.
 """
 
 from __future__ import annotations
@@ -49,76 +50,131 @@ class FoldedLayer:
 
     kernel: np.ndarray  # Conv2D's kernel, or SeparableConv2D's pointwise kernel: (kh, kw, in, out)
     bias: np.ndarray  # (out,): the folded BatchNorm's shift, or the layer's own bias
-    depthwise: np.ndarray | None = None  # SeparableConv2D's depthwise kernel (kh, kw, in, 1)
+    depthwise: np.ndarray | None = None  # SeparableConv2D's depthwise kernel (kh, kw, in, multiplier)
 
 
 def folded_layers(tflite: bytes, layer_names: set[str]) -> dict[str, FoldedLayer]:
-    """The convolutions of a converted Keras model, by Keras layer name (dequantized)."""
+    """The convolutions of a converted Keras model (int8 or float32), by Keras layer name,
+    dequantized."""
     from tensorflow.lite.python import schema_py_generated as schema
 
     model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(tflite, 0))
     graph = model.subgraphs[0]
     opcodes = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-
-    def constant(index: int) -> np.ndarray:
-        tensor = graph.tensors[index]
-        dtypes = {schema.TensorType.INT8: np.int8, schema.TensorType.INT32: np.int32}
-        dtype = dtypes.get(tensor.type, np.float32)
-        values = np.frombuffer(bytes(model.buffers[tensor.buffer].data), dtype=dtype).astype(np.float64)
-        values = values.reshape(tensor.shape)
-        q = tensor.quantization
-        if q is None or q.scale is None or len(q.scale) == 0:
-            return values
-        shape = [1] * values.ndim
-        shape[q.quantizedDimension] = -1
-        return (values - np.asarray(q.zeroPoint).reshape(shape)) * np.asarray(q.scale).reshape(shape)
-
-    def layer_of(index: int) -> str:
-        """The Keras layer a kernel tensor belongs to: its name holds 'MODEL/LAYER_1/...' parts,
-        fused with the BatchNorm's and activation's names."""
-        found = set()
-        for part in graph.tensors[index].name.decode().split(";"):
-            segments = part.split("/")
-            if len(segments) > 1:
-                name = re.sub(r"_\d+$", "", segments[1])
-                if name in layer_names:
-                    found.add(name)
-        if len(found) != 1:
-            raise TrainingError(f"cannot tell which layer tensor {graph.tensors[index].name!r} belongs to")
-        return found.pop()
-
-    kernels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    dtypes = {
+        schema.TensorType.INT8: np.int8,
+        schema.TensorType.INT32: np.int32,
+        schema.TensorType.FLOAT32: np.float32,
+    }
+    found: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     for op in graph.operators:
         code = model.operatorCodes[op.opcodeIndex]
         kind = opcodes.get(max(code.builtinCode, code.deprecatedBuiltinCode))
-        if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            weights = constant(op.inputs[1])
-            bias = (
-                constant(op.inputs[2])
-                if op.inputs[2] >= 0
-                else np.zeros(weights.shape[-1 if kind == "DEPTHWISE_CONV_2D" else 0])
-            )
-            kernels.setdefault(layer_of(op.inputs[1]), {})[kind] = (weights, bias)
+        if kind not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            continue
+        kernel_tensor = graph.tensors[op.inputs[1]]
+        name = _layer_of(kernel_tensor.name.decode(), layer_names)
+        if kind in found.get(name, {}):
+            raise TrainingError(f"two {kind} operators belong to layer {name}: not a model this can rebuild")
+        weights = _constant(model, kernel_tensor, dtypes)
+        out_channels = weights.shape[-1 if kind == "DEPTHWISE_CONV_2D" else 0]
+        bias = (
+            _constant(model, graph.tensors[op.inputs[2]], dtypes)
+            if op.inputs[2] >= 0
+            else np.zeros(out_channels)
+        )
+        found.setdefault(name, {})[kind] = (weights, bias)
     layers = {}
-    for name, ops in kernels.items():
+    for name, ops in found.items():
+        if "CONV_2D" not in ops:
+            raise TrainingError(f"layer {name} has a depthwise convolution without its pointwise one")
         weights, bias = ops["CONV_2D"]
         kernel = weights.transpose(1, 2, 3, 0)  # TFLite (out, kh, kw, in) -> Keras (kh, kw, in, out)
         depthwise = None
         if "DEPTHWISE_CONV_2D" in ops:
             dw_weights, dw_bias = ops["DEPTHWISE_CONV_2D"]
-            depthwise = dw_weights[0][..., None]  # (1, kh, kw, in) -> (kh, kw, in, 1)
-            bias = bias + dw_bias @ kernel[0, 0]  # the pointwise kernel carries the depthwise bias on
+            depthwise = dw_weights[0].reshape(
+                *dw_weights.shape[1:3], kernel.shape[2], -1
+            )  # (kh, kw, in, mult)
+            bias = bias + dw_bias @ kernel[0, 0]  # the depthwise bias, carried through the pointwise kernel
         layers[name] = FoldedLayer(kernel, bias, depthwise)
     return layers
 
 
-def rebuild(model_path: Path, faces: np.ndarray) -> tuple[keras.Model, TrainSettings]:
-    """The float mini-Xception of a converted model, its BatchNorm statistics measured on
-    ``faces`` (uint8, N x 48 x 48, as the run saw them), and the settings it was trained with."""
+def _constant(model, tensor, dtypes) -> np.ndarray:
+    """A constant tensor's values, dequantized (per channel where it is)."""
+    if tensor.type not in dtypes or model.buffers[tensor.buffer].data is None:
+        raise TrainingError(
+            f"tensor {tensor.name.decode()!r} is not a stored int8, int32 or float32 constant"
+        )
+    values = np.frombuffer(bytes(model.buffers[tensor.buffer].data), dtype=dtypes[tensor.type])
+    values = values.astype(np.float64).reshape(tensor.shape)
+    q = tensor.quantization
+    if q is None or q.scale is None or len(q.scale) == 0:
+        return values
+    shape = [1] * values.ndim
+    shape[q.quantizedDimension] = -1
+    return (values - np.asarray(q.zeroPoint).reshape(shape)) * np.asarray(q.scale).reshape(shape)
+
+
+def _layer_of(tensor_name: str, layer_names: set[str]) -> str:
+    """The Keras layer a kernel tensor belongs to: its name holds 'MODEL/LAYER_1/...' parts,
+    fused with the BatchNorm's and activation's names."""
+    found = set()
+    for part in tensor_name.split(";"):
+        segments = part.split("/")
+        if len(segments) > 1 and re.sub(r"_\d+$", "", segments[1]) in layer_names:
+            found.add(re.sub(r"_\d+$", "", segments[1]))
+    if len(found) != 1:
+        raise TrainingError(f"cannot tell which layer tensor {tensor_name!r} belongs to")
+    return found.pop()
+
+
+def unfold_rescaling(layer: FoldedLayer, scale: float, offset: float) -> FoldedLayer:
+    """conv1 with the model's first layer (x * scale + offset) taken back out of it: the
+    converter folded it in (exact, as conv1 pads nothing)."""
+    kernel = layer.kernel / scale
+    return FoldedLayer(kernel, layer.bias - offset * kernel.sum(axis=(0, 1, 2)), layer.depthwise)
+
+
+def unfolded_batchnorm(shift: np.ndarray, mean: np.ndarray, spread: np.ndarray, epsilon: float) -> list:
+    """BatchNorm weights (gamma, beta, moving mean, moving variance) that, after a kernel
+    divided by ``spread`` (output x / spread), give x + shift: in inference, and in training
+    on batches whose statistics are those measured (mean, spread of x)."""
+    # gamma * (x / spread - mean / spread) / sqrt(1 + eps) + beta == x + shift
+    return [spread * np.sqrt(1 + epsilon), shift + mean, mean / spread, np.ones_like(mean)]
+
+
+def channel_statistics(model: keras.Model, names: list[str], images: np.ndarray) -> dict:
+    """Mean and spread of each named layer's output channels over ``images``, batch by batch
+    (the outputs of 4,000 faces would take gigabytes at once)."""
+    probe = keras.Model(model.input, [model.get_layer(name).output for name in names])
+    sums = {name: 0.0 for name in names}
+    squares = {name: 0.0 for name in names}
+    count = {name: 0 for name in names}
+    for start in range(0, len(images), 256):
+        for name, output in zip(names, probe(images[start : start + 256], training=False)):
+            channels = np.asarray(output, np.float64).reshape(-1, output.shape[-1])
+            sums[name] = sums[name] + channels.sum(axis=0)
+            squares[name] = squares[name] + (channels**2).sum(axis=0)
+            count[name] += len(channels)
+    statistics = {}
+    for name in names:
+        mean = sums[name] / count[name]
+        spread = np.sqrt(np.maximum(squares[name] / count[name] - mean**2, 0.0))
+        statistics[name] = (mean, np.where(spread < 1e-6, 1.0, spread))  # a dead channel keeps its kernel
+    return statistics
+
+
+def rebuild(model_path: Path, settings: TrainSettings, faces: np.ndarray) -> keras.Model:
+    """The float mini-Xception of a converted model trained with ``settings``, its BatchNorm
+    statistics measured on ``faces`` (uint8, N x 48 x 48, as its run saw them)."""
     contract = load_contract(model_path)
-    settings = training_settings(model_path)
-    if settings.architecture != "mini_xception":
-        raise TrainingError(f"{model_path} is a {settings.architecture}; only the mini-Xception is rebuilt")
+    if settings.architecture != "mini_xception" or contract.model_format not in ("int8", "float32"):
+        raise TrainingError(
+            f"{model_path} is a {contract.model_format} {settings.architecture}; "
+            "only int8 or float32 mini-Xceptions are rebuilt"
+        )
     model = make_mini_xception(l2=settings.l2)
     convolutions = {
         layer.name
@@ -129,49 +185,38 @@ def rebuild(model_path: Path, faces: np.ndarray) -> tuple[keras.Model, TrainSett
     missing = sorted(convolutions - set(folded))
     if missing:
         raise TrainingError(f"{model_path} has no kernels for {', '.join(missing)}: not a mini-Xception")
+    folded["conv1"] = unfold_rescaling(
+        folded["conv1"], contract.normalization_scale, contract.normalization_offset
+    )
 
-    shifts: dict[str, np.ndarray] = {}
-    for name, layer in folded.items():
-        kernel, bias = layer.kernel, layer.bias
-        if name == "conv1":  # the rescaling x * scale + offset was folded into conv1's weights
-            kernel = kernel / contract.normalization_scale
-            bias = bias - contract.normalization_offset * kernel.sum(axis=(0, 1, 2))
-        target = model.get_layer(name)
-        if name == "class_maps":
-            target.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
-            continue
-        weights = [kernel] if layer.depthwise is None else [layer.depthwise, kernel]
-        target.set_weights([w.astype(np.float32) for w in weights])
-        shifts[name] = bias
-
-    # Each convolution's output, measured over the faces (BatchNorm's input; BatchNorm is not
-    # yet set, but BatchNorm outputs only feed later layers, so set them first as exact shifts).
-    for name, bias in shifts.items():
-        norm = model.get_layer(name + "_bn")
-        norm.set_weights(
-            [np.ones_like(bias), np.zeros_like(bias), -bias, np.full_like(bias, 1 - norm.epsilon)]
-        )
-    probe = keras.Model(model.input, [model.get_layer(name).output for name in shifts])
-    images = normalize(faces, settings)
-    outputs = probe.predict(images, batch_size=256, verbose=0)
-    for name, output in zip(shifts, outputs):
-        channels = output.reshape(-1, output.shape[-1]).astype(np.float64)
-        mean, spread = channels.mean(axis=0), channels.std(axis=0) + 1e-8
-        layer = model.get_layer(name)
-        weights = layer.get_weights()
-        weights[-1] = weights[-1] / spread.astype(np.float32)  # each output channel at unit spread
-        layer.set_weights(weights)
-        norm = model.get_layer(name + "_bn")
-        # gamma * (x / spread - mean / spread) / sqrt(1 + eps) + beta == x + shift
+    model.get_layer("class_maps").set_weights(
+        [w.astype(np.float32) for w in (folded["class_maps"].kernel, folded["class_maps"].bias)]
+    )
+    normalized = sorted(convolutions - {"class_maps"})
+    for name in normalized:  # first as exact shifts (x + bias), to measure each layer's output
+        layer, norm = folded[name], model.get_layer(name + "_bn")
+        weights = [layer.kernel] if layer.depthwise is None else [layer.depthwise, layer.kernel]
+        model.get_layer(name).set_weights([w.astype(np.float32) for w in weights])
         norm.set_weights(
             [
-                spread * np.sqrt(1 + norm.epsilon),
-                shifts[name] + mean,
-                mean / spread,
-                np.ones_like(mean),
+                np.ones_like(layer.bias),
+                np.zeros_like(layer.bias),
+                -layer.bias,
+                np.full_like(layer.bias, 1 - norm.epsilon),
             ]
         )
-    return model, settings
+    images = normalize_faces(faces, settings.face_normalization).astype(np.float32)[..., None]
+    statistics = channel_statistics(model, normalized, images)
+    for name in normalized:  # then each output channel at unit spread, BatchNorm undoing it
+        mean, spread = statistics[name]
+        weights = model.get_layer(name).get_weights()
+        weights[-1] = weights[-1] / spread.astype(np.float32)  # the (pointwise) kernel's output channels
+        model.get_layer(name).set_weights(weights)
+        norm = model.get_layer(name + "_bn")
+        norm.set_weights(
+            [w.astype(np.float32) for w in unfolded_batchnorm(folded[name].bias, mean, spread, norm.epsilon)]
+        )
+    return model
 
 
 def training_settings(model_path: Path) -> TrainSettings:
@@ -183,18 +228,27 @@ def training_settings(model_path: Path) -> TrainSettings:
     return TrainSettings.from_dict(saved)
 
 
-def normalize(faces: np.ndarray, settings: TrainSettings) -> np.ndarray:
-    return normalize_faces(faces, settings.face_normalization).astype(np.float32)[..., None]
+def agreement_report(ours: np.ndarray, theirs: np.ndarray, labels: np.ndarray) -> dict:
+    return {
+        "validation_faces": len(labels),
+        "accuracy_rebuilt": float((ours.argmax(1) == labels).mean()),
+        "accuracy_converted": float((theirs.argmax(1) == labels).mean()),
+        "top1_agreement": float((ours.argmax(1) == theirs.argmax(1)).mean()),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.recover", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, type=Path, help="the converted mini-Xception (.tflite)")
-    parser.add_argument(
-        "--data", required=True, help="fer2013.csv[.gz]: the Training faces it was trained on"
-    )
+    parser.add_argument("--data", required=True, help="fer2013.csv[.gz], the faces it trained on")
     parser.add_argument("--out", required=True, type=Path, help="the .keras file to write")
     parser.add_argument("--faces", type=int, default=4000, help="training faces to measure BatchNorm on")
+    parser.add_argument(
+        "--min-agreement",
+        type=float,
+        default=0.95,
+        help="the share of validation faces both must answer alike",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -202,23 +256,23 @@ def main(argv: list[str] | None = None) -> int:
         faces = load_fer2013(args.data, "Training")
         train_idx, val_idx = split(settings, faces.labels)
         sample = np.random.default_rng(0).permutation(train_idx)[: args.faces]
-        model, settings = rebuild(args.model, faces.images[sample])
+        model = rebuild(args.model, settings, faces.images[sample])
         # The check: the rebuilt network against the converted file, one view each, uncalibrated.
         x_val, y_val = faces.images[val_idx], faces.labels[val_idx]
         ours = keras_probabilities(model, x_val, normalization=settings.face_normalization)
         converted = EmotionClassifier(args.model)
         theirs = np.concatenate([converted.invoke(x_val[i : i + 256]) for i in range(0, len(x_val), 256)])
+        report = agreement_report(ours, theirs, y_val)
+        print(json.dumps(report, indent=2))
+        if report["top1_agreement"] < args.min_agreement:
+            raise TrainingError(
+                f"the rebuilt network answers as {args.model} for {report['top1_agreement']:.1%} of the "
+                f"validation faces (--min-agreement {args.min_agreement:.0%}); nothing written"
+            )
+        save_with_settings(model, args.out, json.dumps(asdict(settings), indent=2).encode())
     except (TrainingError, ContractError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    report = {
-        "validation_faces": len(y_val),
-        "accuracy_rebuilt": float((ours.argmax(1) == y_val).mean()),
-        "accuracy_converted": float((theirs.argmax(1) == y_val).mean()),
-        "top1_agreement": float((ours.argmax(1) == theirs.argmax(1)).mean()),
-    }
-    print(json.dumps(report, indent=2))
-    save_with_settings(model, args.out, json.dumps(asdict(settings), indent=2).encode())
     _LOGGER.info("wrote %s", args.out)
     return 0
 
