@@ -182,7 +182,7 @@ def check_with_tflite_runtime(python: str, classifier: EmotionClassifier, images
     """
     tflite_path = classifier.model_path
     classifier_inputs = classifier.prepare(images)
-    expected = np.concatenate([classifier.invoke(images[i : i + 256]) for i in range(0, len(images), 256)])
+    expected = classifier.invoke_many(images)
     with tempfile.TemporaryDirectory() as tmp:
         faces_path = Path(tmp) / "faces.npy"
         np.save(faces_path, classifier_inputs)

@@ -185,6 +185,13 @@ class EmotionClassifier:
             out = dequantize(out, self.contract.output_quantization)
         return out.astype(np.float32)
 
+    def invoke_many(self, crops: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """``invoke`` over any number of crops, a batch at a time: the model's own answer, one
+        view each, uncalibrated (what a conversion is checked on)."""
+        return np.concatenate(
+            [self.invoke(crops[i : i + batch_size]) for i in range(0, len(crops), batch_size)]
+        )
+
     def classify_many(self, crops: np.ndarray, batch_size: int = 128) -> np.ndarray:
         return (
             np.concatenate(

@@ -208,7 +208,7 @@ _NESTED_KEYS = {
     "crop": {f.name for f in fields(CropRule)},
     "input_quantization": {f.name for f in fields(Quantization)},
     "output_quantization": {f.name for f in fields(Quantization)},
-    "normalization": {"formula", "applied_by", "scale", "offset"},
+    "normalization": set(ModelContract().to_dict()["normalization"]),  # as to_dict writes it
 }
 _VIEW_KEYS = {f.name for f in fields(View)}
 

@@ -120,11 +120,8 @@ def _constant(model, tensor, dtypes) -> np.ndarray:
 def _layer_of(tensor_name: str, layer_names: set[str]) -> str:
     """The Keras layer a kernel tensor belongs to: its name holds 'MODEL/LAYER_1/...' parts,
     fused with the BatchNorm's and activation's names."""
-    found = set()
-    for part in tensor_name.split(";"):
-        segments = part.split("/")
-        if len(segments) > 1 and re.sub(r"_\d+$", "", segments[1]) in layer_names:
-            found.add(re.sub(r"_\d+$", "", segments[1]))
+    parts = [part.split("/") for part in tensor_name.split(";")]
+    found = {re.sub(r"_\d+$", "", segments[1]) for segments in parts if len(segments) > 1} & layer_names
     if len(found) != 1:
         raise TrainingError(f"cannot tell which layer tensor {tensor_name!r} belongs to")
     return found.pop()
@@ -260,8 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         # The check: the rebuilt network against the converted file, one view each, uncalibrated.
         x_val, y_val = faces.images[val_idx], faces.labels[val_idx]
         ours = keras_probabilities(model, x_val, normalization=settings.face_normalization)
-        converted = EmotionClassifier(args.model)
-        theirs = np.concatenate([converted.invoke(x_val[i : i + 256]) for i in range(0, len(x_val), 256)])
+        theirs = EmotionClassifier(args.model).invoke_many(x_val)
         report = agreement_report(ours, theirs, y_val)
         print(json.dumps(report, indent=2))
         if report["top1_agreement"] < args.min_agreement:
