@@ -42,6 +42,17 @@ def test_model_normalizes_raw_pixels_itself():
     np.testing.assert_allclose(np.asarray(out), [[-1.0, 0.0, 1.0]], atol=1e-6)
 
 
+def test_switching_onednn_back_on_for_the_mini_xception_is_called_out_by_name():
+    # training/ turns oneDNN off because the mini-Xception's training crashed with it; a user who
+    # turns it on (it speeds the VGG teacher up) is told before a student's run may segfault.
+    warning = training.onednn_warning("mini_xception", {"TF_ENABLE_ONEDNN_OPTS": "1"})
+    assert warning and "TF_ENABLE_ONEDNN_OPTS=1" in warning and "--architecture vgg" in warning
+    assert training.onednn_warning("mini_xception", {"TF_ENABLE_ONEDNN_OPTS": "True"})
+    for off in ({}, {"TF_ENABLE_ONEDNN_OPTS": "0"}, {"TF_ENABLE_ONEDNN_OPTS": " false "}):
+        assert training.onednn_warning("mini_xception", off) is None
+    assert training.onednn_warning("vgg", {"TF_ENABLE_ONEDNN_OPTS": "1"}) is None
+
+
 def test_augmented_epoch_is_a_function_of_seed_and_epoch():
     images = np.random.default_rng(0).integers(0, 255, (20, 48, 48), dtype=np.uint8)
     labels = np.arange(20) % 7

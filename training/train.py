@@ -22,7 +22,7 @@ from typing import Any
 
 import keras
 
-import training  # noqa: F401  (sets TensorFlow's environment before it is imported)
+import training  # sets TensorFlow's environment before it is imported
 from edge.contract import EMOTIONS
 from edge.datasets import load_fer2013
 from edge.metrics import classification_report
@@ -98,6 +98,9 @@ def train(settings: TrainSettings, run_dir: str | Path, verbose: int | None = No
     state.finished, state.stop_reason = False, ""
 
     _configure_tensorflow()
+    warning = training.onednn_warning(settings.architecture)
+    if warning:
+        _LOGGER.warning(warning)
     keras.utils.set_random_seed(settings.init_seed + state.epoch)
     data = training_data(settings, run)
     if state.epoch > 0 and run.last_checkpoint.exists():
