@@ -2,11 +2,14 @@
 
 TensorFlow's environment must be set before TensorFlow is first imported, so it is set
 here, when the package is imported, rather than in a note: on tensorflow-cpu 2.21 with
-oneDNN's custom ops the mini-Xception's training dies with a segfault or "double free or
-corruption" in its first epoch (2 cores; seen again on 2026-12-02, exit 139 twice in two
-tries); with ``TF_ENABLE_ONEDNN_OPTS=0`` it trains steadily. It is only a default: the VGG
-teacher trains with ``TF_ENABLE_ONEDNN_OPTS=1`` in about 150 s an epoch instead of 230-270 s,
-and has not crashed (docs/model.md).
+oneDNN's custom ops the mini-Xception's training died with a segfault or "double free or
+corruption" at the end of its first epoch; with ``TF_ENABLE_ONEDNN_OPTS=0`` it trains
+steadily. The cause, found on 2026-12-02: oneDNN crashes the mini-Xception's training step on
+any batch of odd size (FER2013's 25,837 training faces leave a last batch of 45). A run with
+``TF_ENABLE_ONEDNN_OPTS=1`` therefore takes an even batch size and leaves one face out of an
+epoch of odd length (train.py), and trains about twice as fast; the VGG teacher, which
+trains with oneDNN in about 150 s an epoch instead of 230-270 s, never crashed on odd
+batches.
 """
 
 import os
@@ -26,17 +29,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
-def onednn_warning(architecture: str, environ=os.environ) -> str | None:
-    """What to tell whoever trains the mini-Xception with oneDNN switched back on (it crashes,
-    see above); None when it is off or the network is another."""
-    value = environ.get("TF_ENABLE_ONEDNN_OPTS", "0").strip().lower()
-    if architecture != "mini_xception" or value in ("0", "false"):
-        return None
-    return (
-        f"TF_ENABLE_ONEDNN_OPTS={environ['TF_ENABLE_ONEDNN_OPTS']}: the mini-Xception's training has "
-        "crashed with oneDNN on (segfault in the first epoch); unset it if this run dies. It helps "
-        "the VGG teacher (--architecture vgg) only"
-    )
+def onednn_enabled(environ=os.environ) -> bool:
+    """Whether TensorFlow runs oneDNN's custom ops (off unless the variable turns them on)."""
+    return environ.get("TF_ENABLE_ONEDNN_OPTS", "0").strip().lower() not in ("0", "false")
 
 
 def missing_train_extra(prog: str) -> str | None:

@@ -91,6 +91,12 @@ def train(settings: TrainSettings, run_dir: str | Path, verbose: int | None = No
     """Starts a run in ``run_dir`` or resumes it from its last finished epoch."""
     run = RunFolder(run_dir)
     check_models_it_learns_from(settings, run)  # before start() records settings that cannot run
+    even_batches_only = training.onednn_enabled() and settings.architecture == "mini_xception"
+    if even_batches_only and settings.batch_size % 2:
+        raise TrainingError(
+            f"--batch-size {settings.batch_size} with TF_ENABLE_ONEDNN_OPTS on: oneDNN crashes the "
+            "mini-Xception's training step on a batch of odd size; take an even one or unset the variable"
+        )
     state = run.start(settings)
     if state.is_over(settings):
         _LOGGER.info("run %s already finished (%s)", run.path, state.stop_reason)
@@ -98,9 +104,6 @@ def train(settings: TrainSettings, run_dir: str | Path, verbose: int | None = No
     state.finished, state.stop_reason = False, ""
 
     _configure_tensorflow()
-    warning = training.onednn_warning(settings.architecture)
-    if warning:
-        _LOGGER.warning(warning)
     keras.utils.set_random_seed(settings.init_seed + state.epoch)
     data = training_data(settings, run)
     if state.epoch > 0 and run.last_checkpoint.exists():
@@ -119,6 +122,8 @@ def train(settings: TrainSettings, run_dir: str | Path, verbose: int | None = No
     # One fit() call per epoch: each epoch's input is built whole from (init seed, epoch).
     while not state.finished and state.epoch < settings.epochs:
         x, y, sample_weights = data.epoch(settings, state.epoch, augmentation)
+        if even_batches_only:  # see training/__init__.py: an odd-sized last batch would crash
+            x, y, sample_weights = without_odd_face(x, y, sample_weights)
         model.fit(
             x,
             y,
@@ -143,6 +148,14 @@ def train(settings: TrainSettings, run_dir: str | Path, verbose: int | None = No
         state.seconds,
     )
     return state
+
+
+def without_odd_face(*arrays):
+    """The arrays (None passes through) without their last face when there is an odd number:
+    with an even batch size every batch, the last one too, is then of even size. The face
+    left out differs from epoch to epoch, as each epoch is shuffled anew."""
+    kept = len(arrays[0]) // 2 * 2
+    return tuple(None if array is None else array[:kept] for array in arrays)
 
 
 def final_report(settings: TrainSettings, run_dir: str | Path) -> dict[str, Any]:
