@@ -4,16 +4,19 @@ TensorFlow's environment must be set before TensorFlow is first imported, so it 
 here, when the package is imported, rather than in a note: on tensorflow-cpu 2.21 with
 oneDNN's custom ops the mini-Xception's training died with a segfault or "double free or
 corruption" at the end of its first epoch; with ``TF_ENABLE_ONEDNN_OPTS=0`` it trains
-steadily. The cause, found on 2026-12-02: oneDNN crashes the mini-Xception's training step on
-any batch of odd size (FER2013's 25,837 training faces leave a last batch of 45). A run with
-``TF_ENABLE_ONEDNN_OPTS=1`` therefore takes an even batch size and leaves one face out of an
-epoch of odd length (train.py), and trains about twice as fast; the VGG teacher, which
-trains with oneDNN in about 150 s an epoch instead of 230-270 s, never crashed on odd
-batches.
+steadily. The cause, found on 2026-12-02: oneDNN crashes the mini-Xception's training step
+(the backward pass; inference and training-mode forward passes are fine) on any batch of odd
+size, and FER2013's 25,837 training faces leave a last batch of 45. Even batches were checked
+for this network only, as built for 48x48 faces: a lone strided 1x1 convolution on a 46x46
+map crashes on even batches too, which is why oneDNN stays off by default. A mini-Xception
+run with ``TF_ENABLE_ONEDNN_OPTS=1`` takes an even batch size and leaves one face out of an
+epoch of odd length (train.py). The VGG teacher never crashed with oneDNN, and trains with
+it in 146-161 s an epoch instead of 223-272 s on 2 idle cores.
 """
 
 import os
 import sys
+from collections.abc import Mapping
 
 if "tensorflow" in sys.modules and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
     import warnings
@@ -29,7 +32,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
-def onednn_enabled(environ=os.environ) -> bool:
+def onednn_enabled(environ: Mapping[str, str] = os.environ) -> bool:
     """Whether TensorFlow runs oneDNN's custom ops (off unless the variable turns them on)."""
     return environ.get("TF_ENABLE_ONEDNN_OPTS", "0").strip().lower() not in ("0", "false")
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 import training  # sets TensorFlow's environment before it is imported
 from edge.contract import EMOTIONS
@@ -104,6 +105,8 @@ def train(settings: TrainSettings, run_dir: str | Path, verbose: int | None = No
     state.finished, state.stop_reason = False, ""
 
     _configure_tensorflow()
+    if even_batches_only:
+        _LOGGER.info("oneDNN is on: an epoch of odd length leaves its last face out (training/__init__.py)")
     keras.utils.set_random_seed(settings.init_seed + state.epoch)
     data = training_data(settings, run)
     if state.epoch > 0 and run.last_checkpoint.exists():
@@ -150,7 +153,7 @@ def train(settings: TrainSettings, run_dir: str | Path, verbose: int | None = No
     return state
 
 
-def without_odd_face(*arrays):
+def without_odd_face(*arrays: np.ndarray | None) -> tuple[np.ndarray | None, ...]:
     """The arrays (None passes through) without their last face when there is an odd number:
     with an even batch size every batch, the last one too, is then of even size. The face
     left out differs from epoch to epoch, as each epoch is shuffled anew."""
