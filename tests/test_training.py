@@ -109,6 +109,8 @@ def _tensorflow_runs_onednn_when_asked() -> bool:
     probe = "from tensorflow.python.util import _pywrap_util_port as port; print(port.IsMklEnabled())"
     env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
     answer = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    # a TensorFlow without this probe must fail the test, not skip it for good
+    assert answer.returncode == 0, f"cannot ask TensorFlow about oneDNN: {answer.stderr[-500:]}"
     return answer.stdout.strip().endswith("True")
 
 
