@@ -55,7 +55,7 @@ def test_the_rebuilt_network_answers_as_the_shipped_model_and_keeps_that_in_trai
 def test_the_command_checks_the_rebuilt_network_and_writes_it_with_its_training_settings(
     tmp_path, synthetic_csv, capsys
 ):
-    out = tmp_path / "rebuilt.keras"
+    out = tmp_path / "recovered" / "rebuilt.keras"  # a folder that is not there yet, as on a new machine
     command = ["--model", str(DEFAULT_MODEL), "--data", str(synthetic_csv), "--out", str(out)]
     # Synthetic bars are no faces, so the two may well disagree on them: the command refuses
     # to write a network that does not answer as the converted file.

@@ -265,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"the rebuilt network answers as {args.model} for {report['top1_agreement']:.1%} of the "
                 f"validation faces (--min-agreement {args.min_agreement:.0%}); nothing written"
             )
+        args.out.parent.mkdir(parents=True, exist_ok=True)  # as docs/model.md's command: a new folder
         save_with_settings(model, args.out, json.dumps(asdict(settings), indent=2).encode())
     except (TrainingError, ContractError, OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
