@@ -156,6 +156,22 @@ def test_onednn_counts_as_on_unless_the_variable_turns_it_off():
         assert not training.onednn_enabled(off)
 
 
+def test_tensorflow_imported_first_is_warned_of_only_when_nobody_chose_onednn():
+    # TensorFlow imported before training/ runs oneDNN unless the variable said otherwise; a user
+    # who set it (to 1 for the VGG teacher, or to 0) made the choice and is not warned.
+    def imported_first(value):
+        env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+        env.update({"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"})
+        if value is not None:
+            env["TF_ENABLE_ONEDNN_OPTS"] = value
+        code = "import tensorflow, training"
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stderr
+
+    assert "TensorFlow was imported before training/" in imported_first(None)
+    for chosen in ("1", "0"):
+        assert "TensorFlow was imported before training/" not in imported_first(chosen)
+
+
 @pytest.mark.slow
 def test_training_killed_mid_run_resumes_on_its_schedule(tmp_path, synthetic_csv):
     run_dir = tmp_path / "run"
