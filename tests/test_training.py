@@ -156,7 +156,8 @@ def test_onednn_counts_as_on_unless_the_variable_turns_it_off():
         assert not training.onednn_enabled(off)
 
 
-def test_tensorflow_imported_first_is_warned_of_only_when_nobody_chose_onednn():
+@pytest.mark.slow
+def test_tensorflow_imported_first_is_warned_of_only_when_the_variable_is_unset():
     # TensorFlow imported before training/ runs oneDNN unless the variable said otherwise; a user
     # who set it (to 1 for the VGG teacher, or to 0) made the choice and is not warned.
     def imported_first(value):
@@ -165,7 +166,9 @@ def test_tensorflow_imported_first_is_warned_of_only_when_nobody_chose_onednn():
         if value is not None:
             env["TF_ENABLE_ONEDNN_OPTS"] = value
         code = "import tensorflow, training"
-        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stderr
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, f"importing failed with {value=}: {done.stderr[-500:]}"
+        return done.stderr
 
     assert "TensorFlow was imported before training/" in imported_first(None)
     for chosen in ("1", "0"):
