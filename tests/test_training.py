@@ -104,11 +104,19 @@ def _log_epochs(run_dir: Path) -> list[int]:
         return [int(row["epoch"]) for row in csv.DictReader(handle)]
 
 
+def _python_with_onednn(value: str | None, code: str) -> subprocess.CompletedProcess:
+    """``code`` run by a Python of its own (this one imported TensorFlow with oneDNN off, via
+    training/) with TF_ENABLE_ONEDNN_OPTS set to ``value``, or unset for None."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    env.update({"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if value is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = value
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+
+
 def _tensorflow_runs_onednn_when_asked() -> bool:
-    # In a process of its own: this one imported TensorFlow with oneDNN off (training/).
     probe = "from tensorflow.python.util import _pywrap_util_port as port; print(port.IsMklEnabled())"
-    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    answer = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    answer = _python_with_onednn("1", probe)
     # a TensorFlow without this probe must fail the test, not skip it for good
     assert answer.returncode == 0, f"cannot ask TensorFlow about oneDNN: {answer.stderr[-500:]}"
     return answer.stdout.strip().endswith("True")
@@ -161,12 +169,7 @@ def test_tensorflow_imported_first_is_warned_of_only_when_the_variable_is_unset(
     # TensorFlow imported before training/ runs oneDNN unless the variable said otherwise; a user
     # who set it (to 1 for the VGG teacher, or to 0) made the choice and is not warned.
     def imported_first(value):
-        env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-        env.update({"PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"})
-        if value is not None:
-            env["TF_ENABLE_ONEDNN_OPTS"] = value
-        code = "import tensorflow, training"
-        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        done = _python_with_onednn(value, "import tensorflow, training")
         assert done.returncode == 0, f"importing failed with {value=}: {done.stderr[-500:]}"
         return done.stderr
 
