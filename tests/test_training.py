@@ -114,9 +114,11 @@ def _python_with_onednn(value: str | None, code: str) -> subprocess.CompletedPro
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
 
 
+ONEDNN_PROBE = "from tensorflow.python.util import _pywrap_util_port as port; print(port.IsMklEnabled())"
+
+
 def _tensorflow_runs_onednn_when_asked() -> bool:
-    probe = "from tensorflow.python.util import _pywrap_util_port as port; print(port.IsMklEnabled())"
-    answer = _python_with_onednn("1", probe)
+    answer = _python_with_onednn("1", ONEDNN_PROBE)
     # a TensorFlow without this probe must fail the test, not skip it for good
     assert answer.returncode == 0, f"cannot ask TensorFlow about oneDNN: {answer.stderr[-500:]}"
     return answer.stdout.strip().endswith("True")
@@ -160,8 +162,23 @@ def test_an_epoch_of_odd_length_leaves_out_its_last_face_only():
 def test_onednn_counts_as_on_unless_the_variable_turns_it_off():
     assert training.onednn_enabled({"TF_ENABLE_ONEDNN_OPTS": "1"})
     assert training.onednn_enabled({"TF_ENABLE_ONEDNN_OPTS": "True"})
-    for off in ({}, {"TF_ENABLE_ONEDNN_OPTS": "0"}, {"TF_ENABLE_ONEDNN_OPTS": " FALSE "}):
+    for off in ({}, {"TF_ENABLE_ONEDNN_OPTS": "0"}, {"TF_ENABLE_ONEDNN_OPTS": "FALSE"}):
         assert not training.onednn_enabled(off)
+    # TensorFlow takes any other spelling as its default, on; " 0" once counted as off here and
+    # let the mini-Xception train on odd batches under oneDNN, which crashes it
+    for unparsed in (" 0", "false ", "off"):
+        assert training.onednn_enabled({"TF_ENABLE_ONEDNN_OPTS": unparsed})
+
+
+@pytest.mark.slow
+def test_onednn_is_on_exactly_when_tensorflow_says_so():
+    if not _tensorflow_runs_onednn_when_asked():
+        pytest.skip("this TensorFlow build has no oneDNN: it is off whatever the variable says")
+    for value in ("0", " 0", "False", "off", "1"):
+        answer = _python_with_onednn(value, ONEDNN_PROBE)
+        assert answer.returncode == 0, answer.stderr[-500:]
+        tensorflow_on = answer.stdout.strip().endswith("True")
+        assert training.onednn_enabled({"TF_ENABLE_ONEDNN_OPTS": value}) == tensorflow_on, repr(value)
 
 
 @pytest.mark.slow

@@ -35,8 +35,10 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
 def onednn_enabled(environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether TensorFlow runs oneDNN's custom ops (off unless the variable turns them on)."""
-    return environ.get("TF_ENABLE_ONEDNN_OPTS", "0").strip().lower() not in ("0", "false")
+    """Whether TensorFlow runs oneDNN's custom ops: off only for "0" or "false" in any case, as
+    TensorFlow reads the variable (training/ sets it to "0" when unset); any other value, even
+    " 0", TensorFlow takes as its default, which is on."""
+    return environ.get("TF_ENABLE_ONEDNN_OPTS", "0").lower() not in ("0", "false")
 
 
 def missing_train_extra(prog: str) -> str | None:
