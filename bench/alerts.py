@@ -1,13 +1,14 @@
 """``python -m bench.alerts``: the figures behind the default alert rule (rules.alerts).
 
 1. Single faces, the dev sets (face crops, the shipped model with its views and
-   calibration): for each probability threshold, how often the rule's condition holds
-   (the top emotion is one of the rule's and at least that probable) on faces *labelled*
+   calibration): for each probability threshold and signal, how often the rule's
+   condition holds (top: the top emotion is one of the rule's and at least that probable;
+   summed: the rule's emotions' probabilities add up to it) on faces *labelled*
    with one of the rule's emotions (wanted) and on the others (a false alarm if it held).
    One face is one frame: the hold time is what turns a frame's flicker into nothing.
 2. Clips: the daemon's pipeline, tracker and rule, offline, over the bench clips of
    people from the Yale photographs (calm faces: glasses, light, a wink, sleepy), at each
-   threshold and hold time: alerts raised per person-minute; every one is a false alarm.
+   signal, threshold and hold time: alerts raised per person-minute; every one is a false alarm.
 
     python -m bench.alerts [--wild DIR] [--ckplus DIR] [--faces-dir YALE] [--out FILE]
 """
@@ -27,39 +28,45 @@ from bench.scenes import DEFAULT_CLIPS_DIR, ClipSpec, PortraitSource, ensure_cli
 from edge import DEFAULT_MODEL
 from edge.alerts import RAISED, AlertRules
 from edge.classifier import EmotionClassifier
-from edge.config import parse_config
+from edge.config import ALERT_SIGNALS, UPSET_EMOTIONS, parse_config
 from edge.contract import EMOTIONS
 from edge.datasets import load_face_folder
+from edge.metrics import upset_report
 from edge.service import build_pipeline
 from edge.tracking import FaceTracker
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 HOLDS = (2.0, 5.0, 10.0)
-RULE_EMOTIONS = ("angry", "sad", "fear", "disgust")
+SIGNALS = ALERT_SIGNALS
 
 
 def condition_rates(probabilities: np.ndarray, labels: np.ndarray) -> list[dict]:
-    top = probabilities.argmax(axis=1)
-    in_rule = np.isin(top, [EMOTIONS.index(e) for e in RULE_EMOTIONS])
-    wanted = np.isin(labels, [EMOTIONS.index(e) for e in RULE_EMOTIONS])
-    rows = []
-    for threshold in THRESHOLDS:
-        holds = in_rule & (probabilities.max(axis=1) >= threshold)
-        rows.append(
-            {
-                "threshold": threshold,
-                "upset_faces": int(wanted.sum()),
-                "other_faces": int((~wanted).sum()),
-                "held_on_upset": round(float(holds[wanted].mean()), 3) if wanted.any() else None,
-                "held_on_others": round(float(holds[~wanted].mean()), 3) if (~wanted).any() else None,
-            }
-        )
-    return rows
+    """Per threshold and signal: how often the rule's condition holds on single faces
+    labelled upset (wanted) and on the others (a false alarm if it held)."""
+    report = upset_report(probabilities, labels, EMOTIONS, UPSET_EMOTIONS, THRESHOLDS)
+    return [
+        {
+            "threshold": row["threshold"],
+            "signal": signal,
+            "upset_faces": report["upset_faces"],
+            "other_faces": report["calm_faces"],
+            "held_on_upset": _rounded(row[signal]["recall"]),
+            "held_on_others": _rounded(row[signal]["false_alarm_rate"]),
+            "auc": _rounded(report["auc"]),
+        }
+        for row in report["at"]
+        for signal in SIGNALS
+    ]
 
 
-def clip_alerts(clip: Path, threshold: float, hold: float) -> tuple[int, float]:
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def clip_alerts(clip: Path, threshold: float, hold: float, signal: str) -> tuple[int, float]:
     """(alerts raised, person-seconds) for one clip through the daemon's parts, offline."""
-    config = parse_config({"rules": {"alerts": {"min_probability": threshold, "hold_seconds": hold}}})
+    rule = {"min_probability": threshold, "hold_seconds": hold, "signal": signal}
+    config = parse_config({"rules": {"alerts": rule}})
     pipeline = build_pipeline(config)
     tracker = FaceTracker(config.tracking, pipeline.classifier.labels)
     rules = AlertRules(config.rules.alerts, pipeline.classifier.labels)
@@ -89,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip-seconds", type=float, default=30.0)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    figures: dict = {"rule_emotions": RULE_EMOTIONS, "dev_sets": {}, "clips": []}
+    figures: dict = {"rule_emotions": UPSET_EMOTIONS, "dev_sets": {}, "clips": []}
 
     classifier = EmotionClassifier(DEFAULT_MODEL)
     for name, folder in (("expressions-wild", args.wild), ("CK+48", args.ckplus)):
@@ -97,17 +104,19 @@ def main(argv: list[str] | None = None) -> int:
             continue
         faces = load_face_folder(folder)
         figures["dev_sets"][name] = condition_rates(classifier.classify_many(faces.images), faces.labels)
-        print(f"{name}: one frame of each face", file=sys.stderr)
+        rates = figures["dev_sets"][name]
+        print(f"{name}: one frame of each face; upset-vs-calm ROC AUC {rates[0]['auc']}", file=sys.stderr)
         print(
             markdown_table(
-                ["threshold", "holds on upset faces", "holds on other faces"],
+                ["threshold", "signal", "holds on upset faces", "holds on other faces"],
                 [
                     [
                         f"{r['threshold']:.1f}",
+                        r["signal"],
                         f"{r['held_on_upset']} of {r['upset_faces']}",
                         f"{r['held_on_others']} of {r['other_faces']}",
                     ]
-                    for r in figures["dev_sets"][name]
+                    for r in rates
                 ],
             )
         )
@@ -118,36 +127,43 @@ def main(argv: list[str] | None = None) -> int:
         for scene in ("one_face", "several_faces", "enter_leave")
     ]
     rows = []
-    for threshold in THRESHOLDS:
-        for hold in HOLDS:
-            raised = seconds = 0.0
-            for clip in clips:
-                r, s = clip_alerts(clip, threshold, hold)
-                raised, seconds = raised + r, seconds + s
-            per_minute = raised / (seconds / 60) if seconds else float("nan")
-            figures["clips"].append(
-                {
-                    "threshold": threshold,
-                    "hold_seconds": hold,
-                    "alerts": int(raised),
-                    "person_minutes": round(seconds / 60, 2),
-                    "per_person_minute": round(per_minute, 3),
-                }
-            )
-            rows.append(
-                [
-                    f"{threshold:.1f}",
-                    f"{hold:g} s",
-                    f"{int(raised)}",
-                    f"{seconds / 60:.1f}",
-                    f"{per_minute:.3f}",
-                ]
-            )
+    for signal in SIGNALS:
+        for threshold in THRESHOLDS:
+            for hold in HOLDS:
+                raised = seconds = 0.0
+                for clip in clips:
+                    r, s = clip_alerts(clip, threshold, hold, signal)
+                    raised, seconds = raised + r, seconds + s
+                per_minute = raised / (seconds / 60) if seconds else float("nan")
+                figures["clips"].append(
+                    {
+                        "signal": signal,
+                        "threshold": threshold,
+                        "hold_seconds": hold,
+                        "alerts": int(raised),
+                        "person_minutes": round(seconds / 60, 2),
+                        "per_person_minute": round(per_minute, 3),
+                    }
+                )
+                rows.append(
+                    [
+                        signal,
+                        f"{threshold:.1f}",
+                        f"{hold:g} s",
+                        f"{int(raised)}",
+                        f"{seconds / 60:.1f}",
+                        f"{per_minute:.3f}",
+                    ]
+                )
     print(
         f"clips of calm people ({portraits.name}), 640x480, {args.clip_seconds:g} s each: "
         "every alert is a false alarm"
     )
-    print(markdown_table(["threshold", "hold", "alerts", "person-minutes", "alerts per person-minute"], rows))
+    print(
+        markdown_table(
+            ["signal", "threshold", "hold", "alerts", "person-minutes", "alerts per person-minute"], rows
+        )
+    )
     if args.out:
         Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
     return 0

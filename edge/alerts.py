@@ -1,12 +1,13 @@
 """Alerts a kiosk can act on: someone has looked upset for a while.
 
 Pure: the present tracks and the time in, ``raised`` / ``cleared`` alerts out. The rule
-(``rules.alerts`` in the config) looks at each confirmed person's smoothed emotion, the
-same one the events and the state publish: an alert is raised when it has been one of the
-rule's emotions with at least ``min_probability`` for ``hold_seconds`` without a break
-(switching between them, sad then angry, does not break it), and cleared when that has not
-held for ``clear_seconds``, when the person leaves, or when the daemon stops or reloads.
-Never any pixels: a face id, an emotion, a probability and times.
+(``rules.alerts`` in the config) looks at each confirmed person's smoothed probabilities,
+the same ones the events and the state publish: an alert is raised when the person has
+looked upset with at least ``min_probability`` for ``hold_seconds`` without a break
+(``signal: top``: the top emotion is one of the rule's; ``summed``: the rule's emotions'
+probabilities added up; switching between them, sad then angry, does not break it), and
+cleared when that has not held for ``clear_seconds``, when the person leaves, or when the
+daemon stops or reloads. Never any pixels: a face id, an emotion, a probability and times.
 """
 
 from __future__ import annotations
@@ -54,10 +55,26 @@ class AlertRules:
         """Does the rule's condition hold for this person right now?"""
         if track.emotion < 0:
             return False
+        if self.rule.signal == "summed":
+            return self.upset_probability(track) >= self.rule.min_probability
         return (
             self.labels[track.emotion] in self.rule.emotions
             and float(track.smoothed[track.emotion]) >= self.rule.min_probability
         )
+
+    def upset_probability(self, track: Track) -> float:
+        """The smoothed probabilities of the rule's emotions, added up."""
+        upset = [i for i, name in enumerate(self.labels) if name in self.rule.emotions]
+        return float(sum(track.smoothed[i] for i in upset))
+
+    def _reading(self, track: Track) -> tuple[str, float]:
+        """What a raised alert says: the rule's most probable emotion, and the probability the
+        rule compared (summed: the sum; top: the top emotion's)."""
+        if self.rule.signal == "summed":
+            upset = [i for i, name in enumerate(self.labels) if name in self.rule.emotions]
+            strongest = max(upset, key=lambda i: float(track.smoothed[i]))
+            return self.labels[strongest], self.upset_probability(track)
+        return self.labels[track.emotion], float(track.smoothed[track.emotion])
 
     def update(self, present: Sequence[Track], now: float, wall: float) -> list[Alert]:
         """The alerts raised and cleared by this moment; ``present``: the confirmed people."""
@@ -73,12 +90,13 @@ class AlertRules:
                     watch = self._watching[track.face_id] = _Watch(now, wall, now)
                 watch.last_held = now
                 if watch.raised is None and now - watch.since >= self.rule.hold_seconds:
+                    emotion, probability = self._reading(track)
                     watch.raised = Alert(
                         RAISED,
                         uuid.uuid4().hex,
                         track.face_id,
-                        self.labels[track.emotion],
-                        round(float(track.smoothed[track.emotion]), 4),
+                        emotion,
+                        round(probability, 4),
                         watch.since_wall,
                         wall,
                     )

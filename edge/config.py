@@ -151,15 +151,25 @@ class TrackingConfig:
     heartbeat_seconds: float = field(default=2.0, metadata=_range(0.0, 86400))
 
 
+# The emotions that make a customer "upset": the alert rule's default, and what the model
+# card's upset-vs-calm figures (edge/evaluate.py) and bench.alerts measure.
+UPSET_EMOTIONS = ("angry", "sad", "fear", "disgust")
+ALERT_SIGNALS = ("top", "summed")
+
+
 @dataclass(frozen=True)
 class AlertRuleConfig:
     """An alert a kiosk can act on (a colleague steps in, the kiosk offers help): raised when
-    a present person's smoothed emotion is one of ``emotions`` with at least
-    ``min_probability`` for ``hold_seconds`` without a break, cleared when that has not held
-    for ``clear_seconds``, or when the person leaves or the daemon stops."""
+    a present person looks upset, by ``signal``, with at least ``min_probability`` for
+    ``hold_seconds`` without a break, cleared when that has not held for ``clear_seconds``,
+    or when the person leaves or the daemon stops. ``signal``: ``top``, the smoothed top
+    emotion is one of ``emotions`` and that probable; ``summed``, the smoothed
+    probabilities of ``emotions`` add up to it (a face split between angry and sad is
+    still upset)."""
 
     enabled: bool = True
-    emotions: tuple[str, ...] = ("angry", "sad", "fear", "disgust")
+    emotions: tuple[str, ...] = UPSET_EMOTIONS
+    signal: str = field(default="top", metadata=_range(choices=ALERT_SIGNALS))
     # Defaults from figures (docs/benchmarks.md, "Alerts"): the calibrated probability of the
     # smoothed emotion; a real upset face holds it, the flicker of a neutral one does not.
     min_probability: float = field(default=0.6, metadata=_range(0.0, 1.0))

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from edge.calibration import expected_calibration_error
-from edge.config import DetectorConfig
+from edge.config import AlertRuleConfig, DetectorConfig
 from edge.contract import EMOTIONS, VIEW_SETS, ContractError, ModelContract
 from edge.datasets import (
     SPLIT_SEED,
@@ -44,7 +44,7 @@ from edge.datasets import (
     read_labelled_folder,
 )
 from edge.evaluate_options import CARD_OPTIONS
-from edge.metrics import classification_report, format_report
+from edge.metrics import classification_report, format_report, upset_report
 
 KERAS_HINT = "a .keras model is evaluated by training: python -m training.evaluate --model FILE.keras"
 VALIDATION = "validation"  # the usage name of the split carved from Training
@@ -61,6 +61,24 @@ CARD_ROWS = (
     ("wild", "expressions-wild", None),
     ("ckplus", "CK+48", None),
 )
+
+
+# The upset-vs-calm figures are those of the default alert rule (rules.alerts): its emotions,
+# its signal and threshold, and 0.4 beside them (a lower bar, for comparison).
+ALERT_RULE = AlertRuleConfig()
+UPSET_THRESHOLDS = tuple(sorted({0.4, 0.5, ALERT_RULE.min_probability}))
+
+# The ship rule (docs/model.md, "The ship rule"): a candidate's score is the mean of these
+# figures of its card; it ships if that beats the shipped model's and its FER2013
+# validation accuracy is at most SHIP_MAX_VALIDATION_DROP below the shipped model's.
+SHIP_SCORE_FIGURES = (
+    ("FER2013 validation", "macro_f1"),
+    ("expressions-wild", "macro_f1"),
+    ("CK+48", "macro_f1"),
+    ("expressions-wild", "upset_auc"),
+    ("CK+48", "upset_auc"),
+)
+SHIP_MAX_VALIDATION_DROP = 0.01
 
 
 class Classifier(Protocol):
@@ -104,7 +122,34 @@ def evaluate_faces(classifier: Classifier, faces: FaceSet) -> dict[str, Any]:
     report = report_from_predictions(faces.labels, probs.argmax(axis=1), classifier.labels)
     # How far the confidences the payloads carry are from how often the model is right.
     report["expected_calibration_error"] = round(expected_calibration_error(probs, faces.labels), 4)
+    report["upset"] = upset_figures(probs, faces.labels, classifier.labels)
     return report
+
+
+def upset_figures(probabilities: np.ndarray, truth: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """Upset (the alert rule's emotions) against calm: what the alerts act on."""
+    return upset_report(probabilities, truth, labels, ALERT_RULE.emotions, UPSET_THRESHOLDS)
+
+
+def rule_rates(upset: dict[str, Any], rule: AlertRuleConfig = ALERT_RULE) -> dict[str, float | None]:
+    """Recall and false-alarm rate of ``rule``'s condition on single faces."""
+    row = next(r for r in upset["at"] if r["threshold"] == rule.min_probability)
+    return row[rule.signal]
+
+
+def ship_score(rows: list[dict[str, Any]]) -> float | None:
+    """The ship rule's score of a card (None without all of its rows)."""
+    by_name = {row["data"]: row for row in rows}
+    figures = []
+    for name, figure in SHIP_SCORE_FIGURES:
+        row = by_name.get(name)
+        if row is None:
+            return None
+        value = row["upset"]["auc"] if figure == "upset_auc" else row[figure]
+        if value is None:
+            return None
+        figures.append(value)
+    return float(np.mean(figures))
 
 
 def evaluate_photos(
@@ -116,7 +161,7 @@ def evaluate_photos(
     from edge.pipeline import FramePipeline
 
     pipeline = FramePipeline(HaarFaceDetector(detector), classifier)
-    truth, predicted, no_face, several = [], [], [], []
+    truth, probabilities, no_face, several = [], [], [], []
     root = Path(photos.source)
     for file, label in zip(photos.files, photos.labels):
         faces = pipeline.process(read_image(file, cv2.IMREAD_COLOR))  # largest first
@@ -127,8 +172,10 @@ def evaluate_photos(
         if len(faces) > 1:
             several.append(name)
         truth.append(label)
-        predicted.append(int(faces[0].probabilities.argmax()))
-    report = report_from_predictions(np.asarray(truth), np.asarray(predicted), classifier.labels)
+        probabilities.append(faces[0].probabilities)
+    probs = np.asarray(probabilities, np.float64).reshape(-1, len(classifier.labels))
+    report = report_from_predictions(np.asarray(truth), probs.argmax(axis=1), classifier.labels)
+    report["upset"] = upset_figures(probs, np.asarray(truth, np.int64), classifier.labels)
     correct = int(np.trace(np.asarray(report["confusion_matrix"])))
     report["detection"] = {
         "images": len(photos),
@@ -199,8 +246,12 @@ def model_card(classifier: Classifier, paths: dict[str, str | Path | None]) -> l
 
 def format_card(rows: list[dict[str, Any]]) -> str:
     """The model card's table (Markdown): overall figures, then recall per class with its count."""
-    head = "| data | faces | accuracy | balanced accuracy | macro-F1 | ECE | " + " | ".join(EMOTIONS) + " |"
-    lines = [head, "|---" * (6 + len(EMOTIONS)) + "|"]
+    rule = f"{ALERT_RULE.signal} >= {ALERT_RULE.min_probability:g}"
+    head = (
+        "| data | faces | accuracy | balanced accuracy | macro-F1 | ECE | upset AUC "
+        f"| upset recall / false alarms ({rule}) | " + " | ".join(EMOTIONS) + " |"
+    )
+    lines = [head, "|---" * (8 + len(EMOTIONS)) + "|"]
     for row in rows:
         recalls = [
             f"{c['recall']:.3f} ({c['support']})" if c["support"] else "–"
@@ -213,9 +264,38 @@ def format_card(rows: list[dict[str, Any]]) -> str:
             f"{row['balanced_accuracy'] * 100:.2f} %",
             f"{row['macro_f1']:.3f}",
             f"{row['expected_calibration_error']:.3f}" if "expected_calibration_error" in row else "–",
+            *_upset_cells(row.get("upset")),
             *recalls,
         ]
         lines.append("| " + " | ".join(figures) + " |")
+    score = ship_score(rows)
+    if score is not None:
+        lines += ["", f"ship score (docs/model.md, the ship rule): {score:.4f}"]
+    return "\n".join(lines)
+
+
+def _upset_cells(upset: dict[str, Any] | None) -> list[str]:
+    if not upset or upset["auc"] is None:
+        return ["–", "–"]
+    rates = rule_rates(upset)
+    return [f"{upset['auc']:.3f}", f"{rates['recall'] * 100:.1f} % / {rates['false_alarm_rate'] * 100:.1f} %"]
+
+
+def format_upset(report: dict[str, Any]) -> str:
+    """The upset-vs-calm lines of a single report."""
+    upset = report.get("upset")
+    if not upset or upset["auc"] is None:
+        return "upset vs calm: needs faces of both kinds"
+    lines = [
+        f"upset ({', '.join(upset['emotions'])}) vs calm: {upset['upset_faces']} upset, "
+        f"{upset['calm_faces']} calm faces; ROC AUC of the summed probability {upset['auc']:.4f}"
+    ]
+    for row in upset["at"]:
+        lines.append(
+            f"  at {row['threshold']:.2f}: summed recall {row['summed']['recall']:.3f}, false alarms "
+            f"{row['summed']['false_alarm_rate']:.3f}; top emotion recall {row['top']['recall']:.3f}, "
+            f"false alarms {row['top']['false_alarm_rate']:.3f}"
+        )
     return "\n".join(lines)
 
 
@@ -287,6 +367,8 @@ def run(args: argparse.Namespace, load: Callable[[str, str | None], Classifier])
         if "detection" in report:
             print(format_detection(report))
         print(format_report(report))
+        print()
+        print(format_upset(report))
     return 0
 
 

@@ -61,3 +61,65 @@ def format_report(report: dict[str, Any]) -> str:
     for name, row in zip(labels, report["confusion_matrix"]):
         lines.append(f"{name:<10}" + "".join(f"{v:>{width}d}" for v in row))
     return "\n".join(lines)
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
+    """Area under the ROC curve of ``scores`` for telling ``positive`` from the rest: the
+    chance that a random positive scores above a random negative (ties count half), by
+    the Mann-Whitney rank sum. None when one side has no faces."""
+    scores = np.asarray(scores, np.float64)
+    positive = np.asarray(positive, bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores), np.float64)
+    sorted_scores = scores[order]
+    # average ranks over ties (1-based)
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_scores)) + 1]
+    ends = np.r_[starts[1:], len(scores)]
+    for start, end in zip(starts, ends):
+        ranks[order[start:end]] = (start + end + 1) / 2
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def upset_report(
+    probabilities: np.ndarray,
+    truth: np.ndarray,
+    labels: Sequence[str],
+    upset: Sequence[str],
+    thresholds: Sequence[float],
+) -> dict[str, Any]:
+    """How well the summed probability of the ``upset`` emotions tells upset faces (labelled
+    with one of them) from calm ones (every other label), and how an alert condition does
+    on single faces at each threshold: ``summed`` (the upset emotions' probabilities added
+    up reach it) and ``top`` (the top emotion is an upset one and alone reaches it).
+    Recall is over upset faces, the false-alarm rate over calm ones."""
+    probabilities = np.asarray(probabilities, np.float64)
+    columns = [labels.index(name) for name in upset]
+    is_upset = np.isin(np.asarray(truth), columns)
+    summed = probabilities[:, columns].sum(axis=1)
+    top = probabilities.argmax(axis=1)
+    top_upset = np.isin(top, columns)
+    top_probability = probabilities.max(axis=1)
+
+    def rates(fires: np.ndarray) -> dict[str, float | None]:
+        return {
+            "recall": float(fires[is_upset].mean()) if is_upset.any() else None,
+            "false_alarm_rate": float(fires[~is_upset].mean()) if (~is_upset).any() else None,
+        }
+
+    return {
+        "emotions": list(upset),
+        "upset_faces": int(is_upset.sum()),
+        "calm_faces": int((~is_upset).sum()),
+        "auc": roc_auc(summed, is_upset),
+        "at": [
+            {
+                "threshold": float(t),
+                "summed": rates(summed >= t),
+                "top": rates(top_upset & (top_probability >= t)),
+            }
+            for t in thresholds
+        ],
+    }

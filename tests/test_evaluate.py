@@ -119,6 +119,54 @@ def test_balanced_accuracy_and_macro_f1_average_only_the_classes_the_data_has():
     assert report["per_class"]["neutral"]["support"] == 0
 
 
+def test_roc_auc_counts_pairs_ranked_right_and_ties_as_half():
+    from edge.metrics import roc_auc
+
+    assert roc_auc(np.array([0.9, 0.8, 0.2, 0.1]), np.array([1, 1, 0, 0])) == 1.0
+    assert roc_auc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([1, 1, 0, 0])) == 0.0
+    # positives 0.5, 0.3; negatives 0.5, 0.1: pairs (0.5>0.1), (0.3>0.1), (0.5=0.5 half), (0.3<0.5)
+    assert roc_auc(np.array([0.5, 0.3, 0.5, 0.1]), np.array([1, 1, 0, 0])) == pytest.approx(2.5 / 4)
+    assert roc_auc(np.array([0.5, 0.3]), np.array([1, 1])) is None
+
+
+def test_upset_signal_sums_the_rule_emotions_and_the_top_rule_needs_one_to_lead():
+    from edge.metrics import upset_report
+
+    def face(**p):
+        row = np.zeros(len(EMOTIONS))
+        for name, value in p.items():
+            row[EMOTIONS.index(name)] = value
+        return row
+
+    probabilities = np.array(
+        [
+            face(angry=0.35, sad=0.35, neutral=0.3),  # upset, split: summed 0.7, top (angry) 0.35
+            face(angry=0.8, neutral=0.2),  # upset, clear
+            face(neutral=0.9, sad=0.1),  # calm
+            face(happy=0.5, fear=0.45, neutral=0.05),  # calm, but fear close behind
+        ]
+    )
+    truth = np.array([EMOTIONS.index(e) for e in ("sad", "angry", "neutral", "happy")])
+    report = upset_report(probabilities, truth, EMOTIONS, ("angry", "sad", "fear", "disgust"), (0.4, 0.6))
+    assert (report["upset_faces"], report["calm_faces"]) == (2, 2)
+    assert report["auc"] == 1.0  # summed: 0.7, 0.8 against 0.1, 0.45
+    at_04, at_06 = report["at"]
+    assert at_04["summed"] == {"recall": 1.0, "false_alarm_rate": 0.5}
+    assert at_04["top"] == {"recall": 0.5, "false_alarm_rate": 0.0}
+    assert at_06["summed"] == {"recall": 1.0, "false_alarm_rate": 0.0}
+
+
+def test_ship_score_is_the_mean_of_the_rule_figures_and_needs_every_row():
+    from edge.evaluate import ship_score
+
+    def row(name, f1, auc):
+        return {"data": name, "macro_f1": f1, "upset": {"auc": auc}}
+
+    rows = [row("FER2013 validation", 0.6, 0.9), row("expressions-wild", 0.4, 0.8), row("CK+48", 0.7, 1.0)]
+    assert ship_score(rows) == pytest.approx((0.6 + 0.4 + 0.7 + 0.8 + 1.0) / 5)
+    assert ship_score(rows[:2]) is None
+
+
 def test_validation_split_is_the_one_training_carves(synthetic_csv):
     from training.settings import TrainSettings
 
@@ -185,8 +233,10 @@ def test_card_gathers_every_source_given_and_reads_paths_from_the_environment(tm
     rows = json.loads(result.stdout)
     assert [r["data"] for r in rows] == ["FER2013 validation", "FER2013 PublicTest", "CK+48"]
     assert [r["n"] for r in rows] == [42, 70, 14]
-    keys = {"accuracy", "balanced_accuracy", "macro_f1", "per_class", "confusion_matrix"}
+    keys = {"accuracy", "balanced_accuracy", "macro_f1", "per_class", "confusion_matrix", "upset"}
     assert all(keys <= set(r) for r in rows)
+    assert all(r["upset"]["emotions"] == ["angry", "sad", "fear", "disgust"] for r in rows)
+    assert all(r["upset"]["upset_faces"] + r["upset"]["calm_faces"] == r["n"] for r in rows)
     assert sorted(p.name for p in tmp_path.glob("cm-*.png")) == [
         "cm-ck-48.png",
         "cm-fer2013-publictest.png",
@@ -197,7 +247,10 @@ def test_card_gathers_every_source_given_and_reads_paths_from_the_environment(tm
     table = evaluate_cli("--card", "--wild", str(crops), env=env)
     assert table.returncode == 0, table.stderr
     rows = [line for line in table.stdout.splitlines() if line.startswith("| ")]
-    assert rows[0].startswith("| data | faces | accuracy | balanced accuracy | macro-F1 | ECE | angry |")
+    assert rows[0].startswith(
+        "| data | faces | accuracy | balanced accuracy | macro-F1 | ECE | upset AUC "
+        "| upset recall / false alarms (top >= 0.6) | angry |"
+    )
     assert len(rows) == 2 and rows[1].startswith("| expressions-wild | 14 |")
 
 
@@ -323,3 +376,5 @@ def test_bundled_model_on_a_cross_domain_set(env, counts):
     assert {k: v["support"] for k, v in report["per_class"].items()} == counts
     assert report["n"] == sum(counts.values())
     assert 0.3 < report["accuracy"] < 1.0  # far above chance (1/7): labels and crops line up
+    # the summed upset probability tells upset from calm faces far better than chance
+    assert report["upset"]["auc"] > 0.75
