@@ -35,6 +35,23 @@ def test_mini_xception_has_the_thesis_parameter_count():
     assert biased == ["class_maps/bias"]
 
 
+def test_width_multiplies_every_block_but_the_class_maps():
+    wide = make_mini_xception(width=2)
+    assert wide.count_params() == 205_031  # about 3.5x the thesis's network
+    assert wide.get_layer("conv1").filters == 16 and wide.get_layer("block4_sep2").filters == 256
+    assert wide.output_shape == (None, 7)
+
+
+def test_width_is_a_setting_of_the_mini_xception_only():
+    from training.model import untrained_model
+
+    assert untrained_model(TrainSettings(data="x", width=1.5)).count_params() == 120_703
+    with pytest.raises(TrainingError, match="only the mini_xception"):
+        TrainSettings(data="x", architecture="vgg", width=2)
+    with pytest.raises(TrainingError, match="between 0.25 and 4"):
+        TrainSettings(data="x", width=0)
+
+
 def test_model_normalizes_raw_pixels_itself():
     model = make_mini_xception()
     normalize = model.get_layer("normalize")

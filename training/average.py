@@ -28,7 +28,7 @@ import numpy as np
 import training  # noqa: F401  (sets TensorFlow's environment before it is imported)
 from edge.preprocess import normalize_faces
 from training.data import split
-from training.model import ARCHITECTURES, compile_model, keras_probabilities
+from training.model import compile_model, keras_probabilities, untrained_model
 from training.run_folder import RunFolder
 from training.settings import TrainingError
 
@@ -79,8 +79,8 @@ def average_run(run_dir: Path, last: int, data: str | None = None) -> dict:
         raise TrainingError(f"{run_dir}/epochs has {len(files)} epoch weights; averaging needs at least 2")
     faces = run.training_faces(settings.data)
     train_idx, val_idx = split(settings, faces.labels)
-    model = ARCHITECTURES[settings.architecture](l2=settings.l2)
-    model.set_weights(average_weights(ARCHITECTURES[settings.architecture](), files))
+    model = untrained_model(settings)
+    model.set_weights(average_weights(untrained_model(settings), files))
     train_faces = faces.images[np.random.default_rng(settings.init_seed).permutation(train_idx)]
     recompute_batchnorm(model, normalize_faces(train_faces, settings.face_normalization))
     compile_model(model, settings.min_learning_rate)

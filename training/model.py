@@ -32,8 +32,14 @@ def make_mini_xception(
     input_shape: tuple[int, int, int] = (INPUT_SIZE, INPUT_SIZE, 1),
     num_classes: int = len(EMOTIONS),
     l2: float = 0.01,
+    width: float = 1.0,
 ) -> keras.Model:
     """Builds the mini-Xception; its input is raw grayscale pixels 0..255.
+
+    ``width`` multiplies the filters of every convolution but the last (8, then 16, 32, 64,
+    128 per block): 1 is the thesis's network (58,423 parameters), 2 the same blocks with
+    twice the filters (about 4x the parameters and the multiply-adds), room to learn for a
+    box that can afford it.
 
     The normalization to [-1, 1] is the model's first layer, so it travels with the
     weights into every saved and converted file and is never retyped by a caller.
@@ -46,20 +52,29 @@ def make_mini_xception(
     reg = regularizers.L2(l2)
     inputs = keras.Input(shape=input_shape, name="pixels")
     x = layers.Rescaling(NORMALIZATION_SCALE, NORMALIZATION_OFFSET, name="normalize")(inputs)
+
+    def filters(base: int) -> int:
+        return max(1, round(base * width))
+
     for i in (1, 2):
-        x = layers.Conv2D(8, 3, use_bias=False, kernel_regularizer=reg, name=f"conv{i}")(x)
+        x = layers.Conv2D(filters(8), 3, use_bias=False, kernel_regularizer=reg, name=f"conv{i}")(x)
         x = layers.BatchNormalization(name=f"conv{i}_bn")(x)
         x = layers.Activation("relu", name=f"conv{i}_relu")(x)
 
-    for block, filters in enumerate((16, 32, 64, 128), start=1):
+    for block, base in enumerate((16, 32, 64, 128), start=1):
+        block_filters = filters(base)
         residual = layers.Conv2D(
-            filters, 1, strides=2, padding="same", use_bias=False, name=f"block{block}_shortcut"
+            block_filters, 1, strides=2, padding="same", use_bias=False, name=f"block{block}_shortcut"
         )(x)
         residual = layers.BatchNormalization(name=f"block{block}_shortcut_bn")(residual)
-        x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False, name=f"block{block}_sep1")(x)
+        x = layers.SeparableConv2D(
+            block_filters, 3, padding="same", use_bias=False, name=f"block{block}_sep1"
+        )(x)
         x = layers.BatchNormalization(name=f"block{block}_sep1_bn")(x)
         x = layers.Activation("relu", name=f"block{block}_sep1_relu")(x)
-        x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False, name=f"block{block}_sep2")(x)
+        x = layers.SeparableConv2D(
+            block_filters, 3, padding="same", use_bias=False, name=f"block{block}_sep2"
+        )(x)
         x = layers.BatchNormalization(name=f"block{block}_sep2_bn")(x)
         x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"block{block}_pool")(x)
         x = layers.Add(name=f"block{block}_add")([x, residual])
@@ -116,9 +131,15 @@ def make_vgg_teacher(
 ARCHITECTURES = {"mini_xception": make_mini_xception, "vgg": make_vgg_teacher}
 
 
+def untrained_model(settings: TrainSettings) -> keras.Model:
+    """The run's network (architecture, width, L2) with fresh random weights."""
+    options = {"width": settings.width} if settings.architecture == "mini_xception" else {}
+    return ARCHITECTURES[settings.architecture](l2=settings.l2, **options)
+
+
 def build_model(settings: TrainSettings) -> keras.Model:
     """The run's architecture with its L2 weight: random weights, or ``init_from``'s."""
-    model = ARCHITECTURES[settings.architecture](l2=settings.l2)
+    model = untrained_model(settings)
     if settings.init_from:
         source = Path(settings.init_from)
         if not source.is_file():

@@ -127,6 +127,11 @@ class TrainSettings:
         "mini_xception: the shipped model; vgg: a larger teacher to distil from",
         choices=ARCHITECTURE_NAMES,
     )
+    width: float = _setting(
+        1.0,
+        "mini_xception only: filters per block multiplied by this; 1 is the thesis's network "
+        "(58,423 parameters), 2 twice the filters (about 4x the parameters and compute)",
+    )
     face_normalization: str = _setting(
         "none",
         "what is done to each face before the model sees it, in training and, through the "
@@ -154,6 +159,10 @@ class TrainSettings:
                 raise TrainingError(
                     f"unknown {name.replace('_', ' ')} {getattr(self, name)!r}; expected one of {allowed}"
                 )
+        if not 0.25 <= self.width <= 4:
+            raise TrainingError(f"--width {self.width}: must be between 0.25 and 4")
+        if self.width != 1.0 and self.architecture != "mini_xception":
+            raise TrainingError(f"--width {self.width}: only the mini_xception has a width multiplier")
         if self.l2 is None:
             object.__setattr__(self, "l2", DEFAULT_L2[self.architecture])
         if self.teacher.strip() and not self.teachers:
