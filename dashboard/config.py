@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edge.config import ConfigError, MqttConfig, _range, parse_section, read_config_data
+
+STORE_FILE = "dashboard.sqlite3"
 
 
 @dataclass(frozen=True)
@@ -15,11 +20,32 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class StoreConfig:
+    # The SQLite file that keeps visit summaries and alerts (never pixels). Empty: the unit's
+    # StateDirectory= under systemd ($STATE_DIRECTORY/dashboard.sqlite3), else the user's
+    # state folder ($XDG_STATE_HOME, by default ~/.local/state, /fer-kiosk/dashboard.sqlite3).
+    path: str = ""
+    # Summaries and alerts older than this many days are deleted (checked hourly).
+    retention_days: int = field(default=90, metadata=_range(1, 3650))
+    # How many days back the page's history view reaches.
+    history_days: int = field(default=28, metadata=_range(1, 366))
+
+
+@dataclass(frozen=True)
+class AlertsConfig:
+    # A cleared alert stays listed under "recent alerts" on its tile this long.
+    keep_seconds: float = field(default=1800.0, metadata=_range(0, 7 * 86400))
+
+
+@dataclass(frozen=True)
 class DashboardConfig:
     http: HttpConfig = field(default_factory=HttpConfig)
     # The broker and topic prefix, as in the kiosks' config; give the dashboard its own,
     # read-only login (mqtt.username / mqtt.credentials_file: see deploy/mosquitto/acl).
+    # mqtt.client_id names its persistent session (empty: fer-kiosk-dashboard-<host name>).
     mqtt: MqttConfig = field(default_factory=MqttConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     # A device not heard from for this long is marked stale (it publishes stats every
     # mqtt.stats_interval_seconds, 30 s by default, and state on every change).
     stale_seconds: float = field(default=90.0, metadata=_range(1, 86400))
@@ -27,12 +53,51 @@ class DashboardConfig:
     max_updates_per_second: float = field(default=10.0, metadata=_range(0.5, 100))
     log_level: str = field(default="INFO", metadata=_range(choices=("DEBUG", "INFO", "WARNING", "ERROR")))
 
+    @property
+    def client_id(self) -> str:
+        """The MQTT client id, stable across restarts: the broker keeps its session by it."""
+        return self.mqtt.client_id or f"fer-kiosk-dashboard-{_host_part()}"
+
+    @property
+    def store_path(self) -> Path:
+        return Path(self.store.path) if self.store.path else default_store_path()
+
+
+def _host_part() -> str:
+    name = socket.gethostname().split(".")[0]
+    return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in name) or "host"
+
+
+def default_store_path() -> Path:
+    state = os.environ.get("STATE_DIRECTORY")  # set by systemd's StateDirectory=
+    if state:
+        return Path(state.split(":")[0]) / STORE_FILE
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "fer-kiosk" / STORE_FILE
+
+
+def _resolve_store_path(data: Any, base: Path) -> Any:
+    """store.path relative to the config file, as the daemon's file paths are."""
+    if isinstance(data, dict) and isinstance(data.get("store"), dict):
+        path = data["store"].get("path")
+        if isinstance(path, str) and path and not os.path.isabs(path):
+            data = {**data, "store": {**data["store"], "path": str(base / path)}}
+    return data
+
 
 def load_dashboard_config(path: str | Path | None) -> DashboardConfig:
     if path is None:
         return DashboardConfig()
-    config = parse_section(DashboardConfig, read_config_data(path), str(path))
+    data = _resolve_store_path(read_config_data(path), Path(path).absolute().parent)
+    config = parse_section(DashboardConfig, data, str(path))
+    errors = []
     prefix = config.mqtt.topic_prefix
     if not prefix or any(ch in prefix for ch in "#+"):
-        raise ConfigError(["mqtt.topic_prefix: must be a plain topic prefix"], str(path))
+        errors.append("mqtt.topic_prefix: must be a plain topic prefix")
+    if any(ch in config.mqtt.client_id for ch in "#+/") or len(config.mqtt.client_id) > 128:
+        errors.append("mqtt.client_id: letters, digits, '-' and '_', at most 128 characters")
+    if config.store.path and Path(config.store.path).is_dir():
+        errors.append(f"store.path: {config.store.path} is a folder; name the database file")
+    if errors:
+        raise ConfigError(errors, str(path))
     return config

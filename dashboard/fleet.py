@@ -1,80 +1,66 @@
 """What the dashboard knows about every kiosk, built from the messages they publish.
 
-Pure: messages in (topic, payload, time received), tiles out. No MQTT, no HTTP, no clock of
-its own, so every rule here is tested with plain values. The topic layout and payloads are
-the daemon's (docs/mqtt.md): ``<prefix>/<device>/{availability,state,events,alerts,stats}``.
+Messages in (topic, payload, time received, retained or not), tiles out. No MQTT, no HTTP,
+no clock of its own; what must outlive the process (visit summaries, alerts) goes to the
+store, and a tile's "today" and recent alerts are read back from it, so a restart changes
+nothing. The topic layout and payloads are the daemon's (docs/mqtt.md):
+``<prefix>/<device>/{availability,state,events,alerts,stats,camera}``.
 """
 
 from __future__ import annotations
 
 import json
-import statistics
-from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from edge.contract import EMOTIONS
+from dashboard.store import Store, local_day, visit_from_event
 
-LAST_VISITS = 8  # the last visits listed on a tile
 KINDS = ("availability", "state", "events", "alerts", "stats", "camera")
+EVENTS = "events"  # the one kind that must never be missed: QoS 1, persistent session
+
+# The daemon's camera causes (docs/mqtt.md, Camera) in words; "starting" is no fault.
+CAMERA_CAUSES = {
+    "starting": "starting",
+    "not_found": "not found",
+    "permission_denied": "permission denied",
+    "busy": "busy",
+    "unreachable": "unreachable",
+    "refused": "frames too large",
+    "no_frames": "no frames",
+    "ended": "recording ended",
+}
+UNKNOWN_CAMERA = {"ok": None, "text": "unknown"}
+ALERT_KEYS = ("alert_id", "emotion", "probability", "since")  # what a page gets: no face id
 
 
-def parse_time(text: Any) -> datetime | None:
-    """A payload's ISO-8601 UTC time (``2026-11-24T09:15:02.417Z``), or None."""
+def parse_time(text: Any) -> float | None:
+    """A payload's ISO-8601 UTC time (``2026-11-24T09:15:02.417Z``) as a Unix time, or None."""
     if not isinstance(text, str):
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
 
 
-def local_day(when: datetime) -> date:
-    """The dashboard's own calendar day of a moment: 'today' is the counter's day."""
-    return when.astimezone().date()
+def local_day_now(now: float) -> date:
+    return local_day(now)
 
 
-@dataclass
-class Today:
-    day: date
-    durations: list[float] = field(default_factory=list)
-    dominant: Counter = field(default_factory=Counter)
-    last_visits: deque = field(default_factory=lambda: deque(maxlen=LAST_VISITS))
-    event_ids: set[str] = field(default_factory=set)  # delivery is at least once
-
-    def add_visit(self, event: dict[str, Any], summary: dict[str, Any]) -> bool:
-        event_id = str(event.get("event_id", ""))
-        if event_id and event_id in self.event_ids:
-            return False
-        self.event_ids.add(event_id)
-        duration = float(summary.get("duration_s", 0.0))
-        emotion = str(summary.get("dominant_emotion", "none"))
-        self.durations.append(duration)
-        self.dominant[emotion] += 1
-        self.last_visits.appendleft(
-            {
-                "face_id": event.get("face_id"),
-                "ended": summary.get("last_seen") or event.get("time"),
-                "duration_s": round(duration, 1),
-                "dominant_emotion": emotion,
-            }
-        )
-        return True
-
-    def to_dict(self) -> dict[str, Any]:
-        visits = len(self.durations)
-        return {
-            "date": self.day.isoformat(),
-            "visits": visits,
-            "median_seconds": round(statistics.median(self.durations), 1) if visits else None,
-            "emotion_share": {
-                name: round(self.dominant[name] / visits, 3) for name in EMOTIONS if self.dominant[name]
-            }
-            if visits
-            else {},
-            "last_visits": list(self.last_visits),
-        }
+def camera_tile(camera: dict[str, Any]) -> dict[str, Any]:
+    """The daemon's camera object (docs/mqtt.md, Camera) as a tile shows it: ok True (frames),
+    False (a fault, with its cause) or None (starting: not known yet, not an error)."""
+    cause = camera.get("cause")
+    if camera.get("status") == "online":
+        return {"ok": True, "cause": None, "from_state": True, "text": "ok"}
+    words = CAMERA_CAUSES.get(str(cause), str(cause or "offline").replace("_", " "))
+    return {
+        "ok": None if cause == "starting" else False,
+        "cause": cause,
+        "from_state": True,
+        "text": words if cause == "starting" else f"{words}: {camera.get('detail', '')}".rstrip(": "),
+    }
 
 
 @dataclass
@@ -85,60 +71,63 @@ class Device:
     face_count: int = 0
     dominant_emotion: str = "none"
     levels: dict[str, float] = field(default_factory=dict)
-    faces: list[dict[str, Any]] = field(default_factory=list)
-    alerts: dict[str, dict[str, Any]] = field(default_factory=dict)  # face_id -> open alert
-    camera: dict[str, Any] = field(default_factory=lambda: {"ok": None, "text": "unknown"})
+    faces: list[dict[str, Any]] = field(default_factory=list)  # with face ids: never sent out
+    alerts: dict[str, dict[str, Any]] = field(default_factory=dict)  # alert id -> open alert
+    camera: dict[str, Any] = field(default_factory=lambda: dict(UNKNOWN_CAMERA))
     version: str | None = None
     fps: float | None = None
-    last_update: float = 0.0  # when the dashboard last heard from it (its own clock)
+    # When it was last heard from: a live message's arrival, a retained one's own time stamp
+    # (a retained state from an hour ago is an hour old, however late we subscribed).
+    last_heard: float = 0.0
     last_state_time: str | None = None  # the state payload's own time stamp
-    today: Today | None = None
 
-    def to_dict(self, now: float) -> dict[str, Any]:
+    def hear(self, when: float) -> None:
+        self.last_heard = max(self.last_heard, when)
+
+    def live(self) -> dict[str, Any]:
+        """What is true now, as far as the kiosk said: nothing while it is offline."""
+        if self.online is False or self.status == "stopped":
+            return {
+                "face_count": 0,
+                "dominant_emotion": "none",
+                "levels": {},
+                "faces": [],
+                "alerts": [],
+                "camera": dict(UNKNOWN_CAMERA),
+            }
         return {
-            "device": self.device,
-            "online": self.online,
-            "status": self.status,
-            "camera": self.camera,
             "face_count": self.face_count,
             "dominant_emotion": self.dominant_emotion,
             "levels": self.levels,
-            "faces": self.faces,
-            "alerts": sorted(self.alerts.values(), key=lambda a: str(a.get("since", ""))),
-            "version": self.version,
-            "fps": self.fps,
-            "last_update": self.last_update,
-            "last_state_time": self.last_state_time,
-            "today": self.today.to_dict() if self.today else Today(local_day_now(now)).to_dict(),
+            "faces": [{k: f.get(k) for k in ("emotion", "confidence", "since")} for f in self.faces],
+            "alerts": sorted(
+                ({k: a.get(k) for k in ALERT_KEYS} for a in self.alerts.values()),
+                key=lambda a: str(a.get("since", "")),
+            ),
+            "camera": self.camera,
         }
 
 
-def camera_tile(camera: dict[str, Any]) -> dict[str, Any]:
-    """The daemon's camera object (docs/mqtt.md, Camera) as a tile shows it."""
-    online = camera.get("status") == "online"
-    return {
-        "ok": online,
-        "cause": camera.get("cause"),
-        "from_state": True,
-        "text": "ok" if online else f"{camera.get('cause') or 'offline'}: {camera.get('detail', '')}",
-    }
-
-
-def local_day_now(now: float) -> date:
-    return datetime.fromtimestamp(now).astimezone().date()
-
-
 class Fleet:
-    """Every device seen under the topic prefix."""
+    """Every device seen under the topic prefix, with the store behind it."""
 
-    def __init__(self, prefix: str):
+    def __init__(self, prefix: str, store: Store, keep_alerts_seconds: float = 1800.0, now: float = 0.0):
         self.prefix = prefix
+        self.store = store
+        self.keep_alerts_seconds = keep_alerts_seconds
         self.devices: dict[str, Device] = {}
+        self._today: dict[str, dict[str, Any]] = {}  # device -> its day's figures, from the store
+        self._recent: dict[str, list[dict[str, Any]]] = {}  # device -> recent alerts, from the store
+        if now:
+            for name in store.devices_on(local_day(now)):  # a restart shows today's kiosks at once
+                self._device(name)
 
-    def topics(self) -> list[str]:
-        return [f"{self.prefix}/+/{kind}" for kind in KINDS]
+    def topics(self) -> list[tuple[str, int]]:
+        """(filter, QoS): QoS 1 for the events only, so a dashboard that was away gets every
+        visit summary and not a flood of old states."""
+        return [(f"{self.prefix}/+/{kind}", 1 if kind == EVENTS else 0) for kind in KINDS]
 
-    def apply(self, topic: str, payload: bytes, now: float) -> str | None:
+    def apply(self, topic: str, payload: bytes, now: float, retained: bool = False) -> str | None:
         """Takes one message; returns the device whose tile changed (None: not ours)."""
         parts = topic.split("/")
         if len(parts) != len(self.prefix.split("/")) + 2 or not topic.startswith(self.prefix + "/"):
@@ -153,24 +142,72 @@ class Fleet:
             device = self._device(device_id)
             device.online = text == "online"
             if not device.online:
-                device.alerts.clear()  # a stopped daemon raises nothing
-        else:
-            try:
-                data = json.loads(payload)
-            except (ValueError, UnicodeDecodeError):
-                return None
-            if not isinstance(data, dict):
-                return None
-            device = self._device(device_id)
-            getattr(self, f"_on_{kind}")(device, data, now)
-        device.last_update = now
+                self._close_alerts(device, now, "offline")  # a stopped daemon raises nothing
+            if not retained:
+                device.hear(now)
+            return device_id
+        try:
+            data = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        device = self._device(device_id)
+        getattr(self, f"_on_{kind}")(device, data, now)
+        if kind != EVENTS:  # a summary re-sent from a spool says nothing about now
+            stamped = parse_time(data.get("time"))
+            device.hear(min(now, stamped) if retained and stamped else now)
         return device_id
 
     def snapshot(self, now: float) -> list[dict[str, Any]]:
-        return [self.devices[name].to_dict(now) for name in sorted(self.devices)]
+        return [self.tile(name, now) for name in sorted(self.devices)]
 
     def tile(self, device_id: str, now: float) -> dict[str, Any]:
-        return self.devices[device_id].to_dict(now)
+        device = self.devices[device_id]
+        return {
+            "device": device.device,
+            "online": device.online,
+            "status": device.status,
+            **device.live(),
+            "recent_alerts": self.recent_alerts(device_id, now),
+            "version": device.version,
+            "fps": device.fps,
+            "last_update": device.last_heard,
+            "last_state_time": device.last_state_time,
+            "today": self.today(device_id, now),
+        }
+
+    def today(self, device_id: str, now: float) -> dict[str, Any]:
+        day = local_day(now)
+        cached = self._today.get(device_id)
+        if cached is None or cached["date"] != day.isoformat():
+            cached = self._today[device_id] = self.store.today(day, device_id)
+        return cached
+
+    def recent_alerts(self, device_id: str, now: float) -> list[dict[str, Any]]:
+        if device_id not in self._recent:
+            self._recent[device_id] = self.store.recent_alerts(device_id, now - self.keep_alerts_seconds)
+        return self._recent[device_id]
+
+    def roll_over(self, now: float) -> list[str]:
+        """Devices whose 'today' ended at midnight (their tiles must be resent)."""
+        day = local_day(now).isoformat()
+        changed = [name for name, figures in self._today.items() if figures["date"] != day]
+        for name in changed:
+            del self._today[name]
+        return changed
+
+    def expire_alerts(self, now: float) -> list[str]:
+        """Devices with a cleared alert that has now been listed long enough."""
+        cutoff = now - self.keep_alerts_seconds
+        changed = [
+            name
+            for name, alerts in self._recent.items()
+            if any(a["cleared"] is not None and a["cleared"] < cutoff for a in alerts)
+        ]
+        for name in changed:
+            del self._recent[name]
+        return changed
 
     # -- one handler per topic kind -----------------------------------------------------
 
@@ -190,37 +227,32 @@ class Fleet:
             if isinstance(face, dict)
         ]
         device.last_state_time = data.get("time")
+        when = parse_time(data.get("time")) or now
         if isinstance(data.get("camera"), dict):  # the daemon's own view of its camera
             device.camera = camera_tile(data["camera"])
         if isinstance(data.get("alerts"), list):  # open alerts, retained with the state
-            device.alerts = {str(a.get("face_id")): a for a in data["alerts"] if isinstance(a, dict)}
+            for alert in data["alerts"]:
+                if isinstance(alert, dict):
+                    self._raise(device, alert, when)
         present = {face["face_id"] for face in device.faces}
-        device.alerts = {k: v for k, v in device.alerts.items() if k in present}
+        for key, alert in list(device.alerts.items()):
+            if alert.get("face_id") not in present:
+                self._clear(device, key, when, "left")
         if device.status == "stopped":
-            device.alerts.clear()
+            self._close_alerts(device, when, "shutdown")
 
     def _on_events(self, device: Device, data: dict[str, Any], now: float) -> None:
-        summary = data.get("summary")
-        if data.get("type") != "end" or not isinstance(summary, dict):
-            return
-        ended = parse_time(summary.get("last_seen")) or parse_time(data.get("time"))
-        if ended is None:
-            return
-        day, today = local_day(ended), local_day_now(now)
-        if day != today:
-            return  # a visit of another day (a spool emptied late): not today's figures
-        if device.today is None or device.today.day != today:
-            device.today = Today(today)
-        device.today.add_visit(data, summary)
+        visit = visit_from_event(device.device, data)
+        if visit is not None and self.store.add_visit(visit):  # False: seen before
+            self._today.pop(device.device, None)
 
     def _on_alerts(self, device: Device, data: dict[str, Any], now: float) -> None:
-        face_id = str(data.get("face_id"))
+        when = parse_time(data.get("time")) or now
         if data.get("type") == "raised":
-            device.alerts[face_id] = {
-                k: data.get(k) for k in ("face_id", "emotion", "since", "probability", "alert_id")
-            }
+            self._raise(device, data, when)
         elif data.get("type") == "cleared":
-            device.alerts.pop(face_id, None)
+            key = str(data.get("alert_id") or data.get("face_id"))
+            self._clear(device, key, when, str(data.get("reason") or "recovered"))
 
     def _on_camera(self, device: Device, data: dict[str, Any], now: float) -> None:
         device.camera = camera_tile(data)
@@ -229,18 +261,41 @@ class Fleet:
         device.version = data.get("version")
         fps = data.get("fps")
         device.fps = float(fps) if isinstance(fps, (int, float)) else None
-        if not device.camera.get("from_state") and device.fps is not None:  # older daemons: frames say it
+        if isinstance(data.get("camera"), dict):
+            device.camera = camera_tile(data["camera"])
+        elif not device.camera.get("from_state") and device.fps is not None:  # older daemons: frames say it
             device.camera = {
                 "ok": device.fps > 0,
                 "text": f"{device.fps:.0f} fps" if device.fps > 0 else "no frames",
             }
 
-    def roll_over(self, now: float) -> list[str]:
-        """Devices whose 'today' ended at midnight (their tiles must be resent)."""
-        today = local_day_now(now)
-        changed = []
-        for name, device in self.devices.items():
-            if device.today is not None and device.today.day != today:
-                device.today = Today(today)
-                changed.append(name)
-        return changed
+    # -- alerts: open ones here, every one in the store -----------------------------------
+
+    def _raise(self, device: Device, alert: dict[str, Any], when: float) -> None:
+        key = str(alert.get("alert_id") or alert.get("face_id"))
+        if key in device.alerts:
+            return
+        device.alerts[key] = {
+            k: alert.get(k) for k in ("face_id", "emotion", "since", "probability", "alert_id")
+        }
+        device.alerts[key]["alert_id"] = key
+        since = parse_time(alert.get("since")) or when
+        probability = alert.get("probability")
+        self.store.alert_raised(
+            device.device,
+            key,
+            str(alert.get("emotion", "")),
+            float(probability) if isinstance(probability, (int, float)) else None,
+            since,
+            when,
+        )
+        self._recent.pop(device.device, None)
+
+    def _clear(self, device: Device, key: str, when: float, reason: str) -> None:
+        device.alerts.pop(key, None)
+        if self.store.alert_cleared(key, when, reason):
+            self._recent.pop(device.device, None)
+
+    def _close_alerts(self, device: Device, when: float, reason: str) -> None:
+        for key in set(device.alerts) | set(self.store.open_alerts(device.device)):
+            self._clear(device, key, when, reason)

@@ -289,13 +289,14 @@ def build_parser() -> argparse.ArgumentParser:
     un.add_argument("--force", action="store_true", help="clear even though the kiosk is online")
     un.set_defaults(handler=_unregister)
 
-    d = sub.add_parser("dashboard", help="serve the live web dashboard of every kiosk under the topic prefix")
-    d.add_argument(
-        "--config",
-        default=None,
-        help="dashboard.yaml: http.host/port, mqtt (broker, topic_prefix, read-only login), "
-        "stale_seconds (default: built-in defaults, broker on localhost)",
+    d = sub.add_parser(
+        "dashboard",
+        help="serve the live web dashboard of every kiosk under the topic prefix; "
+        "'dashboard export': its visit summaries as CSV",
     )
+    from dashboard.__main__ import add_arguments as dashboard_arguments  # argparse only: light
+
+    dashboard_arguments(d)
     d.set_defaults(handler=_dashboard)
     return parser
 

@@ -5,10 +5,11 @@ running on a clip."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -24,9 +25,21 @@ from bench.harness import (
     wait_until,
 )
 from dashboard.fleet import Fleet
+from dashboard.store import SCHEMA_VERSION, Store, StoreError
 from tests.conftest import ROOT
 
 NOW = time.time()
+
+
+@pytest.fixture(autouse=True)
+def own_state_dir(tmp_path, monkeypatch):
+    """A dashboard started without store.path keeps its store in the user's state folder:
+    here the test's own, never the real one."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+
+
+def make_fleet(path=":memory:", keep: float = 1800.0) -> Fleet:
+    return Fleet("fer-kiosk", Store(path), keep, NOW)
 
 
 def iso(seconds_ago: float = 0.0) -> str:
@@ -50,7 +63,9 @@ def state(device: str, faces: list[tuple[str, str, float]], status: str = "runni
     ).encode()
 
 
-def visit_end(device: str, event_id: str, duration: float, emotion: str, ended_ago: float = 0.0) -> bytes:
+def visit_end(
+    device: str, event_id: str, duration: float, emotion: str, ended_ago: float = 0.0, ended_by: str = "left"
+) -> bytes:
     return json.dumps(
         {
             "v": 1,
@@ -64,6 +79,7 @@ def visit_end(device: str, event_id: str, duration: float, emotion: str, ended_a
             "confidence": 0.7,
             "probabilities": {},
             "summary": {
+                "ended_by": ended_by,
                 "first_seen": iso(ended_ago + duration),
                 "last_seen": iso(ended_ago),
                 "duration_s": duration,
@@ -80,7 +96,7 @@ def visit_end(device: str, event_id: str, duration: float, emotion: str, ended_a
 
 
 def test_tiles_follow_availability_state_and_stats():
-    fleet = Fleet("fer-kiosk")
+    fleet = make_fleet()
     assert fleet.apply("fer-kiosk/k1/availability", b"online", NOW) == "k1"
     assert fleet.apply("fer-kiosk/k1/state", state("k1", [("a-1", "happy", 0.8)]), NOW) == "k1"
     assert (
@@ -98,17 +114,28 @@ def test_tiles_follow_availability_state_and_stats():
     fleet.apply("fer-kiosk/k1/state", state("k1", [], camera=camera), NOW)
     fleet.apply("fer-kiosk/k1/stats", json.dumps({"fps": 0}).encode(), NOW)
     tile = fleet.tile("k1", NOW)  # the daemon's own word wins over the stats' fps
-    assert tile["camera"]["ok"] is False and tile["camera"]["text"].startswith("not_found: no such device")
+    assert tile["camera"]["ok"] is False and tile["camera"]["text"].startswith("not found: no such device")
     fleet.apply(
         "fer-kiosk/k1/camera", json.dumps({**camera, "status": "online", "cause": None}).encode(), NOW
     )
     assert fleet.tile("k1", NOW)["camera"]["ok"] is True
+    starting = {**camera, "cause": "starting", "detail": "opening camera 0"}
+    fleet.apply("fer-kiosk/k1/camera", json.dumps(starting).encode(), NOW)
+    assert fleet.tile("k1", NOW)["camera"] == {  # starting is no fault: neither ok nor bad
+        "ok": None,
+        "cause": "starting",
+        "from_state": True,
+        "text": "starting",
+    }
+    fleet.apply("fer-kiosk/k1/state", state("k1", [("a-1", "happy", 0.8)]), NOW)
     fleet.apply("fer-kiosk/k1/availability", b"offline", NOW)
-    assert fleet.tile("k1", NOW)["online"] is False
+    tile = fleet.tile("k1", NOW)  # offline: nobody, no emotion, camera unknown
+    assert tile["online"] is False and tile["face_count"] == 0 and tile["faces"] == []
+    assert tile["dominant_emotion"] == "none" and tile["camera"]["ok"] is None
 
 
 def test_messages_that_are_not_ours_or_not_valid_change_nothing():
-    fleet = Fleet("fer-kiosk")
+    fleet = make_fleet()
     for topic, payload in [
         ("other/k1/state", state("k1", [])),
         ("fer-kiosk/k1/state/extra", b"{}"),
@@ -122,32 +149,136 @@ def test_messages_that_are_not_ours_or_not_valid_change_nothing():
     assert fleet.devices == {}
 
 
-def test_today_counts_each_visit_once_and_only_todays():
-    fleet = Fleet("fer-kiosk")
+def test_today_counts_each_visit_once_and_only_todays(tmp_path):
+    fleet = make_fleet(tmp_path / "store.sqlite3")
     fleet.apply("fer-kiosk/k1/events", visit_end("k1", "e1", 30.0, "happy"), NOW)
     fleet.apply("fer-kiosk/k1/events", visit_end("k1", "e1", 30.0, "happy"), NOW)  # at least once: again
     fleet.apply("fer-kiosk/k1/events", visit_end("k1", "e2", 10.0, "sad"), NOW)
     fleet.apply("fer-kiosk/k1/events", visit_end("k1", "e3", 50.0, "happy"), NOW)
     fleet.apply("fer-kiosk/k1/events", visit_end("k1", "old", 99.0, "angry", ended_ago=3 * 86400), NOW)
+    # cut short by the daemon: kept, listed, never counted (its length is not the customer's)
+    fleet.apply("fer-kiosk/k1/events", visit_end("k1", "cut", 2.0, "fear", ended_by="shutdown"), NOW)
     today = fleet.tile("k1", NOW)["today"]
     assert today["visits"] == 3 and today["median_seconds"] == 30.0
     assert today["emotion_share"] == {"happy": 0.667, "sad": 0.333}
-    assert [v["duration_s"] for v in today["last_visits"]] == [50.0, 10.0, 30.0]
+    assert [v["duration_s"] for v in today["last_visits"]] == [2.0, 50.0, 10.0, 30.0]
+    assert today["last_visits"][0]["ended_by"] == "shutdown"
     tomorrow = NOW + 86400
     assert fleet.roll_over(tomorrow) == ["k1"] and fleet.tile("k1", tomorrow)["today"]["visits"] == 0
+    # a restart: a new fleet on the same store knows today's kiosk and its figures at once
+    again = make_fleet(tmp_path / "store.sqlite3")
+    assert list(again.devices) == ["k1"] and again.tile("k1", NOW)["today"] == today
+    assert len(again.store.visits(date.fromtimestamp(NOW - 4 * 86400), date.fromtimestamp(NOW))) == 5
 
 
-def test_alerts_are_raised_cleared_and_forgotten_with_the_person():
-    fleet = Fleet("fer-kiosk")
+def test_alerts_are_listed_with_their_times_for_a_while_without_face_ids():
+    fleet = make_fleet(keep=60)
     fleet.apply("fer-kiosk/k1/state", state("k1", [("a-1", "angry", 0.8), ("a-2", "happy", 0.9)]), NOW)
-    raised = {"type": "raised", "face_id": "a-1", "emotion": "angry", "since": iso(10), "probability": 0.8}
+    raised = {
+        "type": "raised",
+        "alert_id": "al-1",
+        "face_id": "a-1",
+        "emotion": "angry",
+        "since": iso(10),
+        "probability": 0.8,
+        "time": iso(4),
+    }
     fleet.apply("fer-kiosk/k1/alerts", json.dumps(raised).encode(), NOW)
-    assert [a["face_id"] for a in fleet.tile("k1", NOW)["alerts"]] == ["a-1"]
-    fleet.apply("fer-kiosk/k1/alerts", json.dumps({**raised, "type": "cleared"}).encode(), NOW)
-    assert fleet.tile("k1", NOW)["alerts"] == []
-    fleet.apply("fer-kiosk/k1/alerts", json.dumps(raised).encode(), NOW)
-    fleet.apply("fer-kiosk/k1/state", state("k1", [("a-2", "happy", 0.9)]), NOW)  # a-1 left
-    assert fleet.tile("k1", NOW)["alerts"] == []
+    tile = fleet.tile("k1", NOW)
+    assert [a["alert_id"] for a in tile["alerts"]] == ["al-1"]
+    assert "a-1" not in json.dumps(tile) and "a-2" not in json.dumps(tile)  # no face id leaves
+    cleared = {**raised, "type": "cleared", "reason": "recovered", "time": iso(1)}
+    fleet.apply("fer-kiosk/k1/alerts", json.dumps(cleared).encode(), NOW)
+    tile = fleet.tile("k1", NOW)
+    assert tile["alerts"] == []
+    [recent] = tile["recent_alerts"]
+    assert recent["reason"] == "recovered" and round(NOW - recent["raised"]) == 4
+    assert round(NOW - recent["cleared"]) == 1 and round(NOW - recent["since"]) == 10
+    assert fleet.expire_alerts(NOW + 30) == [] and fleet.expire_alerts(NOW + 61) == ["k1"]
+    assert fleet.tile("k1", NOW + 61)["recent_alerts"] == []
+    # an alert whose person left without a cleared message is closed, reason left
+    fleet.apply("fer-kiosk/k1/alerts", json.dumps({**raised, "alert_id": "al-2"}).encode(), NOW)
+    fleet.apply("fer-kiosk/k1/state", state("k1", [("a-2", "happy", 0.9)]), NOW)
+    tile = fleet.tile("k1", NOW)
+    assert tile["alerts"] == [] and tile["recent_alerts"][0]["reason"] == "left"
+
+
+def test_a_retained_state_is_as_old_as_its_time_stamp():
+    """A freshly started dashboard gets the kiosks' retained states: "updated" is when the
+    kiosk said it, not when the dashboard subscribed."""
+    fleet = make_fleet()
+    old = json.loads(state("k1", [("a-1", "happy", 0.8)]))
+    old["time"] = iso(600)
+    fleet.apply("fer-kiosk/k1/state", json.dumps(old).encode(), NOW, retained=True)
+    fleet.apply("fer-kiosk/k1/availability", b"online", NOW, retained=True)
+    assert round(NOW - fleet.tile("k1", NOW)["last_update"]) == 600
+    fleet.apply("fer-kiosk/k1/state", state("k1", []), NOW)
+    assert fleet.tile("k1", NOW)["last_update"] == NOW
+
+
+def test_the_store_is_versioned_wal_and_keeps_only_what_it_should(tmp_path):
+    path = tmp_path / "store.sqlite3"
+    store = Store(path, retention_days=30)
+    mode = store._db.execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal" and store._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    fleet = Fleet("fer-kiosk", store, 60, NOW)
+    for n, days_ago in enumerate((0, 1, 29, 31, 400)):
+        fleet.apply("fer-kiosk/k1/events", visit_end("k1", f"e{n}", 10.0, "happy", days_ago * 86400), NOW)
+    assert store.prune(NOW) == 2
+    kept = store.visits(date.fromtimestamp(NOW - 500 * 86400), date.fromtimestamp(NOW))
+    assert sorted(v.event_id for v in kept) == ["e0", "e1", "e2"]
+    columns = {row[1] for row in store._db.execute("PRAGMA table_info(visits)")}
+    assert not columns & {"face_id", "box", "probabilities"}  # summaries only
+    store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version=99")
+    with pytest.raises(StoreError, match="newer"):
+        Store(path)
+    other = tmp_path / "other.sqlite3"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE notes (x)")
+    with pytest.raises(StoreError, match="not a dashboard store"):
+        Store(other)
+
+
+def test_the_config_is_typed_and_refuses_unknown_keys(tmp_path, monkeypatch):
+    from dashboard.config import DashboardConfig, load_dashboard_config
+    from edge.config import ConfigError
+
+    monkeypatch.setenv("XDG_STATE_HOME", "/srv/state")
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    assert str(DashboardConfig().store_path) == "/srv/state/fer-kiosk/dashboard.sqlite3"
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/fer-kiosk-dashboard")
+    assert str(DashboardConfig().store_path) == "/var/lib/fer-kiosk-dashboard/dashboard.sqlite3"
+    assert DashboardConfig().client_id.startswith("fer-kiosk-dashboard-")
+    config = tmp_path / "dashboard.yaml"
+    config.write_text("store:\n  path: data/dash.sqlite3\n  retention_days: 30\nalerts:\n  keep_seconds: 5\n")
+    loaded = load_dashboard_config(config)
+    assert loaded.store_path == tmp_path / "data" / "dash.sqlite3" and loaded.alerts.keep_seconds == 5
+    config.write_text("store:\n  retention_days: 0\n  colour: red\nalerts:\n  keep_seconds: soon\n")
+    with pytest.raises(ConfigError) as err:
+        load_dashboard_config(config)
+    assert {e.split(":")[0] for e in err.value.errors} == {
+        "store.retention_days",
+        "store.colour",
+        "alerts.keep_seconds",
+    }
+
+
+def test_one_slow_browser_is_dropped_alone_without_raising():
+    from dashboard.config import DashboardConfig
+    from dashboard.server import CLIENT_QUEUE, Hub, sse
+
+    hub = Hub(DashboardConfig(), Store(":memory:"))
+    slow, fast = hub.subscribe(), hub.subscribe()
+    received = 0
+    for n in range(CLIENT_QUEUE * 3):
+        hub._broadcast(sse("devices", {"n": n}))
+        hub.on_broker_status(n % 2 == 0, "flapping")  # paho's thread broadcasts too
+        while fast.next(0) not in (None, b""):
+            received += 1
+    assert slow.closed.is_set() and slow.next(0) == b"" and hub.dropped == 1
+    assert not fast.closed.is_set() and received == CLIENT_QUEUE * 6
 
 
 # ---- the server, with a real broker -----------------------------------------------------
@@ -178,6 +309,9 @@ def test_server_serves_the_fleet_the_page_and_nothing_else(tmp_path, broker):
         assert fleet["broker"]["connected"] and fleet["devices"][0]["faces"][0]["emotion"] == "sad"
         assert b"Counter dashboard" in http_get(url + "/")
         assert b"EventSource" in http_get(url + "/static/app.js")
+        assert http_get(url + "/favicon.ico").startswith(b"<svg")
+        history = json.loads(http_get(url + "/api/history?days=7"))
+        assert len(history["days"]) == 7 and len(history["hours"]) == 24
         for bad in ("/static/../server.py", "/static/%2e%2e/server.py", "/static/fleet.py", "/nothing"):
             assert http_get(url + bad) is None, bad  # 404 raises in urlopen
         # The page server is the standard library and paho: OpenCV and numpy (30 MB of a
