@@ -4,7 +4,8 @@ As Home Assistant expects them today (2026): ``default_entity_id`` (``domain.slu
 entity id Home Assistant creates) instead of the retired ``object_id``, an ``origin`` block
 naming the software that publishes, and one device per kiosk. Entities read the retained
 state, camera and stats topics and the events topic; availability follows the daemon's
-availability topic. Re-published whenever Home Assistant announces ``online`` on
+availability topic, and a kiosk behind a bridge whose bridge is down is unavailable too
+(``availability_list``). Re-published whenever Home Assistant announces ``online`` on
 ``<discovery_prefix>/status``; ``fer-kiosk unregister`` clears them (``removal_messages``).
 """
 
@@ -27,6 +28,33 @@ VISIT_EVENT_TEMPLATE = (
     '"duration_s": {{ value_json.summary.duration_s }}, "ended_by": "{{ value_json.summary.ended_by }}"}'
     "{% endif %}"
 )
+
+
+# What a bridge's notification ("1" up, "0" down: deploy/mosquitto/bridge.conf) means to Home
+# Assistant: "0" makes the kiosk unavailable, "1" is ignored (neither payload below). The
+# kiosk comes back with its own availability, which the box's broker sends again on every
+# bridge connection (it is retained), so a bridge that is up never hides a stopped daemon.
+BRIDGE_AVAILABILITY_TEMPLATE = "{{ 'offline' if value == '0' else 'bridge up' }}"
+
+
+def bridge_topic(topics: Topics) -> str:
+    """Where the kiosk box's bridge says whether it is connected (docs/mqtt.md, Bridge)."""
+    return f"{topics.base}/bridge"
+
+
+def availability_list(topics: Topics) -> list[dict[str, str]]:
+    """Home Assistant's availability (mode ``latest``: the last message that says online or
+    offline decides): the daemon's own topic, and the bridge's, which can only say offline.
+    A kiosk without a bridge never publishes the second: the first alone decides."""
+    return [
+        {"topic": topics.availability, "payload_available": "online", "payload_not_available": "offline"},
+        {
+            "topic": bridge_topic(topics),
+            "value_template": BRIDGE_AVAILABILITY_TEMPLATE,
+            "payload_available": "online",
+            "payload_not_available": "offline",
+        },
+    ]
 
 
 def node_id(device_id: str) -> str:
@@ -172,9 +200,8 @@ def discovery_messages(
     }
     origin = {"name": "fer-kiosk", "sw_version": sw_version, "support_url": SUPPORT_URL}
     common = {
-        "availability_topic": topics.availability,
-        "payload_available": "online",
-        "payload_not_available": "offline",
+        "availability": availability_list(topics),
+        "availability_mode": "latest",
         "device": device,
         "origin": origin,
     }

@@ -200,7 +200,11 @@ def test_discovery_payloads_as_home_assistant_expects_them_today():
         component = next(m.topic.split("/")[1] for m in messages if m.topic.split("/")[-2] == key)
         assert config["default_entity_id"] == f"{component}.fer_kiosk_k_1_{key}"
         assert config["origin"] == {"name": "fer-kiosk", "sw_version": "0.2.0", "support_url": SUPPORT_URL}
-        assert config["availability_topic"] == "fer-kiosk/k-1/availability"
+        assert "availability_topic" not in config and config["availability_mode"] == "latest"
+        assert [a["topic"] for a in config["availability"]] == [
+            "fer-kiosk/k-1/availability",
+            "fer-kiosk/k-1/bridge",  # a bridge's notification: docs/mqtt.md, Bridge
+        ]
     emotion = by_key["emotion"]
     assert emotion["state_topic"] == "fer-kiosk/k-1/state"
     assert emotion["device"] == {
