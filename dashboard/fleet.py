@@ -4,7 +4,8 @@ Messages in (topic, payload, time received, retained or not), tiles out. No MQTT
 no clock of its own; what must outlive the process (visit summaries, alerts) goes to the
 store, and a tile's "today" and recent alerts are read back from it, so a restart changes
 nothing. The topic layout and payloads are the daemon's (docs/mqtt.md):
-``<prefix>/<device>/{availability,state,events,alerts,stats,camera}``.
+``<prefix>/<device>/{availability,state,events,alerts,stats,camera}``, and ``bridge`` from
+the kiosk box's Mosquitto bridge when the kiosk is behind one (docs/mqtt.md, Bridge).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from dashboard.store import Store, local_day, visit_from_event
 
-KINDS = ("availability", "state", "events", "alerts", "stats", "camera")
+KINDS = ("availability", "state", "events", "alerts", "stats", "camera", "bridge")
 EVENTS = "events"  # the one kind that must never be missed: QoS 1, persistent session
 
 # The daemon's camera causes (docs/mqtt.md, Camera) in words; "starting" is no fault.
@@ -80,13 +81,16 @@ class Device:
     # (a retained state from an hour ago is an hour old, however late we subscribed).
     last_heard: float = 0.0
     last_state_time: str | None = None  # the state payload's own time stamp
+    # The box's bridge to this broker: False while it is down (the kiosk is unreachable,
+    # whatever its retained availability and state still say), None without a bridge.
+    bridge_up: bool | None = None
 
     def hear(self, when: float) -> None:
         self.last_heard = max(self.last_heard, when)
 
     def live(self) -> dict[str, Any]:
         """What is true now, as far as the kiosk said: nothing while it is offline."""
-        if self.online is False or self.status == "stopped":
+        if self.online is False or self.status == "stopped" or self.bridge_up is False:
             return {
                 "face_count": 0,
                 "dominant_emotion": "none",
@@ -135,6 +139,8 @@ class Fleet:
         device_id, kind = parts[-2], parts[-1]
         if kind not in KINDS:
             return None
+        if kind == "bridge":
+            return self._on_bridge(device_id, payload, now, retained)
         if kind == "availability":
             text = payload.decode("utf-8", "replace").strip()
             if text not in ("online", "offline"):
@@ -166,7 +172,8 @@ class Fleet:
         device = self.devices[device_id]
         return {
             "device": device.device,
-            "online": device.online,
+            "online": False if device.bridge_up is False else device.online,
+            "bridge": device.bridge_up,
             "status": device.status,
             **device.live(),
             "recent_alerts": self.recent_alerts(device_id, now),
@@ -210,6 +217,19 @@ class Fleet:
         return changed
 
     # -- one handler per topic kind -----------------------------------------------------
+
+    def _on_bridge(self, device_id: str, payload: bytes, now: float, retained: bool) -> str | None:
+        """The bridge's notification: "1" when the box's bridge connects, "0" (its last will,
+        published by this broker) when it is gone. Down: the tile is unreachable (not online,
+        nobody, no emotion); up: the kiosk's own availability and state count again."""
+        text = payload.decode("utf-8", "replace").strip()
+        if text not in ("0", "1"):
+            return None
+        device = self._device(device_id)
+        device.bridge_up = text == "1"
+        if device.bridge_up and not retained:
+            device.hear(now)  # the "0" comes from this broker, not from the kiosk
+        return device_id
 
     def _device(self, device_id: str) -> Device:
         if device_id not in self.devices:
