@@ -176,6 +176,59 @@ class Subscriber:
         self.client.loop_stop()
 
 
+class MjpegCamera:
+    """A network camera as IP cameras are: Motion-JPEG over HTTP (multipart/x-mixed-replace)
+    on a free loopback port, ``fps`` frames a second of one JPEG. ``silent`` set: the
+    connection stays open and nothing is sent (a frozen camera). ``connections`` counts GETs.
+
+        camera = MjpegCamera(jpeg).start()
+        url = camera.url("admin:secret@")  # any user info: the server does not check it
+        ...
+        camera.stop()
+    """
+
+    def __init__(self, jpeg: bytes, fps: float = 30.0):
+        import socketserver
+        from http.server import BaseHTTPRequestHandler
+
+        self.silent = threading.Event()
+        self.connections: list[float] = []
+        camera = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                camera.connections.append(time.monotonic())
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)
+                try:
+                    while True:
+                        if not camera.silent.is_set():
+                            self.wfile.write(head + jpeg + b"\r\n")
+                        time.sleep(1 / fps)
+                except OSError:
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+
+    def start(self) -> MjpegCamera:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def url(self, userinfo: str = "", query: str = "") -> str:
+        return f"http://{userinfo}127.0.0.1:{self.port}/video.mjpg" + (f"?{query}" if query else "")
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
 # -- systemd's side -------------------------------------------------------------------------
 
 

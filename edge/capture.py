@@ -3,7 +3,9 @@
 The capture thread keeps only the newest frame: the processing loop always gets the
 latest one with its timestamp, so a slow frame never builds up lag. When the source
 cannot be opened, disappears or ends, the thread logs it once, retries with exponential
-backoff and logs again when frames flow.
+backoff and logs again when frames flow. Frames, not connections, mean a camera works: a
+read that brings nothing for ``camera.stall_seconds`` is a stall (offline, ``no_frames``),
+and the camera is opened again by a new reader.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ MOTION_JPEG_TAGS = frozenset({b"MJPG", b"mjpg", b"JPEG", b"jpeg"})
 CORRUPT_PACKETS_LIMIT = 30
 # Where a JPEG's size (its SOF marker) must be found, after any EXIF block
 JPEG_HEADER_BYTES = 1 << 16
+# Readers left blocked in a camera's read (stalls) before no new one is started
+MAX_ABANDONED_READERS = 4
 
 
 class Capture(Protocol):
@@ -204,17 +208,13 @@ def why_unavailable(kind: str, source: int | str) -> str:
     return unavailable_cause(kind, source)[1]
 
 
-def redact_url(source: int | str) -> str:
-    """A source for the log: a stream URL's password (rtsp://user:secret@cam/) is hidden."""
-    return re.sub(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^/@]*@", r"\1:***@", str(source), flags=re.IGNORECASE)
-
-
 class FrameSource:
     """A started thread that captures frames; ``latest()`` returns the newest unseen one."""
 
     def __init__(self, config: CameraConfig, opener: Callable[..., Capture] | None = None):
         self.config = config
         self.kind, self._target, self._backend = describe_source(config.source)
+        self.name = config.display_name  # never the source itself: a URL may hold a password
         # OpenCV's own warnings would repeat at every retry; the reason is logged once, below.
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         self._opener = opener or partial(open_capture, max_pixels=config.max_frame_pixels)
@@ -223,18 +223,24 @@ class FrameSource:
         self._taken = -1
         self._sequence = 0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+        # A reader that blocks inside the camera's read (a stream that keeps its connection
+        # open and sends nothing, a device that hangs) cannot be interrupted: the watch thread
+        # abandons it (a new generation) and starts another; the old one exits if it ever wakes.
+        self._generation = 0
+        self._reading_since: float | None = None  # monotonic start of the read in progress
+        self._abandoned: list[threading.Thread] = []
+        self._thread = self._reader(0)
+        self._watch_thread = threading.Thread(target=self._watch, name="capture-watch", daemon=True)
         self.connected = False
         self.finished = False  # a file with loop: false was played to its end: no more frames
-        self.status = CameraStatus(
-            False, "starting", f"{self.kind} {redact_url(config.source)}: opening", time.time()
-        )
+        self.status = CameraStatus(False, "starting", f"{self.kind} {self.name}: opening", time.time())
         self.failures = 0  # times the source was lost or could not be opened
         self._refused: str | None = None  # why the last open refused the source (too large)
         self._announced = False  # the stream's first open was logged
 
     def start(self) -> FrameSource:
         self._thread.start()
+        self._watch_thread.start()
         return self
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -242,6 +248,53 @@ class FrameSource:
         with self._lock:
             self._lock.notify_all()
         self._thread.join(timeout)
+        self._watch_thread.join(timeout)
+
+    def _reader(self, generation: int) -> threading.Thread:
+        return threading.Thread(target=self._run, args=(generation,), name="capture", daemon=True)
+
+    def _current(self, generation: int) -> bool:
+        """Is a reader of this generation still the one wanted?"""
+        return generation == self._generation and not self._stop.is_set()
+
+    def _watch(self) -> None:
+        """Frames, not connections, mean a camera works: a read that has not returned for
+        camera.stall_seconds makes the camera offline (no_frames) and a new reader opens it again."""
+        stall = self.config.stall_seconds
+        while not self._stop.wait(min(1.0, stall / 4)):
+            since = self._reading_since
+            if since is None or time.monotonic() - since < stall:
+                continue
+            self._reading_since = None
+            self.connected = False
+            self.failures += 1
+            self._set_status(
+                False,
+                "no_frames",
+                f"{self.kind} {self.name}: no frame for {stall:g} s (camera.stall_seconds); reopening",
+            )
+            _LOGGER.warning(
+                "%s %s: no frame for %g s (camera.stall_seconds), the connection still open; reopening",
+                self.kind,
+                self.name,
+                stall,
+            )
+            self._abandoned = [t for t in self._abandoned if t.is_alive()] + [self._thread]
+            if len(self._abandoned) >= MAX_ABANDONED_READERS:
+                _LOGGER.error(
+                    "%s %s: %d readers are stuck in the camera's driver; not opening it again "
+                    "until one returns",
+                    self.kind,
+                    self.name,
+                    len(self._abandoned),
+                )
+                while len([t for t in self._abandoned if t.is_alive()]) >= MAX_ABANDONED_READERS:
+                    if self._stop.wait(stall):
+                        return
+            with self._lock:
+                self._generation += 1
+                self._thread = self._reader(self._generation)
+            self._thread.start()
 
     def latest(self, timeout: float) -> Frame | None:
         """The newest frame not yet returned, waiting up to ``timeout`` s for one."""
@@ -312,7 +365,7 @@ class FrameSource:
         if not self._announced:
             _LOGGER.info(
                 "stream %s: opening (timeout %g s, camera.open_timeout_seconds)",
-                redact_url(self.config.source),
+                self.name,
                 self.config.open_timeout_seconds,
             )
             self._announced = True
@@ -333,14 +386,20 @@ class FrameSource:
             )
         return None
 
-    def _run(self) -> None:
+    def _run(self, generation: int) -> None:
         delays = backoff_delays(self.config.retry_initial_seconds, self.config.retry_max_seconds)
-        logged_down = False
-        while not self._stop.is_set():
+        logged_down = generation > 0  # a reader after a stall: the stall was logged
+        if generation:
+            self._stop.wait(next(delays))
+        while self._current(generation):
             try:
                 capture = self._open()
             except Exception as err:  # OpenCV raising on a source: retried like any other failure
                 capture, self._refused = None, f"cannot be opened ({type(err).__name__}: {err})"[:300]
+            if not self._current(generation):
+                if capture is not None:
+                    capture.release()
+                return
             if capture is None:
                 self.failures += 1
                 cause, detail = unavailable_cause(self.kind, self.config.source)
@@ -352,7 +411,7 @@ class FrameSource:
                     _LOGGER.warning(
                         "%s %s: %s; retrying with backoff (up to %.0f s)",
                         self.kind,
-                        redact_url(self.config.source),
+                        self.name,
                         self._refused or why_unavailable(self.kind, self.config.source),
                         self.config.retry_max_seconds,
                     )
@@ -361,60 +420,66 @@ class FrameSource:
                 continue
             failure = ""
             try:
-                ended = self._read_until_lost(capture)
+                ended = self._read_until_lost(capture, generation)
             except Exception as err:  # a frame OpenCV raised on must not end the capture thread
                 ended, failure = False, f" ({type(err).__name__}: {' '.join(str(err).split())[:200]})"
             finally:
                 capture.release()
-            if self._stop.is_set():
-                break
+            if not self._current(generation):
+                return
             if ended and self.kind == "file" and self.config.loop:
                 continue
             if ended and self.kind == "file":
                 # A recording played once: the run is over (loop: true plays it again).
                 self.connected, self.finished = False, True
-                self._set_status(False, "ended", f"file {self.config.source} ended")
-                _LOGGER.info("file %s ended (camera.loop is false): no more frames", self.config.source)
+                self._set_status(False, "ended", f"file {self.name} ended")
+                _LOGGER.info("file %s ended (camera.loop is false): no more frames", self.name)
                 with self._lock:
                     self._lock.notify_all()
                 break
-            self._set_status(
-                False, "no_frames", f"{self.kind} {redact_url(self.config.source)} stopped delivering frames"
-            )
+            self._set_status(False, "no_frames", f"{self.kind} {self.name} stopped delivering frames")
             self.connected = False
             self.failures += 1
             _LOGGER.warning(
                 "%s %s %s%s; retrying with backoff",
                 self.kind,
-                redact_url(self.config.source),
+                self.name,
                 "ended" if ended else "stopped delivering frames",
                 failure,
             )
             logged_down = True
             delays = backoff_delays(self.config.retry_initial_seconds, self.config.retry_max_seconds)
             self._stop.wait(next(delays))
-        self.connected = False
+        if self._current(generation) or self._stop.is_set():
+            self.connected = False
 
     def _set_status(self, online: bool, cause: str, detail: str) -> None:
         if (online, cause) != (self.status.online, self.status.cause):
             self.status = CameraStatus(online, cause, detail, time.time())
 
-    def _read_until_lost(self, capture: Capture) -> bool:
+    def _read_until_lost(self, capture: Capture, generation: int = 0) -> bool:
         """Reads frames until the source fails; True when a file simply ended."""
         paced = self.kind == "file" and self.config.realtime
         fps = capture.get(cv2.CAP_PROP_FPS) or self.config.fps
         period = 1.0 / fps if fps > 0 else 1.0 / self.config.fps
         next_due = time.monotonic()
         first = True
-        while not self._stop.is_set():
-            ok, image = capture.read()
+        while self._current(generation):
+            self._reading_since = time.monotonic()
+            try:
+                ok, image = capture.read()
+            finally:
+                if generation == self._generation:
+                    self._reading_since = None
+            if not self._current(generation):
+                return False  # abandoned while it read (a stall): another reader took over
             if not ok or image is None:
                 return self.kind == "file"
             if image.shape[0] * image.shape[1] > self.config.max_frame_pixels:  # size changed mid-stream
                 _LOGGER.warning(
                     "%s %s: %s",
                     self.kind,
-                    self.config.source,
+                    self.name,
                     self._too_large(image.shape[1], image.shape[0]),
                 )
                 return False
@@ -422,7 +487,7 @@ class FrameSource:
                 _LOGGER.info(
                     "%s %s delivers %dx%d frames",
                     self.kind,
-                    self.config.source,
+                    self.name,
                     image.shape[1],
                     image.shape[0],
                 )
@@ -430,7 +495,7 @@ class FrameSource:
                 self._set_status(
                     True,
                     "",
-                    f"{self.kind} {redact_url(self.config.source)}: {image.shape[1]}x{image.shape[0]} frames",
+                    f"{self.kind} {self.name}: {image.shape[1]}x{image.shape[0]} frames",
                 )
             if paced:
                 next_due += period
@@ -445,6 +510,8 @@ class FrameSource:
                     ):
                         self._lock.wait(0.1)
             with self._lock:
+                if generation != self._generation:
+                    return False
                 self._sequence += 1
                 self._frame = Frame(image, self._sequence, time.time(), time.monotonic())
                 self._lock.notify_all()

@@ -55,7 +55,7 @@ def _check(args: argparse.Namespace) -> int:
         f"{pipeline.classifier.runtime})"
     )
     print(
-        f"  camera: {config.camera.source}  broker: {config.mqtt.host}:{config.mqtt.port}  "
+        f"  camera: {config.camera.display_name}  broker: {config.mqtt.host}:{config.mqtt.port}  "
         f"topics: {config.base_topic}/"
     )
     return 0

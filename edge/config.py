@@ -55,9 +55,38 @@ class CameraConfig:
     retry_max_seconds: float = field(default=30.0, metadata=_range(0.01, 3600))
     # Network sources (rtsp://, http://): opening, and each read, give up after this long.
     open_timeout_seconds: float = field(default=10.0, metadata=_range(0.5, 600))
+    # Any source: a read that brings no frame for this long (a stream that keeps its
+    # connection open and sends nothing, a hung device) makes the camera offline
+    # (no_frames) and opens it again. Above a frame's period at the slowest fps.
+    stall_seconds: float = field(default=10.0, metadata=_range(1.0, 3600))
     # Frames (and image files as a source) larger than this many pixels are refused before
     # they are decoded whole: a 4K frame is 8.3 million; a 140 KB PNG can claim 144 million.
     max_frame_pixels: int = field(default=16_000_000, metadata=_range(65_536, 1_000_000_000))
+
+    @property
+    def display_name(self) -> str:
+        """The source with its secrets hidden: what every log line and payload shows."""
+        return redacted_source(self.source)
+
+
+def redacted_source(source: int | str) -> str:
+    """A camera source as logs, commands and payloads show it: a URL's user info keeps only
+    the user name (``rtsp://admin:***@cam/``; a lone token becomes ``***``) and every query
+    value is hidden (``?token=***``). The real source is used only where the camera is
+    opened (edge/capture.py)."""
+    text = str(source)
+    match = re.match(r"^([a-z][a-z0-9+.-]*://)([^?#]*)(.*)$", text, re.IGNORECASE | re.DOTALL)
+    if not match:
+        return text
+    scheme, before_query, query = match.groups()
+    # The user info ends at the last "@" before the query, so that a password with an
+    # unescaped "/" or "@" in it (invalid, and common) is hidden whole.
+    if "@" in before_query:
+        userinfo, host = before_query.rsplit("@", 1)
+        user, has_password, _ = userinfo.partition(":")
+        before_query = f"{user.split('/')[0]}:***@{host}" if has_password else f"***@{host}"
+    query = re.sub(r"([?&][^=&#]*=)[^&#]*", r"\1***", query)
+    return scheme + before_query + query
 
 
 # The default pixel limit, also for `fer-kiosk classify` (which reads no config).

@@ -44,7 +44,6 @@ class LoopStats:
     frames: int = 0
     faces: int = 0
     events: int = 0
-    last_frame_monotonic: float = 0.0
 
 
 class ProcessingLoop:
@@ -168,7 +167,6 @@ class ProcessingLoop:
             self.stats.frames += 1
             self.stats.faces += len(faces)
             self.collector.frame(times, len(faces))
-            self.stats.last_frame_monotonic = frame.monotonic
         self._publish_events(events)
         self._publish_alerts(self.alerts.update(self.tracker.present(), self.clock(), self.wall_clock()))
         self.publish_camera()

@@ -1,10 +1,13 @@
 """``fer-kiosk run``: assembles the real parts from the config and runs them as a service.
 
 Life cycle, as systemd sees it (Type=notify):
-- READY=1 once the config is valid, the model is loaded and the first frame arrived;
-- WATCHDOG=1 from the processing loop, only while frames flow: a hung camera or loop stops
-  the pings and systemd restarts the service;
-- STATUS= a short line (fps, faces, broker);
+- READY=1 once the config is valid, the model is loaded and the MQTT client started,
+  camera or not: from then on the daemon can report;
+- WATCHDOG=1 from the processing loop, frames or not: it proves the loop lives (a stuck
+  loop stops the pings and systemd restarts the service). A camera that delivers no frame
+  for camera.stall_seconds is the capture's to report (camera topic offline, no_frames)
+  and to reopen;
+- STATUS= a short line (fps or the camera's trouble, faces, broker);
 - SIGHUP: RELOADING=1, the config is read again and applied (an invalid one is refused
   and the running config kept), READY=1;
 - SIGTERM: STOPPING=1, open visits are ended (their summaries spooled), the retained state
@@ -41,7 +44,7 @@ from edge.tracking import FaceTracker
 
 _LOGGER = logging.getLogger(__name__)
 
-# Frames must have arrived this recently for the loop to tell systemd it is alive.
+# How often systemd's STATUS line (and the spool's upkeep) is refreshed.
 STATUS_INTERVAL_SECONDS = 5.0
 
 
@@ -217,7 +220,7 @@ class Service:
             __version__,
             c.device_id,
             c.base_topic,
-            c.camera.source,
+            c.camera.display_name,
         )
         self.publisher.start()
         self.source.start()

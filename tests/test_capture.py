@@ -376,3 +376,104 @@ def test_an_opencv_error_while_reading_is_a_lost_source_not_a_dead_thread(caplog
         finally:
             source.stop()
     assert "stopped delivering frames (error: OpenCV(4.x) error" in caplog.text
+
+
+def test_a_motion_jpeg_camera_that_goes_silent_with_its_connection_open_is_reported_and_reopened(caplog):
+    """A real MJPEG-over-HTTP camera that sends frames, then holds its connection open and
+    sends nothing: within camera.stall_seconds (+ the watch's tick) the camera is offline
+    with cause no_frames, the password is nowhere in the log, and the camera is opened
+    again; when it sends again, frames flow and it is online."""
+    from skimage import data
+
+    from bench.harness import MjpegCamera
+
+    jpeg = cv2.imencode(".jpg", cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))[1].tobytes()
+    camera = MjpegCamera(jpeg).start()
+    config = CameraConfig(
+        source=camera.url("admin:s3cret@"),
+        open_timeout_seconds=30,
+        stall_seconds=2,
+        retry_initial_seconds=0.2,
+        retry_max_seconds=0.5,
+    )
+    source = FrameSource(config)
+    try:
+        with caplog.at_level(logging.INFO, logger="edge.capture"):
+            source.start()
+            assert source.latest(10) is not None, "no frame from the camera"
+            assert source.status.online
+            camera.silent.set()
+            went_silent = time.monotonic()
+            while source.status.online and time.monotonic() - went_silent < 2 + 5:
+                source.latest(0.1)
+            reported = time.monotonic() - went_silent
+            assert not source.status.online and source.status.cause == "no_frames", source.status
+            assert reported < 2 + 5, f"reported after {reported:.1f} s"
+            assert "camera.stall_seconds" in source.status.detail
+            deadline = time.monotonic() + 10
+            while len(camera.connections) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert len(camera.connections) >= 2, "the camera was not opened again"
+            camera.silent.clear()
+            deadline = time.monotonic() + 15
+            while not source.status.online and time.monotonic() < deadline:
+                source.latest(0.2)
+            assert source.status.online, source.status
+            assert source.latest(5) is not None
+        assert "no frame for 2 s (camera.stall_seconds)" in caplog.text
+        assert "s3cret" not in caplog.text and "s3cret" not in source.status.detail
+    finally:
+        source.stop()
+        camera.stop()
+
+
+class BlockingCamera:
+    """A capture whose reads block after 3 frames until ``release`` (a hung driver)."""
+
+    def __init__(self, opened: list):
+        self.frames = 0
+        self.released = __import__("threading").Event()
+        opened.append(self)
+
+    def isOpened(self):
+        return True
+
+    def get(self, prop):
+        return 30.0 if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def set(self, prop, value):
+        return True
+
+    def read(self):
+        self.frames += 1
+        if self.frames > 3:
+            self.released.wait()
+            return False, None
+        time.sleep(0.01)
+        return True, np.full((48, 64, 3), 100, np.uint8)
+
+    def release(self):
+        self.released.set()
+
+
+def test_a_device_whose_read_blocks_is_abandoned_reported_and_opened_again():
+    opened: list[BlockingCamera] = []
+    config = CameraConfig(source=0, stall_seconds=1, retry_initial_seconds=0.1, retry_max_seconds=0.2)
+    source = FrameSource(config, opener=lambda *args: BlockingCamera(opened)).start()
+    try:
+        assert source.latest(5) is not None
+        started = time.monotonic()
+        while source.status.online and time.monotonic() - started < 6:
+            time.sleep(0.05)
+        assert source.status.cause == "no_frames" and not source.status.online
+        deadline = time.monotonic() + 5
+        while len(opened) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(opened) >= 2, "no new reader opened the device again"
+        assert source.latest(5) is not None, "the new reader delivers frames"
+        # the first reader is still blocked in its read: its frames can never come back
+        assert not opened[0].released.is_set()
+    finally:
+        source.stop()
+        for camera in opened:
+            camera.release()

@@ -1,6 +1,6 @@
 import pytest
 
-from edge.config import Config, ConfigError, load_config, parse_config
+from edge.config import CameraConfig, Config, ConfigError, load_config, parse_config
 from tests.conftest import ROOT
 
 
@@ -167,3 +167,16 @@ def test_pixel_limit_is_validated_and_must_fit_the_requested_camera_size():
     assert errors_of({"camera": {"width": 1920, "height": 1080, "max_frame_pixels": 1_000_000}}) == [
         "camera.max_frame_pixels: 1000000 is below the requested 1920x1080 = 2073600 pixels"
     ]
+
+
+def test_a_source_is_shown_without_its_secrets():
+    from edge.config import redacted_source
+
+    assert redacted_source("rtsp://admin:s3cr@t/x@cam:554/live?token=abc&ch=1#f") == (
+        "rtsp://admin:***@cam:554/live?token=***&ch=***#f"
+    )
+    assert redacted_source("http://TOKEN@cam/video.mjpg") == "http://***@cam/video.mjpg"
+    assert redacted_source("http://cam/video.mjpg") == "http://cam/video.mjpg"
+    assert redacted_source("/videos/a?b=c.mp4") == "/videos/a?b=c.mp4"  # a file name, not a URL
+    assert redacted_source(0) == "0"
+    assert CameraConfig(source="http://u:p@h/").display_name == "http://u:***@h/"

@@ -151,3 +151,67 @@ def test_a_recording_of_visits_is_processed_once_with_one_summary_per_visit(tmp_
         e["summary"]["duration_s"] for e in ends
     ]
     assert {e["summary"]["ended_by"] for e in ends} == {"left"}
+
+
+@pytest.mark.slow
+def test_a_camera_password_never_leaves_the_box_and_a_frozen_camera_is_reported(
+    tmp_path, broker, subscribe, astronaut_bgr
+):
+    """A network camera with a password and a token in its URL, given by --source: no log
+    line, no `check` output and no MQTT payload (state, camera, stats, discovery, events)
+    carries them; when the camera freezes with its connection open, the retained camera
+    topic says offline (no_frames) within camera.stall_seconds + 5 s."""
+    import cv2
+
+    from bench.harness import MjpegCamera
+
+    camera = MjpegCamera(cv2.imencode(".jpg", astronaut_bgr)[1].tobytes(), fps=15).start()
+    secrets = ("PA55word", "T0KENvalue")
+    url = camera.url("admin:PA55word@", "token=T0KENvalue&stream=1")
+    sub = subscribe(broker.port, "#")
+    config = write_config(
+        tmp_path / "config.yaml",
+        broker.port,
+        url,
+        camera={"stall_seconds": 2, "open_timeout_seconds": 5},
+        mqtt={"stats_interval_seconds": 1},
+    )
+    check = subprocess.run(
+        [sys.executable, "-m", "edge", "check", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=harness.checkout_env(),
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stderr
+    assert "admin:***@127.0.0.1" in check.stdout and "token=***" in check.stdout
+    log = tmp_path / "daemon.log"
+    daemon = start_daemon(config, log, args=("--source", url))
+    try:
+
+        def camera_states():
+            return sub.json_on("test-kiosk/camera")
+
+        def online():
+            return [c["status"] == "online" for c in camera_states()]
+
+        assert sub.wait_for(lambda: any(online()), 30), log.read_text()[-2000:]
+        assert sub.wait_for(lambda: sub.json_on("/stats"), 10)
+        camera.silent.set()
+        frozen = time.monotonic()
+        assert sub.wait_for(lambda: not online()[-1], 2 + 5), camera_states()[-1]
+        assert camera_states()[-1]["cause"] == "no_frames"
+        assert time.monotonic() - frozen <= 2 + 5
+    finally:
+        code = stop_daemon(daemon)
+        camera.stop()
+    assert code == 0
+    outputs = [log.read_text(), check.stdout, check.stderr] + [
+        payload.decode(errors="replace") for _, payload, _ in sub.messages
+    ]
+    assert len(sub.messages) > 10
+    assert any("admin:***@" in text for text in outputs[3:]), "the camera's topic names the source"
+    for secret in secrets:
+        leaks = [text[:200] for text in outputs if secret in text]
+        assert not leaks, f"{secret} leaked: {leaks}"
