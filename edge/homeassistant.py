@@ -228,11 +228,13 @@ def removal_messages(
     discovery_prefix: str, device_id: str, topics: Topics, labels: Sequence[str]
 ) -> list[Message]:
     """Empty retained messages that remove the kiosk from Home Assistant and from the broker:
-    every discovery config, then the retained state, camera and availability."""
+    every discovery config, then the retained state, camera and availability, and a bridge's
+    state (only where the kiosk's bridge no longer runs: a running bridge publishes it again)."""
     messages = [
         Message(discovery_topic(discovery_prefix, component, device_id, key), b"", 1, retain=True)
         for component, key, _ in entities(topics, labels)
     ]
     return messages + [
-        Message(topic, b"", 1, retain=True) for topic in (topics.state, topics.camera, topics.availability)
+        Message(topic, b"", 1, retain=True)
+        for topic in (topics.state, topics.camera, topics.availability, bridge_topic(topics))
     ]

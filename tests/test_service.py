@@ -231,6 +231,7 @@ def test_discovery_payloads_as_home_assistant_expects_them_today():
     assert {m.topic for m in removal} >= {m.topic for m in messages} | {
         "fer-kiosk/k-1/state",
         "fer-kiosk/k-1/availability",
+        "fer-kiosk/k-1/bridge",
     }
     assert all(m.payload == b"" and m.retain for m in removal)
 
