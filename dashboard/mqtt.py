@@ -68,6 +68,7 @@ class Subscription:
         self._normal_delays()
         self.client.on_connect = self._handle_connect
         self.client.on_disconnect = self._handle_disconnect
+        self.client.on_connect_fail = self._handle_connect_fail
         self.client.on_message = self._handle_message
         self.where = f"{config.host}:{config.port}"
 
@@ -129,6 +130,12 @@ class Subscription:
             self._on_status(False, f"another client uses the client id {self.client_id}")
             return
         self._on_status(False, "lost")
+
+    def _handle_connect_fail(self, client, userdata) -> None:
+        # The broker was not there: short connections before this were its restarts, not
+        # another client taking our session (that happens while the broker accepts us).
+        if not self._clash:
+            self._short = 0
 
     def _handle_message(self, client, userdata, message) -> None:
         try:

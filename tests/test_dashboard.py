@@ -4,6 +4,7 @@ running on a clip."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import subprocess
@@ -342,8 +343,9 @@ def test_a_bad_dashboard_config_is_refused_with_exit_78(tmp_path):
 # ---- the page in a real browser, fed by the real daemon -----------------------------------
 
 
-@pytest.fixture
-def page():
+@contextlib.contextmanager
+def browser_page():
+    """A page in Debian's Chromium (skips the test without Playwright or Chromium)."""
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed (tests/run.sh installs it)")
@@ -351,6 +353,12 @@ def page():
         browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
         yield browser.new_page(viewport={"width": 1024, "height": 768})
         browser.close()
+
+
+@pytest.fixture
+def page():
+    with browser_page() as opened:
+        yield opened
 
 
 def wait_js(page, expression: str, timeout: float = 10.0) -> None:

@@ -65,10 +65,11 @@ function alertText(a, now) {
 }
 
 function recentAlerts(d, now) {
-  const shown = (d.recent_alerts || []).filter((a) => a.cleared == null ? (d.alerts || []).some((o) => o.alert_id === a.alert_id) : now - a.cleared <= keepAlerts);
+  // Open alerts are in the tile's alert box; cleared ones stay listed here for a while.
+  const shown = (d.recent_alerts || []).filter((a) => a.cleared != null && now - a.cleared <= keepAlerts);
   if (!shown.length) return "";
   return `<ul class="recent" data-role="recent-alerts" aria-label="recent alerts">${shown.map((a) =>
-    `<li class="${a.cleared == null ? "open" : ""}">${alertText(a, now)} · raised ${clock(a.raised, true)}${a.cleared == null ? " · open" : ` · cleared ${clock(a.cleared, true)} (${REASONS[a.reason] || esc(a.reason)})`}</li>`).join("")}</ul>`;
+    `<li>${alertText(a, now)} · raised ${clock(a.raised, true)} · cleared ${clock(a.cleared, true)} (${REASONS[a.reason] || esc(a.reason)})</li>`).join("")}</ul>`;
 }
 
 function renderTile(d, state, label) {
@@ -92,7 +93,7 @@ function renderTile(d, state, label) {
     <h2>${esc(d.device)} <span class="badge ${state}" data-role="availability">${label}</span></h2>
     <div class="meta">
       <span class="${camera.ok === false ? "camera-bad" : ""}" data-role="camera">camera: ${esc(camera.text || "unknown")}</span>
-      <span data-role="face-count">${plural(people, "person", "people")} now</span>
+      <span data-role="face-count">${plural(people, "person", "people")} ${state === "unknown" && d.last_update ? "(last known)" : "now"}</span>
       <span data-role="updated">${d.last_update ? `updated ${ago(now - d.last_update)}` : "not heard from yet"}</span>
     </div>
     <div class="live">
@@ -172,7 +173,10 @@ function showBanner() {
   const el = document.getElementById("banner");
   let text = "";
   if (streamDownSince) text = `The dashboard is not answering since ${clock(streamDownSince / 1000, true)}: what you see may be out of date. Reconnecting…`;
-  else if (!broker.connected) text = `The dashboard lost its MQTT broker ${broker.host} at ${clock(broker.since, true)} (${broker.text}): kiosks may be working and holding their visits; figures are the last known.`;
+  else if (!broker.connected) {
+    const why = ["lost", "disconnected", "connecting"].includes(broker.text) ? "" : ` (${broker.text})`;
+    text = `The dashboard lost its MQTT broker ${broker.host} at ${clock(broker.since, true)}${why}: kiosks may be working and holding their visits; figures are the last known.`;
+  }
   el.textContent = text;
   el.hidden = !text;
 }
@@ -245,8 +249,8 @@ function drawHistory(h) {
       h.hours.map((x) => ({ label: x.hour % 3 === 0 ? String(x.hour).padStart(2, "0") : "", total: x.visits, parts: parts(x.by_emotion) })), { key: "hours" }),
     chart(`Visits per day, last ${plural(n, "day")}`,
       days.map((d, i) => ({ label: label(i), total: d.visits, parts: parts(d.by_emotion) })), { key: "days" }),
-    chart("Median visit length per day",
-      days.map((d, i) => ({ label: label(i), total: d.median_seconds || 0, text: d.median_seconds == null ? "" : span(d.median_seconds), parts: [["f-median", d.median_seconds || 0]] })), { key: "median" }),
+    chart("Median visit length per day, in seconds",
+      days.map((d, i) => ({ label: label(i), total: d.median_seconds || 0, text: Math.round(d.median_seconds || 0), parts: [["f-median", d.median_seconds || 0]] })), { key: "median" }),
     chart("Alerts per day",
       days.map((d, i) => ({ label: label(i), total: d.alerts, parts: [["f-alert", d.alerts]] })), { key: "alerts" }),
   ].join("");
