@@ -252,6 +252,8 @@ def test_the_config_is_typed_and_refuses_unknown_keys(tmp_path, monkeypatch):
     monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/fer-kiosk-dashboard")
     assert str(DashboardConfig().store_path) == "/var/lib/fer-kiosk-dashboard/dashboard.sqlite3"
     assert DashboardConfig().client_id.startswith("fer-kiosk-dashboard-")
+    # the example in deploy/ is the defaults, written out
+    assert load_dashboard_config(ROOT / "deploy" / "dashboard.yaml") == DashboardConfig()
     config = tmp_path / "dashboard.yaml"
     config.write_text("store:\n  path: data/dash.sqlite3\n  retention_days: 30\nalerts:\n  keep_seconds: 5\n")
     loaded = load_dashboard_config(config)
