@@ -36,8 +36,11 @@ _LOGGER = logging.getLogger(__name__)
 class Frame:
     image: np.ndarray
     sequence: int  # increases by one per frame captured (gaps = frames the loop skipped)
-    wall_time: float  # time.time() at capture: for payloads
-    monotonic: float  # time.monotonic() at capture: for tracking and latency
+    # When the frame was taken. A camera or stream: time.time() and time.monotonic() at
+    # capture. A file: the start of the run plus the frame's own media time, so that a
+    # recording gives the same visits, durations and alerts at any reading speed.
+    wall_time: float  # for payloads
+    monotonic: float  # for tracking, alerts and latency
 
 
 # FFmpeg's codec tags of Motion-JPEG (as CAP_PROP_FOURCC reports them)
@@ -221,6 +224,11 @@ class FrameSource:
         self._lock = threading.Condition()
         self._frame: Frame | None = None
         self._taken = -1
+        self._taken_frame: Frame | None = None
+        # A file's timeline: where its media time 0 lies on the two clocks (set at its first
+        # frame), and the media time the next play of a looping file starts at.
+        self._media_origin: tuple[float, float] | None = None
+        self._media_next = 0.0
         self._sequence = 0
         self._stop = threading.Event()
         # A reader that blocks inside the camera's read (a stream that keeps its connection
@@ -306,7 +314,21 @@ class FrameSource:
                     return None
                 self._lock.wait(remaining)
             self._taken = self._frame.sequence
+            self._taken_frame = self._frame
+            self._lock.notify_all()  # an unpaced file's reader waits for the hand-over
             return self._frame
+
+    def clock(self) -> float:
+        """Now, for tracking and alerts: a file's time is the media time of the last frame
+        handed out (it moves only as frames are processed, at whatever speed); a camera's
+        and a stream's is time.monotonic()."""
+        frame = self._taken_frame
+        return frame.monotonic if self.kind == "file" and frame is not None else time.monotonic()
+
+    def wall_clock(self) -> float:
+        """Now, for payloads, on the same timeline as ``clock``."""
+        frame = self._taken_frame
+        return frame.wall_time if self.kind == "file" and frame is not None else time.time()
 
     def _too_large(self, width: float, height: float) -> str | None:
         limit = self.config.max_frame_pixels
@@ -464,6 +486,7 @@ class FrameSource:
         period = 1.0 / fps if fps > 0 else 1.0 / self.config.fps
         next_due = time.monotonic()
         first = True
+        play_start, in_play = self._media_next, -period  # a file's media time, this play
         while self._current(generation):
             self._reading_since = time.monotonic()
             try:
@@ -509,10 +532,25 @@ class FrameSource:
                         and not self._stop.is_set()
                     ):
                         self._lock.wait(0.1)
+            if self.kind == "file":
+                position = capture.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+                # the file's own timestamp; one period on where it does not move forward
+                in_play = position if position > in_play else in_play + period
+                self._media_next = play_start + in_play + period
+                wall, monotonic = self._media_time(play_start + in_play)
+            else:
+                wall, monotonic = time.time(), time.monotonic()
             with self._lock:
                 if generation != self._generation:
                     return False
                 self._sequence += 1
-                self._frame = Frame(image, self._sequence, time.time(), time.monotonic())
+                self._frame = Frame(image, self._sequence, wall, monotonic)
                 self._lock.notify_all()
         return False
+
+    def _media_time(self, media: float) -> tuple[float, float]:
+        """(wall, monotonic) of a file's media time: the run's start plus it."""
+        if self._media_origin is None:
+            self._media_origin = (time.time() - media, time.monotonic() - media)
+        wall_origin, monotonic_origin = self._media_origin
+        return wall_origin + media, monotonic_origin + media

@@ -69,7 +69,7 @@ class ProcessingLoop:
         self.topics = Topics(config.base_topic)
         self.device_id = config.device_id
         self.stats = stats or LoopStats()
-        self.collector = collector or StatsCollector(clock=clock)
+        self.collector = collector or StatsCollector()  # the machine's time: real fps and CPU
         self._state_signature: tuple | None = None
         self._state_published = -float("inf")
         self._camera_published = None  # the camera status last published

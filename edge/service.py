@@ -176,6 +176,8 @@ class Service:
             self.pipeline,
             self.tracker,
             self.publisher,
+            clock=self.source.clock,  # a recording's own time, a camera's monotonic time
+            wall_clock=self.source.wall_clock,
             alerts=alerts,
             stats=previous.stats if previous else None,
             collector=previous.collector if previous else None,
@@ -331,7 +333,7 @@ class Service:
             return
         self.config, self.pipeline = new, pipeline
         logging.getLogger().setLevel(self.log_level or new.log_level)
-        if {"tracking", "mqtt", "homeassistant", "spool", "rules"} & set(changed):
+        if {"tracking", "mqtt", "homeassistant", "spool", "rules", "camera"} & set(changed):
             # visits end under the old settings, so their summaries reach the old topics
             self.loop.end_visits("reload")
             self.tracker = FaceTracker(new.tracking, pipeline.classifier.labels)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pytest
 
 from bench import harness
@@ -215,3 +216,55 @@ def test_a_camera_password_never_leaves_the_box_and_a_frozen_camera_is_reported(
     for secret in secrets:
         leaks = [text[:200] for text in outputs if secret in text]
         assert not leaks, f"{secret} leaked: {leaks}"
+
+
+@pytest.mark.slow
+def test_a_recording_gives_the_same_visits_read_paced_or_as_fast_as_possible(tmp_path, broker, subscribe):
+    """The frame's own media time drives tracking: four visits of 2.5 s, played at their
+    rate and read unpaced, give the same four visits, their durations within a frame, and
+    visit times that follow the recording, not the reading speed."""
+    from bench.clips import visits_clip
+
+    fps = 30.0
+    clip = visits_clip(tmp_path / "visits.avi", visits=4, visit_seconds=2.5, gap_seconds=1.5, fps=fps)
+    summaries, elapsed = {}, {}
+    sub = subscribe(broker.port, "fer-kiosk/+/events")
+    for realtime in (True, False):
+        device = f"kiosk-{'paced' if realtime else 'unpaced'}"
+        config = harness.write_config(
+            tmp_path / f"{device}.yaml",
+            broker.port,
+            device,
+            str(clip),
+            camera={"realtime": realtime},
+            tracking={"heartbeat_seconds": 0},
+        )
+        log = tmp_path / f"{device}.log"
+        started = time.monotonic()
+        daemon = start_daemon(config, log)
+        try:
+            assert daemon.wait(90) == 0, log.read_text()[-3000:]
+        finally:
+            if daemon.poll() is None:
+                stop_daemon(daemon)
+        elapsed[realtime] = time.monotonic() - started
+        def ends():
+            return [e["summary"] for e in sub.json_on(f"{device}/events") if e["type"] == "end"]
+
+        assert sub.wait_for(lambda: len(ends()) >= 4, 10), ends()
+        summaries[realtime] = ends()
+    paced, unpaced = summaries[True], summaries[False]
+    assert len(paced) == len(unpaced) == 4, (paced, unpaced)
+    for a, b in zip(paced, unpaced):
+        assert a["ended_by"] == b["ended_by"] == "left"
+        assert abs(a["duration_s"] - b["duration_s"]) <= 1 / fps + 1e-3, (a, b)
+    # the visits lie 4 s apart on the recording's timeline, however fast it was read
+    from datetime import datetime
+
+    def starts(visits):
+        return [datetime.fromisoformat(v["first_seen"].replace("Z", "+00:00")).timestamp() for v in visits]
+
+    for visits in (paced, unpaced):
+        gaps = np.diff(starts(visits))
+        assert np.allclose(gaps, 4.0, atol=0.1), gaps
+    assert elapsed[False] < elapsed[True]  # 16.5 s of recording, read faster than it plays
