@@ -23,6 +23,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import cv2
 
@@ -75,6 +76,19 @@ def check_inputs(config: Config, environ=os.environ) -> list[str]:
     return credentials_warnings(config.mqtt, environ)
 
 
+def check_alert_emotions(config: Config, labels, model_name: str) -> None:
+    """The alert rule names emotions the loaded model has (its contract's labels, which a
+    model of one's own may choose): ConfigError otherwise."""
+    unknown = [e for e in config.rules.alerts.emotions if e not in labels]
+    if config.rules.alerts.enabled and unknown:
+        raise ConfigError(
+            [
+                f"rules.alerts.emotions: {', '.join(unknown)} not among the model's labels "
+                f"({', '.join(labels)}; {model_name})"
+            ]
+        )
+
+
 def build_pipeline(config: Config) -> FramePipeline:
     """Model and detector; raises ContractError / DetectorError with a message naming the problem."""
     if config.detector.threads:
@@ -82,6 +96,7 @@ def build_pipeline(config: Config) -> FramePipeline:
     model_path = config.model.path or str(DEFAULT_MODEL)
     views = None if config.model.views == "contract" else VIEW_SETS[config.model.views]
     classifier = EmotionClassifier(model_path, num_threads=config.model.num_threads, views=views)
+    check_alert_emotions(config, classifier.labels, Path(model_path).name)
     policy = ClassifyPolicy.from_config(classifier.contract.views, config.model, config.tracking)
     return FramePipeline(
         HaarFaceDetector(config.detector), classifier, policy, ignore_zones=config.detector.ignore_zones
@@ -318,7 +333,11 @@ class Service:
         try:
             if {"detector", "model"} & set(changed):
                 pipeline = build_pipeline(new)
-            if {"mqtt", "homeassistant", "spool"} & set(changed):
+            check_alert_emotions(new, pipeline.classifier.labels, Path(pipeline.classifier.model_path).name)
+            # A model with other labels: the tracker, the alert rules and Home Assistant's
+            # entities (built from the labels) are made anew for it.
+            labels_changed = pipeline.classifier.labels != self.pipeline.classifier.labels
+            if labels_changed or {"mqtt", "homeassistant", "spool"} & set(changed):
                 # built (files read, spool opened) before anything running is touched
                 same_spool = str(spool_dir(new)) == str(spool_dir(self.config))
                 publisher = build_publisher(
@@ -333,7 +352,7 @@ class Service:
             return
         self.config, self.pipeline = new, pipeline
         logging.getLogger().setLevel(self.log_level or new.log_level)
-        if {"tracking", "mqtt", "homeassistant", "spool", "rules", "camera"} & set(changed):
+        if labels_changed or {"tracking", "mqtt", "homeassistant", "spool", "rules", "camera"} & set(changed):
             # visits end under the old settings, so their summaries reach the old topics
             self.loop.end_visits("reload")
             self.tracker = FaceTracker(new.tracking, pipeline.classifier.labels)

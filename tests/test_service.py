@@ -154,6 +154,79 @@ def test_sighup_reloads_config_and_refuses_a_broken_one(tmp_path, broker, subscr
         assert stop_daemon(daemon) == 0
 
 
+def relabelled_model(folder: Path, renames: dict[str, str]) -> Path:
+    """A copy of the bundled model whose contract names some labels otherwise (a model of
+    one's own with its own emotions: same file, other names)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = folder / "own.tflite"
+    shutil.copy(ROOT / "edge" / "models" / "emotion_int8.tflite", model)
+    contract = json.loads((ROOT / "edge" / "models" / "emotion_int8.json").read_text())
+    contract["labels"] = [renames.get(label, label) for label in contract["labels"]]
+    (folder / "own.json").write_text(json.dumps(contract))
+    return model
+
+
+def test_alert_emotions_are_checked_against_the_loaded_models_labels(tmp_path):
+    model = relabelled_model(tmp_path / "m", {"disgust": "contempt"})
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model:\n  path: {model}\n")  # the default rule names disgust
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "run", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 78, result.stderr
+    assert "rules.alerts.emotions: disgust not among the model's labels" in result.stderr
+    assert "contempt" in result.stderr and "own.tflite" in result.stderr
+    config.write_text(f"model:\n  path: {model}\nrules:\n  alerts:\n    emotions: [angry, contempt]\n")
+    check = subprocess.run(
+        [sys.executable, "-m", "edge", "check", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stderr
+
+
+def test_a_reload_with_a_model_of_other_labels_rebuilds_tracker_alerts_and_discovery(
+    tmp_path, broker, subscribe
+):
+    clip = one_visit_clip(tmp_path / "clip.avi")
+    model = relabelled_model(tmp_path / "m", {"disgust": "contempt"})
+    config = config_file(tmp_path, broker.port, str(clip), camera={"loop": True})
+    log = tmp_path / "d.log"
+    sub = subscribe(broker.port, "#")
+    daemon = start_daemon(config, log)
+
+    def states():
+        return [json.loads(p) for t, p, _ in sub.messages if t == "fer-kiosk/svc/state"]
+
+    try:
+        assert sub.wait_for(lambda: any(s["faces"] for s in states()), 30), log.read_text()[-2000:]
+        data = yaml.safe_load(config.read_text())
+        data["model"] = {"path": str(model)}  # the rule still names disgust: refused
+        config.write_text(yaml.safe_dump(data))
+        daemon.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: "reload refused" in log.read_text(), 20), log.read_text()[-2000:]
+        assert "rules.alerts.emotions: disgust not among the model's labels" in log.read_text()
+        data["rules"] = {"alerts": {"emotions": ["angry", "sad", "contempt"]}}
+        config.write_text(yaml.safe_dump(data))
+        daemon.send_signal(signal.SIGHUP)
+        assert wait_until(lambda: "reloaded configuration" in log.read_text(), 20), log.read_text()[-2000:]
+
+        def relabelled():
+            return "contempt" in states()[-1]["levels"] and "disgust" not in states()[-1]["levels"]
+
+        assert sub.wait_for(relabelled, 20), states()[-1]
+        discovery = [t for t, _, _ in sub.messages if t.startswith("homeassistant/") and "contempt" in t]
+        assert discovery, "Home Assistant was not told of the new label"
+    finally:
+        assert stop_daemon(daemon) == 0
+
+
 def test_config_error_exits_78_without_starting(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("mqtt:\n  qos: 5\n")
