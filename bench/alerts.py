@@ -35,7 +35,7 @@ from edge.metrics import upset_report
 from edge.service import build_pipeline
 from edge.tracking import FaceTracker
 
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 HOLDS = (2.0, 5.0, 10.0)
 SIGNALS = ALERT_SIGNALS
 
