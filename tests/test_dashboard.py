@@ -5,11 +5,13 @@ running on a clip."""
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -313,6 +315,10 @@ def test_server_serves_the_fleet_the_page_and_nothing_else(tmp_path, broker):
         assert b"Counter dashboard" in http_get(url + "/")
         assert b"EventSource" in http_get(url + "/static/app.js")
         assert http_get(url + "/favicon.ico").startswith(b"<svg")
+        request = urllib.request.Request(url + "/static/app.js", headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(request, timeout=5) as response:  # a browser gets it gzip'd
+            assert response.headers["Content-Encoding"] == "gzip"
+            assert gzip.decompress(response.read()) == http_get(url + "/static/app.js")
         history = json.loads(http_get(url + "/api/history?days=7"))
         assert len(history["days"]) == 7 and len(history["hours"]) == 24
         for bad in ("/static/../server.py", "/static/%2e%2e/server.py", "/static/fleet.py", "/nothing"):
