@@ -10,6 +10,7 @@ the kiosk box's Mosquitto bridge when the kiosk is behind one (docs/mqtt.md, Bri
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -47,6 +48,15 @@ def parse_time(text: Any) -> float | None:
 
 def local_day_now(now: float) -> date:
     return local_day(now)
+
+
+def alert_key(alert: dict[str, Any]) -> str:
+    """An alert's id; for a payload without one (older daemons), a digest, so that no face id
+    is ever stored or sent to a page in its place."""
+    if alert.get("alert_id"):
+        return str(alert["alert_id"])
+    seed = f"{alert.get('face_id')}|{alert.get('since')}|{alert.get('emotion')}"
+    return "h-" + hashlib.sha256(seed.encode()).hexdigest()[:16]
 
 
 def camera_tile(camera: dict[str, Any]) -> dict[str, Any]:
@@ -271,8 +281,7 @@ class Fleet:
         if data.get("type") == "raised":
             self._raise(device, data, when)
         elif data.get("type") == "cleared":
-            key = str(data.get("alert_id") or data.get("face_id"))
-            self._clear(device, key, when, str(data.get("reason") or "recovered"))
+            self._clear(device, alert_key(data), when, str(data.get("reason") or "recovered"))
 
     def _on_camera(self, device: Device, data: dict[str, Any], now: float) -> None:
         device.camera = camera_tile(data)
@@ -292,7 +301,7 @@ class Fleet:
     # -- alerts: open ones here, every one in the store -----------------------------------
 
     def _raise(self, device: Device, alert: dict[str, Any], when: float) -> None:
-        key = str(alert.get("alert_id") or alert.get("face_id"))
+        key = alert_key(alert)
         if key in device.alerts:
             return
         device.alerts[key] = {

@@ -204,6 +204,12 @@ def test_alerts_are_listed_with_their_times_for_a_while_without_face_ids():
     fleet.apply("fer-kiosk/k1/state", state("k1", [("a-2", "happy", 0.9)]), NOW)
     tile = fleet.tile("k1", NOW)
     assert tile["alerts"] == [] and tile["recent_alerts"][0]["reason"] == "left"
+    # an older daemon's alert without an id: keyed by a digest, never by the face id
+    legacy = {k: v for k, v in raised.items() if k != "alert_id"}
+    fleet.apply("fer-kiosk/k1/alerts", json.dumps(legacy).encode(), NOW)
+    stored = [row[0] for row in fleet.store._db.execute("SELECT alert_id FROM alerts")]
+    assert len(stored) == 3 and not any("a-1" in key for key in stored)
+    assert "a-1" not in json.dumps(fleet.tile("k1", NOW))
 
 
 def test_a_retained_state_is_as_old_as_its_time_stamp():
