@@ -8,7 +8,11 @@ written for another model.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import platform
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -24,27 +28,101 @@ from edge.preprocess import normalize_faces
 _LOGGER = logging.getLogger(__name__)
 
 
-class RuntimeMissingError(ImportError):
-    pass
+class RuntimeMissingError(ContractError, ImportError):
+    """No TFLite runtime, or one that cannot run here: a ContractError (exit 78), in one line
+    naming the versions and the fix. Still an ImportError for callers that caught that."""
+
+
+# What NumPy and the C API print when a module built against NumPy 1.x (tflite-runtime <= 2.14)
+# is loaded beside NumPy 2: a warning, "_ARRAY_API not found", then a SystemError.
+_NUMPY_ABI_SIGNS = ("compiled using NumPy 1.x", "_ARRAY_API not found", "multiarray failed to import")
+# 32-bit ARM's set (the dependency markers in pyproject.toml).
+_NUMPY1_FIX = "'numpy<2' 'opencv-python-headless>=4.8,<4.12'"
+
+
+def _where() -> str:
+    return f"NumPy {np.__version__}, Python {platform.python_version()} on {platform.machine()}"
+
+
+def runtime_failure(runtime: str, err: BaseException, printed: str = "") -> RuntimeMissingError:
+    """One line for a runtime that will not load or run: what, the versions, and the fix.
+    ``printed``: what the failed call wrote to stderr (NumPy's ABI warning goes there)."""
+    chain, cause = [], err
+    while cause is not None and len(chain) < 5:
+        chain.append(f"{type(cause).__name__}: {cause}")
+        cause = cause.__cause__ or cause.__context__
+    text = printed + "\n" + "\n".join(chain)
+    pip = f"{sys.executable} -m pip install"
+    if any(sign in text for sign in _NUMPY_ABI_SIGNS):
+        return RuntimeMissingError(
+            f"{runtime} was built against NumPy 1.x and cannot run with NumPy {np.__version__} "
+            f"(Python {platform.python_version()} on {platform.machine()}): {pip} {_NUMPY1_FIX}"
+        )
+    first = next((line for line in str(err).splitlines() if line.strip()), "")
+    return RuntimeMissingError(
+        f"{runtime} cannot run here ({type(err).__name__}: {first[:200]}; {_where()}): "
+        f"reinstall it ({pip} --force-reinstall ai-edge-litert, or tflite-runtime on 32-bit ARM; "
+        "docs/deploy.md)"
+    )
+
+
+@contextlib.contextmanager
+def _stderr_kept(printed: io.StringIO):
+    """Python-level stderr into ``printed`` (NumPy's multi-line ABI warning would otherwise
+    precede the one line); given back when the call succeeds."""
+    with contextlib.redirect_stderr(printed):
+        yield
+    sys.stderr.write(printed.getvalue())
+
+
+def _installed(distribution: str, module: str) -> str:
+    """``distribution`` with its version where it can be found (for a runtime that failed)."""
+    version = getattr(sys.modules.get(module), "__version__", None)
+    if version is None:
+        from importlib import metadata
+
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            version = metadata.version(distribution)
+    return f"{distribution} {version}" if version else distribution
 
 
 def load_interpreter_class() -> tuple[type, str]:
     """The TFLite Interpreter class and the runtime's name and version."""
+    printed = io.StringIO()
     try:
-        import ai_edge_litert
-        from ai_edge_litert import interpreter as litert
+        with _stderr_kept(printed):
+            import ai_edge_litert
+            from ai_edge_litert import interpreter as litert
 
         return litert.Interpreter, f"ai-edge-litert {getattr(ai_edge_litert, '__version__', '?')}"
-    except ImportError:
-        pass
+    except ModuleNotFoundError as err:
+        if not (err.name or "").startswith("ai_edge_litert"):
+            raise runtime_failure(
+                _installed("ai-edge-litert", "ai_edge_litert"), err, printed.getvalue()
+            ) from err
+    except (ImportError, SystemError, OSError) as err:  # installed, but broken here
+        raise runtime_failure(
+            _installed("ai-edge-litert", "ai_edge_litert"), err, printed.getvalue()
+        ) from err
     try:
-        import tflite_runtime
-        from tflite_runtime import interpreter as tflite
+        with _stderr_kept(printed):
+            import tflite_runtime
+            from tflite_runtime import interpreter as tflite
 
         return tflite.Interpreter, f"tflite-runtime {getattr(tflite_runtime, '__version__', '?')}"
-    except ImportError as err:
-        raise RuntimeMissingError(
-            "no TFLite runtime: install ai-edge-litert (or tflite-runtime where LiteRT has no wheel)"
+    except ModuleNotFoundError as err:
+        if (err.name or "").startswith("tflite_runtime"):
+            raise RuntimeMissingError(
+                f"no TFLite runtime is installed ({_where()}): {sys.executable} -m pip install "
+                "ai-edge-litert (64-bit ARM, x86-64), or tflite-runtime==2.14.* with "
+                f"{_NUMPY1_FIX} on 32-bit ARM (docs/deploy.md)"
+            ) from err
+        raise runtime_failure(
+            _installed("tflite-runtime", "tflite_runtime"), err, printed.getvalue()
+        ) from err
+    except (ImportError, SystemError, OSError) as err:
+        raise runtime_failure(
+            _installed("tflite-runtime", "tflite_runtime"), err, printed.getvalue()
         ) from err
 
 
@@ -110,11 +188,16 @@ class EmotionClassifier:
                     f"contract says {self.contract.sha256[:12]}... (file corrupt or replaced)"
                 )
         interpreter_class, self.runtime = load_interpreter_class()
+        printed = io.StringIO()
         try:
-            self._interpreter = interpreter_class(model_path=str(self.model_path), num_threads=num_threads)
-            self._interpreter.allocate_tensors()
+            with _stderr_kept(printed):
+                model = str(self.model_path)
+                self._interpreter = interpreter_class(model_path=model, num_threads=num_threads)
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as err:
             raise ContractError(f"{self.model_path} cannot be loaded by {self.runtime}: {err}") from err
+        except (SystemError, ImportError) as err:  # the runtime itself cannot run here
+            raise runtime_failure(self.runtime, err, printed.getvalue()) from err
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
         problems = contract_mismatches(self.contract, self._input, self._output)
