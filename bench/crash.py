@@ -7,9 +7,9 @@ Each run: a real Mosquitto (persistent) and a dashboard with a persistent sessio
 daemon plays a clip of several visits; after the first visit summary arrives the broker
 goes down; at a random moment while later visits end during the outage the daemon gets
 SIGKILL; a new daemon starts (with no camera: it has only the spool to deliver), then the
-broker comes back. A visit counts as finished when its `end` was logged (the daemon runs
-with --log-level DEBUG; the event is logged after it was spooled) or is found in the spool
-after the kill, or was received. The run passes when every finished visit reached the
+broker comes back. A visit counts as finished when its `end` was logged as spooled (the
+daemon runs with --log-level DEBUG; the spool logs each entry once it is on disk) or is
+found in the spool after the kill, or was received. The run passes when every finished visit reached the
 dashboard exactly once after de-duplication by `event_id` (one event_id per visit, none
 for an unfinished one) and the spool is empty at the end.
 """
@@ -33,11 +33,11 @@ from bench.clips import visits_clip
 from bench.harness import EDGE, Broker, start_daemon, stop_daemon, wait_until, write_config
 
 DEVICE = "crash"
-END_LINE = re.compile(r"edge\.daemon: end (\S+) ")
+END_LINE = re.compile(r"edge\.spool: spooled end (\S+) ")
 
 
 def start(config: Path, log: Path) -> subprocess.Popen:
-    # DEBUG: the daemon logs each event, an `end` after it was spooled
+    # DEBUG: the spool logs each visit summary once it is on disk
     return start_daemon(config, log, command=(*EDGE, "--log-level", "DEBUG"))
 
 

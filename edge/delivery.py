@@ -3,6 +3,8 @@
 - Messages marked ``keep`` (visit summaries) go through the on-disk spool first and leave
   it only when the broker acknowledged them (PUBACK): at least once, in order, across
   outages and restarts. After every new connection whatever was in flight is sent again.
+  The caller's thread (the frame loop) only hands them over: the sender writes them to
+  disk (two fsyncs each), so a frame never waits on the disk.
 - Other messages are sent if the broker is there, else dropped and counted.
 - After every accepted connection, ``online`` on the availability topic and the
   ``on_connected`` messages (discovery, current state) are published, from the sender
@@ -94,6 +96,10 @@ class Delivery:
         while not self._stop.is_set():
             self._wake.wait(1.0)
             self._wake.clear()
+            try:
+                self.spool.save()  # summaries handed over by publish(keep=True), broker or not
+            except Exception:  # noqa: BLE001 - kept in memory and retried: the sender goes on
+                _LOGGER.exception("writing visit summaries to the spool failed")
             if not self.transport.connected:
                 continue
             with self._lock:
@@ -138,7 +144,7 @@ class Delivery:
         """Sends now if connected. ``keep``: goes through the on-disk spool first, so it
         survives a broker outage and a restart; otherwise dropped (and counted) when offline."""
         if keep:
-            self.spool.append(message)
+            self.spool.append(message, write=False)  # the sender writes it to disk
             self._wake.set()
             return self.transport.connected
         if self.transport.connected and self._send(message) is not None:
@@ -150,6 +156,7 @@ class Delivery:
     def finish(self, deadline: float) -> None:
         """Delivers what is spooled (while the broker is there), publishes ``offline`` and
         waits for the broker's acknowledgements, until ``deadline`` (time.monotonic())."""
+        self.spool.save()  # what was handed over last (the visits ended by the stop) is on disk first
         self._wake.set()
         while self.transport.connected and len(self.spool) and time.monotonic() < deadline - 0.5:
             time.sleep(0.02)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ class Message:
     payload: bytes
     qos: int
     retain: bool = False
+    label: str = field(default="", compare=False)  # for the log only ("end <face_id>")
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,9 @@ def event_payload(event: FaceEvent, device_id: str, event_id: str | None = None)
 
 
 def event_message(event: FaceEvent, topics: Topics, device_id: str, qos: int) -> Message:
-    return Message(topics.events, _dumps(event_payload(event, device_id)), qos)
+    return Message(
+        topics.events, _dumps(event_payload(event, device_id)), qos, label=f"{event.kind} {event.face_id}"
+    )
 
 
 def camera_summary(status: CameraStatus) -> dict[str, Any]:

@@ -114,7 +114,9 @@ class DiskSpool:
         self.dropped = 0
         self.moved_aside = 0
         self._lock = threading.Lock()
+        self._writing = threading.Lock()  # one writer of the backlog at a time
         self._unsaved: dict[str, dict] = {}  # name -> record, waiting to be written (in order)
+        self._labels: dict[str, str] = {}  # name -> what the log calls it, until written
         self._write_error: str | None = None
         self._next_retry = 0.0
         self._unremovable: set[str] = set()
@@ -192,53 +194,80 @@ class DiskSpool:
 
     def _write_unsaved(self) -> bool:
         """Writes the in-memory backlog to disk, oldest first; False at the first failure
-        (logged once per kind of failure). Call with the lock held."""
-        for name in list(self._unsaved):
-            try:
-                self._write(name, self._unsaved[name])
-            except OSError as err:
-                problem = f"{err.strerror or err}"
-                if problem != self._write_error:
-                    _LOGGER.error(
-                        "cannot write to the spool %s (%s): keeping %d visit summar%s in memory, "
-                        "still sent when the broker is there; retrying every %.0f s",
-                        self.directory,
-                        problem,
-                        len(self._unsaved),
-                        "y" if len(self._unsaved) == 1 else "ies",
-                        RETRY_SECONDS,
-                    )
-                    self._write_error = problem
-                self._next_retry = time.monotonic() + RETRY_SECONDS
-                return False
-            del self._unsaved[name]
-        if self._write_error is not None:
-            _LOGGER.warning("the spool %s is writable again: the backlog is on disk", self.directory)
-            self._write_error = None
-        return True
+        (logged once per kind of failure), after which it waits RETRY_SECONDS. The files
+        are written outside ``_lock`` (one writer at a time), so that ``append`` and
+        ``remove`` (paho's acknowledgements) never wait for an fsync."""
+        with self._writing:
+            with self._lock:
+                if not self._unsaved or (
+                    self._write_error is not None and time.monotonic() < self._next_retry
+                ):
+                    return not self._unsaved
+                backlog = list(self._unsaved.items())
+            for name, record in backlog:
+                try:
+                    self._write(name, record)
+                except OSError as err:
+                    with self._lock:
+                        self._write_failed(f"{err.strerror or err}")
+                    return False
+                with self._lock:
+                    label = self._labels.pop(name, "")
+                    written = self._unsaved.pop(name, None) is not None
+                if not written:  # acknowledged or dropped while it was written: not kept
+                    self._unlink(name)
+                    continue
+                _LOGGER.debug("spooled %s (%s)", label or "a message", name)
+            with self._lock:
+                if self._write_error is not None:
+                    _LOGGER.warning("the spool %s is writable again: the backlog is on disk", self.directory)
+                    self._write_error = None
+            return True
 
-    def append(self, message: Message) -> str:
+    def _write_failed(self, problem: str) -> None:
+        """Call with the lock held."""
+        if problem != self._write_error:
+            _LOGGER.error(
+                "cannot write to the spool %s (%s): keeping %d visit summar%s in memory, "
+                "still sent when the broker is there; retrying every %.0f s",
+                self.directory,
+                problem,
+                len(self._unsaved),
+                "y" if len(self._unsaved) == 1 else "ies",
+                RETRY_SECONDS,
+            )
+            self._write_error = problem
+        self._next_retry = time.monotonic() + RETRY_SECONDS
+
+    def append(self, message: Message, write: bool = True) -> str:
+        """Keeps ``message`` (in order) and writes it to disk; ``write`` False keeps it in
+        memory only, for ``save`` to write from another thread (no disk wait for the caller)."""
         record = _record(message)
         with self._lock:
             name = f"{self._next:016d}.json"
             self._next += 1
             self._unsaved[name] = record
+            self._labels[name] = message.label
             self._names.append(name)
-            if self._write_error is None or time.monotonic() >= self._next_retry:
-                self._write_unsaved()
             while len(self._names) > self.limit:
                 oldest = self._names.pop(0)
-                self._unsaved.pop(oldest, None)
-                self._unlink(oldest)
+                self._labels.pop(oldest, None)
+                if self._unsaved.pop(oldest, None) is None:
+                    self._unlink(oldest)
                 self.dropped += 1
                 _LOGGER.warning("spool full (%d messages): dropped the oldest, %s", self.limit, oldest)
+        if write:
+            self._write_unsaved()
         return name
+
+    def save(self) -> None:
+        """Writes what ``append(write=False)`` kept in memory (after a failure to write, at
+        most every RETRY_SECONDS)."""
+        self._write_unsaved()
 
     def retry_writes(self) -> None:
         """Tries again to write what is kept in memory (at most every RETRY_SECONDS)."""
-        with self._lock:
-            if self._unsaved and time.monotonic() >= self._next_retry:
-                self._write_unsaved()
+        self._write_unsaved()
 
     @property
     def unsaved(self) -> int:
@@ -313,6 +342,7 @@ class DiskSpool:
         with self._lock:
             if name in self._names:
                 self._names.remove(name)
+            self._labels.pop(name, None)
             if self._unsaved.pop(name, None) is None:
                 self._unlink(name)
 

@@ -135,3 +135,34 @@ def test_every_connection_is_greeted_with_online_and_the_hello_messages(tmp_path
     assert availability[0] == b"online" and availability[-1] == b"offline"  # finish() says offline
     sub.close()
     broker.stop()
+
+
+def test_the_caller_never_waits_for_the_disk_and_the_sender_writes_what_it_handed_over(tmp_path, monkeypatch):
+    """publish(keep=True) runs on the frame thread: it hands the summary over and returns;
+    the sender writes it (two fsyncs) even with no broker, and finish() writes whatever was
+    handed over last before anything else."""
+    import edge.spool
+
+    real_fsync = os.fsync
+
+    def slow_fsync(fd):
+        time.sleep(0.3)  # a slow SD card
+        real_fsync(fd)
+
+    monkeypatch.setattr(edge.spool.os, "fsync", slow_fsync)
+    from tests.broker import free_port
+
+    delivery = make_delivery(free_port(), tmp_path / "spool")  # nobody listens there
+    try:
+        started = time.monotonic()
+        for n in range(3):
+            delivery.publish(summary(n), keep=True)
+        assert time.monotonic() - started < 0.1, "the caller waited for the disk"
+        assert len(delivery.spool) == 3
+        assert wait_until(lambda: delivery.spool.unsaved == 0, 10)
+        assert len(list((tmp_path / "spool").glob("*.json"))) == 3
+        delivery.publish(summary(3), keep=True)
+    finally:
+        close(delivery, timeout=1.0)
+    assert len(list((tmp_path / "spool").glob("*.json"))) == 4, "finish() did not write the last one"
+    assert len(DiskSpool(tmp_path / "spool")) == 4  # a new process finds them all
