@@ -495,3 +495,21 @@ def test_twenty_devices_fit_a_tablet_and_stay_responsive(tmp_path, broker, page)
         )
     finally:
         assert stop_daemon(dashboard, 15) == 0, log.read_text()
+
+
+def test_the_dashboard_keeps_its_session_and_watch_does_not():
+    """The dashboard counts visits: a stable id and a kept session, events at QoS 1 only.
+    ``fer-kiosk watch`` shows what happens while it runs: a fresh session each time."""
+    from dashboard.config import DashboardConfig
+    from dashboard.mqtt import Subscription
+    from edge.config import MqttConfig
+    from edge.subscriber import make_subscriber
+
+    config = DashboardConfig()
+    fleet = make_fleet()
+    subscription = Subscription(config.mqtt, config.client_id, fleet.topics(), print, print)
+    assert subscription.client._clean_session is False
+    assert subscription.client._client_id == config.client_id.encode() == DashboardConfig().client_id.encode()
+    assert {topic: qos for topic, qos in fleet.topics() if qos == 1} == {"fer-kiosk/+/events": 1}
+    watch = make_subscriber(MqttConfig(), ["fer-kiosk/#"], print, "fer-kiosk-watch")
+    assert watch._clean_session is True
