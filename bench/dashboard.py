@@ -37,6 +37,7 @@ from bench.harness import (
     BROWSER_ARGS,
     CHROMIUM,
     Broker,
+    http_get,
     start_daemon,
     start_dashboard,
     stop_daemon,
@@ -127,12 +128,36 @@ def publish_fleet(port: int, devices: int, seconds: float, stop: threading.Event
     return sent
 
 
-def snapshot_bytes(url: str) -> int:
-    """The bytes a browser receives for the stream's first snapshot: /api/fleet is the same
-    JSON, sent gzip'd to a browser that takes it, as the stream is."""
-    request = urllib.request.Request(url + "/api/fleet", headers={"Accept-Encoding": "gzip"})
+def transferred(url: str, path: str) -> int:
+    """The bytes a browser that takes gzip receives for ``path``."""
+    request = urllib.request.Request(url + path, headers={"Accept-Encoding": "gzip"})
     with urllib.request.urlopen(request, timeout=5) as response:
         return len(response.read())
+
+
+def snapshot_bytes(url: str) -> int:
+    """The bytes a browser receives for the stream's first snapshot: /api/fleet is the same
+    JSON, sent as the stream is (gzip'd to a browser that takes it)."""
+    return transferred(url, "/api/fleet")
+
+
+def seed_store(path: Path, devices: int, days: int, per_day: int) -> None:
+    """``days`` days of visits ending now, spread over the devices and the opening hours."""
+    from dashboard.store import Store, visit_from_event
+
+    store = Store(path)
+    rng = random.Random(3)
+    now = time.time()
+    for day in range(days):
+        batch = []
+        for n in range(per_day):
+            ended = now - day * 86400 - rng.uniform(0, 10 * 3600)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(ended))
+            event = fake_visit(f"kiosk-{n % devices:02d}", rng)
+            event["summary"]["last_seen"] = event["summary"]["first_seen"] = stamp
+            batch.append(visit_from_event(event["device"], event))
+        store.add_visits(batch)
+    store.close()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -159,14 +184,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--latency-seconds", type=float, default=40)
+    parser.add_argument(
+        "--history-days",
+        type=int,
+        default=0,
+        help="first fill the store with this many days of visits (a long-running counter's store)",
+    )
+    parser.add_argument("--visits-per-day", type=int, default=4000, help="with --history-days, for the fleet")
     parser.add_argument("--out", default=None, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
     work = Path(tempfile.mkdtemp(prefix="fer-dashboard-bench-"))
     broker = Broker(work).start()
+    if args.history_days:
+        print(f"a store with {args.history_days} days of {args.visits_per_day} visits ...", file=sys.stderr)
+        seed_store(work / "dashboard.sqlite3", args.devices, args.history_days, args.visits_per_day)
     dashboard, url, _ = start_dashboard(work, broker.port, store={"path": str(work / "dashboard.sqlite3")})
     figures: dict = {"load_before": os.getloadavg()}
+    if args.history_days:
+        started = time.monotonic()
+        history = http_get(url + "/api/history") or b""
+        figures["history"] = {
+            "days": args.history_days,
+            "visits": args.history_days * args.visits_per_day,
+            "first_request_ms": round(1000 * (time.monotonic() - started), 1),
+            "bytes": len(history),
+            "rss_mb_after": round(memory_mb(dashboard.pid, "VmRSS"), 1),
+            "store_mb": round((work / "dashboard.sqlite3").stat().st_size / 2**20, 1),
+        }
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
@@ -175,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             page.on("requestfinished", lambda r: sizes.__setitem__(r.url, r.sizes()["responseBodySize"]))
             page.goto(url)
             assert wait_until(lambda: page.evaluate("window.__fer.snapshot"), 10)
-            wait_until(lambda: any(u.endswith("/favicon.ico") for u in sizes), 5)
+            if not wait_until(lambda: any(u.endswith("/favicon.ico") for u in sizes), 5):
+                sizes[url + "/favicon.ico"] = transferred(url, "/favicon.ico")  # headless may skip it
             figures["first_load"] = {
                 "static_bytes": sum(sizes.values()),
                 "files": {u.removeprefix(url): n for u, n in sizes.items()},
@@ -274,6 +321,13 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
     )
+    if "history" in figures:
+        h = figures["history"]
+        print(
+            f"\nhistory view over a store of {h['visits']} visits ({h['days']} days, {h['store_mb']} MB): "
+            f"first /api/history {h['first_request_ms']} ms, {h['bytes']} bytes; "
+            f"RSS after it {h['rss_mb_after']} MB"
+        )
     if args.out:
         Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
     return 0

@@ -150,6 +150,27 @@ def local_day(ts: float) -> date:
     return datetime.fromtimestamp(ts).astimezone().date()
 
 
+_INSERT_VISIT = "INSERT OR IGNORE INTO visits VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+
+
+def _visit_row(visit: Visit) -> tuple:
+    when = datetime.fromtimestamp(visit.last_seen).astimezone()
+    return (
+        visit.event_id,
+        visit.device,
+        visit.first_seen,
+        visit.last_seen,
+        when.date().isoformat(),
+        when.hour,
+        visit.duration_s,
+        visit.dominant_emotion,
+        visit.ended_by,
+        int(visit.counted),
+        visit.frames,
+        json.dumps(visit.emotion_seconds),
+    )
+
+
 class Store:
     """One SQLite connection shared by the dashboard's threads, under a lock."""
 
@@ -202,28 +223,24 @@ class Store:
 
     def add_visit(self, visit: Visit) -> bool:
         """Keeps a summary; False when its event_id is already kept (delivery is at least once)."""
-        when = datetime.fromtimestamp(visit.last_seen).astimezone()
+        return self.add_visits([visit]) == 1
+
+    def add_visits(self, visits: list[Visit]) -> int:
+        """Keeps summaries in one transaction; how many were new."""
+        added = 0
         with self._lock:
-            cursor = self._db.execute(
-                "INSERT OR IGNORE INTO visits VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    visit.event_id,
-                    visit.device,
-                    visit.first_seen,
-                    visit.last_seen,
-                    when.date().isoformat(),
-                    when.hour,
-                    visit.duration_s,
-                    visit.dominant_emotion,
-                    visit.ended_by,
-                    int(visit.counted),
-                    visit.frames,
-                    json.dumps(visit.emotion_seconds),
-                ),
-            )
-            if cursor.rowcount:
-                self._forget(when.date().isoformat(), visit.device)
-            return bool(cursor.rowcount)
+            self._db.execute("BEGIN")
+            try:
+                for visit in visits:
+                    row = _visit_row(visit)
+                    if self._db.execute(_INSERT_VISIT, row).rowcount:
+                        added += 1
+                        self._forget(row[4], visit.device)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return added
 
     def alert_raised(
         self, device: str, alert_id: str, emotion: str, probability: float | None, since: float, raised: float
