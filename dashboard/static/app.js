@@ -80,7 +80,7 @@ function renderTile(d, state, label) {
   const faces = current ? d.faces || [] : [];
   const people = faces.length ? faces.length : current ? d.face_count || 0 : 0;
   const nobody = d.online === false ? "kiosk offline: nobody is shown" : state === "stale"
-    ? `no news from this kiosk since ${clock(d.last_update)}: nobody is shown` : "nobody at the counter";
+    ? `no news from this kiosk${d.last_update ? ` since ${clock(d.last_update)}` : ""}: nobody is shown` : "nobody at the counter";
   const faceRows = faces.map((f) => `
       <div class="face"><span class="emotion">${name(f.emotion)}</span>${bar(f.emotion, f.confidence)}<span class="num">${pct(f.confidence)}</span></div>`).join("");
   const levels = people ? `<div class="levels" aria-label="emotion levels">${EMOTIONS.map((e) =>
