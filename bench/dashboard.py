@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                 [
                     "page first load < 30 KB",
                     f"{first_total / 1024:.1f} KB: page, style, script, icon "
-                    f"{first['static_bytes'] / 1024:.1f} KB"
+                    f"{first['static_bytes'] / 1024:.1f} KB "
                     f"+ first snapshot of {f['tiles']} kiosks {first['snapshot_bytes'] / 1024:.1f} KB",
                     _met(first_total, 30 * 1024 - 1),
                 ],
