@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # The test command of README.md (and exactly what .ci/run runs), for a fresh machine:
-# installs what the tests need (system packages when missing: Mosquitto, Chromium, ..., a virtual environment with
-# the project and its train/test extras), then runs the whole suite.
+# installs what the tests need (system packages when missing: Mosquitto, Chromium, ..., a
+# virtual environment .venv-test with the project and its train/test extras), then runs the
+# 64-bit ARM install under emulation (tests/arm64.sh) and the whole suite.
 #   bash tests/run.sh [pytest arguments]
 #   bash tests/run.sh --edge [pytest arguments]
-#       the kiosk box's check after installing: a virtual environment with the base install
-#       and the test tools only (no TensorFlow, which has no wheel for some boxes); the tests
-#       that need TensorFlow are skipped, each saying so.
+#       the kiosk box's check after installing: a virtual environment .venv-edge with the base
+#       install and the edge-test tools only (no TensorFlow, which has no wheel for some boxes;
+#       no browser, no linter); the tests that need what it lacks are skipped, each saying so.
+# The user's own .venv (deploy/quickstart.sh's, "as users get it") is never touched.
+# tests/arm64.sh runs when pytest gets no arguments (the whole suite, as CI runs it) or with
+# FER_KIOSK_ARM64=1, at most FER_KIOSK_ARM64_TIMEOUT seconds (default 1500: a first run builds
+# its cached chroot); FER_KIOSK_ARM64=0 leaves it out. It skips, saying why, where the
+# machine cannot emulate arm64 (not root, no binfmt_misc, no Debian mirror).
 # Set FER2013_PATH (fer2013.csv[.gz] or the image-folder root) to also run the tests that
 # measure the bundled model on FER2013; they are skipped, with that reason, without it.
 set -euo pipefail
@@ -24,8 +30,9 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(
 command -v mosquitto_passwd >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
-# the dashboard's browser tests: Debian's Chromium, driven by Playwright (no browser download)
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+# the dashboard's browser tests: Debian's Chromium, driven by Playwright (no browser download);
+# not on the kiosk box, whose check has no browser tests
+[ $edge_only -eq 1 ] || command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # Debian's python3 has no venv module (ensurepip) without python3-venv (or python3.X-venv).
 if ! "$python" -c "import ensurepip, venv" >/dev/null 2>&1; then
   missing+=(python3-venv)
@@ -40,9 +47,9 @@ fi
 
 if [ $edge_only -eq 1 ]; then
   venv=.venv-edge
-  extras="test"
+  extras="edge-test"
 else
-  venv=.venv
+  venv=.venv-test
   extras="train,test"
 fi
 if [ ! -x $venv/bin/python ]; then
@@ -52,21 +59,48 @@ fi
 $venv/bin/python -m pip install -q --upgrade pip >/dev/null
 $venv/bin/python -m pip install -q -e ".[$extras]"
 
-# A second runtime to prove the bundled model also loads in tflite-runtime 2.14 (32-bit ARM
-# boxes get it instead of LiteRT); it needs numpy<2, hence its own environment.
-if [ ! -x .venv-tflite214/bin/python ]; then
-  if "$python" -m venv .venv-tflite214 && .venv-tflite214/bin/python -m pip install -q "tflite-runtime==2.14.0" "numpy<2"; then
-    :
-  else
-    echo "note: tflite-runtime 2.14 is not installable here; its compatibility test will be skipped"
-    rm -rf .venv-tflite214
+# The 32-bit ARM set (pyproject.toml's markers for armv7l: tflite-runtime 2.14, numpy<2,
+# opencv-python-headless<4.12, ...) on this machine, to prove those versions load the model
+# and classify (tests/test_platforms.py, FER_KIOSK_TFLITE214_PYTHON); its own environment.
+if [ $edge_only -eq 0 ]; then
+  mapfile -t arm32 < <($venv/bin/python -m tests.platforms armv7l)
+  stamp=.venv-tflite214/fer-kiosk-requirements.txt
+  if [ "$(cat $stamp 2>/dev/null)" != "$(printf '%s\n' "${arm32[@]}")" ]; then
+    if { [ -x .venv-tflite214/bin/python ] || "$python" -m venv .venv-tflite214; } \
+        && .venv-tflite214/bin/python -m pip install -q --disable-pip-version-check "${arm32[@]}"; then
+      printf '%s\n' "${arm32[@]}" >$stamp
+    else
+      echo "note: the 32-bit ARM set (${arm32[*]}) is not installable here; its tests will be skipped"
+      rm -rf .venv-tflite214
+    fi
   fi
+  [ -x .venv-tflite214/bin/python ] && export FER_KIOSK_TFLITE214_PYTHON="$PWD/.venv-tflite214/bin/python"
 fi
-[ -x .venv-tflite214/bin/python ] && export FER_KIOSK_TFLITE214_PYTHON="$PWD/.venv-tflite214/bin/python"
 
 # Lint and format first: fast, and the rules are pinned (pyproject.toml, ruff in the test extra).
-$venv/bin/ruff check .
-$venv/bin/ruff format --check .
+# Not on the kiosk box: it checks what runs there, not the code's style.
+if [ $edge_only -eq 0 ]; then
+  $venv/bin/ruff check .
+  $venv/bin/ruff format --check .
+fi
+
+# The wheel on 64-bit ARM (a Raspberry Pi's userland under qemu), before pytest so that
+# pytest's summary stays the last line.
+arm64_status=0
+if [ $edge_only -eq 0 ] && { [ "${FER_KIOSK_ARM64:-}" = 1 ] || { [ $# -eq 0 ] && [ "${FER_KIOSK_ARM64:-}" != 0 ]; }; }; then
+  cap=${FER_KIOSK_ARM64_TIMEOUT:-1500}
+  set +e
+  PYTHON=$venv/bin/python timeout "$cap" bash tests/arm64.sh
+  arm64_status=$?
+  set -e
+  case $arm64_status in
+    0 | 77) arm64_status=0 ;;
+    124) echo "tests/arm64.sh: FAILED: not done within FER_KIOSK_ARM64_TIMEOUT=$cap s" >&2 ;;
+    *) echo "tests/arm64.sh: FAILED (exit $arm64_status)" >&2 ;;
+  esac
+else
+  echo "tests/arm64.sh: not run (pytest arguments given, --edge, or FER_KIOSK_ARM64=0; FER_KIOSK_ARM64=1 runs it)"
+fi
 
 set +e
 $venv/bin/python -m pytest "$@"
@@ -76,4 +110,5 @@ if [ $status -eq 5 ]; then
   echo "pytest collected no tests: that is a failure, not a pass" >&2
   exit 1
 fi
+[ $status -ne 0 ] || status=$arm64_status
 exit $status
