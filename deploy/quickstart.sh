@@ -16,6 +16,19 @@ venv=${FER_KIOSK_VENV:-.venv}
 sudo_cmd=""
 [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
 
+# Before anything is installed: a machine no TFLite runtime is built for (armv6l, a 32-bit
+# Python on a 64-bit kernel, ...) is refused, saying why and what to use instead.
+# shellcheck source=deploy/platform.sh
+source deploy/platform.sh
+if [ "$(uname -m)" = armv6l ]; then
+  echo "quickstart: cannot run here: $(fer_kiosk_armv6l)" >&2
+  exit 1
+fi
+if command -v "$python" >/dev/null 2>&1 && ! problem=$(fer_kiosk_platform_problem "$python"); then
+  echo "quickstart: cannot run here: $problem" >&2
+  exit 1
+fi
+
 broker_listening() { (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; }
 
 missing=()

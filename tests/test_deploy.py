@@ -544,3 +544,153 @@ def test_mosquitto_refuses_anonymous_and_wrong_password(broker):
             assert peer.connect_reason.is_failure, (user, peer.connect_reason)
         finally:
             peer.close()
+
+
+# ---- the installer on real boxes: refusals before anything changes, --dry-run -----------
+
+
+SYSTEM_PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else shutil.which("python3")
+
+
+def _tree_of(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def _fake_python(tmp_path: Path, facts: str) -> Path:
+    """A python3 that tells the platform check ``facts`` ("machine bits version") and is
+    the real interpreter otherwise: a Raspberry Pi's Python, seen from here."""
+    fake = tmp_path / "bin/python3"
+    fake.parent.mkdir(parents=True, exist_ok=True)
+    fake.write_text(
+        f'#!/bin/sh\ncase "$2" in *calcsize*) echo "{facts}"; exit 0;; esac\nexec {SYSTEM_PYTHON} "$@"\n'
+    )
+    fake.chmod(0o755)
+    return fake
+
+
+PLATFORMS = [
+    ("armv6l 32 3.11", "armv6l (Raspberry Pi Zero / Zero W / 1) has no TFLite runtime"),
+    ("aarch64 32 3.11", "32-bit Python (PY) on a 64-bit ARM kernel"),
+    ("armv7l 32 3.13", "Python 3.13 on 32-bit ARM (armv7l): tflite-runtime 2.14"),
+    ("riscv64 64 3.11", "riscv64: no TFLite runtime wheel for it. Use an x86-64"),
+]
+
+
+@pytest.mark.parametrize(
+    ("facts", "reason"), PLATFORMS, ids=[p[0].split()[0] + "-" + p[0].split()[1] for p in PLATFORMS]
+)
+def test_install_refuses_a_platform_without_a_runtime_before_writing(tmp_path, facts, reason):
+    python = _fake_python(tmp_path, facts)
+    root = tmp_path / "root"
+    root.mkdir()
+    result = _run(
+        ["bash", str(INSTALL), "--root", str(root), "--no-apt", "--no-start", "--python", str(python)]
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"install.sh: cannot install here: {reason.replace('PY', str(python))}" in result.stderr
+    assert "Use " in result.stderr  # what to use instead
+    assert _tree_of(root) == []
+
+
+@pytest.mark.parametrize(
+    ("facts", "reason"), PLATFORMS, ids=[p[0].split()[0] + "-" + p[0].split()[1] for p in PLATFORMS]
+)
+def test_quickstart_refuses_a_platform_without_a_runtime_up_front(tmp_path, facts, reason):
+    python = _fake_python(tmp_path, facts)
+    env = {**os.environ, "PYTHON": str(python), "FER_KIOSK_VENV": str(tmp_path / "venv")}
+    result = _run(["bash", str(DEPLOY / "quickstart.sh")], env=env, cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.startswith(f"quickstart: cannot run here: {reason.replace('PY', str(python))}")
+    assert result.stdout == "" and not (tmp_path / "venv").exists()
+
+
+def test_an_armv6l_kernel_is_refused_before_apt_get(tmp_path):
+    """On a Pi Zero the check needs no Python: `uname -m` says armv6l."""
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (shims / "uname").write_text(
+        f'#!/bin/sh\n[ "$1" = -m ] && {{ echo armv6l; exit 0; }}\nexec {shutil.which("uname")} "$@"\n'
+    )
+    (shims / "uname").chmod(0o755)
+    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"}
+    result = _run(["bash", str(INSTALL), "--dry-run"], env=env)
+    assert result.returncode == 1 and "cannot install here: armv6l" in result.stderr
+    assert "would run: apt-get" in result.stdout  # --dry-run: it says so, and goes on listing
+    result = _run(["bash", str(DEPLOY / "quickstart.sh")], env={**env, "PYTHON": "/nonexistent"})
+    assert result.returncode == 1 and result.stderr.startswith("quickstart: cannot run here: armv6l")
+
+
+def test_dry_run_lists_every_file_and_command_and_changes_nothing(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    result = _run(["bash", str(INSTALL), "--root", str(root), "--dry-run"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _tree_of(root) == []
+    out = result.stdout
+    for expected in (
+        f"would run: install -m 0644 {UNIT} {root}/etc/systemd/system/fer-kiosk.service",
+        f"would run: install -m 0644 {ROOT}/config.yaml {root}/etc/fer-kiosk/config.yaml.dist.tmp",
+        f"would run: install -m 0644 {root}/etc/fer-kiosk/config.yaml.dist {root}/etc/fer-kiosk/config.yaml",
+        f"would write: {root}/etc/fer-kiosk/credentials",
+        f"would run: chmod 0600 {root}/etc/fer-kiosk/credentials",
+        f"-m venv {root}/opt/fer-kiosk/venv",
+        f"would run: {root}/opt/fer-kiosk/venv/bin/python -m pip install",
+        f"would run: {root}/opt/fer-kiosk/venv/bin/python {DEPLOY}/prune_venv.py {root}/opt/fer-kiosk/venv",
+        f"would run: install -m 0644 {ROOT}/docs/deploy.md {root}/opt/fer-kiosk/docs/deploy.md",
+        f"would run: ln -sfn /etc/systemd/system/fer-kiosk.service {root}/etc/systemd/system/multi-user",
+        "--dry-run: nothing was changed",
+    ):
+        assert expected in out, f"{expected!r} not in:\n{out}"
+    # Every line is a check, a note or a would-be change: nothing was done quietly.
+    assert all(line.startswith("install.sh: ") for line in out.splitlines()), out
+
+
+@pytest.mark.skipif(Path("/run/systemd/system").is_dir(), reason="this machine runs systemd")
+def test_without_systemd_the_installer_says_so_before_writing_anything():
+    """A container or WSL without systemd: refused before apt-get and before any file."""
+    before = {p: p.exists() for p in (Path("/etc/fer-kiosk"), Path("/opt/fer-kiosk"))}
+    result = _run(["bash", str(INSTALL), "--no-apt", "--no-venv"])
+    if os.geteuid() != 0:
+        assert result.returncode == 1 and "run as root" in result.stderr
+        return
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "cannot install here: this system is not running systemd" in result.stderr
+    assert "bash deploy/quickstart.sh" in result.stderr and result.stdout == ""
+    assert {p: p.exists() for p in before} == before
+    dry = _run(["bash", str(INSTALL), "--dry-run"])
+    assert dry.returncode == 1 and "not running systemd" in dry.stderr
+    assert "would run: systemctl enable fer-kiosk.service" in dry.stdout
+
+
+def test_a_python_under_root_or_home_is_refused_for_the_service(tmp_path):
+    """pyenv's Python under /root: root can run it, the service (DynamicUser=, ProtectHome=yes)
+    cannot. The installer refuses it and names the Python to use."""
+    import sys
+
+    base = os.path.realpath(sys.base_prefix)
+    if not base.startswith(("/root/", "/home/")):
+        pytest.skip(f"this Python ({base}) is not under /root or /home")
+    root = tmp_path / "root"
+    root.mkdir()
+    result = _run(["bash", str(INSTALL), "--root", str(root), "--no-apt", "--python", sys.executable])
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "the service cannot run it there (its unit has ProtectHome=yes" in result.stderr
+    assert "--python /usr/bin/python3" in result.stderr and _tree_of(root) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_a_python_the_service_user_cannot_run_is_refused(tmp_path):
+    """Checked as nobody (setpriv), as the service's dynamic user would run it."""
+    python = tmp_path / "python3"
+    python.write_text(
+        '#!/bin/sh\nif [ "$(id -u)" != 0 ]; then echo "python3: Permission denied" >&2; exit 126; fi\n'
+        f'exec {SYSTEM_PYTHON} "$@"\n'
+    )
+    python.chmod(0o755)
+    root = tmp_path / "root"
+    root.mkdir()
+    result = _run(["bash", str(INSTALL), "--root", str(root), "--no-apt", "--python", str(python)])
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{python} cannot be run by an unprivileged user (as the service's user: " in result.stderr
+    assert "Permission denied" in result.stderr
+    assert "--python /usr/bin/python3" in result.stderr and _tree_of(root) == []
