@@ -463,8 +463,11 @@ def test_tablet_and_phone_widths_are_readable(tmp_path, broker, page, width, hei
         assert all(status < 400 for _, status in responses), responses
         shot(page, tmp_path, f"dashboard-{name}", full_page=True)
         page.goto(dashboard.url + "/#history")
-        page.wait_for_selector('[data-chart="hours"] svg', timeout=10_000)
+        page.wait_for_selector('[data-chart="hours"] svg text.v', timeout=10_000)
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        # the charts' numbers are drawn at the width shown: legible on a phone too
+        heights = page.eval_on_selector_all("svg text", "ts => ts.map(t => t.getBoundingClientRect().height)")
+        assert min(heights) >= 10, heights
         shot(page, tmp_path, f"dashboard-{name}-history", full_page=True)
     finally:
         dashboard.stop()

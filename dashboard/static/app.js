@@ -214,7 +214,7 @@ function connect() {
 
 function chart(title, items, opts) {
   // items: [{label, total, parts: [[class, value]], text}]; bars with their number above.
-  const w = 600, h = 190, top = 18, bottom = 22, left = 4;
+  const w = opts.w, h = 190, top = 18, bottom = 22, left = 4;
   const max = Math.max(1, ...items.map((i) => i.total));
   const step = (w - left) / Math.max(1, items.length), bw = Math.max(2, step * 0.72);
   let svg = `<line class="axis" x1="0" x2="${w}" y1="${h - bottom}" y2="${h - bottom}" stroke-width="1"/>`;
@@ -239,22 +239,26 @@ function drawHistory(h) {
   const select = document.getElementById("hist-device");
   const chosen = select.value;
   select.innerHTML = `<option value="">all kiosks</option>` + h.devices.map((d) => `<option${d === chosen ? " selected" : ""}>${esc(d)}</option>`).join("");
-  const days = h.days, n = days.length, every = n > 14 ? 7 : n > 7 ? 2 : 1;
+  // Drawn at the width it is shown (text stays legible); a phone shows fewer days, not smaller ones.
+  const w = Math.max(280, Math.min(600, document.getElementById("charts").clientWidth - 36));
+  const days = h.days.slice(-Math.max(7, Math.floor(w / 20))), n = days.length, every = n > 14 ? 7 : n > 7 ? 2 : 1;
   const label = (i) => ((n - 1 - i) % every === 0 ? shortDay(days[i].date) : "");
   const total = days.reduce((s, d) => s + d.visits, 0), todayVisits = h.hours.reduce((s, x) => s + x.visits, 0);
   document.getElementById("legend").innerHTML = EMOTIONS.map((e) => `<span><i class="c-${e}"></i>${NAMES[e]}</span>`).join("") + `<span><i style="background:var(--alert)"></i>Alerts</span>`;
   document.getElementById("hist-note").textContent = `${plural(total, "visit")} in the last ${plural(n, "day")}; visits cut short by a kiosk stopping are not counted`;
   document.getElementById("charts").innerHTML = [
     chart(`Today by hour: ${plural(todayVisits, "visit")}, by how customers mostly seemed`,
-      h.hours.map((x) => ({ label: x.hour % 3 === 0 ? String(x.hour).padStart(2, "0") : "", total: x.visits, parts: parts(x.by_emotion) })), { key: "hours" }),
+      h.hours.map((x) => ({ label: x.hour % 3 === 0 ? String(x.hour).padStart(2, "0") : "", total: x.visits, parts: parts(x.by_emotion) })), { key: "hours", w }),
     chart(`Visits per day, last ${plural(n, "day")}`,
-      days.map((d, i) => ({ label: label(i), total: d.visits, parts: parts(d.by_emotion) })), { key: "days" }),
+      days.map((d, i) => ({ label: label(i), total: d.visits, parts: parts(d.by_emotion) })), { key: "days", w }),
     chart("Median visit length per day, in seconds",
-      days.map((d, i) => ({ label: label(i), total: d.median_seconds || 0, text: Math.round(d.median_seconds || 0), parts: [["f-median", d.median_seconds || 0]] })), { key: "median" }),
+      days.map((d, i) => ({ label: label(i), total: d.median_seconds || 0, text: Math.round(d.median_seconds || 0), parts: [["f-median", d.median_seconds || 0]] })), { key: "median", w }),
     chart("Alerts per day",
-      days.map((d, i) => ({ label: label(i), total: d.alerts, parts: [["f-alert", d.alerts]] })), { key: "alerts" }),
+      days.map((d, i) => ({ label: label(i), total: d.alerts, parts: [["f-alert", d.alerts]] })),
+      { key: "alerts", w, note: days.some((d) => d.alerts) ? "" : "No alerts in these days." }),
   ].join("");
   window.__fer.history = h;
+  window.__fer.historyDays = n;
 }
 
 async function loadHistory() {
@@ -276,6 +280,7 @@ function route() {
 
 document.getElementById("hist-device").addEventListener("change", loadHistory);
 window.addEventListener("hashchange", route);
+window.addEventListener("resize", () => { if (location.hash === "#history" && window.__fer.history) drawHistory(window.__fer.history); });
 // Staleness, "updated … ago" and alert durations move with the clock, not only with messages.
 setInterval(() => { repaint(); showBanner(); }, 1000);
 setInterval(() => { if (location.hash === "#history") loadHistory(); }, 60000);
