@@ -358,7 +358,13 @@ def start_dashboard(
     config = workdir / "dashboard.yaml"
     config.write_text(
         yaml.safe_dump(
-            {"http": {"port": port}, "mqtt": {"host": "127.0.0.1", "port": broker_port}, **settings}
+            {
+                "http": {"port": port},
+                "mqtt": {"host": "127.0.0.1", "port": broker_port},
+                # the store lives with the test, never in the user's state folder
+                "store": {"path": str(workdir / "dashboard.sqlite3"), **settings.pop("store", {})},
+                **settings,
+            }
         )
     )
     log = workdir / "dashboard.log"
