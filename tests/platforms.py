@@ -21,6 +21,12 @@ PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
 def requirements_for(machine: str, python_version: str = "3.11") -> list[Requirement]:
     """The base dependencies whose markers hold on Linux on ``machine`` (markers dropped)."""
+    return select(tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"], machine, python_version)
+
+
+def select(requirements: list[str], machine: str, python_version: str = "3.11") -> list[Requirement]:
+    """Those of ``requirements`` (PEP 508 strings: pyproject's, or a wheel's Requires-Dist)
+    that pip installs on Linux on ``machine`` without extras, markers dropped."""
     environment = {
         **default_environment(),
         "platform_machine": machine,
@@ -32,7 +38,7 @@ def requirements_for(machine: str, python_version: str = "3.11") -> list[Require
         "extra": "",
     }
     chosen = []
-    for text in tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]:
+    for text in requirements:
         requirement = Requirement(text)
         if requirement.marker is None or requirement.marker.evaluate(environment):
             requirement.marker = None

@@ -694,3 +694,21 @@ def test_a_python_the_service_user_cannot_run_is_refused(tmp_path):
     assert f"{python} cannot be run by an unprivileged user (as the service's user: " in result.stderr
     assert "Permission denied" in result.stderr
     assert "--python /usr/bin/python3" in result.stderr and _tree_of(root) == []
+
+
+def test_the_test_command_never_uses_the_venv_quickstart_makes_for_users():
+    """deploy/quickstart.sh installs fer-kiosk into .venv "as users get it"; tests/run.sh must
+    not turn that into an editable install with TensorFlow (issue 36)."""
+    run_sh = (ROOT / "tests/run.sh").read_text()
+    venvs = re.findall(r"^\s*venv=(\S+)$", run_sh, flags=re.M)
+    assert sorted(venvs) == [".venv-edge", ".venv-test"], venvs
+    assert re.search(
+        r"^venv=\$\{FER_KIOSK_VENV:-\.venv\}$", (DEPLOY / "quickstart.sh").read_text(), flags=re.M
+    )
+    # --edge: no browser to install, no browser driver in its extra.
+    assert "[ $edge_only -eq 1 ] || command -v chromium" in run_sh
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    edge_test = extras["project"]["optional-dependencies"]["edge-test"]
+    assert not any(r.startswith(("playwright", "ruff", "tensorflow")) for r in edge_test), edge_test

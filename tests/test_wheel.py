@@ -98,6 +98,19 @@ def test_classify_finds_the_astronauts_happy_face(installed, tmp_path):
     assert answer["faces"][0]["emotion"] == "happy", answer
 
 
+@pytest.mark.parametrize("machine", ["x86_64", "aarch64", "armv7l", "armv8l", "armv6l"])
+def test_the_wheel_carries_each_platforms_dependency_set(installed, machine):
+    """What pip on a Raspberry Pi reads is the wheel's Requires-Dist, not pyproject.toml: the
+    same set for every machine (32-bit ARM: tflite-runtime 2.14, numpy<2, OpenCV < 4.12)."""
+    from email.parser import Parser
+
+    from tests.platforms import requirements_for, select
+
+    (metadata,) = installed.parent.glob("lib/python*/site-packages/fer_kiosk-*.dist-info/METADATA")
+    requires = Parser().parsestr(metadata.read_text()).get_all("Requires-Dist")
+    assert sorted(map(str, select(requires, machine))) == sorted(map(str, requirements_for(machine)))
+
+
 def test_an_unreadable_photo_is_named_and_exits_1(installed, tmp_path):
     bad = tmp_path / "not-a-photo.jpg"
     bad.write_bytes(b"plain text")
