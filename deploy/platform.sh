@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by deploy/install.sh and deploy/quickstart.sh (bash): can this machine run fer-kiosk?
 #   fer_kiosk_platform_problem PYTHON   prints why not, and what to use instead, and returns 1;
 #                                       prints nothing and returns 0 where it can.

@@ -181,6 +181,7 @@ $(commands "$IN/venv/bin" "$IN" "$IN/pi-out")
 EOF
 say "arm64 (qemu, cortex-a72, Pi 4 cpuinfo): python3 -m venv, pip install of the wheel, the commands"
 pi_start=$(date +%s)
+# shellcheck disable=SC2016  # expanded by the inner sh, from its arguments
 nice -n 19 unshare --mount --propagation private sh -c '
   set -e
   mount -t proc proc "$1/proc"

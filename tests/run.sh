@@ -33,8 +33,10 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 # the dashboard's browser tests: Debian's Chromium, driven by Playwright (no browser download);
 # not on the kiosk box, whose check has no browser tests
 [ $edge_only -eq 1 ] || command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-# Debian's python3 has no venv module (ensurepip) without python3-venv (or python3.X-venv).
-if ! "$python" -c "import ensurepip, venv" >/dev/null 2>&1; then
+# Debian's python3 has no venv module (ensurepip) without python3-venv (or python3.X-venv);
+# the installer's tests make the service's venv from Debian's /usr/bin/python3 whatever runs them.
+if ! "$python" -c "import ensurepip, venv" >/dev/null 2>&1 \
+    || { [ -x /usr/bin/python3 ] && ! /usr/bin/python3 -c "import ensurepip, venv" >/dev/null 2>&1; }; then
   missing+=(python3-venv)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
