@@ -79,7 +79,7 @@ def clip_alerts(clip: Path, threshold: float, hold: float, signal: str) -> tuple
             break
         now = index / fps
         faces = pipeline.process(frame, now=now)
-        tracker.update([(f.box, f.probabilities) for f in faces], now, 1e9 + now)
+        tracker.update([(f.box, f.probabilities, f.key) for f in faces], now, 1e9 + now)
         present = tracker.present()
         person_seconds += len(present) / fps
         raised += sum(a.kind == RAISED for a in rules.update(present, now, 1e9 + now))

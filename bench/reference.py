@@ -18,8 +18,8 @@ import numpy as np
 
 from edge.config import DetectorConfig
 from edge.detect import HaarFaceDetector
+from edge.matching import match
 from edge.preprocess import Box, iou, to_gray
-from edge.tracking import match
 
 MATCH_IOU = 0.3
 

@@ -99,6 +99,9 @@ MAX_CONFIG_BYTES = 1_000_000
 # Chosen from the benchmark's figures (docs/benchmarks.md, "Choosing the defaults").
 FULL_DETECT_SECONDS = 1.0
 MAX_CLASSIFY_HZ = 15.0
+# Chosen from python -m bench.labels (docs/benchmarks.md, "Labels that hold").
+LABEL_MARGIN = 0.1
+LABEL_HOLD_SECONDS = 1.0
 
 # Keys of older releases: refused with what replaces them, not with a bare "unknown key".
 REPLACED_KEYS = {
@@ -174,6 +177,12 @@ class TrackingConfig:
     max_missing_seconds: float = field(default=1.0, metadata=_range(0.0, 3600))
     # Time constant of the exponential smoothing of the probabilities.
     smoothing_seconds: float = field(default=0.5, metadata=_range(0.0, 60))
+    # Hysteresis of a person's label (the emotion `state`, `update` and alerts name): it
+    # changes only when another emotion's smoothed probability leads the current one's by
+    # label_margin, or has led it without a break for label_hold_seconds. 0 and 0: the
+    # label is always the top emotion of the moment (a near-tie flaps).
+    label_margin: float = field(default=LABEL_MARGIN, metadata=_range(0.0, 1.0))
+    label_hold_seconds: float = field(default=LABEL_HOLD_SECONDS, metadata=_range(0.0, 60))
     # `update` when the smoothed emotion changes, at most once per min_update_seconds per
     # face, and at least every heartbeat_seconds while the face stays (0: only on change).
     min_update_seconds: float = field(default=0.5, metadata=_range(0.0, 3600))

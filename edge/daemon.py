@@ -109,7 +109,7 @@ class ProcessingLoop:
         if camera is None or (camera == self._camera_published and not force):
             return
         if camera != self._camera_published and camera.cause != "starting":
-            log = _LOGGER.info if camera.online or camera.cause == "ended" else _LOGGER.warning
+            log = _LOGGER.debug  # edge.capture logged this change already, in one line (README)
             log("camera %s: %s", "online" if camera.online else f"offline ({camera.cause})", camera.detail)
         self._camera_published = camera
         self.publisher.publish(self.camera_state())
@@ -161,8 +161,9 @@ class ProcessingLoop:
         else:
             times = StageTimes()
             faces = self.pipeline.process(frame.image, times, now=frame.monotonic)
+            # the pipeline's matcher said which face is whose: the tracker keys on the same
             events = self.tracker.update(
-                [(f.box, f.probabilities) for f in faces], frame.monotonic, frame.wall_time
+                [(f.box, f.probabilities, f.key) for f in faces], frame.monotonic, frame.wall_time
             )
             self.stats.frames += 1
             self.stats.faces += len(faces)

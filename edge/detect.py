@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from edge.config import DetectorConfig
+from edge.matching import MatchedFace
 from edge.preprocess import Box, iou
 
 DEFAULT_CASCADE = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
@@ -122,16 +124,19 @@ class FaceFinder:
       searched (on that same frame: a lost face is never a missed frame), and otherwise at
       most every ``full_detect_seconds`` (a time, so 15 and 30 fps cameras behave the same).
       Without a frame time (a lone photo) every detection is a full one.
-    - In between, each known face is searched only in a small window around where it is
-      heading (its last position plus its last step), scaled so the face is ~32 px wide, at
-      sizes within 0.8-1.25x its own: a handful of cascade windows instead of a whole image
-      pyramid, stepping sizes by at most 1.1 whatever ``detector.scale_factor`` says. (From
-      40 px and 0.7-1.45x, on the benchmark clips' 679 searches at scale_factor 1.1: 1.05
-      instead of 1.84 ms each, the same faces found; a face the search misses costs a full
-      detection, never a missed frame.)
+    - In between, each face of the last frame (the matcher's, by key) is searched only in a
+      small window around where it is heading (its last position plus its last step), scaled
+      so the face is ~32 px wide, at sizes within 0.8-1.25x its own: a handful of cascade
+      windows instead of a whole image pyramid, stepping sizes by at most 1.1 whatever
+      ``detector.scale_factor`` says. (From 40 px and 0.7-1.45x, on the benchmark clips' 679
+      searches at scale_factor 1.1: 1.05 instead of 1.84 ms each, the same faces found; a
+      face the search misses costs a full detection, never a missed frame.)
     - A known face whose area did not change at all on the motion thumbnail keeps its box
       without any search (someone standing still costs almost nothing).
     Motion is judged on an 80x60 thumbnail, masked where known faces (and their bodies) are.
+
+    ``find`` returns (key, box) pairs: the key of the face a local search found, None for a
+    box of a full detection (the matcher decides whose it is).
     """
 
     LOCAL_FACE_PIXELS = 32.0
@@ -142,24 +147,22 @@ class FaceFinder:
     def __init__(self, detector: HaarFaceDetector):
         self.detector = detector
         self.config = detector.config
-        self._boxes: list[Box] = []
-        self._steps: list[tuple[int, int]] = []  # each face's motion per frame, for the next search
         self._last_full = -math.inf  # monotonic time of the last full-frame detection
         self._thumb: np.ndarray | None = None
         self.full_detections = 0
         self.local_searches = 0
 
-    def _motion(self, gray: np.ndarray) -> tuple[bool, list[bool]]:
+    def _motion(self, gray: np.ndarray, boxes: list[Box]) -> tuple[bool, list[bool]]:
         """(motion outside the known faces, for each known face: did its area change)."""
         thumb = cv2.resize(gray, self.THUMB, interpolation=cv2.INTER_AREA)
         previous, self._thumb = self._thumb, thumb
         if previous is None:
-            return True, [True] * len(self._boxes)
+            return True, [True] * len(boxes)
         changed = cv2.absdiff(thumb, previous) > 12
         sx, sy = self.THUMB[0] / gray.shape[1], self.THUMB[1] / gray.shape[0]
         face_changed = []
         outside = changed.copy()
-        for box in self._boxes:
+        for box in boxes:
             x0, y0, x1, y1 = _expand(box, 0.1, 0.1, 0.1, 0.1, gray.shape[1], gray.shape[0])
             face_changed.append(
                 bool(
@@ -204,61 +207,44 @@ class FaceFinder:
             int(round(fh / scale)),
         )
 
-    def find(self, gray: np.ndarray, now: float | None = None) -> list[Box]:
-        """Faces of this frame; ``now``: its monotonic time (None: a lone photo)."""
+    def find(
+        self, gray: np.ndarray, now: float | None = None, known: Mapping[int, MatchedFace] | None = None
+    ) -> list[tuple[int | None, Box]]:
+        """Faces of this frame, largest first; ``now``: its monotonic time (None: a lone
+        photo); ``known``: the faces of the last frame by key (the matcher's)."""
         c = self.config
+        known = dict(known or {})
         if now is None or c.full_detect_seconds <= 0:
             return self._full(gray, now)
+        boxes = [face.box for face in known.values()]
         if c.motion_trigger:
-            moved, face_changed = self._motion(gray)
+            moved, face_changed = self._motion(gray, boxes)
         else:
-            moved, face_changed = False, [True] * len(self._boxes)
+            moved, face_changed = False, [True] * len(boxes)
         if moved or now - self._last_full >= c.full_detect_seconds:
             return self._full(gray, now)
-        boxes: list[Box] = []
-        steps: list[tuple[int, int]] = []
-        for previous, step, changed in zip(self._boxes, self._steps, face_changed):
+        found: list[tuple[int | None, Box]] = []
+        for (key, face), changed in zip(known.items(), face_changed):
             if not changed:  # a face whose area did not change at all is where it was
-                boxes.append(previous)
-                steps.append((0, 0))
+                found.append((key, face.box))
                 continue
             # Search where the face is heading: someone walking in moves a third of a face
             # width or more per frame, out of a window centred on where they were.
-            box = self._search_near(gray, _shifted(previous, step))
+            box = self._search_near(gray, face.predicted)
             if box is None:
                 # Lost (gone, turned, or faster than the window): look at the whole frame
                 # now rather than miss them on this frame.
                 return self._full(gray, now)
-            if all(iou(box, other) < 0.5 for other in boxes):
-                boxes.append(box)
-                steps.append((box[0] - previous[0], box[1] - previous[1]))
-        self._remember(boxes, steps)
-        return list(self._boxes)
+            if all(iou(box, other) < 0.5 for _, other in found):
+                found.append((key, box))
+        return _largest_first(found)
 
-    def _full(self, gray: np.ndarray, now: float | None) -> list[Box]:
+    def _full(self, gray: np.ndarray, now: float | None) -> list[tuple[int | None, Box]]:
         found = self.detector.detect(gray)
-        self._remember(found, [_step_from(self._boxes, box) for box in found])
         self._last_full = now if now is not None else -math.inf
         self.full_detections += 1
-        return list(self._boxes)
-
-    def _remember(self, boxes: list[Box], steps: list[tuple[int, int]]) -> None:
-        order = sorted(range(len(boxes)), key=lambda i: boxes[i][2] * boxes[i][3], reverse=True)
-        self._boxes = [boxes[i] for i in order]
-        self._steps = [steps[i] for i in order]
+        return [(None, box) for box in found]
 
 
-def _shifted(box: Box, step: tuple[int, int]) -> Box:
-    return (box[0] + step[0], box[1] + step[1], box[2], box[3])
-
-
-def _step_from(previous: list[Box], box: Box) -> tuple[int, int]:
-    """Per-frame motion of ``box`` since the nearest previous box within two face widths
-    (a wrong match costs only a failed search, which falls back to a full detection)."""
-    cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
-    best, best_distance = None, float("inf")
-    for old in previous:
-        distance = np.hypot(old[0] + old[2] / 2 - cx, old[1] + old[3] / 2 - cy)
-        if distance < best_distance and distance < 2 * box[2]:
-            best, best_distance = old, distance
-    return (0, 0) if best is None else (box[0] - best[0], box[1] - best[1])
+def _largest_first(found: list[tuple[int | None, Box]]) -> list[tuple[int | None, Box]]:
+    return sorted(found, key=lambda item: item[1][2] * item[1][3], reverse=True)

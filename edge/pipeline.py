@@ -1,9 +1,11 @@
 """One frame in, faces with emotion probabilities out: the path every command shares.
 
-Per frame, top to bottom (``FramePipeline.process``): grayscale, find the faces, choose
-which of them to classify and through which test-time views (``ClassifyPolicy``), crop
-them by the contract's rule, classify them in one interpreter call. The daemon's loop then
-hands the faces to the tracker, whose smoothing over time averages what the views give.
+Per frame, top to bottom (``FramePipeline.process``): grayscale, find the faces, tell
+which face is which (``FaceMatcher``: one key per person, the same on every frame),
+choose which of them to classify and through which test-time views (``ClassifyPolicy``,
+by key), crop them by the contract's rule, classify them in one interpreter call. The
+daemon's loop then hands the keyed faces to the tracker, whose smoothing over time
+averages what the views give.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.classifier import EmotionClassifier
-from edge.config import ModelConfig, TrackingConfig
+from edge.config import MAX_CLASSIFY_HZ, ModelConfig, TrackingConfig
 from edge.contract import View
 from edge.detect import FaceFinder, HaarFaceDetector
+from edge.matching import FaceMatcher, center_distance
 from edge.preprocess import Box, crop_face, to_gray
-from edge.tracking import center_distance, match
 
 
 @dataclass
@@ -37,6 +39,7 @@ class StageTimes:
 class FaceResult:
     box: Box
     probabilities: np.ndarray
+    key: int | None = None  # the matcher's key: the same person on every frame (None: a photo)
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ class ClassifyRequest:
 
 @dataclass
 class _Scheduled:
-    """What the policy remembers of one face between frames."""
+    """What the policy remembers of one face (by the matcher's key) between frames."""
 
     box: Box
     last_seen: float
@@ -74,17 +77,15 @@ class ClassifyPolicy:
       waited longest. New faces are always served on their first frame.
     - Without a time (a photo, ``now`` None) every face gets the whole set and nothing is kept.
 
-    Faces are followed from frame to frame with the tracker's own matching rule; a face
-    unseen for ``forget_seconds`` is forgotten (and counts as new if it comes back).
+    Faces are known by the matcher's keys; a face unseen for ``forget_seconds`` is forgotten
+    (a key that comes back after that counts as new).
     """
 
     views: tuple[View, ...]
-    max_hz: float = 10.0
+    max_hz: float = MAX_CLASSIFY_HZ
     views_per_pass: int = 1
-    iou_threshold: float = 0.3
-    max_center_distance: float = 0.6
     forget_seconds: float = 1.0
-    _faces: list[_Scheduled] = field(default_factory=list, repr=False)
+    _faces: dict[int, _Scheduled] = field(default_factory=dict, repr=False)
     _slots: list[_Scheduled | None] = field(default_factory=list, repr=False)
     _last_frame: float | None = field(default=None, repr=False)
 
@@ -92,31 +93,22 @@ class ClassifyPolicy:
     def from_config(
         cls, views: tuple[View, ...], model: ModelConfig, tracking: TrackingConfig
     ) -> ClassifyPolicy:
-        return cls(
-            views,
-            max_hz=model.max_classify_hz,
-            iou_threshold=tracking.iou_threshold,
-            max_center_distance=tracking.max_center_distance,
-            forget_seconds=tracking.max_missing_seconds,
-        )
+        return cls(views, max_hz=model.max_classify_hz, forget_seconds=tracking.max_missing_seconds)
 
-    def plan(self, boxes: Sequence[Box], now: float | None) -> list[ClassifyRequest]:
-        """The faces of this frame to classify, new faces first, then by priority."""
+    def plan(
+        self, boxes: Sequence[Box], now: float | None, keys: Sequence[int] | None = None
+    ) -> list[ClassifyRequest]:
+        """The faces of this frame to classify, new faces first, then by priority. ``keys``:
+        the matcher's key of each box (needed with a time)."""
         if now is None:
             self._slots = [None] * len(boxes)
             return [ClassifyRequest(i, self.views) for i in range(len(boxes))]
-        self._faces = [f for f in self._faces if now - f.last_seen <= self.forget_seconds]
-        pairs = dict(
-            (di, ti)
-            for ti, di in match(
-                [f.box for f in self._faces], boxes, self.iou_threshold, self.max_center_distance
-            )
-        )
+        if keys is None or len(keys) != len(boxes):
+            raise ValueError("a frame with a time needs the matcher's key of each box")
+        self._faces = {k: f for k, f in self._faces.items() if now - f.last_seen <= self.forget_seconds}
         slots: list[_Scheduled] = []
-        for i, box in enumerate(boxes):
-            face = self._faces[pairs[i]] if i in pairs else _Scheduled(box, now)
-            if i not in pairs:
-                self._faces.append(face)
+        for key, box in zip(keys, boxes):
+            face = self._faces.setdefault(key, _Scheduled(box, now))
             face.box, face.last_seen = box, now
             slots.append(face)
         self._slots = slots
@@ -165,19 +157,18 @@ class ClassifyPolicy:
         return latest
 
 
-def outside_zones(
-    boxes: Sequence[Box], zones: Sequence[Sequence[float]], frame_hw: tuple[int, int]
-) -> list[Box]:
-    """The boxes whose centre lies in none of the privacy ``zones`` ([x, y, w, h] in
-    fractions of the frame)."""
+def outside_zones(found: Sequence, zones: Sequence[Sequence[float]], frame_hw: tuple[int, int]) -> list:
+    """The boxes (or (key, box) pairs) whose centre lies in none of the privacy ``zones``
+    ([x, y, w, h] in fractions of the frame)."""
     if not zones:
-        return list(boxes)
+        return list(found)
     height, width = frame_hw
     kept = []
-    for box in boxes:
+    for item in found:
+        box = item[1] if len(item) == 2 else item
         cx, cy = (box[0] + box[2] / 2) / width, (box[1] + box[3] / 2) / height
         if not any(x <= cx < x + w and y <= cy < y + h for x, y, w, h in zones):
-            kept.append(box)
+            kept.append(item)
     return kept
 
 
@@ -192,10 +183,12 @@ class FramePipeline:
         policy: ClassifyPolicy | None = None,
         timer=time.perf_counter,
         ignore_zones: Sequence[Sequence[float]] = (),
+        matcher: FaceMatcher | None = None,
     ):
         self.detector = detector
         self.ignore_zones = tuple(tuple(zone) for zone in ignore_zones)
         self.finder = FaceFinder(detector)
+        self.matcher = matcher if matcher is not None else FaceMatcher()
         self.classifier = classifier
         self.policy = policy if policy is not None else ClassifyPolicy(classifier.contract.views)
         self.timer = timer
@@ -211,9 +204,12 @@ class FramePipeline:
         t0 = clock()
         gray = to_gray(frame)
         t1 = clock()
-        boxes = outside_zones(self.finder.find(gray, now), self.ignore_zones, gray.shape[:2])
+        known = self.matcher.on_last_frame() if now is not None else {}
+        found = outside_zones(self.finder.find(gray, now, known), self.ignore_zones, gray.shape[:2])
+        boxes = [box for _, box in found]
+        keys = self.matcher.assign(boxes, now, [key for key, _ in found]) if now is not None else None
         t2 = clock()
-        requests = self.policy.plan(boxes, now)
+        requests = self.policy.plan(boxes, now, keys)
         crops = [crop_face(gray, boxes[r.face], contract.crop, contract.input_hw) for r in requests]
         t3 = clock()
         fresh = self.classifier.classify_with(np.asarray(crops), [r.views for r in requests])
@@ -222,4 +218,4 @@ class FramePipeline:
         self.classified += len(requests)
         self.passes += sum(len(r.views) for r in requests)
         t.grayscale, t.detect, t.preprocess, t.classify = t1 - t0, t2 - t1, t3 - t2, t4 - t3
-        return [FaceResult(box, p) for box, p in zip(boxes, latest)]
+        return [FaceResult(box, p, key) for box, p, key in zip(boxes, latest, keys or [None] * len(boxes))]

@@ -36,6 +36,7 @@ from edge.contract import VIEW_SETS
 from edge.daemon import ProcessingLoop
 from edge.detect import DetectorError, HaarFaceDetector
 from edge.homeassistant import discovery_messages
+from edge.matching import FaceMatcher
 from edge.mqtt import CredentialsError, MqttPublisher, credentials_warnings, resolve_credentials, tls_context
 from edge.payloads import Message, Topics, camera_summary, stats_message
 from edge.pipeline import ClassifyPolicy, FramePipeline
@@ -98,8 +99,13 @@ def build_pipeline(config: Config) -> FramePipeline:
     classifier = EmotionClassifier(model_path, num_threads=config.model.num_threads, views=views)
     check_alert_emotions(config, classifier.labels, Path(model_path).name)
     policy = ClassifyPolicy.from_config(classifier.contract.views, config.model, config.tracking)
+    t = config.tracking
     return FramePipeline(
-        HaarFaceDetector(config.detector), classifier, policy, ignore_zones=config.detector.ignore_zones
+        HaarFaceDetector(config.detector),
+        classifier,
+        policy,
+        ignore_zones=config.detector.ignore_zones,
+        matcher=FaceMatcher(t.iou_threshold, t.max_center_distance, t.max_missing_seconds),
     )
 
 
@@ -331,7 +337,7 @@ class Service:
             return
         pipeline, publisher = self.pipeline, None
         try:
-            if {"detector", "model"} & set(changed):
+            if {"detector", "model", "tracking"} & set(changed):
                 pipeline = build_pipeline(new)
             check_alert_emotions(new, pipeline.classifier.labels, Path(pipeline.classifier.model_path).name)
             # A model with other labels: the tracker, the alert rules and Home Assistant's

@@ -4,8 +4,11 @@ Pure logic: no I/O, no clocks of its own. Each call gets the detections of one f
 the frame's times; it returns the events that frame caused:
 
 - ``new`` when a face has been seen in ``min_frames`` frames,
-- ``update`` when its smoothed emotion changes (at most once per ``min_update_seconds``)
-  and at least every ``heartbeat_seconds`` while it stays,
+- ``update`` when its label changes (at most once per ``min_update_seconds``) and at least
+  every ``heartbeat_seconds`` while it stays. The label is the smoothed top emotion with
+  hysteresis: another emotion takes over only when it leads by ``label_margin`` or has led
+  for ``label_hold_seconds`` (``relabel``), so a near-tie does not flap; events and the
+  state both name it,
 - ``end`` when it has not been seen for ``max_missing_seconds``, with a visit summary.
 """
 
@@ -20,48 +23,28 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.config import TrackingConfig
-from edge.preprocess import Box, iou
+from edge.matching import FaceMatcher
+from edge.preprocess import Box
 
 
-def center_distance(a: Box, b: Box) -> float:
-    """Distance between box centres, in widths of box ``a``."""
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    return math.hypot((ax + aw / 2) - (bx + bw / 2), (ay + ah / 2) - (by + bh / 2)) / max(aw, 1)
-
-
-def match(
-    tracks: Sequence[Box], detections: Sequence[Box], iou_threshold: float, max_distance: float
-) -> list[tuple[int, int]]:
-    """Greedy one-to-one pairs (track index, detection index): best overlap first, then nearest centre."""
-    pairs: list[tuple[int, int]] = []
-    used_t: set[int] = set()
-    used_d: set[int] = set()
-    scored = sorted(
-        ((iou(t, d), ti, di) for ti, t in enumerate(tracks) for di, d in enumerate(detections)),
-        reverse=True,
-    )
-    for score, ti, di in scored:
-        if score < iou_threshold or score == 0:
-            break
-        if ti not in used_t and di not in used_d:
-            pairs.append((ti, di))
-            used_t.add(ti)
-            used_d.add(di)
-    near = sorted(
-        (center_distance(t, d), ti, di)
-        for ti, t in enumerate(tracks)
-        for di, d in enumerate(detections)
-        if ti not in used_t and di not in used_d
-    )
-    for distance, ti, di in near:
-        if distance > max_distance:
-            break
-        if ti not in used_t and di not in used_d:
-            pairs.append((ti, di))
-            used_t.add(ti)
-            used_d.add(di)
-    return pairs
+def relabel(
+    current: int,
+    smoothed: np.ndarray,
+    leader_since: float | None,
+    now: float,
+    margin: float,
+    hold_seconds: float,
+) -> tuple[int, float | None]:
+    """(label, since when another emotion has led it): the label stays until the smoothed
+    top emotion leads it by ``margin``, or has led it without a break for ``hold_seconds``."""
+    top = int(np.argmax(smoothed))
+    if current < 0 or top == current:
+        return top, None
+    lead = float(smoothed[top] - smoothed[current])
+    since = now if leader_since is None else leader_since
+    if lead >= margin or now - since >= hold_seconds:
+        return top, None
+    return current, since
 
 
 def smoothing_weight(dt: float, time_constant: float) -> float:
@@ -83,12 +66,14 @@ class Track:
     probability_sum: np.ndarray
     frames: int = 1
     confirmed: bool = False
-    emotion: int = -1  # index of the smoothed dominant emotion
+    emotion: int = -1  # the label: index of the smoothed top emotion, with hysteresis
+    leader_since: float | None = None  # since when another emotion has led the label
     last_published: float = -math.inf  # monotonic time of the last new/update event
     published_emotion: int = -1
     emotion_seconds: np.ndarray = field(default_factory=lambda: np.zeros(0))
     arrival: dict | None = None  # the smoothed emotion when the face became a person
     peak: dict | None = None  # the strongest expression of the visit (see _note_peak)
+    key: int = 0  # the matcher's key (edge.matching): the same person on every frame
 
 
 @dataclass(frozen=True)
@@ -109,6 +94,11 @@ class FaceTracker:
         self.config = config
         self.labels = tuple(labels)
         self.tracks: list[Track] = []
+        # Keys for callers that give boxes without them (tests, offline tools); the daemon's
+        # pipeline gives each face the key of its own matcher, the one matcher of a frame.
+        self._matcher = FaceMatcher(
+            config.iou_threshold, config.max_center_distance, config.max_missing_seconds
+        )
         # Ids are unique across restarts of the daemon, not only within one run.
         self._prefix = id_prefix if id_prefix is not None else uuid.uuid4().hex[:6]
         self._counter = itertools.count(1)
@@ -123,8 +113,8 @@ class FaceTracker:
             wall_time=wall,
             monotonic=now,
             box=track.box,
-            emotion=self.labels[int(np.argmax(probs))],
-            confidence=float(np.max(probs)),
+            emotion=self.labels[track.emotion],
+            confidence=float(probs[track.emotion]),
             probabilities={name: float(p) for name, p in zip(self.labels, probs)},
             summary=summary,
         )
@@ -163,24 +153,42 @@ class FaceTracker:
             },
             # how the person seemed on arrival, on leaving, and at the strongest moment
             "arrival": track.arrival,
-            "departure": self._moment(track, int(np.argmax(track.smoothed)), track.last_seen_wall),
+            "departure": self._moment(track, track.emotion, track.last_seen_wall),
             "peak": track.peak,
         }
 
-    def update(
-        self, detections: Sequence[tuple[Box, np.ndarray]], now: float, wall: float
-    ) -> list[FaceEvent]:
-        """One frame's (box, probabilities) pairs; returns the events it causes."""
+    def update(self, detections: Sequence[tuple], now: float, wall: float) -> list[FaceEvent]:
+        """One frame's faces: (box, probabilities, key) with the matcher's key of each, or
+        (box, probabilities) for this tracker to match; returns the events they cause."""
         c = self.config
         events: list[FaceEvent] = []
-        pairs = match(
-            [t.box for t in self.tracks], [d[0] for d in detections], c.iou_threshold, c.max_center_distance
-        )
-        matched_detections = set()
-        for ti, di in pairs:
-            track = self.tracks[ti]
-            box, probs = detections[di]
-            matched_detections.add(di)
+        boxes = [d[0] for d in detections]
+        if all(len(d) > 2 and d[2] is not None for d in detections):
+            keys = [d[2] for d in detections]
+        else:
+            keys = self._matcher.assign(boxes, now)
+        by_key = {t.key: t for t in self.tracks}
+        for key, (box, probs, *_) in zip(keys, detections):
+            track = by_key.get(key)
+            if track is None:
+                p = np.asarray(probs, dtype=np.float64)
+                track = Track(
+                    face_id=f"{self._prefix}-{next(self._counter)}",
+                    key=key,
+                    box=box,
+                    first_seen=now,
+                    first_seen_wall=wall,
+                    last_seen=now,
+                    last_seen_wall=wall,
+                    smoothed=p.copy(),
+                    probability_sum=p.copy(),
+                    emotion=int(np.argmax(p)),
+                    emotion_seconds=np.zeros(len(self.labels)),
+                )
+                self.tracks.append(track)
+                by_key[key] = track
+                events.extend(self._lifecycle(track, now, wall))
+                continue
             dt = now - track.last_seen
             if track.emotion >= 0:
                 track.emotion_seconds[track.emotion] += max(dt, 0.0)
@@ -189,27 +197,11 @@ class FaceTracker:
             track.probability_sum += probs
             track.box, track.last_seen, track.last_seen_wall = box, now, wall
             track.frames += 1
-            track.emotion = int(np.argmax(track.smoothed))
+            track.emotion, track.leader_since = relabel(
+                track.emotion, track.smoothed, track.leader_since, now, c.label_margin, c.label_hold_seconds
+            )
             if track.confirmed:
                 self._note_peak(track, wall)
-            events.extend(self._lifecycle(track, now, wall))
-        for di, (box, probs) in enumerate(detections):
-            if di in matched_detections:
-                continue
-            p = np.asarray(probs, dtype=np.float64)
-            track = Track(
-                face_id=f"{self._prefix}-{next(self._counter)}",
-                box=box,
-                first_seen=now,
-                first_seen_wall=wall,
-                last_seen=now,
-                last_seen_wall=wall,
-                smoothed=p.copy(),
-                probability_sum=p.copy(),
-                emotion=int(np.argmax(p)),
-                emotion_seconds=np.zeros(len(self.labels)),
-            )
-            self.tracks.append(track)
             events.extend(self._lifecycle(track, now, wall))
         events.extend(self.expire(now, wall))
         return events

@@ -102,7 +102,7 @@ def test_the_daemon_raises_and_clears_an_alert_on_a_clip(tmp_path, broker, subsc
     """The real pipeline: a rule that the astronaut's smile meets raises an alert while she is
     there, listed in the retained state, and clears it when she walks out."""
     from bench.clips import one_visit_clip
-    from tests.test_daemon_e2e import start_daemon, stop_daemon, write_config
+    from tests.helpers import start_daemon, stop_daemon, write_config
 
     schema = json.loads((ROOT / "docs/schema/alert.schema.json").read_text())
     clip = one_visit_clip(tmp_path / "visit.avi")
@@ -155,7 +155,7 @@ def test_a_reload_ends_visits_and_alerts_as_reloads_and_keeps_the_command_lines_
     import yaml
 
     from bench.clips import one_visit_clip
-    from tests.test_daemon_e2e import write_config
+    from tests.helpers import write_config
 
     clip = one_visit_clip(tmp_path / "visit.avi")
     sub = subscribe(broker.port, "fer-kiosk/test-kiosk/#")

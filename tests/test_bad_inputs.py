@@ -21,7 +21,7 @@ import yaml
 from bench.clips import one_visit_clip, visits_clip
 from bench.harness import NotifySocket, start_daemon
 from tests.conftest import ROOT, wait_until
-from tests.test_service import SCHEMAS, config_file
+from tests.helpers import SCHEMAS, config_file
 
 
 def edge(*args: str, config: Path, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:

@@ -44,7 +44,7 @@ from edge.contract import EMOTIONS
 from edge.homeassistant import discovery_messages
 from edge.payloads import Topics
 from tests.conftest import ROOT
-from tests.test_daemon_e2e import write_config
+from tests.helpers import write_config
 
 BRIDGE = ROOT / "deploy/mosquitto/bridge.conf"
 ACL = ROOT / "deploy/mosquitto/acl"

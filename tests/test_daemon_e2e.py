@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import jsonschema
 import numpy as np
@@ -15,22 +13,9 @@ import pytest
 
 from bench import harness
 from bench.clips import one_visit_clip
-from bench.harness import merged, start_daemon, stop_daemon
+from bench.harness import start_daemon, stop_daemon
 from tests.conftest import ROOT
-
-SCHEMAS = {
-    name: json.loads((ROOT / "docs" / "schema" / f"{name}.schema.json").read_text())
-    for name in ("event", "state")
-}
-
-
-def write_config(path: Path, port: int, source: str, **sections) -> Path:
-    """A config for device test-kiosk: quick camera retries, a heartbeat every second."""
-    defaults = {
-        "camera": {"retry_initial_seconds": 0.5, "retry_max_seconds": 2.0},
-        "tracking": {"heartbeat_seconds": 1.0},
-    }
-    return harness.write_config(path, port, "test-kiosk", source, **merged(defaults, sections))
+from tests.helpers import SCHEMAS, write_config
 
 
 @pytest.mark.slow
@@ -248,6 +233,7 @@ def test_a_recording_gives_the_same_visits_read_paced_or_as_fast_as_possible(tmp
             if daemon.poll() is None:
                 stop_daemon(daemon)
         elapsed[realtime] = time.monotonic() - started
+
         def ends():
             return [e["summary"] for e in sub.json_on(f"{device}/events") if e["type"] == "end"]
 

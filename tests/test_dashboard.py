@@ -4,7 +4,6 @@ running on a clip."""
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import sqlite3
@@ -12,15 +11,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from bench.harness import (
-    BROWSER_ARGS,
-    CHROMIUM,
     http_get,
     start_daemon,
     start_dashboard,
@@ -30,8 +26,7 @@ from bench.harness import (
 from dashboard.fleet import Fleet
 from dashboard.store import SCHEMA_VERSION, Store, StoreError
 from tests.conftest import ROOT
-
-NOW = time.time()
+from tests.helpers import NOW, browser_page, iso, publish, state, visit_end, wait_js
 
 
 @pytest.fixture(autouse=True)
@@ -43,56 +38,6 @@ def own_state_dir(tmp_path, monkeypatch):
 
 def make_fleet(path=":memory:", keep: float = 1800.0) -> Fleet:
     return Fleet("fer-kiosk", Store(path), keep, NOW)
-
-
-def iso(seconds_ago: float = 0.0) -> str:
-    moment = datetime.fromtimestamp(NOW - seconds_ago, timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def state(device: str, faces: list[tuple[str, str, float]], status: str = "running", **extra) -> bytes:
-    return json.dumps(
-        {
-            "v": 1,
-            "device": device,
-            "time": iso(),
-            "status": status,
-            "face_count": len(faces),
-            "dominant_emotion": faces[0][1] if faces else "none",
-            "levels": {"happy": 0.5},
-            "faces": [{"face_id": f, "emotion": e, "confidence": c, "since": iso(5)} for f, e, c in faces],
-            **extra,
-        }
-    ).encode()
-
-
-def visit_end(
-    device: str, event_id: str, duration: float, emotion: str, ended_ago: float = 0.0, ended_by: str = "left"
-) -> bytes:
-    return json.dumps(
-        {
-            "v": 1,
-            "event_id": event_id,
-            "type": "end",
-            "device": device,
-            "time": iso(ended_ago),
-            "face_id": "f-1",
-            "box": [0, 0, 10, 10],
-            "emotion": emotion,
-            "confidence": 0.7,
-            "probabilities": {},
-            "summary": {
-                "ended_by": ended_by,
-                "first_seen": iso(ended_ago + duration),
-                "last_seen": iso(ended_ago),
-                "duration_s": duration,
-                "frames": 10,
-                "dominant_emotion": emotion,
-                "mean_probabilities": {},
-                "emotion_seconds": {},
-            },
-        }
-    ).encode()
 
 
 # ---- the fleet model, pure ----------------------------------------------------------------
@@ -295,16 +240,6 @@ def test_one_slow_browser_is_dropped_alone_without_raising():
 # ---- the server, with a real broker -----------------------------------------------------
 
 
-def publish(port: int, messages: list[tuple[str, bytes, bool]]) -> None:
-    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    for topic, payload, retain in messages:
-        client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
-    client.disconnect()
-    client.loop_stop()
-
-
 def test_server_serves_the_fleet_the_page_and_nothing_else(tmp_path, broker):
     publish(
         broker.port,
@@ -357,30 +292,10 @@ def test_a_bad_dashboard_config_is_refused_with_exit_78(tmp_path):
 # ---- the page in a real browser, fed by the real daemon -----------------------------------
 
 
-@contextlib.contextmanager
-def browser_page():
-    """A page in Debian's Chromium (skips the test without Playwright or Chromium)."""
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (tests/run.sh installs it)")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        yield browser.new_page(viewport={"width": 1024, "height": 768})
-        browser.close()
-
-
 @pytest.fixture
 def page():
     with browser_page() as opened:
         yield opened
-
-
-def wait_js(page, expression: str, timeout: float = 10.0) -> None:
-    """Polls a JavaScript expression from outside the page: Playwright's wait_for_function
-    would evaluate it inside, which the page's Content-Security-Policy (rightly) forbids."""
-    assert wait_until(lambda: page.evaluate(expression), timeout), (
-        f"not true within {timeout} s: {expression}"
-    )
 
 
 def p95(values: list[float]) -> float:
@@ -391,7 +306,7 @@ def p95(values: list[float]) -> float:
 @pytest.mark.slow
 def test_the_page_follows_the_daemon_on_a_clip(tmp_path, broker, page):
     from bench.clips import one_visit_clip
-    from tests.test_daemon_e2e import write_config
+    from tests.helpers import write_config
 
     dashboard, url, dashboard_log = start_dashboard(tmp_path, broker.port)
     page.goto(url)

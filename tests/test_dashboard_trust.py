@@ -32,7 +32,7 @@ from bench.harness import (
 )
 from dashboard.store import Store, visit_from_event
 from tests.conftest import ROOT
-from tests.test_dashboard import browser_page, iso, publish, state, visit_end, wait_js
+from tests.helpers import browser_page, iso, publish, state, visit_end, wait_js
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from edge.contract import EMOTIONS
 from edge.payloads import Topics, event_message, event_payload, iso_utc, state_message, state_payload
 from edge.tracking import FaceTracker
 from tests.conftest import ROOT
-from tests.test_tracking import p, run
+from tests.helpers import p, run
 
 SCHEMAS = {
     n: json.loads((ROOT / "docs" / "schema" / f"{n}.schema.json").read_text())

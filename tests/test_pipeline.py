@@ -7,17 +7,20 @@ from edge import DEFAULT_MODEL
 from edge.classifier import EmotionClassifier
 from edge.config import ConfigError, parse_config
 from edge.contract import VIEW_SETS
+from edge.matching import FaceMatcher
 from edge.pipeline import ClassifyPolicy
 
 VIEWS = VIEW_SETS["mirror-shift"]
 FACE = (100, 100, 80, 80)
 
 
-def run(policy, frames, fps=30.0):
-    """frames: list of lists of boxes; returns per frame {face index: views}, recording fake answers."""
+def run(policy, frames, fps=30.0, matcher=None):
+    """frames: list of lists of boxes, keyed by a matcher as the pipeline does; returns per
+    frame {face index: views}, recording fake answers."""
+    matcher = matcher or FaceMatcher()
     out = []
     for i, boxes in enumerate(frames):
-        requests = policy.plan(boxes, i / fps)
+        requests = policy.plan(boxes, i / fps, matcher.assign(boxes, i / fps))
         policy.record(requests, np.full((len(requests), 7), 1 / 7))
         out.append({r.face: r.views for r in requests})
     return out
@@ -48,7 +51,7 @@ def test_the_face_that_moved_most_is_served_first():
     policy = ClassifyPolicy(VIEWS, max_hz=10)
     run(policy, [[still, walker]] * 3)  # both new at t=0, then not due for 0.1 s
     # at 0.1 s both are due, but a frame serves one: the one that moved half a face width
-    requests = policy.plan([still, (340, 100, 80, 80)], 3 / 30)
+    requests = policy.plan([still, (340, 100, 80, 80)], 3 / 30, [1, 2])
     assert [r.face for r in requests] == [1]
 
 
@@ -63,17 +66,17 @@ def test_a_photo_gets_every_view_and_nothing_is_remembered():
 def test_a_face_gone_longer_than_forget_seconds_is_new_again():
     policy = ClassifyPolicy(VIEWS, max_hz=10, forget_seconds=1.0)
     run(policy, [[FACE]])
-    assert policy.plan([], 0.5) == []
-    assert policy.plan([FACE], 0.9)[0].views == (VIEWS[0],)  # back within 1 s: same face
+    assert policy.plan([], 0.5, []) == []
+    assert policy.plan([FACE], 0.9, [1])[0].views == (VIEWS[0],)  # back within 1 s: same face
     policy.record([], np.zeros((0, 7)))
-    assert policy.plan([FACE], 2.5)[0].views == VIEWS
+    assert policy.plan([FACE], 2.5, [1])[0].views == VIEWS
 
 
 def test_faces_between_classifications_keep_their_last_answer():
     policy = ClassifyPolicy(VIEWS, max_hz=10)
     answer = np.eye(7)[3]
-    policy.record(policy.plan([FACE], 0.0), answer[None])
-    requests = policy.plan([FACE], 1 / 30)
+    policy.record(policy.plan([FACE], 0.0, [1]), answer[None])
+    requests = policy.plan([FACE], 1 / 30, [1])
     assert requests == []
     assert np.array_equal(policy.record(requests, np.zeros((0, 7)))[0], answer)
 

@@ -22,11 +22,9 @@ from bench.harness import (
     Broker,
     NotifySocket,
     Subscriber,
-    merged,
     start_daemon,
     stop_daemon,
     wait_until,
-    write_config,
 )
 from edge.config import parse_config
 from edge.contract import EMOTIONS
@@ -34,23 +32,9 @@ from edge.homeassistant import SUPPORT_URL, discovery_messages, removal_messages
 from edge.mqtt import Credentials, resolve_credentials
 from edge.payloads import Topics
 from tests.conftest import ROOT
+from tests.helpers import SCHEMAS, config_file
 
 pytestmark = pytest.mark.slow
-
-SCHEMAS = {
-    n: json.loads((ROOT / "docs" / "schema" / f"{n}.schema.json").read_text())
-    for n in ("event", "state", "stats")
-}
-
-
-def config_file(tmp_path: Path, port: int, source: str, **sections) -> Path:
-    """tmp_path/config.yaml for device svc: quick camera retries and reconnects, stats every second."""
-    defaults = {
-        "camera": {"retry_initial_seconds": 0.5, "retry_max_seconds": 1.0},
-        "mqtt": {"reconnect_max_seconds": 2, "stats_interval_seconds": 1},
-        "spool": {"path": str(tmp_path / "spool")},
-    }
-    return write_config(tmp_path / "config.yaml", port, "svc", source, **merged(defaults, sections))
 
 
 def test_ready_without_a_camera_which_is_published_with_its_cause_and_picked_up_when_it_appears(

@@ -3,23 +3,10 @@ import pytest
 
 from edge.config import TrackingConfig
 from edge.contract import EMOTIONS
-from edge.tracking import FaceTracker, center_distance, iou, match, smoothing_weight
-
-
-def p(label: str, confidence: float = 0.9) -> np.ndarray:
-    probs = np.full(7, (1 - confidence) / 6)
-    probs[EMOTIONS.index(label)] = confidence
-    return probs
-
-
-def run(tracker, frames, fps=30.0):
-    """frames: list of lists of (box, probs); returns all events with their frame index."""
-    out = []
-    for i, detections in enumerate(frames):
-        t = i / fps
-        for event in tracker.update(detections, t, 1_700_000_000 + t):
-            out.append((i, event))
-    return out
+from edge.matching import center_distance, match
+from edge.preprocess import iou
+from edge.tracking import FaceTracker, relabel, smoothing_weight
+from tests.helpers import p, run
 
 
 def test_iou_and_centre_distance():
@@ -75,6 +62,54 @@ def test_emotion_change_publishes_update_at_a_bounded_rate():
     updates = [i for i, e in events if e.kind == "update"]
     assert 2 <= len(updates) <= 4
     assert all(b - a >= 15 for a, b in zip(updates, updates[1:]))
+
+
+def near_tie(i: int) -> np.ndarray:
+    """happy and neutral within a few hundredths, trading the lead every few frames."""
+    probs = np.full(7, 0.014)
+    lead = 0.02 if (i // 7) % 2 else -0.02
+    probs[EMOTIONS.index("happy")] = 0.465 + lead / 2
+    probs[EMOTIONS.index("neutral")] = 0.465 - lead / 2
+    return probs
+
+
+def test_a_near_tie_does_not_flap_the_label_and_events_name_what_the_state_names():
+    flapping = TrackingConfig(
+        min_frames=1,
+        smoothing_seconds=0.1,
+        heartbeat_seconds=0.0,
+        min_update_seconds=0.5,
+        label_margin=0.0,
+        label_hold_seconds=0.0,
+    )
+    held = TrackingConfig(min_frames=1, smoothing_seconds=0.1, heartbeat_seconds=0.0, min_update_seconds=0.5)
+    frames = [[((50, 50, 80, 80), near_tie(i))] for i in range(90)]  # 3 s
+    before = [e for _, e in run(FaceTracker(flapping, EMOTIONS, id_prefix="t"), frames) if e.kind == "update"]
+    tracker = FaceTracker(held, EMOTIONS, id_prefix="t")
+    after = []
+    for i, detections in enumerate(frames):
+        for event in tracker.update(detections, i / 30, 1_700_000_000 + i / 30):
+            after.append(event)
+            # what an update names is what the state names (the track's label)
+            track = tracker.present()[0]
+            assert event.emotion == EMOTIONS[track.emotion]
+            assert event.confidence == pytest.approx(track.smoothed[track.emotion])
+    assert len(before) >= 4
+    assert [e.kind for e in after] == ["new"]  # neither leads by 0.1, nor for 1 s
+
+
+def test_a_real_change_of_emotion_takes_over_by_margin_at_once_or_by_time():
+    happy, sad = EMOTIONS.index("happy"), EMOTIONS.index("sad")
+    smoothed = np.zeros(7)
+    smoothed[[happy, sad]] = 0.3, 0.5
+    assert relabel(happy, smoothed, None, 10.0, 0.1, 1.0) == (sad, None)  # leads by 0.2
+    smoothed[[happy, sad]] = 0.44, 0.46
+    assert relabel(happy, smoothed, None, 10.0, 0.1, 1.0) == (happy, 10.0)  # starts the clock
+    assert relabel(happy, smoothed, 10.0, 10.5, 0.1, 1.0) == (happy, 10.0)
+    assert relabel(happy, smoothed, 10.0, 11.0, 0.1, 1.0) == (sad, None)  # led for 1 s
+    smoothed[[happy, sad]] = 0.5, 0.3
+    assert relabel(happy, smoothed, 10.0, 10.5, 0.1, 1.0) == (happy, None)  # the lead broke: reset
+    assert relabel(-1, smoothed, None, 0.0, 0.1, 1.0) == (happy, None)
 
 
 def test_smoothing_ignores_a_one_frame_flicker():

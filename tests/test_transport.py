@@ -268,7 +268,7 @@ def test_two_clients_with_the_same_id_name_the_clash_once_and_back_off(broker, c
 
 @pytest.mark.slow
 def test_the_daemon_names_a_silent_server_and_keeps_running(tmp_path):
-    from tests.test_service import config_file
+    from tests.helpers import config_file
 
     server = FakeServer(reply=None)
     config = config_file(
@@ -297,7 +297,7 @@ def test_the_daemon_names_a_silent_server_and_keeps_running(tmp_path):
 
 @pytest.mark.slow
 def test_two_daemons_with_the_same_device_id_say_so_and_back_off(tmp_path, broker):
-    from tests.test_service import config_file
+    from tests.helpers import config_file
 
     daemons, logs = [], []
     for name in ("a", "b"):
