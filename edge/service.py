@@ -23,6 +23,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -31,7 +32,7 @@ from edge import DEFAULT_MODEL, __version__
 from edge.alerts import AlertRules
 from edge.capture import FrameSource
 from edge.classifier import ContractError, EmotionClassifier
-from edge.config import Config, ConfigError, load_config
+from edge.config import CameraConfig, Config, ConfigError, load_config
 from edge.contract import VIEW_SETS
 from edge.daemon import ProcessingLoop
 from edge.detect import DetectorError, HaarFaceDetector
@@ -161,6 +162,17 @@ def build_publisher(
 RECORDING_DRAIN_SECONDS = 10.0
 
 
+@dataclass(frozen=True)
+class Parts:
+    """How the service builds its parts from a config: the real ones by default; tests give
+    fakes (a classifier without a model, a publisher without a broker, a scripted camera)."""
+
+    check: Callable[[Config], list[str]] = check_inputs
+    pipeline: Callable[[Config], FramePipeline] = build_pipeline
+    publisher: Callable[..., MqttPublisher] = build_publisher
+    source: Callable[[CameraConfig], FrameSource] = FrameSource
+
+
 class Service:
     def __init__(
         self,
@@ -168,22 +180,24 @@ class Service:
         config_path: str | None = None,
         notifier: Notifier | None = None,
         log_level: str | None = None,
+        parts: Parts = Parts(),
     ):
         """``log_level``: the command line's --log-level, which outranks the config's, also
         after a reload."""
         self.config = config
         self.config_path = config_path
         self.log_level = log_level
+        self.parts = parts
         self.notifier = notifier or Notifier()
-        for warning in check_inputs(config):  # ConfigError (exit 78) for a file run cannot use
+        for warning in parts.check(config):  # ConfigError (exit 78) for a file run cannot use
             _LOGGER.warning("%s", warning)
         self.stop_event = threading.Event()
         self._reload_requested = threading.Event()
         self.started = time.monotonic()
-        self.pipeline = build_pipeline(config)
+        self.pipeline = parts.pipeline(config)
         self.tracker = FaceTracker(config.tracking, self.pipeline.classifier.labels)
-        self.publisher = build_publisher(config, self.pipeline.classifier.labels, self.current_state)
-        self.source = FrameSource(config.camera)
+        self.publisher = parts.publisher(config, self.pipeline.classifier.labels, self.current_state)
+        self.source = parts.source(config.camera)
         self.loop = self._make_loop()
 
     def _make_loop(
@@ -322,7 +336,7 @@ class Service:
         self.notifier.reloading()
         try:
             new = load_config(self.config_path)
-            for warning in check_inputs(new):
+            for warning in self.parts.check(new):
                 _LOGGER.warning("%s", warning)
         except ConfigError as err:
             _LOGGER.error("reload refused, keeping the running configuration: %s", err)
@@ -338,7 +352,7 @@ class Service:
         pipeline, publisher = self.pipeline, None
         try:
             if {"detector", "model", "tracking"} & set(changed):
-                pipeline = build_pipeline(new)
+                pipeline = self.parts.pipeline(new)
             check_alert_emotions(new, pipeline.classifier.labels, Path(pipeline.classifier.model_path).name)
             # A model with other labels: the tracker, the alert rules and Home Assistant's
             # entities (built from the labels) are made anew for it.
@@ -346,7 +360,7 @@ class Service:
             if labels_changed or {"mqtt", "homeassistant", "spool"} & set(changed):
                 # built (files read, spool opened) before anything running is touched
                 same_spool = str(spool_dir(new)) == str(spool_dir(self.config))
-                publisher = build_publisher(
+                publisher = self.parts.publisher(
                     new,
                     pipeline.classifier.labels,
                     self.current_state,
@@ -371,7 +385,7 @@ class Service:
             self.publisher.start()
         if "camera" in changed:
             self.source.stop(timeout=1.0)
-            self.source = FrameSource(new.camera).start()
+            self.source = self.parts.source(new.camera).start()
         self.loop = self._make_loop(alerts, previous=self.loop)
         _LOGGER.info("reloaded configuration: %s changed", ", ".join(changed))
         self.notifier.ready(self.status_line())
