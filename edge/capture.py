@@ -31,6 +31,12 @@ from edge.images import ImageError, check_size, image_size
 
 _LOGGER = logging.getLogger(__name__)
 
+# FFmpeg prints its own lines on stderr ("[tcp @ 0x...] Connection ... failed"), in another
+# format and at every retry; the capture logs one line per failure, naming the fix. OpenCV
+# reads this variable when it opens its first FFmpeg capture (-8: AV_LOG_QUIET); whoever set
+# it (to debug a camera, e.g. 32 for FFmpeg's info) keeps their choice.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 
 @dataclass(frozen=True)
 class Frame:
@@ -507,13 +513,14 @@ class FrameSource:
                 )
                 return False
             if first:
-                _LOGGER.info(
-                    "%s %s delivers %dx%d frames",
-                    self.kind,
-                    self.name,
-                    image.shape[1],
-                    image.shape[0],
-                )
+                if not self.connected:  # once per source: not again at each play of a looping file
+                    _LOGGER.info(
+                        "%s %s delivers %dx%d frames",
+                        self.kind,
+                        self.name,
+                        image.shape[1],
+                        image.shape[0],
+                    )
                 self.connected, first = True, False
                 self._set_status(
                     True,

@@ -10,6 +10,7 @@ from bench.clips import one_visit_clip
 from edge.backoff import backoff_delays
 from edge.capture import FrameSource, describe_source
 from edge.config import CameraConfig
+from tests.conftest import ROOT
 
 
 def test_describe_source():
@@ -83,6 +84,83 @@ def test_camera_that_is_missing_then_dies_is_retried_and_logged_once(caplog):
     assert source.failures >= 3
 
 
+def test_a_missing_camera_is_one_warning_line_the_one_readme_shows(caplog):
+    """The capture says it (README's line); the loop publishes the camera topic without
+    saying it again."""
+    from types import SimpleNamespace
+
+    from edge.config import Config
+    from edge.contract import EMOTIONS
+    from edge.daemon import ProcessingLoop
+
+    published = []
+    publisher = SimpleNamespace(publish=lambda message, keep=False: published.append(message) or True)
+    config = CameraConfig(source=97, retry_initial_seconds=30, retry_max_seconds=30)
+    with caplog.at_level(logging.INFO):
+        source = FrameSource(config).start()
+        deadline = time.monotonic() + 5
+        while source.status.cause != "not_found" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        loop = ProcessingLoop(
+            Config(), source, None, SimpleNamespace(labels=EMOTIONS), publisher, alerts=object()
+        )
+        loop.publish_camera()
+        source.stop()
+    assert published and published[-1].topic.endswith("/camera")
+    warnings = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        "edge.capture: camera 97: no such device (/dev/video97 does not exist: no camera plugged in?); "
+        "retrying with backoff (up to 30 s)"
+    ]
+
+
+class LoopingClip(FlakyCamera):
+    """A three-frame video file that ends (and is opened again when camera.loop is true)."""
+
+    def __init__(self, target, backend):
+        LoopingClip.attempts += 1
+        self.frames = 3
+
+
+def test_a_looping_file_says_its_frame_size_once_not_at_every_play(tmp_path, caplog):
+    clip = tmp_path / "clip.avi"
+    clip.write_bytes(b"a video, as far as the fake capture is concerned")
+    LoopingClip.attempts = 0
+    config = CameraConfig(source=str(clip), loop=True, realtime=True, retry_initial_seconds=0.01)
+    with caplog.at_level(logging.INFO, logger="edge.capture"):
+        source = FrameSource(config, opener=LoopingClip).start()
+        deadline = time.monotonic() + 10
+        while LoopingClip.attempts < 4 and time.monotonic() < deadline:
+            source.latest(0.2)
+        source.stop()
+    assert LoopingClip.attempts >= 4, "the clip was played again at its end"
+    said = [r.getMessage() for r in caplog.records if "delivers" in r.getMessage()]
+    assert len(said) == 1 and said[0].endswith("delivers 64x48 frames"), said
+
+
+def test_ffmpeg_says_nothing_of_its_own_on_stderr():
+    """A camera URL that refuses: FFmpeg's own "[tcp @ 0x...] Connection ... failed" stays off
+    the log (the capture logs the failure once, in its own words)."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"}
+    code = (
+        "import cv2, edge.capture\n"
+        f"capture = cv2.VideoCapture('http://127.0.0.1:{port}/video', cv2.CAP_FFMPEG)\n"
+        "print('opened' if capture.isOpened() else 'refused')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env, cwd=ROOT
+    )
+    assert done.stdout.strip() == "refused", done.stderr
+    assert "[tcp @" not in done.stderr and "Connection to tcp" not in done.stderr, done.stderr
+
+
 def test_latest_hands_out_newest_frame_only_once(tmp_path):
     clip = one_visit_clip(tmp_path / "c.avi", fps=30)
     source = FrameSource(CameraConfig(source=str(clip), realtime=True)).start()
@@ -149,7 +227,16 @@ def test_network_source_that_never_answers_times_out_and_says_so(caplog):
     server.bind(("127.0.0.1", 0))
     server.listen(8)
     held = []
-    threading.Thread(target=lambda: [held.append(server.accept()) for _ in iter(int, 1)], daemon=True).start()
+
+    def accept_all():
+        try:
+            while True:
+                held.append(server.accept())
+        except OSError:  # the server was shut down: this thread ends with the test
+            pass
+
+    acceptor = threading.Thread(target=accept_all, daemon=True)
+    acceptor.start()
     port = server.getsockname()[1]
     try:
         for scheme in ("http", "rtsp"):
@@ -176,9 +263,14 @@ def test_network_source_that_never_answers_times_out_and_says_so(caplog):
             assert "s3cret" not in caplog.text
             assert source.failures == 1 and not source.connected
     finally:
+        # shutdown wakes the accept() that close() alone leaves blocked: a thread left in it
+        # would accept on whatever a later test opens under the same descriptor number
+        server.shutdown(socket.SHUT_RDWR)
         server.close()
+        acceptor.join(5)
         for conn, _ in held:
             conn.close()
+    assert not acceptor.is_alive(), "the accept loop outlived its test"
 
 
 def _astronaut_clip(path, fourcc: str, frames: int = 12):
