@@ -41,11 +41,45 @@ def format_message(topic: str, payload: bytes) -> str:
         return (
             f"{when} {device} state  {data.get('status', '?')}: {data.get('face_count', 0)} face(s) {faces}"
         )
+    if kind == "camera":
+        return f"{when} {device} camera {camera_text(data)}: {data.get('detail', '')}"
     if kind == "stats":
         return f"{when} {device} stats  " + " ".join(
-            f"{k}={v}" for k, v in data.items() if k not in ("v", "device", "time")
+            f"{k}={_stats_value(k, v)}" for k, v in data.items() if k not in ("v", "device", "time")
         )
     return f"{when} {topic}: {payload.decode(errors='replace')}"
+
+
+def camera_text(camera: dict) -> str:
+    """``online``, or ``offline (cause)``: the camera as the camera topic and the stats say it."""
+    status = camera.get("status", "?")
+    return f"{status} ({camera['cause']})" if camera.get("cause") else str(status)
+
+
+def _stats_value(key: str, value: object) -> str:
+    if key == "camera" and isinstance(value, dict):
+        return camera_text(value).replace(" ", "")  # one token: offline(not_found)
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def camera_repeat(topic: str, payload: bytes, shown: dict[str, tuple]) -> bool:
+    """Whether a camera message says what the last one on its topic said. The daemon
+    publishes its camera again on every (re)connection, right after the change itself: the
+    same status, cause, detail and since, shown once. ``shown`` remembers per topic."""
+    if topic.rsplit("/", 1)[-1] != "camera":
+        return False
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    if not isinstance(data, dict):
+        return False
+    said = tuple(data.get(k) for k in ("status", "cause", "detail", "since"))
+    repeat = shown.get(topic) == said
+    shown[topic] = said
+    return repeat
 
 
 def watch(
@@ -66,7 +100,11 @@ def watch(
     done = threading.Event()
     outcome: dict[str, str] = {}
 
+    camera_shown: dict[str, tuple] = {}
+
     def on_message(topic_name: str, payload: bytes, retained: bool) -> None:
+        if not raw and camera_repeat(topic_name, payload, camera_shown):
+            return
         line = payload.decode(errors="replace") if raw else format_message(topic_name, payload)
         print(f"{topic_name} {line}" if raw else line, file=out, flush=True)
 

@@ -34,6 +34,49 @@ def test_format_lines_for_events_state_and_stats():
     assert "not json" in format_message("fer-kiosk/k1/events", b"not json")
 
 
+def test_camera_and_stats_read_as_words_not_json():
+    offline = {
+        "v": 1,
+        "device": "k1",
+        "time": "2026-11-24T09:15:41.002Z",
+        "status": "offline",
+        "cause": "not_found",
+        "detail": "no such device (/dev/video0 does not exist: no camera plugged in?)",
+        "since": "2026-11-24T09:15:40.900Z",
+    }
+    line = format_message("fer-kiosk/k1/camera", json.dumps(offline).encode())
+    assert line == (
+        "09:15:41 k1 camera offline (not_found): no such device (/dev/video0 does not exist: "
+        "no camera plugged in?)"
+    )
+    online = {**offline, "status": "online", "cause": None, "detail": "camera 0: 640x480 frames"}
+    assert format_message("fer-kiosk/k1/camera", json.dumps(online).encode()).endswith(
+        "k1 camera online: camera 0: 640x480 frames"
+    )
+    stats = {"v": 1, "device": "k1", "time": "2026-11-24T09:15:41Z", "fps": 14.9, "camera": online}
+    line = format_message("fer-kiosk/k1/stats", json.dumps(stats).encode())
+    assert line == "09:15:41 k1 stats  fps=14.9 camera=online", line
+    stats["camera"] = offline
+    assert "camera=offline(not_found)" in format_message("fer-kiosk/k1/stats", json.dumps(stats).encode())
+
+
+def test_the_same_camera_news_is_shown_once():
+    """The daemon publishes its camera on the change and again on (re)connecting, 90 ms apart:
+    one line. A change after it is shown, and so is the same news from another kiosk."""
+    from edge.watch import camera_repeat
+
+    def camera(status, cause, time="2026-11-24T09:15:41.002Z"):
+        payload = {"time": time, "status": status, "cause": cause, "detail": "d", "since": "S"}
+        return json.dumps(payload).encode()
+
+    shown: dict = {}
+    assert not camera_repeat("fer-kiosk/k1/camera", camera("online", None), shown)
+    assert camera_repeat("fer-kiosk/k1/camera", camera("online", None, "2026-11-24T09:15:41.090Z"), shown)
+    assert not camera_repeat("fer-kiosk/k2/camera", camera("online", None), shown)
+    assert not camera_repeat("fer-kiosk/k1/camera", camera("offline", "no_frames"), shown)
+    assert not camera_repeat("fer-kiosk/k1/state", camera("offline", "no_frames"), shown)
+
+
 def test_watch_shows_live_messages_from_a_real_broker(tmp_path, broker):
     config = tmp_path / "c.yaml"
     config.write_text(f"mqtt:\n  host: 127.0.0.1\n  port: {broker.port}\n  device_id: k1\n")
