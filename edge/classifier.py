@@ -11,8 +11,10 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import platform
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -73,6 +75,36 @@ def _stderr_kept(printed: io.StringIO):
     with contextlib.redirect_stderr(printed):
         yield
     sys.stderr.write(printed.getvalue())
+
+
+# What the runtime's C++ prints on stderr, in its own format, when it applies its default
+# delegate to every model (every command, every test): news to nobody, so never shown.
+RUNTIME_CHATTER = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
+
+
+@contextlib.contextmanager
+def _runtime_chatter_dropped():
+    """The process's own stderr (file descriptor 2, where C++ writes) into a file while the
+    interpreter is built; afterwards everything it said but ``RUNTIME_CHATTER`` is written to
+    Python's stderr, so warnings and errors still show (and ``_stderr_kept`` sees them)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to take over: nothing is printed anyway
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        sys.stderr.flush()
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            said = captured.read().decode("utf-8", "replace")
+            kept = [line for line in said.splitlines(keepends=True) if line.strip() not in RUNTIME_CHATTER]
+            if kept:
+                sys.stderr.write("".join(kept))
 
 
 def _installed(distribution: str, module: str) -> str:
@@ -190,7 +222,7 @@ class EmotionClassifier:
         interpreter_class, self.runtime = load_interpreter_class()
         printed = io.StringIO()
         try:
-            with _stderr_kept(printed):
+            with _stderr_kept(printed), _runtime_chatter_dropped():
                 model = str(self.model_path)
                 self._interpreter = interpreter_class(model_path=model, num_threads=num_threads)
                 self._interpreter.allocate_tensors()

@@ -169,3 +169,16 @@ def test_the_cli_exits_78_with_one_line(tmp_path, module, expected, command):
     lines = [line for line in output.splitlines() if expected in line]
     assert len(lines) == 1, output
     assert f"NumPy {np.__version__}" in lines[0] and " -m pip install " in lines[0], lines[0]
+
+
+def test_the_runtimes_delegate_notice_is_not_printed():
+    """LiteRT's C++ prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." on stderr,
+    in its own format, for every model it loads: every command would show it."""
+    code = (
+        "from edge import DEFAULT_MODEL\n"
+        "from edge.classifier import EmotionClassifier\n"
+        "EmotionClassifier(DEFAULT_MODEL)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "XNNPACK" not in done.stderr and "INFO:" not in done.stderr, done.stderr
