@@ -355,7 +355,7 @@ class FrameSource:
                 with open(str(self._target), "rb") as handle:
                     head = handle.read(1 << 16)
                 if image_size(head) is not None:
-                    check_size(self._target, head, self.config.max_frame_pixels)
+                    check_size(self._target, head, self.config.max_frame_pixels, "camera.max_frame_pixels")
             except ImageError as err:
                 self._refused = err.reason
                 return None

@@ -221,7 +221,11 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fer-kiosk", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="fer-kiosk",
+        description="Facial-emotion events for a service-counter kiosk: the daemon (run) and its "
+        "tools. 'fer-kiosk COMMAND --help' tells more of each.",
+    )
     parser.add_argument("--version", action="version", version=f"fer-kiosk {__version__}")
     parser.add_argument(
         "--log-level",
@@ -260,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(handler=_check)
 
     cl = sub.add_parser("classify", help="faces and emotions in photos, through the daemon's pipeline")
-    cl.add_argument("images", nargs="+")
+    cl.add_argument("images", nargs="+", help="photos: PNG, JPEG, BMP, WebP, TIFF or PNM (not GIF)")
     cl.add_argument("--model", default=None, help="a .tflite with its .json (default: the bundled model)")
     cl.add_argument("--json", action="store_true", help="one JSON object per image")
     cl.add_argument(
@@ -268,8 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="refuse larger images before decoding them "
-        "(default: camera.max_frame_pixels' default, 16000000)",
+        help="refuse larger images before decoding them (default 16000000, camera.max_frame_pixels' "
+        "default; a 24-megapixel phone photo needs --max-pixels 24000000)",
     )
     cl.set_defaults(handler=_classify)
 

@@ -2,9 +2,10 @@
 
 A 140 KB PNG can declare 12000x12000 pixels; decoding it whole takes seconds and gigabytes.
 ``image_size`` reads width and height from the header of the formats fer-kiosk accepts
-(PNG, JPEG, BMP, WebP, TIFF, PNM), so ``read_image`` refuses an image above the pixel
-limit before decoding it, and names a damaged file (a truncated JPEG, a PNG that does not
-decode) as damaged instead of returning a grey half-image or nothing.
+(PNG, JPEG, BMP, WebP, TIFF, PNM; a GIF is refused by name), so ``read_image`` refuses an
+image above the pixel limit before decoding it, naming the setting that raises the limit, and
+names a damaged file (a truncated JPEG, a PNG that does not decode) as damaged instead of
+returning a grey half-image or nothing.
 """
 
 from __future__ import annotations
@@ -123,11 +124,18 @@ def image_size(data: bytes) -> tuple[str, int, int] | None:
     return None
 
 
-def check_size(path: str | Path, data: bytes, max_pixels: int) -> tuple[str, int, int]:
+def check_size(
+    path: str | Path, data: bytes, max_pixels: int, limit_name: str = "--max-pixels"
+) -> tuple[str, int, int]:
     """The header's (format, width, height); ImageError when the file is not an image of
-    a known format, declares no size, or more than ``max_pixels`` pixels."""
+    a known format, declares no size, or more than ``max_pixels`` pixels (the message names
+    ``limit_name``, the option or key that sets the limit, and the value that would read it)."""
     size = image_size(data)
     if size is None:
+        if data[:6] in (b"GIF87a", b"GIF89a"):
+            # OpenCV 4.11 and later decode a GIF's first frame, older ones (the 32-bit Pi's)
+            # nothing: refused everywhere alike rather than read on some boxes only.
+            raise ImageError(path, f"GIF is not read by fer-kiosk: save the photo as PNG or JPEG ({FORMATS})")
         raise ImageError(path, f"not an image fer-kiosk reads ({FORMATS}), or its header is damaged")
     kind, width, height = size
     if width <= 0 or height <= 0:
@@ -136,7 +144,7 @@ def check_size(path: str | Path, data: bytes, max_pixels: int) -> tuple[str, int
         raise ImageError(
             path,
             f"{kind} of {width}x{height} = {width * height} pixels, above the limit of "
-            f"{max_pixels}; not decoded",
+            f"{max_pixels}; not decoded (raise {limit_name} to {width * height} to read it)",
         )
     return kind, width, height
 
@@ -170,9 +178,12 @@ def _decode_capturing_stderr(data: bytes, flags: int) -> tuple[np.ndarray | None
     return image, " ".join(said.split())
 
 
-def read_image(path: str | Path, max_pixels: int, flags: int | None = None) -> np.ndarray:
+def read_image(
+    path: str | Path, max_pixels: int, flags: int | None = None, limit_name: str = "--max-pixels"
+) -> np.ndarray:
     """The decoded image (BGR by default), or ImageError naming the file and what is wrong:
-    unreadable, not an image, above ``max_pixels`` (refused before decoding), damaged."""
+    unreadable, not an image, above ``max_pixels`` (refused before decoding, naming
+    ``limit_name``), damaged."""
     import cv2
 
     flags = cv2.IMREAD_COLOR if flags is None else flags
@@ -183,8 +194,10 @@ def read_image(path: str | Path, max_pixels: int, flags: int | None = None) -> n
     except OSError as err:
         raise ImageError(path, f"cannot read ({err.strerror})") from None
     if len(data) > 8 * max_pixels + (1 << 20):
-        raise ImageError(path, f"larger than any image of at most {max_pixels} pixels; not decoded")
-    kind, width, height = check_size(path, data, max_pixels)
+        raise ImageError(
+            path, f"larger than any image of at most {max_pixels} pixels ({limit_name}); not decoded"
+        )
+    kind, width, height = check_size(path, data, max_pixels, limit_name)
     if kind == "JPEG" and not _jpeg_is_complete(data):
         raise ImageError(path, "damaged JPEG (truncated: no end-of-image marker)")
     image, said = _decode_capturing_stderr(data, flags)

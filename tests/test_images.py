@@ -70,7 +70,8 @@ def test_huge_image_is_refused_before_decoding(tmp_path):
         read_image(path, LIMIT)
     assert time.monotonic() - started < 0.5
     assert (
-        err.value.reason == "PNG of 12000x12000 = 144000000 pixels, above the limit of 16000000; not decoded"
+        err.value.reason == "PNG of 12000x12000 = 144000000 pixels, above the limit of 16000000; "
+        "not decoded (raise --max-pixels to 144000000 to read it)"
     )
 
 
@@ -98,6 +99,19 @@ def test_damaged_files_are_named_damaged(tmp_path, photo):
         read_image(tmp_path, LIMIT)  # a folder
 
 
+def test_a_gif_is_refused_by_name_with_the_formats_that_are_read(tmp_path, photo):
+    """OpenCV 4.11 and later read a GIF's first frame, the 32-bit Pi's OpenCV nothing: fer-kiosk
+    refuses GIF everywhere, saying so (README lists the formats), not as "not an image"."""
+    animated = tmp_path / "wave.gif"
+    screen = struct.pack("<HHBBB", 400, 300, 0xF0, 0, 0)  # 400x300, a 2-colour global table
+    animated.write_bytes(b"GIF89a" + screen + b"\x00\x00\x00\xff\xff\xff" + b"\x3b")
+    with pytest.raises(ImageError) as err:
+        read_image(animated, LIMIT)
+    assert err.value.reason == (
+        "GIF is not read by fer-kiosk: save the photo as PNG or JPEG (PNG, JPEG, BMP, WebP, TIFF, PNM)"
+    )
+
+
 def test_classify_refuses_huge_and_damaged_images_in_one_line_each(tmp_path, photo):
     huge = huge_png(tmp_path / "huge.png")
     ok, jpeg = cv2.imencode(".jpg", photo)
@@ -118,7 +132,8 @@ def test_classify_refuses_huge_and_damaged_images_in_one_line_each(tmp_path, pho
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if "error" in line]
     assert errors == [
-        f"{huge}: error: PNG of 12000x12000 = 144000000 pixels, above the limit of 16000000; not decoded",
+        f"{huge}: error: PNG of 12000x12000 = 144000000 pixels, above the limit of 16000000; "
+        "not decoded (raise --max-pixels to 144000000 to read it)",
         f"{truncated}: error: damaged JPEG (truncated: no end-of-image marker)",
     ], result.stderr
     assert "Traceback" not in result.stderr and "Corrupt JPEG" not in result.stderr
@@ -133,7 +148,8 @@ def test_classify_refuses_huge_and_damaged_images_in_one_line_each(tmp_path, pho
     )
     assert json.loads(as_json.stdout) == {
         "image": str(good),
-        "error": "JPEG of 400x300 = 120000 pixels, above the limit of 100000; not decoded",
+        "error": "JPEG of 400x300 = 120000 pixels, above the limit of 100000; "
+        "not decoded (raise --max-pixels to 120000 to read it)",
     }
 
 
@@ -145,7 +161,12 @@ def test_file_camera_refuses_an_image_or_video_above_the_limit(tmp_path, caplog)
         writer.write(np.zeros((240, 320, 3), np.uint8))
     writer.release()
     cases = [
-        (str(huge), LIMIT, "huge.png: PNG of 12000x12000 = 144000000 pixels, above the limit"),
+        (
+            str(huge),
+            LIMIT,
+            "huge.png: PNG of 12000x12000 = 144000000 pixels, above the limit of 16000000; "
+            "not decoded (raise camera.max_frame_pixels to 144000000 to read it)",
+        ),
         (str(small_video), 65_536, "frames of 320x240 = 76800 pixels, above camera.max_frame_pixels (65536)"),
     ]
     for source, limit, expected in cases:
