@@ -204,6 +204,15 @@ def is_labelled_folder(path: str | Path) -> bool:
     return (Path(path) / LABELS_FILE).is_file()
 
 
+def holds_fer2013(folder: str | Path) -> bool:
+    """Whether a folder looks like FER2013 as ``load_fer2013`` reads it: folders train/ or
+    test/, or a single .csv[.gz]."""
+    folder = Path(folder)
+    if any((folder / name).is_dir() for name in set(_FOLDER_FOR_USAGE.values())):
+        return True
+    return len([p for p in folder.iterdir() if p.name.endswith((".csv", ".csv.gz"))]) == 1
+
+
 def read_labelled_folder(root: str | Path) -> LabelledFiles:
     """The files and labels ``root/labels.csv`` lists; every file must exist."""
     root = Path(root)

@@ -36,6 +36,7 @@ from edge.datasets import (
     DatasetError,
     FaceSet,
     LabelledFiles,
+    holds_fer2013,
     is_labelled_folder,
     load_face_folder,
     load_fer2013,
@@ -205,6 +206,11 @@ def load_source(path: str | Path, usage: str, validation: tuple[float, int]) -> 
     Training with ``validation`` = (fraction, seed))."""
     if is_labelled_folder(path):
         return load_face_folder(path)
+    if Path(path).is_dir() and not holds_fer2013(path):
+        raise DatasetError(
+            f"{path}: no labels.csv and no FER2013 in it: add a labels.csv with the columns "
+            "file,emotion (README), or point --data at fer2013.csv or a folder with train/ and test/"
+        )
     if usage == VALIDATION:
         return load_validation(path, *validation)
     return load_fer2013(path, usage)

@@ -50,16 +50,22 @@ def format_report(report: dict[str, Any]) -> str:
         "",
         f"{'class':<10}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}",
     ]
-    for name in labels:
+    predicted = np.asarray(report["confusion_matrix"]).sum(axis=0)
+    for name, guessed in zip(labels, predicted):
         row = report["per_class"][name]
+        if row["support"] == 0:  # a class the set does not have (CK+ has no neutral): "–", as the card
+            note = f"; predicted for {guessed} face(s)" if guessed else ""
+            lines.append(f"{name:<10}{'–':>10}{'–':>10}{'–':>10}{0:>9d}  not in this set{note}")
+            continue
         lines.append(
             f"{name:<10}{row['precision']:>10.3f}{row['recall']:>10.3f}{row['f1']:>10.3f}{row['support']:>9d}"
         )
-    lines += ["", "confusion matrix (rows: true, columns: predicted)"]
+    lines += ["", "confusion matrix (rows: true, columns: predicted; no row for a class not in the set)"]
     width = max(7, max(len(n) for n in labels) + 1)
     lines.append(" " * 10 + "".join(f"{n[: width - 1]:>{width}}" for n in labels))
     for name, row in zip(labels, report["confusion_matrix"]):
-        lines.append(f"{name:<10}" + "".join(f"{v:>{width}d}" for v in row))
+        if report["per_class"][name]["support"]:
+            lines.append(f"{name:<10}" + "".join(f"{v:>{width}d}" for v in row))
     return "\n".join(lines)
 
 

@@ -378,3 +378,51 @@ def test_bundled_model_on_a_cross_domain_set(env, counts):
     assert 0.3 < report["accuracy"] < 1.0  # far above chance (1/7): labels and crops line up
     # the summed upset probability tells upset from calm faces far better than chance
     assert report["upset"]["auc"] > 0.75
+
+
+def test_a_class_the_set_lacks_reads_as_a_dash_not_as_zeros():
+    """CK+48 has no neutral faces: its row says "–" as the model card does, and how often the
+    model answered neutral anyway; the matrix has no all-zero neutral row."""
+    from edge.metrics import format_report
+
+    neutral = EMOTIONS.index("neutral")
+    truth = np.array([0, 1, 2, 3, 4, 5, 3])
+    predicted = np.array([0, 1, neutral, 3, 4, 5, neutral])
+    text = format_report(classification_report(truth, predicted, EMOTIONS))
+    row = next(line for line in text.splitlines() if line.startswith("neutral"))
+    assert row.split() == [
+        "neutral",
+        "–",
+        "–",
+        "–",
+        "0",
+        "not",
+        "in",
+        "this",
+        "set;",
+        "predicted",
+        "for",
+        "2",
+        "face(s)",
+    ]
+    matrix = text.split("confusion matrix")[1].splitlines()
+    assert [line.split()[0] for line in matrix[2:]] == [
+        "angry",
+        "disgust",
+        "fear",
+        "happy",
+        "sad",
+        "surprise",
+    ]
+
+
+def test_a_folder_without_labels_csv_says_to_add_one(tmp_path):
+    from edge.evaluate import load_source
+
+    (tmp_path / "a.png").write_bytes(b"")
+    with pytest.raises(DatasetError) as err:
+        load_source(tmp_path, "PublicTest", (0.1, 0))
+    assert str(err.value) == (
+        f"{tmp_path}: no labels.csv and no FER2013 in it: add a labels.csv with the columns file,emotion "
+        "(README), or point --data at fer2013.csv or a folder with train/ and test/"
+    )
