@@ -105,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--model",
-        default=str(DEFAULT_MODEL),
-        help="NAME.tflite with its NAME.json (default: the model the edge package ships)",
+        default=None,
+        help="NAME.tflite with its NAME.json, whose contract is rewritten (default, in a checkout "
+        "only: edge/models' bundled model; an installed package's is never rewritten)",
     )
     p.add_argument("--data", required=True, help="FER2013 (CSV or folders) the model was trained on")
     p.add_argument(
@@ -117,10 +118,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def installed_package(path: Path) -> bool:
+    """Whether ``path`` lies in an installed package (site-packages), not in a checkout."""
+    return any(part in ("site-packages", "dist-packages") for part in path.parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.model is None and installed_package(DEFAULT_MODEL):
+        print(
+            f"error: --model not given, and the bundled model is inside the installed package "
+            f"({DEFAULT_MODEL.parent}), which this would rewrite: copy {DEFAULT_MODEL.name} and "
+            f"{DEFAULT_MODEL.with_suffix('.json').name} elsewhere and pass --model COPY.tflite",
+            file=sys.stderr,
+        )
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    model = Path(args.model)
+    model = Path(args.model) if args.model is not None else DEFAULT_MODEL
     try:
         classifier = EmotionClassifier(model)  # a missing or damaged model is named here
         contract = classifier.contract

@@ -89,3 +89,25 @@ def test_no_class_balance_when_the_classes_are_even():
     assert strength <= 0.1 and (bias == () or max(map(abs, bias)) < 0.05)
     with pytest.raises(ValueError):
         fit_class_balance(probs[:0], labels[:0])
+
+
+def test_calibrate_never_rewrites_the_installed_packages_model(tmp_path, monkeypatch, capsys):
+    """Without --model, converter.calibrate calibrates edge/models' bundled model in a checkout;
+    from an installed package (site-packages) it refuses, saying to pass --model on a copy."""
+    import shutil
+
+    import converter.calibrate as calibrate
+    from edge import DEFAULT_MODEL
+
+    models = tmp_path / "lib/python3.11/site-packages/edge/models"
+    models.mkdir(parents=True)
+    for suffix in (".tflite", ".json"):
+        shutil.copy(DEFAULT_MODEL.with_suffix(suffix), models)
+    installed = models / DEFAULT_MODEL.name
+    before = installed.with_suffix(".json").read_bytes()
+    monkeypatch.setattr(calibrate, "DEFAULT_MODEL", installed)
+    assert calibrate.main(["--data", str(tmp_path / "fer2013.csv")]) == 2
+    said = capsys.readouterr().err.strip()
+    assert said.startswith("error: --model not given, and the bundled model is inside the installed package")
+    assert said.endswith("pass --model COPY.tflite") and "\n" not in said
+    assert installed.with_suffix(".json").read_bytes() == before
