@@ -14,7 +14,13 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.harness import Broker, Subscriber, wait_until  # noqa: F401  (tests import them from here)
+from bench.harness import (  # noqa: F401  (tests import some of them from here)
+    Broker,
+    Subscriber,
+    start_daemon,
+    stop_daemon,
+    wait_until,
+)
 from edge.contract import EMOTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,3 +128,28 @@ def secure_broker(tmp_path):
     instance.start()
     yield instance, certs
     instance.stop()
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    """``daemon(config, log=None, **options)``: ``fer-kiosk run --config CONFIG`` in a
+    subprocess (bench.harness.start_daemon), its output in ``log`` (default
+    tmp_path/daemon.log); whatever still runs at the end of the test is stopped (SIGTERM,
+    then killed), also when the test failed half-way."""
+    import subprocess
+
+    started = []
+
+    def start(config, log=None, **options):
+        process = start_daemon(config, log or tmp_path / "daemon.log", **options)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            try:
+                stop_daemon(process)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

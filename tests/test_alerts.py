@@ -12,7 +12,7 @@ from edge.alerts import CLEARED, RAISED, AlertRules
 from edge.config import AlertRuleConfig
 from edge.contract import EMOTIONS
 from edge.tracking import Track
-from tests.conftest import ROOT
+from tests.conftest import ROOT, stop_daemon
 
 RULE = AlertRuleConfig(emotions=("angry", "sad"), min_probability=0.5, hold_seconds=5.0, clear_seconds=2.0)
 
@@ -98,11 +98,11 @@ def test_a_disabled_rule_raises_nothing():
 
 
 @pytest.mark.slow
-def test_the_daemon_raises_and_clears_an_alert_on_a_clip(tmp_path, broker, subscribe):
+def test_the_daemon_raises_and_clears_an_alert_on_a_clip(tmp_path, broker, subscribe, daemon):
     """The real pipeline: a rule that the astronaut's smile meets raises an alert while she is
     there, listed in the retained state, and clears it when she walks out."""
     from bench.clips import one_visit_clip
-    from tests.helpers import start_daemon, stop_daemon, write_config
+    from tests.helpers import write_config
 
     schema = json.loads((ROOT / "docs/schema/alert.schema.json").read_text())
     clip = one_visit_clip(tmp_path / "visit.avi")
@@ -122,13 +122,11 @@ def test_the_daemon_raises_and_clears_an_alert_on_a_clip(tmp_path, broker, subsc
         },
     )
     log = tmp_path / "daemon.log"
-    daemon = start_daemon(config, log)
-    try:
-        assert sub.wait_for(lambda: any(a["type"] == "cleared" for a in sub.json_on("/alerts")), 60), (
-            log.read_text()[-3000:]
-        )
-    finally:
-        assert stop_daemon(daemon) == 0
+    process = daemon(config, log)
+    assert sub.wait_for(lambda: any(a["type"] == "cleared" for a in sub.json_on("/alerts")), 60), (
+        log.read_text()[-3000:]
+    )
+    assert stop_daemon(process) == 0
     alerts = sub.json_on("/alerts")
     for alert in alerts:
         jsonschema.validate(alert, schema)
