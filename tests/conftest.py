@@ -131,8 +131,8 @@ def secure_broker(tmp_path):
 
 
 @pytest.fixture
-def daemon(tmp_path):
-    """``daemon(config, log=None, **options)``: ``fer-kiosk run --config CONFIG`` in a
+def run_daemon(tmp_path):
+    """``run_daemon(config, log=None, **options)``: ``fer-kiosk run --config CONFIG`` in a
     subprocess (bench.harness.start_daemon), its output in ``log`` (default
     tmp_path/daemon.log); whatever still runs at the end of the test is stopped (SIGTERM,
     then killed), also when the test failed half-way."""

@@ -98,7 +98,7 @@ def test_a_disabled_rule_raises_nothing():
 
 
 @pytest.mark.slow
-def test_the_daemon_raises_and_clears_an_alert_on_a_clip(tmp_path, broker, subscribe, daemon):
+def test_the_daemon_raises_and_clears_an_alert_on_a_clip(tmp_path, broker, subscribe, run_daemon):
     """The real pipeline: a rule that the astronaut's smile meets raises an alert while she is
     there, listed in the retained state, and clears it when she walks out."""
     from bench.clips import one_visit_clip
@@ -122,7 +122,7 @@ def test_the_daemon_raises_and_clears_an_alert_on_a_clip(tmp_path, broker, subsc
         },
     )
     log = tmp_path / "daemon.log"
-    process = daemon(config, log)
+    process = run_daemon(config, log)
     assert sub.wait_for(lambda: any(a["type"] == "cleared" for a in sub.json_on("/alerts")), 60), (
         log.read_text()[-3000:]
     )

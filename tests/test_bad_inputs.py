@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from bench.clips import one_visit_clip, visits_clip
-from bench.harness import NotifySocket, start_daemon
+from bench.harness import NotifySocket
 from tests.conftest import ROOT, wait_until
 from tests.helpers import SCHEMAS, config_file
 
@@ -253,13 +253,15 @@ def test_unusable_config_file_gives_one_short_line_and_78(tmp_path, raw, expecte
 # -- at run time -------------------------------------------------------------------------
 
 
-def test_sighup_to_unusable_files_is_refused_and_the_daemon_keeps_running(tmp_path, broker, subscribe):
+def test_sighup_to_unusable_files_is_refused_and_the_daemon_keeps_running(
+    tmp_path, broker, subscribe, run_daemon
+):
     clip = one_visit_clip(tmp_path / "clip.avi")
     config = config_file(tmp_path, broker.port, str(clip), camera={"loop": True})
     good = yaml.safe_load(config.read_text())
     log = tmp_path / "d.log"
     sub = subscribe(broker.port, "fer-kiosk/svc/stats")
-    daemon = start_daemon(config, log)
+    daemon = run_daemon(config, log)
     bad_creds = tmp_path / "creds"
     bad_creds.write_bytes(b"\xef\xbb\xbfusername=kiosk\n")
     (tmp_path / "ca.pem").write_text("not a certificate\n")
@@ -303,7 +305,7 @@ def spool_entry(n: int, event_id: str) -> dict:
     return {"topic": "fer-kiosk/svc/events", "payload": json.dumps(payload), "qos": 1, "retain": False}
 
 
-def test_malformed_and_unknown_spool_files_do_not_stop_delivery(tmp_path, broker, subscribe):
+def test_malformed_and_unknown_spool_files_do_not_stop_delivery(tmp_path, broker, subscribe, run_daemon):
     spool = tmp_path / "spool"
     spool.mkdir()
     (spool / f"{1:016d}.json").write_text(json.dumps({"topic": "x"}))  # stopped all delivery before
@@ -317,7 +319,7 @@ def test_malformed_and_unknown_spool_files_do_not_stop_delivery(tmp_path, broker
     log = tmp_path / "d.log"
     sub = subscribe(broker.port, "fer-kiosk/svc/events")
     assert edge("check", config=config).returncode == 0
-    daemon = start_daemon(config, log)
+    daemon = run_daemon(config, log)
     ends = lambda: [e for e in sub.json_on("/events") if e["type"] == "end"]  # noqa: E731
     try:
         assert sub.wait_for(lambda: len({e["event_id"] for e in ends()}) >= 4, 40), log.read_text()[-3000:]
@@ -348,7 +350,7 @@ def fill(directory: Path) -> None:
 
 @pytest.mark.parametrize("fault", ["disk full", "folder not writable"])
 def test_a_spool_that_cannot_be_written_loses_no_visit_and_the_daemon_keeps_running(
-    shared_dir, broker, subscribe, fault
+    shared_dir, broker, subscribe, fault, run_daemon
 ):
     """ENOSPC on a full tmpfs, or EACCES on a folder the daemon may no longer write: the
     summaries stay in memory, are reported, and reach the broker when it returns; the
@@ -378,7 +380,7 @@ def test_a_spool_that_cannot_be_written_loses_no_visit_and_the_daemon_keeps_runn
         log.write_text("")
         os.chmod(log, 0o666)
         broker.stop()  # the visits end while the broker is away: only the spool holds them
-        daemon = start_daemon(config, log, notify=notify, **kwargs)
+        daemon = run_daemon(config, log, notify=notify, **kwargs)
         try:
             assert wait_until(lambda: "delivers" in log.read_text(), 60), log.read_text()[
                 -2000:

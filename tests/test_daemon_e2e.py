@@ -19,13 +19,13 @@ from tests.helpers import SCHEMAS, write_config
 
 
 @pytest.mark.slow
-def test_one_visit_gives_new_updates_end_for_one_face_id(tmp_path, broker, subscribe, daemon):
+def test_one_visit_gives_new_updates_end_for_one_face_id(tmp_path, broker, subscribe, run_daemon):
     clip = one_visit_clip(tmp_path / "visit.avi")
     sub = subscribe(broker.port, "fer-kiosk/test-kiosk/#")
     config = write_config(tmp_path / "config.yaml", broker.port, str(clip))
     log = tmp_path / "daemon.log"
     # camera.loop is false: the recording is processed once and the run ends by itself
-    code = daemon(config, log).wait(60)
+    code = run_daemon(config, log).wait(60)
     assert code == 0, log.read_text()[-3000:]
     assert sub.wait_for(lambda: sub.json_on("/state") and sub.json_on("/state")[-1]["status"] == "stopped", 5)
     events = sub.json_on("/events")
@@ -56,11 +56,11 @@ def test_one_visit_gives_new_updates_end_for_one_face_id(tmp_path, broker, subsc
 
 
 @pytest.mark.slow
-def test_source_that_cannot_be_opened_is_retried_without_crashing(tmp_path, broker, subscribe, daemon):
+def test_source_that_cannot_be_opened_is_retried_without_crashing(tmp_path, broker, subscribe, run_daemon):
     sub = subscribe(broker.port, "fer-kiosk/test-kiosk/#")
     config = write_config(tmp_path / "config.yaml", broker.port, str(tmp_path / "missing.avi"))
     log = tmp_path / "daemon.log"
-    process = daemon(config, log)
+    process = run_daemon(config, log)
     assert sub.wait_for(lambda: sub.json_on("/state"), 30), log.read_text()[-3000:]
     time.sleep(3)  # several retries (0.5, 1, 2 s)
     assert process.poll() is None, log.read_text()[-3000:]
@@ -133,7 +133,7 @@ def test_a_recording_of_visits_is_processed_once_with_one_summary_per_visit(tmp_
 
 @pytest.mark.slow
 def test_a_camera_password_never_leaves_the_box_and_a_frozen_camera_is_reported(
-    tmp_path, broker, subscribe, astronaut_bgr, daemon
+    tmp_path, broker, subscribe, astronaut_bgr, run_daemon
 ):
     """A network camera with a password and a token in its URL, given by --source: no log
     line, no `check` output and no MQTT payload (state, camera, stats, discovery, events)
@@ -165,7 +165,7 @@ def test_a_camera_password_never_leaves_the_box_and_a_frozen_camera_is_reported(
     assert check.returncode == 0, check.stderr
     assert "admin:***@127.0.0.1" in check.stdout and "token=***" in check.stdout
     log = tmp_path / "daemon.log"
-    process = daemon(config, log, args=("--source", url))
+    process = run_daemon(config, log, args=("--source", url))
     try:
 
         def camera_states():
@@ -197,7 +197,7 @@ def test_a_camera_password_never_leaves_the_box_and_a_frozen_camera_is_reported(
 
 @pytest.mark.slow
 def test_a_recording_gives_the_same_visits_read_paced_or_as_fast_as_possible(
-    tmp_path, broker, subscribe, daemon
+    tmp_path, broker, subscribe, run_daemon
 ):
     """The frame's own media time drives tracking: four visits of 2.5 s, played at their
     rate and read unpaced, give the same four visits, their durations within a frame, and
@@ -220,7 +220,7 @@ def test_a_recording_gives_the_same_visits_read_paced_or_as_fast_as_possible(
         )
         log = tmp_path / f"{device}.log"
         started = time.monotonic()
-        assert daemon(config, log).wait(90) == 0, log.read_text()[-3000:]
+        assert run_daemon(config, log).wait(90) == 0, log.read_text()[-3000:]
         elapsed[realtime] = time.monotonic() - started
 
         def ends():

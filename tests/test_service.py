@@ -22,7 +22,6 @@ from bench.harness import (
     Broker,
     NotifySocket,
     Subscriber,
-    start_daemon,
     stop_daemon,
     wait_until,
 )
@@ -38,7 +37,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_ready_without_a_camera_which_is_published_with_its_cause_and_picked_up_when_it_appears(
-    tmp_path, broker, subscribe
+    tmp_path, broker, subscribe, run_daemon
 ):
     """Under systemd a missing camera is not a reason to die: READY once the config, model
     and MQTT client are up; the watchdog is fed while the loop lives; the retained camera
@@ -53,7 +52,7 @@ def test_ready_without_a_camera_which_is_published_with_its_cause_and_picked_up_
     )
     log = tmp_path / "daemon.log"
     started = time.monotonic()
-    daemon = start_daemon(config, log, env={"WATCHDOG_USEC": "1000000"}, notify=notify)
+    daemon = run_daemon(config, log, env={"WATCHDOG_USEC": "1000000"}, notify=notify)
     try:
         assert wait_until(lambda: notify.times("READY=1"), 30), log.read_text()[-2000:]
         camera = lambda: [json.loads(p) for t, p, _ in sub.messages if t.endswith("/camera")]  # noqa: E731
@@ -95,10 +94,10 @@ def test_ready_without_a_camera_which_is_published_with_its_cause_and_picked_up_
     print(f"SIGTERM to exit: {stopped_after:.2f} s")
 
 
-def test_sigterm_publishes_offline_state_stopped_and_ends_visits(tmp_path, broker, subscribe):
+def test_sigterm_publishes_offline_state_stopped_and_ends_visits(tmp_path, broker, subscribe, run_daemon):
     clip = one_visit_clip(tmp_path / "clip.avi")
     sub = subscribe(broker.port, "fer-kiosk/svc/#")
-    daemon = start_daemon(config_file(tmp_path, broker.port, str(clip)), tmp_path / "d.log")
+    daemon = run_daemon(config_file(tmp_path, broker.port, str(clip)), tmp_path / "d.log")
     try:
         assert sub.wait_for(lambda: any(e["type"] == "new" for e in sub.json_on("/events")), 30)
     finally:
@@ -114,12 +113,12 @@ def test_sigterm_publishes_offline_state_stopped_and_ends_visits(tmp_path, broke
     assert sub.json_on("/stats"), "no stats message within the run"
 
 
-def test_sighup_reloads_config_and_refuses_a_broken_one(tmp_path, broker, subscribe):
+def test_sighup_reloads_config_and_refuses_a_broken_one(tmp_path, broker, subscribe, run_daemon):
     clip = one_visit_clip(tmp_path / "clip.avi")
     config = config_file(tmp_path, broker.port, str(clip), camera={"loop": True})
     log = tmp_path / "d.log"
     sub = subscribe(broker.port, "#")
-    daemon = start_daemon(config, log)
+    daemon = run_daemon(config, log)
     try:
         assert sub.wait_for(lambda: any(t.startswith("fer-kiosk/svc/") for t, _, _ in sub.messages), 30)
         data = yaml.safe_load(config.read_text())
@@ -178,14 +177,14 @@ def test_alert_emotions_are_checked_against_the_loaded_models_labels(tmp_path):
 
 
 def test_a_reload_with_a_model_of_other_labels_rebuilds_tracker_alerts_and_discovery(
-    tmp_path, broker, subscribe
+    tmp_path, broker, subscribe, run_daemon
 ):
     clip = one_visit_clip(tmp_path / "clip.avi")
     model = relabelled_model(tmp_path / "m", {"disgust": "contempt"})
     config = config_file(tmp_path, broker.port, str(clip), camera={"loop": True})
     log = tmp_path / "d.log"
     sub = subscribe(broker.port, "#")
-    daemon = start_daemon(config, log)
+    daemon = run_daemon(config, log)
 
     def states():
         return [json.loads(p) for t, p, _ in sub.messages if t == "fer-kiosk/svc/state"]
@@ -352,11 +351,13 @@ def test_the_visit_event_template_renders_only_visit_ends():
             ) == {"cause": "busy", "detail": "/dev/video0 busy"}
 
 
-def test_discovery_is_retained_republished_on_ha_online_and_can_be_turned_off(tmp_path, broker, subscribe):
+def test_discovery_is_retained_republished_on_ha_online_and_can_be_turned_off(
+    tmp_path, broker, subscribe, run_daemon
+):
     clip = one_visit_clip(tmp_path / "clip.avi")
     sub = subscribe(broker.port, "homeassistant/#")
     config = config_file(tmp_path, broker.port, str(clip), camera={"loop": True})
-    daemon = start_daemon(config, tmp_path / "d.log")
+    daemon = run_daemon(config, tmp_path / "d.log")
     try:
         discovered = lambda: [t for t, _, _ in sub.messages if t.endswith("/config")]  # noqa: E731
         assert sub.wait_for(lambda: len(discovered()) == 15, 30)
@@ -375,12 +376,12 @@ def test_discovery_is_retained_republished_on_ha_online_and_can_be_turned_off(tm
 
 
 def test_unregister_clears_every_retained_topic_so_home_assistant_forgets_the_kiosk(
-    tmp_path, broker, subscribe
+    tmp_path, broker, subscribe, run_daemon
 ):
     clip = one_visit_clip(tmp_path / "clip.avi")
     config = config_file(tmp_path, broker.port, str(clip), camera={"loop": True})
     sub = subscribe(broker.port, "#")
-    daemon = start_daemon(config, tmp_path / "d.log")
+    daemon = run_daemon(config, tmp_path / "d.log")
     try:
         assert sub.wait_for(lambda: len([t for t, _, _ in sub.messages if t.endswith("/config")]) == 15, 30)
         online = subprocess.run(
@@ -456,7 +457,7 @@ def tls_subscriber(port: int, ca: Path, topic: str) -> Subscriber:
     return sub
 
 
-def test_tls_and_password_right_credentials_connect(tmp_path, secure_broker):
+def test_tls_and_password_right_credentials_connect(tmp_path, secure_broker, run_daemon):
     broker, certs = secure_broker
     clip = one_visit_clip(tmp_path / "clip.avi")
     creds = tmp_path / "credentials"
@@ -474,7 +475,7 @@ def test_tls_and_password_right_credentials_connect(tmp_path, secure_broker):
         },
     )
     log = tmp_path / "d.log"
-    daemon = start_daemon(config, log)
+    daemon = run_daemon(config, log)
     try:
         assert sub.wait_for(
             lambda: any(t.endswith("/availability") and p == b"online" for t, p, _ in sub.messages), 30
@@ -488,7 +489,9 @@ def test_tls_and_password_right_credentials_connect(tmp_path, secure_broker):
 
 
 @pytest.mark.parametrize("case", ["wrong password", "untrusted certificate"])
-def test_wrong_credentials_or_tls_failure_is_a_clear_error_with_backoff(tmp_path, secure_broker, case):
+def test_wrong_credentials_or_tls_failure_is_a_clear_error_with_backoff(
+    tmp_path, secure_broker, case, run_daemon
+):
     broker, certs = secure_broker
     env = {
         "FER_KIOSK_MQTT_USERNAME": "kiosk",
@@ -507,7 +510,7 @@ def test_wrong_credentials_or_tls_failure_is_a_clear_error_with_backoff(tmp_path
         else "TLS: the broker's certificate is not trusted"
     )
     log = tmp_path / "d.log"
-    daemon = start_daemon(config, log, env=env)
+    daemon = run_daemon(config, log, env=env)
 
     def attempts() -> int:
         # Mosquitto 2.0 logs a TLS handshake that fails as "New connection from ..." when the
@@ -544,7 +547,7 @@ def test_wrong_credentials_or_tls_failure_is_a_clear_error_with_backoff(tmp_path
 # -- nothing lost ------------------------------------------------------------------------
 
 
-def test_broker_outage_and_daemon_restart_lose_no_visit_summary(tmp_path):
+def test_broker_outage_and_daemon_restart_lose_no_visit_summary(tmp_path, run_daemon):
     broker = Broker(tmp_path, persistent=True).start()
     received: list[dict] = []
 
@@ -560,7 +563,7 @@ def test_broker_outage_and_daemon_restart_lose_no_visit_summary(tmp_path):
     log = tmp_path / "d.log"
     config = config_file(tmp_path, broker.port, str(clip))
     ends = lambda: [e for e in received if e["type"] == "end"]  # noqa: E731
-    daemon = start_daemon(config, log)
+    daemon = run_daemon(config, log)
     try:
         assert wait_until(lambda: len(ends()) >= 1, 30), log.read_text()[-2000:]
         broker.stop()  # outage: visits 2 and 3 end while the broker is away
@@ -570,7 +573,7 @@ def test_broker_outage_and_daemon_restart_lose_no_visit_summary(tmp_path):
         assert spooled >= 2, log.read_text()[-2000:]
         # restarted with a camera that shows nobody: it only has the spool to deliver
         config.write_text(config.read_text().replace(str(clip), str(tmp_path / "no-camera.avi")))
-        daemon = start_daemon(config, log)
+        daemon = run_daemon(config, log)
         time.sleep(2)
         broker.start()
         assert wait_until(lambda: len({e["event_id"] for e in ends()}) >= 4, 30), (

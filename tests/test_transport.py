@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness import make_certificates, start_daemon
+from bench.harness import make_certificates
 from edge.config import parse_config
 from edge.mqtt import tls_context
 from edge.transport import Transport
@@ -267,7 +267,7 @@ def test_two_clients_with_the_same_id_name_the_clash_once_and_back_off(broker, c
 
 
 @pytest.mark.slow
-def test_the_daemon_names_a_silent_server_and_keeps_running(tmp_path):
+def test_the_daemon_names_a_silent_server_and_keeps_running(tmp_path, run_daemon):
     from tests.helpers import config_file
 
     server = FakeServer(reply=None)
@@ -278,7 +278,7 @@ def test_the_daemon_names_a_silent_server_and_keeps_running(tmp_path):
         mqtt={"connect_timeout_seconds": 2, "reconnect_max_seconds": 4},
     )
     log = tmp_path / "d.log"
-    daemon = start_daemon(config, log)
+    daemon = run_daemon(config, log)
     try:
         assert wait_until(lambda: "no answer to the MQTT CONNECT within 2 s" in log.read_text(), 60), (
             log.read_text()
@@ -296,7 +296,7 @@ def test_the_daemon_names_a_silent_server_and_keeps_running(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_daemons_with_the_same_device_id_say_so_and_back_off(tmp_path, broker):
+def test_two_daemons_with_the_same_device_id_say_so_and_back_off(tmp_path, broker, run_daemon):
     from tests.helpers import config_file
 
     daemons, logs = [], []
@@ -307,7 +307,7 @@ def test_two_daemons_with_the_same_device_id_say_so_and_back_off(tmp_path, broke
             folder, broker.port, str(folder / "no-camera.avi"), mqtt={"reconnect_max_seconds": 8}
         )
         logs.append(folder / "d.log")
-        daemons.append(start_daemon(config, logs[-1]))
+        daemons.append(run_daemon(config, logs[-1]))
     try:
         assert wait_until(lambda: all("connected to MQTT broker" in log.read_text() for log in logs), 60)
         time.sleep(25)
