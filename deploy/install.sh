@@ -228,10 +228,10 @@ elif [[ $DO_VENV -eq 1 ]]; then
     # A venv made from another Python (an older install from a pyenv Python) is made again.
     if [[ -f "$D_VENV/pyvenv.cfg" ]] \
         && ! grep -qx "home = $(dirname "$PYTHON")" "$D_VENV/pyvenv.cfg"; then
-        log "making $VENV again from $PYTHON (it was made from $(sed -n 's/^home = //p' "$D_VENV/pyvenv.cfg"))"
+        log "making $D_VENV again from $PYTHON (it was made from $(sed -n 's/^home = //p' "$D_VENV/pyvenv.cfg"))"
         rm -rf "$D_VENV"
     fi
-    [[ -x "$D_VENV/bin/python" ]] || { log "creating $VENV"; "$PYTHON" -m venv "$D_VENV"; }
+    [[ -x "$D_VENV/bin/python" ]] || { log "creating $D_VENV"; "$PYTHON" -m venv "$D_VENV"; }
     # A pruned venv has no pip: bring it back to upgrade (prune_venv.py removes it again).
     "$D_VENV/bin/python" -m pip --version >/dev/null 2>&1 || "$D_VENV/bin/python" -m ensurepip --upgrade >/dev/null
     WORK="$(mktemp -d)"
@@ -250,18 +250,18 @@ elif [[ $DO_VENV -eq 1 ]]; then
     fi
     # Non-editable, from the wheel users get: the service never depends on the checkout.
     # --force-reinstall --no-deps first: a re-run with the same version still upgrades it.
-    log "installing $(basename "$WHEEL") into $VENV"
+    log "installing $(basename "$WHEEL") into $D_VENV"
     "$D_VENV/bin/python" -m pip install --disable-pip-version-check --no-input "$WHEEL"
     "$D_VENV/bin/python" -m pip install --disable-pip-version-check --no-input --force-reinstall --no-deps "$WHEEL" >/dev/null
-    [[ -x "$D_VENV/bin/fer-kiosk" ]] || die "$VENV/bin/fer-kiosk was not installed"
+    [[ -x "$D_VENV/bin/fer-kiosk" ]] || die "$D_VENV/bin/fer-kiosk was not installed"
 else
-    log "--no-venv: not creating $VENV"
+    log "--no-venv: not creating $D_VENV"
 fi
 
 # Installations before 0.2 copied the model to $MODELS and pointed config.yaml at it; that
 # config is never overwritten, so keep that copy current from the package while it exists.
 if [[ $DO_VENV -eq 1 && $DRY -eq 0 && -d "$D_MODELS" ]]; then
-    log "refreshing the model an older config.yaml points at ($MODELS)"
+    log "refreshing the model an older config.yaml points at ($D_MODELS)"
     "$D_VENV/bin/python" - "$D_MODELS" <<'PY'
 import os, shutil, sys
 from edge import DEFAULT_MODEL
@@ -274,7 +274,7 @@ PY
 fi
 if [[ $DO_VENV -eq 1 && $DRY -eq 0 ]]; then
     if [[ $DO_PRUNE -eq 1 ]]; then
-        log "pruning what the daemon never loads from $VENV (deploy/prune_venv.py)"
+        log "pruning what the daemon never loads from $D_VENV (deploy/prune_venv.py)"
         "$D_VENV/bin/python" "$REPO/deploy/prune_venv.py" "$D_VENV" | tail -n 1
     fi
     # Prove the installed venv still loads the model, the runtime and the cascade: on the box
@@ -308,9 +308,9 @@ own_root "$DIST.tmp"
 run mv -f "$DIST.tmp" "$DIST"
 
 if [[ -e "$D_ETC/config.yaml" ]]; then
-    log "keeping the existing $ETC/config.yaml (new defaults: $ETC/config.yaml.dist)"
+    log "keeping the existing $D_ETC/config.yaml (new defaults: $D_ETC/config.yaml.dist)"
 else
-    log "writing $ETC/config.yaml"
+    log "writing $D_ETC/config.yaml"
     run install -m 0644 "$DIST" "$D_ETC/config.yaml"
     own_root "$D_ETC/config.yaml"
 fi
@@ -318,9 +318,9 @@ fi
 # The MQTT secret: read by systemd (LoadCredential=mqtt:...), handed to the service in a
 # private ramfs. root-only on disk; never overwritten.
 if [[ -e "$D_ETC/credentials" ]]; then
-    log "keeping the existing $ETC/credentials"
+    log "keeping the existing $D_ETC/credentials"
 else
-    log "writing the template $ETC/credentials (mode 0600): fill in username= and password="
+    log "writing the template $D_ETC/credentials (mode 0600): fill in username= and password="
     note "$D_ETC/credentials (a commented template, umask 077)"
     [[ $DRY -eq 1 ]] || (
         umask 077
@@ -340,7 +340,7 @@ fi
 run install -d -m 0755 "$D_UNIT_DIR"
 run install -m 0644 "$REPO/deploy/$UNIT" "$D_UNIT_DIR/$UNIT"
 own_root "$D_UNIT_DIR/$UNIT"
-[[ $DRY -eq 1 ]] || log "installed $UNIT_DIR/$UNIT"
+[[ $DRY -eq 1 ]] || log "installed $D_UNIT_DIR/$UNIT"
 
 if [[ -n "$ROOT" ]]; then
     # What `systemctl enable` would do, without talking to a service manager.

@@ -59,7 +59,9 @@ if [ ! -x $venv/bin/python ]; then
   "$python" -m venv $venv
 fi
 $venv/bin/python -m pip install -q --upgrade pip >/dev/null
-$venv/bin/python -m pip install -q -e ".[$extras]"
+# setuptools' ten-line note on every editable install ("Editable installation ... be careful
+# with folders ... with the same name as your package") says nothing about this project.
+PYTHONWARNINGS="ignore:Editable installation:UserWarning" $venv/bin/python -m pip install -q -e ".[$extras]"
 
 # The 32-bit ARM set (pyproject.toml's markers for armv7l: tflite-runtime 2.14, numpy<2,
 # opencv-python-headless<4.12, ...) on this machine, to prove those versions load the model

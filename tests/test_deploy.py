@@ -285,7 +285,10 @@ def test_install_help_and_bad_option():
 def test_install_uninstall_layout(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
-    _install(root)
+    said = _install(root).stdout
+    # what it says is where it writes: under --root, never the target system's own path
+    assert f"install.sh: writing {root}/etc/fer-kiosk/config.yaml\n" in said, said
+    assert f"install.sh: installed {root}/etc/systemd/system/fer-kiosk.service\n" in said, said
 
     unit = root / "etc/systemd/system/fer-kiosk.service"
     assert unit.read_text() == UNIT.read_text()
