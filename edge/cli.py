@@ -208,7 +208,7 @@ def _unregister(args: argparse.Namespace) -> int:
         client.loop_stop()
     print(
         f"removed {len(messages)} retained topics of {config.device_id} from {where} "
-        "(Home Assistant discovery, state, camera, availability)"
+        "(Home Assistant discovery, state, camera, availability, bridge)"
     )
     return 0
 

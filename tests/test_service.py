@@ -402,7 +402,9 @@ def test_unregister_clears_every_retained_topic_so_home_assistant_forgets_the_ki
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert "removed 18 retained topics of svc" in done.stdout
+    assert (
+        "removed 19 retained topics of svc" in done.stdout
+    )  # 15 discovery, state, camera, availability, bridge
     late = Subscriber(broker.port, "#")  # what a Home Assistant starting now would find
     try:
         time.sleep(1.0)
