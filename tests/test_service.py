@@ -402,9 +402,8 @@ def test_unregister_clears_every_retained_topic_so_home_assistant_forgets_the_ki
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
-    assert (
-        "removed 19 retained topics of svc" in done.stdout
-    )  # 15 discovery, state, camera, availability, bridge
+    # 15 discovery configs, the state, camera, availability and bridge topics
+    assert "removed 19 retained topics of svc" in done.stdout
     late = Subscriber(broker.port, "#")  # what a Home Assistant starting now would find
     try:
         time.sleep(1.0)
