@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -154,3 +156,15 @@ def run(tracker, frames, fps=30.0):
         for event in tracker.update(detections, t, 1_700_000_000 + t):
             out.append((i, event))
     return out
+
+
+def fer_kiosk(*args: str, timeout: float = 60, **options) -> subprocess.CompletedProcess:
+    """``python -m edge ARGS`` from the checkout, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "edge", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **options,
+    )

@@ -15,7 +15,7 @@ from bench import harness
 from bench.clips import one_visit_clip
 from bench.harness import stop_daemon
 from tests.conftest import ROOT
-from tests.helpers import SCHEMAS, write_config
+from tests.helpers import SCHEMAS, fer_kiosk, write_config
 
 
 @pytest.mark.slow
@@ -75,13 +75,7 @@ def test_source_that_cannot_be_opened_is_retried_without_crashing(tmp_path, brok
 def test_check_command_rejects_bad_config_with_exit_78(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text("camera:\n  fps: fast\n  colour: true\nmqtt:\n  port: 70000\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "edge", "check", "--config", str(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = fer_kiosk("check", "--config", str(config))
     assert result.returncode == 78
     assert "camera.fps: expected a number, got 'fast'" in result.stderr
     assert "camera.colour: unknown key" in result.stderr
@@ -89,13 +83,7 @@ def test_check_command_rejects_bad_config_with_exit_78(tmp_path):
 
 
 def test_check_command_accepts_the_shipped_config():
-    result = subprocess.run(
-        [sys.executable, "-m", "edge", "check", "--config", str(ROOT / "config.yaml")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = fer_kiosk("check", "--config", str(ROOT / "config.yaml"))
     assert result.returncode == 0, result.stderr
     assert "valid" in result.stdout
 

@@ -6,8 +6,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -31,7 +29,7 @@ from edge.homeassistant import SUPPORT_URL, discovery_messages, removal_messages
 from edge.mqtt import Credentials, resolve_credentials
 from edge.payloads import Topics
 from tests.conftest import ROOT
-from tests.helpers import SCHEMAS, config_file
+from tests.helpers import SCHEMAS, config_file, fer_kiosk
 
 pytestmark = pytest.mark.slow
 
@@ -155,24 +153,12 @@ def test_alert_emotions_are_checked_against_the_loaded_models_labels(tmp_path):
     model = relabelled_model(tmp_path / "m", {"disgust": "contempt"})
     config = tmp_path / "c.yaml"
     config.write_text(f"model:\n  path: {model}\n")  # the default rule names disgust
-    result = subprocess.run(
-        [sys.executable, "-m", "edge", "run", "--config", str(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = fer_kiosk("run", "--config", str(config))
     assert result.returncode == 78, result.stderr
     assert "rules.alerts.emotions: disgust not among the model's labels" in result.stderr
     assert "contempt" in result.stderr and "own.tflite" in result.stderr
     config.write_text(f"model:\n  path: {model}\nrules:\n  alerts:\n    emotions: [angry, contempt]\n")
-    check = subprocess.run(
-        [sys.executable, "-m", "edge", "check", "--config", str(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    check = fer_kiosk("check", "--config", str(config))
     assert check.returncode == 0, check.stderr
 
 
@@ -215,13 +201,7 @@ def test_a_reload_with_a_model_of_other_labels_rebuilds_tracker_alerts_and_disco
 def test_config_error_exits_78_without_starting(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("mqtt:\n  qos: 5\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "edge", "run", "--config", str(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = fer_kiosk("run", "--config", str(config))
     assert result.returncode == 78
     assert "mqtt.qos: must be at most 2, got 5" in result.stderr
 
@@ -232,13 +212,7 @@ def test_corrupt_model_exits_78_naming_the_file(tmp_path):
     (tmp_path / "m.json").write_text((ROOT / "edge" / "models" / "emotion_int8.json").read_text())
     config = tmp_path / "c.yaml"
     config.write_text(f"model:\n  path: {model}\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "edge", "run", "--config", str(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = fer_kiosk("run", "--config", str(config))
     assert result.returncode == 78
     assert "m.tflite does not match its contract: sha256" in result.stderr
 
@@ -384,23 +358,11 @@ def test_unregister_clears_every_retained_topic_so_home_assistant_forgets_the_ki
     daemon = run_daemon(config, tmp_path / "d.log")
     try:
         assert sub.wait_for(lambda: len([t for t, _, _ in sub.messages if t.endswith("/config")]) == 15, 30)
-        online = subprocess.run(
-            [sys.executable, "-m", "edge", "unregister", "--config", str(config)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        online = fer_kiosk("unregister", "--config", str(config))
         assert online.returncode == 1 and "svc is online: stop its daemon first" in online.stderr
     finally:
         assert stop_daemon(daemon) == 0
-    done = subprocess.run(
-        [sys.executable, "-m", "edge", "unregister", "--config", str(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = fer_kiosk("unregister", "--config", str(config))
     assert done.returncode == 0, done.stderr
     # 15 discovery configs, the state, camera, availability and bridge topics
     assert "removed 19 retained topics of svc" in done.stdout
