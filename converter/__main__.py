@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.contract import DEFAULT_CROP_MARGIN, FACE_NORMALIZATIONS, VIEW_SETS
 
     p = argparse.ArgumentParser(
-        prog="python -m converter",
+        prog=training.prog_name("converter", "fer-kiosk-convert"),
         description="Convert a trained Keras model to TFLite, write its contract beside it and prove "
         "that it agrees with the Keras model (exit 1 when accuracy drops more than allowed).",
     )
@@ -130,7 +130,7 @@ def _validation(keras_path: str, faces, settings):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    missing = training.missing_train_extra("fer-kiosk-convert")
+    missing = training.missing_train_extra(training.prog_name("converter", "fer-kiosk-convert"))
     if missing:
         print(missing, file=sys.stderr)
         return 2

@@ -69,6 +69,8 @@ def test_bundled_model_runs_in_tflite_runtime_2_14(astronaut_bgr):
     python = os.environ.get("FER_KIOSK_TFLITE214_PYTHON")
     if not python or not Path(python).exists():
         pytest.skip("FER_KIOSK_TFLITE214_PYTHON is not set (tests/run.sh makes that environment when it can)")
+    import training  # noqa: F401  (before TensorFlow: sets its environment)
+
     pytest.importorskip("tensorflow", reason="the check lives in the converter (train extra)")
     from converter.convert import check_with_tflite_runtime
     from edge.classifier import EmotionClassifier

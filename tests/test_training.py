@@ -642,7 +642,7 @@ def test_batchnorm_statistics_are_re_measured_as_the_mean_over_all_batches():
     images = np.random.default_rng(0).integers(0, 256, (96, 48, 48)).astype(np.uint8)
     recompute_batchnorm(model, images, batch_size=32)
     first_bn = next(layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
-    conv = keras.Model(model.inputs, first_bn.input)
+    conv = keras.Model(model.input, first_bn.input)  # one input, not a list of one: no warning
     outputs = conv(images[..., None].astype(np.float32)).numpy()
     batch_means = [outputs[i : i + 32].mean(axis=(0, 1, 2)) for i in range(0, 96, 32)]
     np.testing.assert_allclose(

@@ -41,12 +41,25 @@ def onednn_enabled(environ: Mapping[str, str] = os.environ) -> bool:
     return environ.get("TF_ENABLE_ONEDNN_OPTS", "0").lower() not in ("0", "false")
 
 
+def prog_name(module: str, script: str) -> str:
+    """The command as the user typed it, for usage lines and messages: ``script`` (the console
+    script, e.g. fer-kiosk-train) when run as that, else ``python -m module``."""
+    typed = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return script if typed == script else f"python -m {module}"
+
+
 def missing_train_extra(prog: str) -> str | None:
     """One line saying what to install when TensorFlow or Keras is absent (the base install
     is the kiosk's and has neither), else None."""
     import importlib.util
 
-    missing = [name for name in ("tensorflow", "keras") if importlib.util.find_spec(name) is None]
+    def absent(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is None
+        except (ImportError, ValueError):  # a broken or blocked install counts as absent
+            return True
+
+    missing = [name for name in ("tensorflow", "keras") if absent(name)]
     if not missing:
         return None
     return (

@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     from training.settings import add_arguments
 
     parser = argparse.ArgumentParser(
-        prog="python -m training",
+        prog=training.prog_name("training", "fer-kiosk-train"),
         description="Train the mini-Xception on FER2013 (CSV or image folders). "
         "Running the same command again resumes a stopped run from its last finished epoch.",
     )
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    missing = training.missing_train_extra("fer-kiosk-train")
+    missing = training.missing_train_extra(training.prog_name("training", "fer-kiosk-train"))
     if missing:
         print(missing, file=sys.stderr)
         return 2

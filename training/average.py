@@ -21,16 +21,18 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
-import training  # noqa: F401  (sets TensorFlow's environment before it is imported)
+import training  # sets TensorFlow's environment before it is imported
 from edge.preprocess import normalize_faces
 from training.data import split
-from training.model import compile_model, keras_probabilities, untrained_model
 from training.run_folder import RunFolder
 from training.settings import TrainingError
+
+if TYPE_CHECKING:  # Keras is imported where it is used: --help works without the train extra
+    import keras
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -48,6 +50,8 @@ def average_weights(model: keras.Model, files: list[Path]) -> list[np.ndarray]:
 
 def recompute_batchnorm(model: keras.Model, images: np.ndarray, batch_size: int = 256) -> None:
     """Sets every BatchNorm layer's moving statistics to their mean over ``images``."""
+    import keras
+
     layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     saved = [layer.momentum for layer in layers]
     for layer in layers:
@@ -64,6 +68,8 @@ def recompute_batchnorm(model: keras.Model, images: np.ndarray, batch_size: int 
 
 
 def accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarray, normalization: str) -> float:
+    from training.model import keras_probabilities
+
     return float((keras_probabilities(model, images, normalization=normalization).argmax(1) == labels).mean())
 
 
@@ -77,6 +83,10 @@ def average_run(run_dir: Path, last: int, data: str | None = None) -> dict:
     files = run.epoch_weights()[-last:]
     if len(files) < 2:
         raise TrainingError(f"{run_dir}/epochs has {len(files)} epoch weights; averaging needs at least 2")
+    import keras
+
+    from training.model import compile_model, untrained_model
+
     faces = run.training_faces(settings.data)
     train_idx, val_idx = split(settings, faces.labels)
     model = untrained_model(settings)
@@ -84,6 +94,9 @@ def average_run(run_dir: Path, last: int, data: str | None = None) -> dict:
     train_faces = faces.images[np.random.default_rng(settings.init_seed).permutation(train_idx)]
     recompute_batchnorm(model, normalize_faces(train_faces, settings.face_normalization))
     compile_model(model, settings.min_learning_rate)
+    # Its optimizer built, so the file carries all of its state: loaded compiled (to train it
+    # further), an optimizer saved unbuilt makes Keras warn that it skipped 104 variables.
+    model.optimizer.build(model.trainable_variables)
     best = keras.models.load_model(run.best_checkpoint, compile=False)
     x_val, y_val = faces.images[val_idx], faces.labels[val_idx]
     summary = {
@@ -98,11 +111,16 @@ def average_run(run_dir: Path, last: int, data: str | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.average", description=__doc__.split("\n\n")[0])
+    prog = "python -m training.average"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", required=True, type=Path)
     parser.add_argument("--last", type=int, default=10, help="average the last N epochs (default 10)")
     parser.add_argument("--data", help="FER2013, if it moved since the run was trained")
     args = parser.parse_args(argv)
+    missing = training.missing_train_extra(prog)
+    if missing:
+        print(missing, file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         summary = average_run(args.run_dir, args.last, args.data)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-import training  # noqa: F401  (sets TensorFlow's environment before it is imported)
+import training  # sets TensorFlow's environment before it is imported
 from edge.contract import VIEW_SETS, ModelContract
 from edge.datasets import SPLIT_SEED, VALIDATION_FRACTION
 from edge.evaluate import EvaluationError, run
@@ -134,7 +134,7 @@ def _check_lineages(paths: list[Path], runs: list[TrainSettings | None]) -> None
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m training.evaluate",
-        description=__doc__,
+        description=__doc__.replace("``", ""),  # the docstring's markup is not for a terminal
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(
@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    missing = training.missing_train_extra("python -m training.evaluate")
+    if missing:  # a .keras model needs Keras; the edge's own evaluate takes a .tflite without it
+        print(f"{missing} (a .tflite model: fer-kiosk evaluate)", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return run(args, KerasClassifier)
 

@@ -27,19 +27,21 @@ import re
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
 
-import training  # noqa: F401  (sets TensorFlow's environment before it is imported)
+import training  # sets TensorFlow's environment before it is imported
 from edge.classifier import EmotionClassifier
 from edge.contract import ContractError, load_contract
 from edge.datasets import load_fer2013
 from edge.preprocess import normalize_faces
 from training.data import split
-from training.model import keras_probabilities, make_mini_xception
 from training.run_folder import save_with_settings
 from training.settings import TrainingError, TrainSettings
+
+if TYPE_CHECKING:  # Keras is imported where it is used: --help works without the train extra
+    import keras
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -145,6 +147,8 @@ def unfolded_batchnorm(shift: np.ndarray, mean: np.ndarray, spread: np.ndarray, 
 def channel_statistics(model: keras.Model, names: list[str], images: np.ndarray) -> dict:
     """Mean and spread of each named layer's output channels over ``images``, batch by batch
     (the outputs of 4,000 faces would take gigabytes at once)."""
+    import keras
+
     probe = keras.Model(model.input, [model.get_layer(name).output for name in names])
     sums = {name: 0.0 for name in names}
     squares = {name: 0.0 for name in names}
@@ -166,6 +170,10 @@ def channel_statistics(model: keras.Model, names: list[str], images: np.ndarray)
 def rebuild(model_path: Path, settings: TrainSettings, faces: np.ndarray) -> keras.Model:
     """The float mini-Xception of a converted model trained with ``settings``, its BatchNorm
     statistics measured on ``faces`` (uint8, N x 48 x 48, as its run saw them)."""
+    import keras
+
+    from training.model import make_mini_xception
+
     contract = load_contract(model_path)
     if settings.architecture != "mini_xception" or contract.model_format not in ("int8", "float32"):
         raise TrainingError(
@@ -235,7 +243,8 @@ def agreement_report(ours: np.ndarray, theirs: np.ndarray, labels: np.ndarray) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.recover", description=__doc__.split("\n\n")[0])
+    prog = "python -m training.recover"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, type=Path, help="the converted mini-Xception (.tflite)")
     parser.add_argument("--data", required=True, help="fer2013.csv[.gz], the faces it trained on")
     parser.add_argument("--out", required=True, type=Path, help="the .keras file to write")
@@ -247,7 +256,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the share of validation faces both must answer alike",
     )
     args = parser.parse_args(argv)
+    missing = training.missing_train_extra(prog)
+    if missing:
+        print(missing, file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from training.model import keras_probabilities
+
     try:
         settings = training_settings(args.model)
         faces = load_fer2013(args.data, "Training")
