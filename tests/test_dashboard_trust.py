@@ -575,3 +575,24 @@ def test_two_dashboards_with_one_client_id_are_told_apart_in_the_log(tmp_path, b
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_kiosk_whose_bridge_is_down_reads_unreachable_with_nobody_shown(tmp_path, broker, page):
+    """Issue 32: the centre's broker keeps the kiosk's retained `online` and state when its
+    box dies; the bridge's last will ("0" on <prefix>/<device>/bridge) is what the page goes by."""
+    person = state("k1", [("f-1", "happy", 0.8)])
+    messages = [("fer-kiosk/k1/availability", b"online", True), ("fer-kiosk/k1/state", person, True)]
+    messages.append(("fer-kiosk/k1/bridge", b"1", True))
+    dashboard = Dashboard(tmp_path, broker.port).start().connected()
+    publish(broker.port, messages)
+    tile = TILE.format("k1")
+    try:
+        page.goto(dashboard.url)
+        page.wait_for_selector(f'{tile} [data-role="availability"]:text("ONLINE")', timeout=10_000)
+        publish(broker.port, [("fer-kiosk/k1/bridge", b"0", True)])
+        page.wait_for_selector(f'{tile} [data-role="availability"]:text("UNREACHABLE")', timeout=10_000)
+        text = page.inner_text(tile)
+        assert "bridge is down" in text and "Happy" not in text.split("today")[0]
+        shot(page, tmp_path, "bridge-down")
+    finally:
+        dashboard.stop()

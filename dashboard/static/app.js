@@ -50,6 +50,8 @@ function bar(e, v) { return `<div class="bar"><span class="c-${cls(e)}" style="w
 function availability(d) {
   if (streamDownSince) return ["unknown", `unknown since ${clock(streamDownSince / 1000)}`];
   if (!broker.connected) return ["unknown", `unknown since ${clock(broker.since)}`];
+  // A kiosk behind a bridge that is down: its box is gone from here, whatever it last said.
+  if (d.bridge === false) return ["offline", "UNREACHABLE"];
   if (d.online === false) return ["offline", "OFFLINE"];
   const heard = Math.max(d.last_update || 0, broker.listening_since || 0);
   if (serverNow() - heard > staleSeconds) return ["stale", "STALE"];
@@ -79,7 +81,8 @@ function renderTile(d, state, label) {
   const alerts = current ? d.alerts || [] : [];
   const faces = current ? d.faces || [] : [];
   const people = faces.length ? faces.length : current ? d.face_count || 0 : 0;
-  const nobody = d.online === false ? "kiosk offline: nobody is shown" : state === "stale"
+  const nobody = d.bridge === false ? "kiosk unreachable (its box's bridge is down): nobody is shown"
+    : d.online === false ? "kiosk offline: nobody is shown" : state === "stale"
     ? `no news from this kiosk${d.last_update ? ` since ${clock(d.last_update)}` : ""}: nobody is shown` : "nobody at the counter";
   const faceRows = faces.map((f) => `
       <div class="face"><span class="emotion">${name(f.emotion)}</span>${bar(f.emotion, f.confidence)}<span class="num">${pct(f.confidence)}</span></div>`).join("");
