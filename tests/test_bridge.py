@@ -35,7 +35,6 @@ from bench.harness import (
     free_port,
     make_certificates,
     mosquitto_binary,
-    start_daemon,
     start_dashboard,
     stop_daemon,
     wait_until,
@@ -265,7 +264,7 @@ def start_central_dashboard(tmp_path: Path, central: Broker, ca: Path):
     )
 
 
-def start_kiosk(tmp_path: Path, box: Box):
+def start_kiosk(tmp_path: Path, box: Box, run_daemon):
     """The daemon on the box, on a looped recording: a visit about every 8 s."""
     from bench.clips import one_visit_clip
 
@@ -279,7 +278,7 @@ def start_kiosk(tmp_path: Path, box: Box):
         spool={"path": str(tmp_path / "spool")},
     )
     log = tmp_path / "daemon.log"
-    return start_daemon(config, log), log
+    return run_daemon(config, log), log
 
 
 # -- the tests ----------------------------------------------------------------------------------
@@ -336,7 +335,7 @@ def test_the_drop_in_starts_a_stock_debian_mosquitto_with_persistence(tmp_path):
 
 
 @pytest.mark.slow
-def test_bridge_forwards_a_kiosk_and_delivers_what_waited_during_an_outage(tmp_path):
+def test_bridge_forwards_a_kiosk_and_delivers_what_waited_during_an_outage(tmp_path, run_daemon):
     central, certs = start_central(tmp_path / "central")
     box = install_box(tmp_path / "box", central.port, certs["ca.crt"]).start()
     dashboard, url, dashboard_log = start_central_dashboard(tmp_path, central, certs["ca.crt"])
@@ -344,7 +343,7 @@ def test_bridge_forwards_a_kiosk_and_delivers_what_waited_during_an_outage(tmp_p
         central.port, certs["ca.crt"], "dashboard", ["fer-kiosk/#"], "central-collector"
     )
     local = Subscriber(box.port, "fer-kiosk/kiosk-01/events")
-    daemon, daemon_log = start_kiosk(tmp_path, box)
+    daemon, daemon_log = start_kiosk(tmp_path, box, run_daemon)
     try:
         # 1. through the bridge: the central dashboard sees the kiosk and its first visit
         def device() -> dict | None:
@@ -448,7 +447,7 @@ def test_the_dashboard_shows_a_kiosk_whose_bridge_is_down_as_unreachable():
 
 
 @pytest.mark.slow
-def test_home_assistant_crosses_the_bridge_and_the_centre_sees_a_box_die(tmp_path):
+def test_home_assistant_crosses_the_bridge_and_the_centre_sees_a_box_die(tmp_path, run_daemon):
     central, certs = start_central(tmp_path / "central")
     box = install_box(tmp_path / "box", central.port, certs["ca.crt"]).start()
     dashboard, url, dashboard_log = start_central_dashboard(tmp_path, central, certs["ca.crt"])
@@ -459,7 +458,7 @@ def test_home_assistant_crosses_the_bridge_and_the_centre_sees_a_box_die(tmp_pat
     topics = Topics(f"fer-kiosk/{KIOSK}")
     expected = {m.topic for m in discovery_messages("homeassistant", KIOSK, topics, EMOTIONS, "0", "m")}
     bridge_topic = f"{topics.base}/bridge"
-    daemon, daemon_log = start_kiosk(tmp_path, box)
+    daemon, daemon_log = start_kiosk(tmp_path, box, run_daemon)
     local = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="box-tool")
     local.connect("127.0.0.1", box.port)
     local.loop_start()

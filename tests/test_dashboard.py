@@ -18,7 +18,6 @@ import pytest
 
 from bench.harness import (
     http_get,
-    start_daemon,
     start_dashboard,
     stop_daemon,
     wait_until,
@@ -304,7 +303,7 @@ def p95(values: list[float]) -> float:
 
 
 @pytest.mark.slow
-def test_the_page_follows_the_daemon_on_a_clip(tmp_path, broker, page):
+def test_the_page_follows_the_daemon_on_a_clip(tmp_path, broker, page, run_daemon):
     from bench.clips import one_visit_clip
     from tests.helpers import write_config
 
@@ -328,7 +327,7 @@ def test_the_page_follows_the_daemon_on_a_clip(tmp_path, broker, page):
         },
     )
     daemon_log = tmp_path / "daemon.log"
-    daemon = start_daemon(config, daemon_log)
+    daemon = run_daemon(config, daemon_log)
     tile = '.tile[data-device="test-kiosk"]'
     try:
         page.wait_for_selector(tile, timeout=30_000)

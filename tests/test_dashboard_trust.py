@@ -26,7 +26,6 @@ from bench.harness import (
     free_port,
     http_get,
     merged,
-    start_daemon,
     stop_daemon,
     wait_until,
 )
@@ -147,7 +146,7 @@ def connections(broker: Broker, client_id: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_no_visit_is_missed_across_five_broker_restarts(tmp_path):
+def test_no_visit_is_missed_across_five_broker_restarts(tmp_path, run_daemon):
     """The real daemon plays visits on a loop; five times the broker stops while a visit ends
     (its summary waits in the daemon's spool) and restarts; the daemon (reconnecting within
     a second) flushes the summary before the dashboard (its next attempt 15 s after the loss) is back.
@@ -175,7 +174,7 @@ def test_no_visit_is_missed_across_five_broker_restarts(tmp_path):
         )
     )
     truth = Truth(broker.port)
-    daemon = start_daemon(config, tmp_path / "daemon.log")
+    daemon = run_daemon(config, tmp_path / "daemon.log")
     kept_ids = lambda: {v.event_id for v in stored(tmp_path)}  # noqa: E731
     held = lambda: [p for p in spool.glob("*.json")] if spool.exists() else []  # noqa: E731
     counted = lambda: (tile_of(dashboard, "k1") or {}).get("today", {}).get("visits", 0)  # noqa: E731
