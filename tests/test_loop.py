@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from edge import DEFAULT_MODEL
 from edge.camera_status import CameraStatus
@@ -237,6 +238,16 @@ def fake_parts(tmp_path, built):
         return FakeSource(camera)
 
     return Parts(check=lambda config: [], pipeline=pipeline, publisher=publisher, source=source)
+
+
+@pytest.fixture(autouse=True)
+def root_log_level():
+    """A reload sets the root logger's level from the config: put it back for later tests."""
+    import logging
+
+    level = logging.getLogger().level
+    yield
+    logging.getLogger().setLevel(level)
 
 
 def service_with(tmp_path, text):
