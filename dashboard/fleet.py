@@ -13,10 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
-from dashboard.store import Store, local_day, visit_from_event
+from dashboard.store import Store, local_day, parse_time, visit_from_event
 
 KINDS = ("availability", "state", "events", "alerts", "stats", "camera", "bridge")
 EVENTS = "events"  # the one kind that must never be missed: QoS 1, persistent session
@@ -34,16 +34,6 @@ CAMERA_CAUSES = {
 }
 UNKNOWN_CAMERA = {"ok": None, "text": "unknown"}
 ALERT_KEYS = ("alert_id", "emotion", "probability", "since")  # what a page gets: no face id
-
-
-def parse_time(text: Any) -> float | None:
-    """A payload's ISO-8601 UTC time (``2026-11-24T09:15:02.417Z``) as a Unix time, or None."""
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def local_day_now(now: float) -> date:

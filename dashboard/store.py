@@ -102,7 +102,8 @@ class Visit:
         return self.ended_by not in CUT_SHORT
 
 
-def _time(text: Any) -> float | None:
+def parse_time(text: Any) -> float | None:
+    """A payload's ISO-8601 UTC time (``2026-11-24T09:15:02.417Z``) as a Unix time, or None."""
     if not isinstance(text, str):
         return None
     try:
@@ -121,14 +122,14 @@ def visit_from_event(device: str, event: dict[str, Any]) -> Visit | None:
     summary = event.get("summary")
     if event.get("type") != "end" or not isinstance(summary, dict) or not event.get("event_id"):
         return None
-    last = _time(summary.get("last_seen")) or _time(event.get("time"))
+    last = parse_time(summary.get("last_seen")) or parse_time(event.get("time"))
     if last is None:
         return None
     try:
         duration = max(0.0, float(summary.get("duration_s", 0.0)))
     except (TypeError, ValueError):
         return None
-    first = _time(summary.get("first_seen")) or last - duration
+    first = parse_time(summary.get("first_seen")) or last - duration
     seconds = summary.get("emotion_seconds") if isinstance(summary.get("emotion_seconds"), dict) else {}
     frames = summary.get("frames")
     return Visit(

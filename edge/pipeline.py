@@ -157,19 +157,19 @@ class ClassifyPolicy:
         return latest
 
 
-def outside_zones(found: Sequence, zones: Sequence[Sequence[float]], frame_hw: tuple[int, int]) -> list:
-    """The boxes (or (key, box) pairs) whose centre lies in none of the privacy ``zones``
-    ([x, y, w, h] in fractions of the frame)."""
-    if not zones:
-        return list(found)
+def in_zones(box: Box, zones: Sequence[Sequence[float]], frame_hw: tuple[int, int]) -> bool:
+    """Whether the box's centre lies in one of the privacy ``zones`` ([x, y, w, h] in
+    fractions of the frame)."""
     height, width = frame_hw
-    kept = []
-    for item in found:
-        box = item[1] if len(item) == 2 else item
-        cx, cy = (box[0] + box[2] / 2) / width, (box[1] + box[3] / 2) / height
-        if not any(x <= cx < x + w and y <= cy < y + h for x, y, w, h in zones):
-            kept.append(item)
-    return kept
+    cx, cy = (box[0] + box[2] / 2) / width, (box[1] + box[3] / 2) / height
+    return any(x <= cx < x + w and y <= cy < y + h for x, y, w, h in zones)
+
+
+def outside_zones(
+    boxes: Sequence[Box], zones: Sequence[Sequence[float]], frame_hw: tuple[int, int]
+) -> list[Box]:
+    """The boxes whose centre lies in none of the privacy ``zones``."""
+    return [box for box in boxes if not in_zones(box, zones, frame_hw)]
 
 
 class FramePipeline:
@@ -205,7 +205,11 @@ class FramePipeline:
         gray = to_gray(frame)
         t1 = clock()
         known = self.matcher.on_last_frame() if now is not None else {}
-        found = outside_zones(self.finder.find(gray, now, known), self.ignore_zones, gray.shape[:2])
+        found = [
+            (key, box)
+            for key, box in self.finder.find(gray, now, known)
+            if not in_zones(box, self.ignore_zones, gray.shape[:2])
+        ]
         boxes = [box for _, box in found]
         keys = self.matcher.assign(boxes, now, [key for key, _ in found]) if now is not None else None
         t2 = clock()

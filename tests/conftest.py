@@ -14,13 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bench.harness import (  # noqa: F401  (tests import some of them from here)
-    Broker,
-    Subscriber,
-    start_daemon,
-    stop_daemon,
-    wait_until,
-)
+from bench.harness import Broker, Subscriber, start_daemon, stop_daemon, wait_until  # noqa: F401
 from edge.contract import EMOTIONS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,11 +8,12 @@ import jsonschema
 import numpy as np
 import pytest
 
+from bench.harness import stop_daemon
 from edge.alerts import CLEARED, RAISED, AlertRules
 from edge.config import AlertRuleConfig
 from edge.contract import EMOTIONS
 from edge.tracking import Track
-from tests.conftest import ROOT, stop_daemon
+from tests.conftest import ROOT
 
 RULE = AlertRuleConfig(emotions=("angry", "sad"), min_probability=0.5, hold_seconds=5.0, clear_seconds=2.0)
 
