@@ -67,7 +67,7 @@ def test_the_command_checks_the_rebuilt_network_and_writes_it_with_its_training_
     capsys.readouterr()
     # The checkpoint says how it was trained, as every checkpoint a run saves: split and lineage.
     assert settings_of_model(out) == training_settings(DEFAULT_MODEL)
-    assert settings_of_model(out).init_from == "v4-averaged10.keras"
+    assert settings_of_model(out).init_from == "recovered/bundled.keras"  # the lineage of the shipped model
     # A model whose contract does not say how it was trained cannot be rebuilt honestly.
     bare = tmp_path / "bare.tflite"
     shutil.copy(DEFAULT_MODEL, bare)
