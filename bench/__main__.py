@@ -8,6 +8,7 @@ Every configuration runs in its own process (``bench.worker``). See docs/benchma
                     [--pipelines fast,baseline] [--modes throughput,realtime,realtime-broker]
                     [--keras-model best.keras] [--faces-dir DIR] [--clips-dir DIR] [--out FILE]
                     [--set detector.scale_factor=1.2 ...] [--note TEXT]
+                    [--variant NAME:model.path=OTHER.tflite ...]
 """
 
 from __future__ import annotations
@@ -63,6 +64,21 @@ def _sizes(text: str) -> list[tuple[int, int]]:
         raise argparse.ArgumentTypeError("sizes look like 640x480,1280x720") from err
 
 
+def _variant(text: str) -> tuple[str, str]:
+    name, sep, setting = text.partition(":")
+    if not sep or not name.strip() or "=" not in setting:
+        raise argparse.ArgumentTypeError("a variant looks like NAME:SECTION.KEY=VALUE")
+    return name.strip(), setting.strip()
+
+
+def variant_overrides(variants: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Each variant's settings, in the order first named (one NAME may be given several)."""
+    grouped: dict[str, list[str]] = {}
+    for name, setting in variants:
+        grouped.setdefault(name, []).append(setting)
+    return grouped
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each clip (default 10)")
@@ -108,8 +124,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="change a setting of the edge pipeline's config, e.g. detector.scale_factor=1.2 "
         "(repeatable; the baseline is never changed)",
     )
+    parser.add_argument(
+        "--variant",
+        type=_variant,
+        action="append",
+        default=[],
+        metavar="NAME:SECTION.KEY=VALUE",
+        help="also run the edge pipeline with this setting changed, labelled fast:NAME, right after "
+        "the plain one on every clip and mode (repeatable; repeat a NAME for several settings), "
+        "e.g. wide:model.path=wide.tflite: two models compared in one run",
+    )
     parser.add_argument("--note", default="", help="recorded with the figures, e.g. what else was running")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.variant and "fast" not in args.pipelines:
+        parser.error("--variant changes the edge pipeline: keep fast in --pipelines")
+    return args
 
 
 def worker_env() -> dict[str, str]:
@@ -230,15 +259,27 @@ def measure_all(
     keras_model: str | None,
     broker_port: int,
 ) -> list[dict[str, Any]]:
-    pipelines = [p for p in args.pipelines if p != "baseline" or keras_model]
+    # (label, worker pipeline, settings changed): the plain edge pipeline, then each variant
+    # of it, so the runs compared are neighbours in time on the same clip.
+    pipelines: list[tuple[str, str, list[str]]] = []
+    for pipeline in args.pipelines:
+        if pipeline == "baseline" and not keras_model:
+            continue
+        pipelines.append((pipeline, pipeline, args.set if pipeline == "fast" else []))
+        if pipeline == "fast":
+            pipelines += [
+                (f"fast:{name}", "fast", [*args.set, *settings])
+                for name, settings in variant_overrides(args.variant).items()
+            ]
     modes = [m for m in args.modes if m != "realtime-broker" or broker_port]
     plan = [(spec, clip, ref, p, m) for spec, clip, ref in clips for p in pipelines for m in modes]
     runs = []
-    for number, (spec, clip, ref, pipeline, mode) in enumerate(plan, 1):
+    for number, (spec, clip, ref, (label, pipeline, overrides), mode) in enumerate(plan, 1):
         result = run_worker(
-            clip, ref, pipeline, mode, broker_port if mode == "realtime-broker" else 0, keras_model, args.set
+            clip, ref, pipeline, mode, broker_port if mode == "realtime-broker" else 0, keras_model, overrides
         )
-        result = {"scene": spec.scene, "size": spec.size_name, "pipeline": pipeline, "mode": mode, **result}
+        # the worker names the pipeline it ran (fast); the label says which variant of it
+        result = {"scene": spec.scene, "size": spec.size_name, "mode": mode, **result, "pipeline": label}
         runs.append(result)
         summary = result.get("error") or (
             f"{result['fps']} fps, {result['cpu_ms_per_frame']} CPU ms/frame, "
@@ -246,7 +287,7 @@ def measure_all(
             f"{result['frames_skipped']} skipped"
         )
         _LOGGER.info(
-            "[%d/%d] %s %s %s %s: %s", number, len(plan), spec.scene, spec.size_name, pipeline, mode, summary
+            "[%d/%d] %s %s %s %s: %s", number, len(plan), spec.scene, spec.size_name, label, mode, summary
         )
     return runs
 
@@ -274,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": args.seconds,
         "faces": faces,
         "overrides": args.set,
+        "variants": variant_overrides(args.variant),
         "keras_model": (
             Path(args.keras_model).name
             if args.keras_model

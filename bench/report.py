@@ -232,6 +232,9 @@ def render(report: Result) -> str:
             f"; edge pipeline settings changed: {', '.join(meta['overrides'])}"
             if meta.get("overrides")
             else ""
+        )
+        + "".join(
+            f"; fast:{name}: {', '.join(settings)}" for name, settings in (meta.get("variants") or {}).items()
         ),
         "",
         "## Throughput: every frame, as fast as it goes (wall-clock stage times)",

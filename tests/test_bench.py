@@ -117,6 +117,9 @@ def test_python_m_bench_writes_results_and_tables(tmp_path):
             str(tmp_path / "clips"),
             "--out",
             str(out),
+            # the same pipeline again, labelled: how two models are compared in one run
+            "--variant",
+            "twin:model.path=edge/models/emotion_int8.tflite",
         ],
         cwd=ROOT,
         env=ENV,
@@ -127,16 +130,20 @@ def test_python_m_bench_writes_results_and_tables(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
-    (run,) = report["runs"]
+    run, twin = report["runs"]
     assert (run["scene"], run["size"], run["pipeline"], run["mode"]) == (
         "no_face",
         "640x480",
         "fast",
         "throughput",
     )
+    assert (twin["scene"], twin["pipeline"], twin["mode"]) == ("no_face", "fast:twin", "throughput")
+    assert "error" not in twin and twin["frames_processed"] == run["frames_processed"]
     assert run["detection"]["reference_faces"] == 0 and run["detection"]["recall"] is None
     assert report["meta"]["seconds"] == 1 and report["speedups"] == []
+    assert report["meta"]["variants"] == {"twin": ["model.path=edge/models/emotion_int8.tflite"]}
     assert "| no_face | 640x480 | fast |" in done.stdout
+    assert "| no_face | 640x480 | fast:twin |" in done.stdout
 
 
 def test_recall_matches_each_reference_box_by_overlap():
