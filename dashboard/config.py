@@ -8,7 +8,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.config import ConfigError, MqttConfig, _range, parse_section, read_config_data
+from edge.config import (
+    LOG_LEVELS,
+    ConfigError,
+    MqttConfig,
+    _range,
+    default_state_path,
+    parse_section,
+    read_config_data,
+    safe_topic_part,
+)
 
 STORE_FILE = "dashboard.sqlite3"
 
@@ -51,29 +60,17 @@ class DashboardConfig:
     stale_seconds: float = field(default=90.0, metadata=_range(1, 86400))
     # At most this many tile updates per second per browser (coalesced, newest wins).
     max_updates_per_second: float = field(default=10.0, metadata=_range(0.5, 100))
-    log_level: str = field(default="INFO", metadata=_range(choices=("DEBUG", "INFO", "WARNING", "ERROR")))
+    log_level: str = field(default="INFO", metadata=_range(choices=LOG_LEVELS))
 
     @property
     def client_id(self) -> str:
         """The MQTT client id, stable across restarts: the broker keeps its session by it."""
-        return self.mqtt.client_id or f"fer-kiosk-dashboard-{_host_part()}"
+        host = safe_topic_part(socket.gethostname().split(".")[0])
+        return self.mqtt.client_id or f"fer-kiosk-dashboard-{host}"
 
     @property
     def store_path(self) -> Path:
-        return Path(self.store.path) if self.store.path else default_store_path()
-
-
-def _host_part() -> str:
-    name = socket.gethostname().split(".")[0]
-    return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in name) or "host"
-
-
-def default_store_path() -> Path:
-    state = os.environ.get("STATE_DIRECTORY")  # set by systemd's StateDirectory=
-    if state:
-        return Path(state.split(":")[0]) / STORE_FILE
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "fer-kiosk" / STORE_FILE
+        return Path(self.store.path) if self.store.path else default_state_path(STORE_FILE)
 
 
 def _resolve_store_path(data: Any, base: Path) -> Any:

@@ -23,6 +23,12 @@ import yaml
 
 from edge.contract import VIEW_SETS
 
+# The exit status of every command refused for its configuration (sysexits.h EX_CONFIG;
+# the units' RestartPreventExitStatus=78: restarting cannot fix a bad file).
+EX_CONFIG = 78
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
 
 class ConfigError(Exception):
     """The configuration is invalid; ``errors`` lists each problem with its YAML path."""
@@ -38,6 +44,10 @@ def _range(
     lo: float | None = None, hi: float | None = None, choices: tuple | None = None, doc: str = ""
 ) -> dict:
     return {"min": lo, "max": hi, "choices": choices, "doc": doc}
+
+
+# The default pixel limit, also for `fer-kiosk classify` (which reads no config).
+DEFAULT_MAX_PIXELS = 16_000_000
 
 
 @dataclass(frozen=True)
@@ -61,7 +71,7 @@ class CameraConfig:
     stall_seconds: float = field(default=10.0, metadata=_range(1.0, 3600))
     # Frames (and image files as a source) larger than this many pixels are refused before
     # they are decoded whole: a 4K frame is 8.3 million; a 140 KB PNG can claim 144 million.
-    max_frame_pixels: int = field(default=16_000_000, metadata=_range(65_536, 1_000_000_000))
+    max_frame_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata=_range(65_536, 1_000_000_000))
 
     @property
     def display_name(self) -> str:
@@ -88,9 +98,6 @@ def redacted_source(source: int | str) -> str:
     query = re.sub(r"([?&][^=&#]*=)[^&#]*", r"\1***", query)
     return scheme + before_query + query
 
-
-# The default pixel limit, also for `fer-kiosk classify` (which reads no config).
-DEFAULT_MAX_PIXELS = 16_000_000
 
 # A config file is a few KB; anything this large is not one.
 MAX_CONFIG_BYTES = 1_000_000
@@ -229,6 +236,11 @@ class TlsConfig:
     insecure: bool = False  # skip the host-name check (self-signed test brokers only)
 
 
+# The shortest wait before reconnecting to the broker, for every client of it (the daemon,
+# `fer-kiosk watch`, the dashboard), and so the least mqtt.reconnect_max_seconds may be.
+RECONNECT_MIN_SECONDS = 1.0
+
+
 @dataclass(frozen=True)
 class MqttConfig:
     host: str = "localhost"
@@ -240,7 +252,7 @@ class MqttConfig:
     keepalive: int = field(default=30, metadata=_range(5, 3600))
     # Longest wait between reconnection attempts while the broker is away (with jitter): low,
     # so the retained availability, state and discovery are back within seconds of it.
-    reconnect_max_seconds: float = field(default=5.0, metadata=_range(1, 3600))
+    reconnect_max_seconds: float = field(default=5.0, metadata=_range(RECONNECT_MIN_SECONDS, 3600))
     # A broker that accepts TCP (and TLS) but sends no CONNACK within this is given up on, saying so.
     connect_timeout_seconds: float = field(default=10.0, metadata=_range(1, 600))
     # The password never goes in this file. It comes from FER_KIOSK_MQTT_PASSWORD, or from
@@ -279,19 +291,38 @@ class Config:
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
-    log_level: str = field(default="INFO", metadata=_range(choices=("DEBUG", "INFO", "WARNING", "ERROR")))
+    log_level: str = field(default="INFO", metadata=_range(choices=LOG_LEVELS))
 
     @property
     def device_id(self) -> str:
-        return self.mqtt.device_id or _safe_topic_part(socket.gethostname())
+        return self.mqtt.device_id or safe_topic_part(socket.gethostname())
 
     @property
     def base_topic(self) -> str:
         return f"{self.mqtt.topic_prefix}/{self.device_id}"
 
 
-def _safe_topic_part(text: str) -> str:
+def safe_topic_part(text: str) -> str:
+    """``text`` (a host name) as a topic level and a client id: other characters than
+    letters, digits, - and _ become -."""
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in text) or "kiosk"
+
+
+def default_state_path(name: str) -> Path:
+    """Where a fer-kiosk program keeps ``name`` when its config names no path: the unit's
+    StateDirectory= under systemd ($STATE_DIRECTORY), else the user's state folder
+    ($XDG_STATE_HOME, by default ~/.local/state) /fer-kiosk."""
+    state = os.environ.get("STATE_DIRECTORY")
+    if state:
+        return Path(state.split(":")[0]) / name
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "fer-kiosk" / name
+
+
+def is_file_path(value: str) -> bool:
+    """Whether a setting's text names a file, relative to the config (a video, a model, a
+    key) rather than a stream URL or a device under /dev."""
+    return "://" not in value and not value.startswith("/dev/")
 
 
 def _show(value: Any, limit: int = 60) -> str:
@@ -594,7 +625,6 @@ def _resolve_paths(data: Any, base: Path) -> Any:
         if not isinstance(parent, dict):
             continue
         value = parent.get(keys[-1])
-        if isinstance(value, str) and value and "://" not in value and not value.startswith("/dev/"):
-            if not os.path.isabs(value):
-                parent[keys[-1]] = str(base / value)
+        if isinstance(value, str) and value and is_file_path(value) and not os.path.isabs(value):
+            parent[keys[-1]] = str(base / value)
     return data

@@ -25,13 +25,11 @@ from collections.abc import Callable, Iterable
 
 import paho.mqtt.client as mqtt
 
-from edge.payloads import Message
+from edge.payloads import OFFLINE, ONLINE, Message
 from edge.spool import DiskSpool
 from edge.transport import Transport
 
 _LOGGER = logging.getLogger(__name__)
-
-ONLINE, OFFLINE = b"online", b"offline"
 
 
 class Delivery:
@@ -106,7 +104,7 @@ class Delivery:
                 hello, self._hello_due = self._hello_due, False
             if hello:
                 # only now, after the broker accepted us: online, discovery, current state
-                self._send(Message(self.availability_topic, ONLINE, 1, True))
+                self._send(Message(self.availability_topic, ONLINE.encode(), 1, True))
                 try:
                     for message in self._on_connected() if self._on_connected else ():
                         self._send(message)
@@ -161,7 +159,7 @@ class Delivery:
         while self.transport.connected and len(self.spool) and time.monotonic() < deadline - 0.5:
             time.sleep(0.02)
         if self.transport.connected:
-            self._send(Message(self.availability_topic, OFFLINE, 1, True))
+            self._send(Message(self.availability_topic, OFFLINE.encode(), 1, True))
         with self._lock:
             pending = list(self._in_flight)
         for info in pending:

@@ -24,20 +24,21 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.config import MqttConfig, TlsConfig
-from edge.delivery import OFFLINE, ONLINE, Delivery
-from edge.payloads import Message
+import paho.mqtt.client as mqtt
+
+from edge.config import RECONNECT_MIN_SECONDS, MqttConfig, TlsConfig
+from edge.delivery import Delivery
+from edge.payloads import OFFLINE, Message
 from edge.spool import DiskSpool
-from edge.transport import Transport, describe_connect_error
+from edge.transport import Transport
 
 __all__ = [
-    "OFFLINE",
-    "ONLINE",
     "Credentials",
     "CredentialsError",
     "MqttPublisher",
     "credentials_warnings",
-    "describe_connect_error",
+    "log_in",
+    "reconnect_delays",
     "resolve_credentials",
     "tls_context",
 ]
@@ -151,6 +152,24 @@ class _PassphraseNeeded(Exception):
     pass
 
 
+def log_in(client: mqtt.Client, config: MqttConfig) -> None:
+    """Sets ``config``'s login on a paho client of a tool that watches the kiosks (``watch``,
+    ``unregister``, the dashboard): credentials and TLS, as the daemon's. A file it cannot
+    use raises CredentialsError."""
+    credentials = resolve_credentials(config)
+    if credentials is not None:
+        client.username_pw_set(credentials.username, credentials.password)
+    if config.tls.enabled:
+        client.tls_set_context(tls_context(config.tls))
+        client.tls_insecure_set(config.tls.insecure)
+
+
+def reconnect_delays(config: MqttConfig) -> tuple[int, int]:
+    """paho's own reconnect delays (least, most; whole seconds) for those tools."""
+    least = int(RECONNECT_MIN_SECONDS)
+    return least, max(least, int(config.reconnect_max_seconds))
+
+
 def _no_passphrase() -> bytes:
     # Without a callback OpenSSL would prompt on the terminal, which a service has not got.
     raise _PassphraseNeeded()
@@ -229,7 +248,7 @@ class MqttPublisher:
         self.transport = Transport(
             config,
             client_id,
-            will=(availability_topic, OFFLINE),
+            will=(availability_topic, OFFLINE.encode()),
             tls_context=tls_context(config.tls)
             if config.tls.enabled
             else None,  # CredentialsError names a bad file

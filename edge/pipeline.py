@@ -18,11 +18,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.classifier import EmotionClassifier
-from edge.config import MAX_CLASSIFY_HZ, ModelConfig, TrackingConfig
+from edge.config import MAX_CLASSIFY_HZ, DetectorConfig, ModelConfig, TrackingConfig
 from edge.contract import View
-from edge.detect import FaceFinder, HaarFaceDetector
+from edge.detect import CASCADE_WINDOW, FaceFinder, HaarFaceDetector
 from edge.matching import FaceMatcher, center_distance
 from edge.preprocess import Box, crop_face, to_gray
+
+# Still photos (`fer-kiosk classify`, evaluation on photos): detection at full resolution,
+# every face down to the smallest the cascade can find.
+PHOTO_DETECTOR = DetectorConfig(detect_width=0, min_face_size=CASCADE_WINDOW)
 
 
 @dataclass

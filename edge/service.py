@@ -32,7 +32,7 @@ from edge import DEFAULT_MODEL, __version__
 from edge.alerts import AlertRules
 from edge.capture import FrameSource
 from edge.classifier import ContractError, EmotionClassifier
-from edge.config import CameraConfig, Config, ConfigError, load_config
+from edge.config import CameraConfig, Config, ConfigError, default_state_path, load_config
 from edge.contract import VIEW_SETS
 from edge.daemon import ProcessingLoop
 from edge.detect import DetectorError, HaarFaceDetector
@@ -41,7 +41,7 @@ from edge.matching import FaceMatcher
 from edge.mqtt import CredentialsError, MqttPublisher, credentials_warnings, resolve_credentials, tls_context
 from edge.payloads import Message, Topics, camera_summary, stats_message
 from edge.pipeline import ClassifyPolicy, FramePipeline
-from edge.spool import DiskSpool, SpoolError, check_spool_dir, default_spool_dir
+from edge.spool import DiskSpool, SpoolError, check_spool_dir
 from edge.systemd import Notifier
 from edge.tracking import FaceTracker
 
@@ -52,7 +52,7 @@ STATUS_INTERVAL_SECONDS = 5.0
 
 
 def spool_dir(config: Config):
-    return config.spool.path or default_spool_dir()
+    return config.spool.path or default_state_path("spool")
 
 
 def check_inputs(config: Config, environ=os.environ) -> list[str]:

@@ -180,3 +180,34 @@ def test_a_source_is_shown_without_its_secrets():
     assert redacted_source("/videos/a?b=c.mp4") == "/videos/a?b=c.mp4"  # a file name, not a URL
     assert redacted_source(0) == "0"
     assert CameraConfig(source="http://u:p@h/").display_name == "http://u:***@h/"
+
+
+# ---- every setting and constant in one place ----------------------------------------------
+
+
+def test_shared_constants_are_not_retyped():
+    """The exit status of a refused configuration, the log levels, the pixel limit and the
+    reconnect floor are defined once (edge/config.py) and imported everywhere else."""
+    import ast
+
+    home = ROOT / "edge" / "config.py"
+    retyped = []
+    for folder in ("edge", "dashboard", "training", "converter", "bench"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path == home:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                literal = isinstance(node, ast.Constant) and not isinstance(node.value, bool)
+                if literal and node.value in (78, 16_000_000):
+                    retyped.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value}")
+                if isinstance(node, ast.Tuple) and [getattr(e, "value", None) for e in node.elts] == [
+                    "DEBUG",
+                    "INFO",
+                    "WARNING",
+                    "ERROR",
+                ]:
+                    retyped.append(f"{path.relative_to(ROOT)}:{node.lineno}: the log levels")
+                if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "reconnect_delay_set":
+                    if any(isinstance(arg, ast.Constant) for arg in node.args) and folder != "bench":
+                        retyped.append(f"{path.relative_to(ROOT)}:{node.lineno}: a reconnect delay")
+    assert retyped == []
