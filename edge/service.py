@@ -100,13 +100,12 @@ def build_pipeline(config: Config) -> FramePipeline:
     classifier = EmotionClassifier(model_path, num_threads=config.model.num_threads, views=views)
     check_alert_emotions(config, classifier.labels, Path(model_path).name)
     policy = ClassifyPolicy.from_config(classifier.contract.views, config.model, config.tracking)
-    t = config.tracking
     return FramePipeline(
         HaarFaceDetector(config.detector),
         classifier,
         policy,
         ignore_zones=config.detector.ignore_zones,
-        matcher=FaceMatcher(t.iou_threshold, t.max_center_distance, t.max_missing_seconds),
+        matcher=FaceMatcher.from_config(config.tracking),
     )
 
 
