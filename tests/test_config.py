@@ -39,6 +39,11 @@ def test_shipped_config_equals_the_defaults():
         ({"mqtt": {"qos": 3}}, "mqtt.qos: must be at most 2, got 3"),
         ({"mqtt": {"port": "1883"}}, "mqtt.port: expected an integer, got '1883'"),
         ({"mqtt": {"topic_prefix": "a/#"}}, "mqtt.topic_prefix: 'a/#' may not contain # or +"),
+        ({"mqtt": {"client_id": "kiosk/1"}}, "mqtt.client_id: 'kiosk/1': no #, + or /"),
+        (
+            {"homeassistant": {"discovery_prefix": "homeassistant/"}},
+            "homeassistant.discovery_prefix: 'homeassistant/' may not contain # or + nor start or end with /",
+        ),
         (
             {"detector": {"min_face_size": 100, "max_face_size": 50}},
             "detector.max_face_size: 50 is below min_face_size 100",
