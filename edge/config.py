@@ -9,7 +9,9 @@ object is handed to the parts that need it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import operator
 import os
 import re
 import socket
@@ -478,6 +480,27 @@ def _build(cls: type, data: Any, path: str, errors: list[str]) -> Any:
                 errors.append(f"{key_path}: {problem}")
             values[name] = value
     return cls(**values)
+
+
+def field_problems(settings: Any) -> list[str]:
+    """Settings made in code rather than read from YAML (training's, from its command line
+    or a run's settings.json) checked as a config's keys are: each scalar field's type
+    (int, float, str, bool, or None where the type allows it) and its ``allowed(...)``
+    range, one line each naming the field (``epochs: must be at least 1, got -1``)."""
+    lines: list[str] = []
+    hints = typing.get_type_hints(type(settings))
+    for item in dataclasses.fields(settings):
+        value, hint = getattr(settings, item.name), hints[item.name]
+        options = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
+        scalars = tuple(option for option in options if option in (int, float, str, bool))
+        if not scalars or (value is None and type(None) in options):
+            continue
+        before = len(lines)
+        _convert(functools.reduce(operator.or_, scalars), value, item.name, lines)
+        problem = range_problem(item.metadata, value) if len(lines) == before else None
+        if problem:
+            lines.append(f"{item.name}: {problem}")
+    return lines
 
 
 def section_problems(section: Any, path: str = "") -> list[str]:
