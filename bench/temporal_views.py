@@ -34,7 +34,7 @@ from edge import DEFAULT_MODEL
 from edge.arrays import all_views
 from edge.calibration import calibrate, expected_calibration_error, negative_log_likelihood
 from edge.classifier import EmotionClassifier
-from edge.config import MAX_CLASSIFY_HZ, TrackingConfig
+from edge.config import MAX_CLASSIFY_HZ, ModelConfig, TrackingConfig
 from edge.contract import ModelContract
 from edge.datasets import load_fer2013
 from edge.pipeline import ClassifyPolicy
@@ -158,7 +158,13 @@ def compare(
     result["all_views_every_frame"] = figures(every, labels, passes)
     every_right = every.argmax(axis=1) == labels
     for rate in (hz, *also_hz):
-        answers, passes = replay(raw, contract, lambda: ClassifyPolicy(contract.views, max_hz=rate))
+        answers, passes = replay(
+            raw,
+            contract,
+            lambda: ClassifyPolicy.from_config(
+                contract.views, ModelConfig(max_classify_hz=rate), TrackingConfig()
+            ),
+        )
         entry = figures(answers, labels, passes)
         # Judged to a thousandth of a point (one sequence of 10,767 is 0.009), not as printed.
         difference = 100 * ((answers.argmax(axis=1) == labels).mean() - every_right.mean())

@@ -50,7 +50,7 @@ from edge.capture import Frame, FrameSource, open_capture
 from edge.config import Config, parse_config
 from edge.contract import EMOTIONS, INPUT_SIZE
 from edge.daemon import ProcessingLoop
-from edge.mqtt import MqttPublisher
+from edge.delivery import Delivery
 from edge.payloads import Topics
 from edge.service import build_pipeline, build_publisher
 from edge.tracking import FaceTracker
@@ -117,10 +117,10 @@ def make_pipeline(name: str, config: Config, keras_model: str | None):
     return pipeline
 
 
-def connect_publisher(config: Config) -> MqttPublisher:
+def connect_publisher(config: Config) -> Delivery:
     publisher = build_publisher(config, EMOTIONS)
     publisher.start()
-    if not publisher.wait_connected(5):
+    if not publisher.transport.wait_connected(5):
         raise SystemExit(f"no MQTT broker on 127.0.0.1:{config.mqtt.port}")
     return publisher
 
@@ -153,7 +153,7 @@ def realtime_run(
     config: Config,
     pipeline,
     read_seconds: list[float],
-    inner_publisher: MqttPublisher | None,
+    inner_publisher: Delivery | None,
     opener: Callable,
 ) -> tuple[Run, FrameSource]:
     frames = FrameSource(config.camera, opener=timed_opener(read_seconds, opener))

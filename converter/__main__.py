@@ -11,6 +11,18 @@ from pathlib import Path
 
 import training  # sets TensorFlow's environment first
 from edge import DEFAULT_MODEL
+from edge.config import allowed, range_problem
+
+# The numeric options' valid values, refused as the daemon refuses a config's (one line
+# naming each), before anything is loaded.
+OPTION_RANGES = {
+    "check_faces": allowed(0),
+    "calibration_faces": allowed(1, 1_000_000),
+    "max_accuracy_drop": allowed(0.0, 100.0),
+    # A box shrunk by a quarter on each side still keeps its middle half; grown by a whole
+    # box on each side the face fills a third of the crop.
+    "crop_margin": allowed(-0.25, 1.0),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def option_problems(args: argparse.Namespace) -> list[str]:
+    """Each numeric option out of its range, in words (``--calibration-faces: must be at least 1, got 0``)."""
+    problems = ((name, range_problem(spec, getattr(args, name))) for name, spec in OPTION_RANGES.items())
+    return [f"--{name.replace('_', '-')}: {problem}" for name, problem in problems if problem]
+
+
 def chosen_face_normalization(option: str, keras_path: str, run_settings, run_dir: str | None) -> str:
     """The contract's face normalization: the option when given, else what the model was
     trained with (a wrong one would pass every check here, since both sides would get it,
@@ -129,7 +147,13 @@ def _validation(keras_path: str, faces, settings):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """0: converted and proven; 2: the command line is wrong (argparse's refusals, an option
+    out of range, the train extra missing); 1: the conversion failed or was refused."""
     args = build_parser().parse_args(argv)
+    problems = option_problems(args)
+    if problems:
+        print("error: " + "; ".join(problems), file=sys.stderr)
+        return 2
     missing = training.missing_train_extra(training.prog_name("converter", "fer-kiosk-convert"))
     if missing:
         print(missing, file=sys.stderr)

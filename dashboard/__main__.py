@@ -10,7 +10,7 @@ import sys
 import threading
 from datetime import date
 
-EX_CONFIG = 78
+from edge.config import EX_CONFIG
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,7 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.config import ConfigError, MqttConfig, _range, parse_section, read_config_data
+from edge.config import (
+    LOG_LEVELS,
+    MqttConfig,
+    allowed,
+    default_state_path,
+    parse_section,
+    read_config_data,
+    safe_topic_part,
+)
 
 STORE_FILE = "dashboard.sqlite3"
 
@@ -16,7 +24,7 @@ STORE_FILE = "dashboard.sqlite3"
 @dataclass(frozen=True)
 class HttpConfig:
     host: str = "127.0.0.1"  # 0.0.0.0: every interface (a tablet on the counter's network)
-    port: int = field(default=8080, metadata=_range(1, 65535))
+    port: int = field(default=8080, metadata=allowed(1, 65535))
 
 
 @dataclass(frozen=True)
@@ -26,54 +34,48 @@ class StoreConfig:
     # state folder ($XDG_STATE_HOME, by default ~/.local/state, /fer-kiosk/dashboard.sqlite3).
     path: str = ""
     # Summaries and alerts older than this many days are deleted (checked hourly).
-    retention_days: int = field(default=90, metadata=_range(1, 3650))
+    retention_days: int = field(default=90, metadata=allowed(1, 3650))
     # How many days back the page's history view reaches.
-    history_days: int = field(default=28, metadata=_range(1, 366))
+    history_days: int = field(default=28, metadata=allowed(1, 366))
+
+    def problems(self) -> list[tuple[str, str]]:
+        if self.path and Path(self.path).is_dir():
+            return [("path", f"{self.path} is a folder; name the database file")]
+        return []
 
 
 @dataclass(frozen=True)
 class AlertsConfig:
     # A cleared alert stays listed under "recent alerts" on its tile this long.
-    keep_seconds: float = field(default=1800.0, metadata=_range(0, 7 * 86400))
+    keep_seconds: float = field(default=1800.0, metadata=allowed(0, 7 * 86400))
 
 
 @dataclass(frozen=True)
 class DashboardConfig:
     http: HttpConfig = field(default_factory=HttpConfig)
-    # The broker and topic prefix, as in the kiosks' config; give the dashboard its own,
-    # read-only login (mqtt.username / mqtt.credentials_file: see deploy/mosquitto/acl).
-    # mqtt.client_id names its persistent session (empty: fer-kiosk-dashboard-<host name>).
+    # The broker and topic prefix, as in the kiosks' config and checked by the same rules;
+    # give the dashboard its own, read-only login (mqtt.username / mqtt.credentials_file:
+    # see deploy/mosquitto/acl). mqtt.client_id names its persistent session (empty:
+    # fer-kiosk-dashboard-<host name>).
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     # A device not heard from for this long is marked stale (it publishes stats every
     # mqtt.stats_interval_seconds, 30 s by default, and state on every change).
-    stale_seconds: float = field(default=90.0, metadata=_range(1, 86400))
+    stale_seconds: float = field(default=90.0, metadata=allowed(1, 86400))
     # At most this many tile updates per second per browser (coalesced, newest wins).
-    max_updates_per_second: float = field(default=10.0, metadata=_range(0.5, 100))
-    log_level: str = field(default="INFO", metadata=_range(choices=("DEBUG", "INFO", "WARNING", "ERROR")))
+    max_updates_per_second: float = field(default=10.0, metadata=allowed(0.5, 100))
+    log_level: str = field(default="INFO", metadata=allowed(choices=LOG_LEVELS))
 
     @property
     def client_id(self) -> str:
         """The MQTT client id, stable across restarts: the broker keeps its session by it."""
-        return self.mqtt.client_id or f"fer-kiosk-dashboard-{_host_part()}"
+        host = safe_topic_part(socket.gethostname().split(".")[0])
+        return self.mqtt.client_id or f"fer-kiosk-dashboard-{host}"
 
     @property
     def store_path(self) -> Path:
-        return Path(self.store.path) if self.store.path else default_store_path()
-
-
-def _host_part() -> str:
-    name = socket.gethostname().split(".")[0]
-    return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in name) or "host"
-
-
-def default_store_path() -> Path:
-    state = os.environ.get("STATE_DIRECTORY")  # set by systemd's StateDirectory=
-    if state:
-        return Path(state.split(":")[0]) / STORE_FILE
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "fer-kiosk" / STORE_FILE
+        return Path(self.store.path) if self.store.path else default_state_path(STORE_FILE)
 
 
 def _resolve_store_path(data: Any, base: Path) -> Any:
@@ -86,18 +88,8 @@ def _resolve_store_path(data: Any, base: Path) -> Any:
 
 
 def load_dashboard_config(path: str | Path | None) -> DashboardConfig:
+    """The validated dashboard config (ConfigError naming each bad key); no path: defaults."""
     if path is None:
         return DashboardConfig()
     data = _resolve_store_path(read_config_data(path), Path(path).absolute().parent)
-    config = parse_section(DashboardConfig, data, str(path))
-    errors = []
-    prefix = config.mqtt.topic_prefix
-    if not prefix or any(ch in prefix for ch in "#+"):
-        errors.append("mqtt.topic_prefix: must be a plain topic prefix")
-    if any(ch in config.mqtt.client_id for ch in "#+/") or len(config.mqtt.client_id) > 128:
-        errors.append("mqtt.client_id: letters, digits, '-' and '_', at most 128 characters")
-    if config.store.path and Path(config.store.path).is_dir():
-        errors.append(f"store.path: {config.store.path} is a folder; name the database file")
-    if errors:
-        raise ConfigError(errors, str(path))
-    return config
+    return parse_section(DashboardConfig, data, str(path))

@@ -17,9 +17,7 @@ from datetime import date
 from typing import Any
 
 from dashboard.store import Store, local_day, parse_time, visit_from_event
-
-KINDS = ("availability", "state", "events", "alerts", "stats", "camera", "bridge")
-EVENTS = "events"  # the one kind that must never be missed: QoS 1, persistent session
+from edge.payloads import AVAILABILITY, BRIDGE, EVENTS, OFFLINE, ONLINE, TOPIC_KINDS
 
 # The daemon's camera causes (docs/mqtt.md, Camera) in words; "starting" is no fault.
 CAMERA_CAUSES = {
@@ -127,9 +125,9 @@ class Fleet:
                 self._device(name)
 
     def topics(self) -> list[tuple[str, int]]:
-        """(filter, QoS): QoS 1 for the events only, so a dashboard that was away gets every
-        visit summary and not a flood of old states."""
-        return [(f"{self.prefix}/+/{kind}", 1 if kind == EVENTS else 0) for kind in KINDS]
+        """(filter, QoS): QoS 1 for the events only (the one kind that must never be missed),
+        so a dashboard that was away gets every visit summary and not a flood of old states."""
+        return [(f"{self.prefix}/+/{kind}", 1 if kind == EVENTS else 0) for kind in TOPIC_KINDS]
 
     def apply(self, topic: str, payload: bytes, now: float, retained: bool = False) -> str | None:
         """Takes one message; returns the device whose tile changed (None: not ours)."""
@@ -137,16 +135,16 @@ class Fleet:
         if len(parts) != len(self.prefix.split("/")) + 2 or not topic.startswith(self.prefix + "/"):
             return None
         device_id, kind = parts[-2], parts[-1]
-        if kind not in KINDS:
+        if kind not in TOPIC_KINDS:
             return None
-        if kind == "bridge":
+        if kind == BRIDGE:
             return self._on_bridge(device_id, payload, now, retained)
-        if kind == "availability":
+        if kind == AVAILABILITY:
             text = payload.decode("utf-8", "replace").strip()
-            if text not in ("online", "offline"):
+            if text not in (ONLINE, OFFLINE):
                 return None
             device = self._device(device_id)
-            device.online = text == "online"
+            device.online = text == ONLINE
             if not device.online:
                 self._close_alerts(device, now, "offline")  # a stopped daemon raises nothing
             if not retained:

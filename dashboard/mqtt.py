@@ -21,13 +21,10 @@ from collections.abc import Callable, Sequence
 import paho.mqtt.client as mqtt
 
 from edge.config import MqttConfig
-from edge.mqtt import resolve_credentials, tls_context
+from edge.mqtt import log_in, reconnect_delays
+from edge.transport import CLASH_BACKOFF_SECONDS, SHORT_CONNECTION_SECONDS, TAKEOVERS_BEFORE_NAMING
 
 _LOGGER = logging.getLogger(__name__)
-
-SHORT_CONNECTION_SECONDS = 10.0  # accepted, then closed within this: maybe our id is taken
-TAKEOVERS_BEFORE_NAMING = 3
-CLASH_BACKOFF_SECONDS = 60.0
 
 
 class Subscription:
@@ -58,12 +55,7 @@ class Subscription:
             protocol=mqtt.MQTTv311,
             clean_session=False,
         )
-        credentials = resolve_credentials(config)  # CredentialsError names a bad file
-        if credentials is not None:
-            self.client.username_pw_set(credentials.username, credentials.password)
-        if config.tls.enabled:
-            self.client.tls_set_context(tls_context(config.tls))
-            self.client.tls_insecure_set(config.tls.insecure)
+        log_in(self.client, config)  # CredentialsError names a bad file
         self.client.max_inflight_messages_set(100)
         self._normal_delays()
         self.client.on_connect = self._handle_connect
@@ -73,7 +65,7 @@ class Subscription:
         self.where = f"{config.host}:{config.port}"
 
     def _normal_delays(self) -> None:
-        self.client.reconnect_delay_set(1, max(1, int(self.config.reconnect_max_seconds)))
+        self.client.reconnect_delay_set(*reconnect_delays(self.config))
 
     def start(self) -> None:
         self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive)

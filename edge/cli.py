@@ -8,9 +8,8 @@ import logging
 import sys
 
 from edge import DEFAULT_MODEL, __version__
+from edge.config import DEFAULT_MAX_PIXELS, EX_CONFIG, LOG_LEVELS
 from edge.contract import EMOTIONS
-
-EX_CONFIG = 78  # sysexits.h: configuration error (systemd's RestartPreventExitStatus)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -67,10 +66,10 @@ def with_source(config, source: str):
     import dataclasses
     import os
 
-    from edge.config import ConfigError, parse_config
+    from edge.config import ConfigError, is_file_path, parse_config
 
     value: int | str = int(source) if source.isdigit() else source
-    if isinstance(value, str) and "://" not in value and not value.startswith("/dev/"):
+    if isinstance(value, str) and is_file_path(value):
         if not os.path.isfile(value):
             raise ConfigError([f"--source {value}: no such video file"], "command line")
         value = os.path.abspath(value)
@@ -103,15 +102,16 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _classify(args: argparse.Namespace) -> int:
-    from edge.config import DEFAULT_MAX_PIXELS, parse_config
+    import dataclasses
+
+    from edge.config import parse_config
     from edge.images import ImageError, read_image
+    from edge.pipeline import PHOTO_DETECTOR
     from edge.service import build_pipeline
 
     try:
-        config = parse_config(
-            {"model": {"path": args.model or ""}, "detector": {"detect_width": 0, "min_face_size": 24}}
-        )
-        pipeline = build_pipeline(config)
+        config = parse_config({"model": {"path": args.model or ""}})
+        pipeline = build_pipeline(dataclasses.replace(config, detector=PHOTO_DETECTOR))
     except Exception as err:  # noqa: BLE001 - one clear line for any start-up failure
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level",
         default=None,
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        choices=LOG_LEVELS,
         help="overrides the config's log_level",
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -272,8 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="refuse larger images before decoding them (default 16000000, camera.max_frame_pixels' "
-        "default; a 24-megapixel phone photo needs --max-pixels 24000000)",
+        help=f"refuse larger images before decoding them (default {DEFAULT_MAX_PIXELS}, "
+        "camera.max_frame_pixels' default; a 24-megapixel phone photo needs --max-pixels 24000000)",
     )
     cl.set_defaults(handler=_classify)
 

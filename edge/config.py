@@ -9,7 +9,9 @@ object is handed to the parts that need it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import operator
 import os
 import re
 import socket
@@ -23,6 +25,12 @@ import yaml
 
 from edge.contract import VIEW_SETS
 
+# The exit status of every command refused for its configuration (sysexits.h EX_CONFIG;
+# the units' RestartPreventExitStatus=78: restarting cannot fix a bad file).
+EX_CONFIG = 78
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
 
 class ConfigError(Exception):
     """The configuration is invalid; ``errors`` lists each problem with its YAML path."""
@@ -34,34 +42,56 @@ class ConfigError(Exception):
         )
 
 
-def _range(
-    lo: float | None = None, hi: float | None = None, choices: tuple | None = None, doc: str = ""
-) -> dict:
-    return {"min": lo, "max": hi, "choices": choices, "doc": doc}
+def allowed(lo: float | None = None, hi: float | None = None, choices: tuple | None = None) -> dict:
+    """A setting's valid values, as a dataclass field's metadata: ``field(default=640,
+    metadata=allowed(16, 8192))``. Any settings type may use it (the dashboard's, training's);
+    ``range_problem`` says what is wrong with a value."""
+    return {"min": lo, "max": hi, "choices": choices}
+
+
+# The name the detector section was written with; goes once that section says allowed().
+_range = allowed
+
+
+def range_problem(spec: dict, value: Any) -> str | None:
+    """What is wrong with ``value`` under ``allowed(...)`` metadata ``spec``, in words
+    (``must be at least 1, got 0``); None when it is valid."""
+    if spec.get("choices") and value not in spec["choices"]:
+        return f"must be one of {', '.join(map(str, spec['choices']))}, got {_show(value)}"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if spec.get("min") is not None and value < spec["min"]:
+            return f"must be at least {spec['min']}, got {value!r}"
+        if spec.get("max") is not None and value > spec["max"]:
+            return f"must be at most {spec['max']}, got {value!r}"
+    return None
+
+
+# The default pixel limit, also for `fer-kiosk classify` (which reads no config).
+DEFAULT_MAX_PIXELS = 16_000_000
 
 
 @dataclass(frozen=True)
 class CameraConfig:
     # A V4L2 device (0, "/dev/video0"), a video file or a stream URL (rtsp://, http://).
     source: int | str = 0
-    width: int = field(default=640, metadata=_range(16, 8192))
-    height: int = field(default=480, metadata=_range(16, 8192))
-    fps: float = field(default=30.0, metadata=_range(0.1, 240))
+    width: int = field(default=640, metadata=allowed(16, 8192))
+    height: int = field(default=480, metadata=allowed(16, 8192))
+    fps: float = field(default=30.0, metadata=allowed(0.1, 240))
     loop: bool = False  # video files only: start again at the end
     # Video files are played at their own frame rate, like a camera; false reads as fast as
     # the pipeline takes frames (benchmarks).
     realtime: bool = True
-    retry_initial_seconds: float = field(default=1.0, metadata=_range(0.01, 3600))
-    retry_max_seconds: float = field(default=30.0, metadata=_range(0.01, 3600))
+    retry_initial_seconds: float = field(default=1.0, metadata=allowed(0.01, 3600))
+    retry_max_seconds: float = field(default=30.0, metadata=allowed(0.01, 3600))
     # Network sources (rtsp://, http://): opening, and each read, give up after this long.
-    open_timeout_seconds: float = field(default=10.0, metadata=_range(0.5, 600))
+    open_timeout_seconds: float = field(default=10.0, metadata=allowed(0.5, 600))
     # Any source: a read that brings no frame for this long (a stream that keeps its
     # connection open and sends nothing, a hung device) makes the camera offline
     # (no_frames) and opens it again. Above a frame's period at the slowest fps.
-    stall_seconds: float = field(default=10.0, metadata=_range(1.0, 3600))
+    stall_seconds: float = field(default=10.0, metadata=allowed(1.0, 3600))
     # Frames (and image files as a source) larger than this many pixels are refused before
     # they are decoded whole: a 4K frame is 8.3 million; a 140 KB PNG can claim 144 million.
-    max_frame_pixels: int = field(default=16_000_000, metadata=_range(65_536, 1_000_000_000))
+    max_frame_pixels: int = field(default=DEFAULT_MAX_PIXELS, metadata=allowed(65_536, 1_000_000_000))
 
     @property
     def display_name(self) -> str:
@@ -88,9 +118,6 @@ def redacted_source(source: int | str) -> str:
     query = re.sub(r"([?&][^=&#]*=)[^&#]*", r"\1***", query)
     return scheme + before_query + query
 
-
-# The default pixel limit, also for `fer-kiosk classify` (which reads no config).
-DEFAULT_MAX_PIXELS = 16_000_000
 
 # A config file is a few KB; anything this large is not one.
 MAX_CONFIG_BYTES = 1_000_000
@@ -153,40 +180,40 @@ class DetectorConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     path: str = ""  # empty: the bundled edge/models/emotion_int8.tflite
-    num_threads: int = field(default=1, metadata=_range(1, 64))
+    num_threads: int = field(default=1, metadata=allowed(1, 64))
     # Each face is classified at most this often (a new face at once, with every view; then
     # one view per classification in turn, the tracker's smoothing averaging them); in
     # between it keeps its last probabilities. Several faces share the frames, the one that
     # moved most first. Replaces reclassify_seconds and reclassify_iou.
-    max_classify_hz: float = field(default=MAX_CLASSIFY_HZ, metadata=_range(0.1, 240))
+    max_classify_hz: float = field(default=MAX_CLASSIFY_HZ, metadata=allowed(0.1, 240))
     # Test-time views averaged per face. "contract": what the model's contract says (chosen
     # on validation data: mirror-shift, 10 passes, for the bundled model). A slower box can
     # trade accuracy for CPU: "mirror" (2 passes) or "single" (see edge/models/README.md).
-    views: str = field(default="contract", metadata=_range(choices=("contract", *VIEW_SETS)))
+    views: str = field(default="contract", metadata=allowed(choices=("contract", *VIEW_SETS)))
 
 
 @dataclass(frozen=True)
 class TrackingConfig:
     # A detection continues a face when their boxes overlap at least this much (IoU), or
     # when its centre lies within max_center_distance face widths of the face's last centre.
-    iou_threshold: float = field(default=0.3, metadata=_range(0.0, 1.0))
-    max_center_distance: float = field(default=0.6, metadata=_range(0.0, 10.0))
+    iou_threshold: float = field(default=0.3, metadata=allowed(0.0, 1.0))
+    max_center_distance: float = field(default=0.6, metadata=allowed(0.0, 10.0))
     # Frames a face must be seen in before it counts as a person (filters one-frame flukes).
-    min_frames: int = field(default=3, metadata=_range(1, 1000))
+    min_frames: int = field(default=3, metadata=allowed(1, 1000))
     # A face that has not been seen for this long has left: its `end` event is published.
-    max_missing_seconds: float = field(default=1.0, metadata=_range(0.0, 3600))
+    max_missing_seconds: float = field(default=1.0, metadata=allowed(0.0, 3600))
     # Time constant of the exponential smoothing of the probabilities.
-    smoothing_seconds: float = field(default=0.5, metadata=_range(0.0, 60))
+    smoothing_seconds: float = field(default=0.5, metadata=allowed(0.0, 60))
     # Hysteresis of a person's label (the emotion `state`, `update` and alerts name): it
     # changes only when another emotion's smoothed probability leads the current one's by
     # label_margin, or has led it without a break for label_hold_seconds. 0 and 0: the
     # label is always the top emotion of the moment (a near-tie flaps).
-    label_margin: float = field(default=LABEL_MARGIN, metadata=_range(0.0, 1.0))
-    label_hold_seconds: float = field(default=LABEL_HOLD_SECONDS, metadata=_range(0.0, 60))
+    label_margin: float = field(default=LABEL_MARGIN, metadata=allowed(0.0, 1.0))
+    label_hold_seconds: float = field(default=LABEL_HOLD_SECONDS, metadata=allowed(0.0, 60))
     # `update` when the smoothed emotion changes, at most once per min_update_seconds per
     # face, and at least every heartbeat_seconds while the face stays (0: only on change).
-    min_update_seconds: float = field(default=0.5, metadata=_range(0.0, 3600))
-    heartbeat_seconds: float = field(default=2.0, metadata=_range(0.0, 86400))
+    min_update_seconds: float = field(default=0.5, metadata=allowed(0.0, 3600))
+    heartbeat_seconds: float = field(default=2.0, metadata=allowed(0.0, 86400))
 
 
 # The emotions that make a customer "upset": the alert rule's default, and what the model
@@ -207,12 +234,12 @@ class AlertRuleConfig:
 
     enabled: bool = True
     emotions: tuple[str, ...] = UPSET_EMOTIONS
-    signal: str = field(default="top", metadata=_range(choices=ALERT_SIGNALS))
+    signal: str = field(default="top", metadata=allowed(choices=ALERT_SIGNALS))
     # Defaults from figures (docs/benchmarks.md, "Alerts"): the calibrated probability of the
     # smoothed emotion; a real upset face holds it, the flicker of a neutral one does not.
-    min_probability: float = field(default=0.6, metadata=_range(0.0, 1.0))
-    hold_seconds: float = field(default=5.0, metadata=_range(0.0, 3600))
-    clear_seconds: float = field(default=2.0, metadata=_range(0.0, 3600))
+    min_probability: float = field(default=0.6, metadata=allowed(0.0, 1.0))
+    hold_seconds: float = field(default=5.0, metadata=allowed(0.0, 3600))
+    clear_seconds: float = field(default=2.0, metadata=allowed(0.0, 3600))
 
 
 @dataclass(frozen=True)
@@ -228,28 +255,79 @@ class TlsConfig:
     key_file: str = ""
     insecure: bool = False  # skip the host-name check (self-signed test brokers only)
 
+    def problems(self) -> list[tuple[str, str]]:
+        found = [
+            (key, f"{getattr(self, key)} is not a file")
+            for key in ("ca_file", "cert_file", "key_file")
+            if getattr(self, key) and not Path(getattr(self, key)).is_file()
+        ]
+        if self.key_file and not self.cert_file:
+            found.append(("key_file", "set only together with cert_file"))
+        if (self.ca_file or self.cert_file) and not self.enabled:
+            found.append(("", "certificate files are set but enabled is false"))
+        return found
+
+
+# The shortest wait before reconnecting to the broker, for every client of it (the daemon,
+# `fer-kiosk watch`, the dashboard), and so the least mqtt.reconnect_max_seconds may be.
+RECONNECT_MIN_SECONDS = 1.0
+
 
 @dataclass(frozen=True)
 class MqttConfig:
+    """The broker settings of every program that talks to it: the daemon, `fer-kiosk watch`
+    and `unregister` (the daemon's config) and the dashboard (its own file): one type, so
+    one set of rules (``problems``) wherever it is read."""
+
     host: str = "localhost"
-    port: int = field(default=1883, metadata=_range(1, 65535))
+    port: int = field(default=1883, metadata=allowed(1, 65535))
     topic_prefix: str = "fer-kiosk"
     device_id: str = ""  # empty: this machine's host name
     client_id: str = ""  # empty: "fer-kiosk-<device_id>"
-    qos: int = field(default=1, metadata=_range(0, 2))
-    keepalive: int = field(default=30, metadata=_range(5, 3600))
+    qos: int = field(default=1, metadata=allowed(0, 2))
+    keepalive: int = field(default=30, metadata=allowed(5, 3600))
     # Longest wait between reconnection attempts while the broker is away (with jitter): low,
     # so the retained availability, state and discovery are back within seconds of it.
-    reconnect_max_seconds: float = field(default=5.0, metadata=_range(1, 3600))
+    reconnect_max_seconds: float = field(default=5.0, metadata=allowed(RECONNECT_MIN_SECONDS, 3600))
     # A broker that accepts TCP (and TLS) but sends no CONNACK within this is given up on, saying so.
-    connect_timeout_seconds: float = field(default=10.0, metadata=_range(1, 600))
+    connect_timeout_seconds: float = field(default=10.0, metadata=allowed(1, 600))
     # The password never goes in this file. It comes from FER_KIOSK_MQTT_PASSWORD, or from
     # credentials_file (lines username=... and password=..., mode 0600), or from systemd's
     # $CREDENTIALS_DIRECTORY/mqtt (LoadCredential=mqtt:...).
     username: str = ""
     credentials_file: str = ""
     tls: TlsConfig = field(default_factory=TlsConfig)
-    stats_interval_seconds: float = field(default=30.0, metadata=_range(1, 86400))
+    stats_interval_seconds: float = field(default=30.0, metadata=allowed(1, 86400))
+
+    def problems(self) -> list[tuple[str, str]]:
+        found = []
+        problem = topic_prefix_problem(self.topic_prefix)
+        if problem:
+            found.append(("topic_prefix", problem))
+        if self.device_id and not re.fullmatch(r"[A-Za-z0-9_-]+", self.device_id):
+            # Home Assistant ignores discovery topics whose node id has other characters.
+            found.append(
+                (
+                    "device_id",
+                    f"{_show(self.device_id)} may contain only letters, digits, _ and - "
+                    "(Home Assistant ignores discovery topics with other characters)",
+                )
+            )
+        if any(ch in self.client_id for ch in "#+/") or len(self.client_id) > 128:
+            found.append(("client_id", f"{_show(self.client_id)}: no #, + or /, at most 128 characters"))
+        if self.credentials_file and not Path(self.credentials_file).is_file():
+            found.append(("credentials_file", f"{self.credentials_file} is not a file"))
+        return found
+
+
+def topic_prefix_problem(prefix: str) -> str | None:
+    """What keeps ``prefix`` from starting topics (an MQTT wildcard, an empty level at either
+    end: topics no subscription would match as meant); None when it can."""
+    if not prefix:
+        return "must not be empty"
+    if any(ch in prefix for ch in "#+") or prefix.startswith("/") or prefix.endswith("/"):
+        return f"{_show(prefix)} may not contain # or + nor start or end with /"
+    return None
 
 
 @dataclass(frozen=True)
@@ -257,16 +335,20 @@ class HomeAssistantConfig:
     enabled: bool = True
     discovery_prefix: str = "homeassistant"
 
+    def problems(self) -> list[tuple[str, str]]:
+        problem = topic_prefix_problem(self.discovery_prefix)
+        return [("discovery_prefix", problem)] if problem else []
+
 
 @dataclass(frozen=True)
 class SpoolConfig:
     # Where visit summaries wait while the broker is away (empty: $STATE_DIRECTORY/spool
     # under systemd, else ~/.local/state/fer-kiosk/spool).
     path: str = ""
-    max_messages: int = field(default=10_000, metadata=_range(1, 10_000_000))
+    max_messages: int = field(default=10_000, metadata=allowed(1, 10_000_000))
     # A summary not delivered after this many days is deleted (0: kept until delivered). The
     # spool is the only place the kiosk stores anything about its customers (docs/privacy.md).
-    max_age_days: float = field(default=7.0, metadata=_range(0, 3650))
+    max_age_days: float = field(default=7.0, metadata=allowed(0, 3650))
 
 
 @dataclass(frozen=True)
@@ -279,19 +361,38 @@ class Config:
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     rules: RulesConfig = field(default_factory=RulesConfig)
-    log_level: str = field(default="INFO", metadata=_range(choices=("DEBUG", "INFO", "WARNING", "ERROR")))
+    log_level: str = field(default="INFO", metadata=allowed(choices=LOG_LEVELS))
 
     @property
     def device_id(self) -> str:
-        return self.mqtt.device_id or _safe_topic_part(socket.gethostname())
+        return self.mqtt.device_id or safe_topic_part(socket.gethostname())
 
     @property
     def base_topic(self) -> str:
         return f"{self.mqtt.topic_prefix}/{self.device_id}"
 
 
-def _safe_topic_part(text: str) -> str:
+def safe_topic_part(text: str) -> str:
+    """``text`` (a host name) as a topic level and a client id: other characters than
+    letters, digits, - and _ become -."""
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in text) or "kiosk"
+
+
+def default_state_path(name: str) -> Path:
+    """Where a fer-kiosk program keeps ``name`` when its config names no path: the unit's
+    StateDirectory= under systemd ($STATE_DIRECTORY), else the user's state folder
+    ($XDG_STATE_HOME, by default ~/.local/state) /fer-kiosk."""
+    state = os.environ.get("STATE_DIRECTORY")
+    if state:
+        return Path(state.split(":")[0]) / name
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "fer-kiosk" / name
+
+
+def is_file_path(value: str) -> bool:
+    """Whether a setting's text names a file, relative to the config (a video, a model, a
+    key) rather than a stream URL or a device under /dev."""
+    return "://" not in value and not value.startswith("/dev/")
 
 
 def _show(value: Any, limit: int = 60) -> str:
@@ -348,16 +449,6 @@ def _convert(hint: Any, value: Any, path: str, errors: list[str]) -> Any:
     return float(value) if hint is float else value
 
 
-def _check_range(spec: dict, value: Any, path: str, errors: list[str]) -> None:
-    if spec.get("choices") and value not in spec["choices"]:
-        errors.append(f"{path}: must be one of {', '.join(map(str, spec['choices']))}, got {_show(value)}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if spec.get("min") is not None and value < spec["min"]:
-            errors.append(f"{path}: must be at least {spec['min']}, got {value!r}")
-        if spec.get("max") is not None and value > spec["max"]:
-            errors.append(f"{path}: must be at most {spec['max']}, got {value!r}")
-
-
 def _build(cls: type, data: Any, path: str, errors: list[str]) -> Any:
     where = path or "top level"
     if data is None:
@@ -384,9 +475,48 @@ def _build(cls: type, data: Any, path: str, errors: list[str]) -> Any:
         before = len(errors)
         value = _convert(hints[name], data[name], key_path, errors)
         if len(errors) == before:
-            _check_range(spec.metadata, value, key_path, errors)
+            problem = range_problem(spec.metadata, value)
+            if problem:
+                errors.append(f"{key_path}: {problem}")
             values[name] = value
     return cls(**values)
+
+
+def field_problems(settings: Any) -> list[str]:
+    """Settings made in code rather than read from YAML (training's, from its command line
+    or a run's settings.json) checked as a config's keys are: each scalar field's type
+    (int, float, str, bool, or None where the type allows it) and its ``allowed(...)``
+    range, one line each naming the field (``epochs: must be at least 1, got -1``)."""
+    lines: list[str] = []
+    hints = typing.get_type_hints(type(settings))
+    for item in dataclasses.fields(settings):
+        value, hint = getattr(settings, item.name), hints[item.name]
+        options = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
+        scalars = tuple(option for option in options if option in (int, float, str, bool))
+        if not scalars or (value is None and type(None) in options):
+            continue
+        before = len(lines)
+        _convert(functools.reduce(operator.or_, scalars), value, item.name, lines)
+        problem = range_problem(item.metadata, value) if len(lines) == before else None
+        if problem:
+            lines.append(f"{item.name}: {problem}")
+    return lines
+
+
+def section_problems(section: Any, path: str = "") -> list[str]:
+    """The rules between the keys of a section and of the sections inside it: each settings
+    type that has them says so in a ``problems()`` method, (key, what is wrong) pairs, so
+    the rules go wherever the type is used (MqttConfig in the daemon's config and the
+    dashboard's). One line each, with its YAML path."""
+    lines = []
+    for item in dataclasses.fields(section):
+        value = getattr(section, item.name)
+        if dataclasses.is_dataclass(value):
+            lines += section_problems(value, f"{path}.{item.name}" if path else item.name)
+    for key, problem in section.problems() if hasattr(section, "problems") else ():
+        where = ".".join(part for part in (path, key) if part) or "top level"
+        lines.append(f"{where}: {problem}")
+    return lines
 
 
 def _cross_checks(config: Config) -> list[str]:
@@ -402,37 +532,10 @@ def _cross_checks(config: Config) -> list[str]:
             f"camera.max_frame_pixels: {c.max_frame_pixels} is below the requested "
             f"{c.width}x{c.height} = {c.width * c.height} pixels"
         )
-    if config.mqtt.device_id and not re.fullmatch(r"[A-Za-z0-9_-]+", config.mqtt.device_id):
-        # Home Assistant ignores discovery topics whose node id has other characters.
-        errors.append(
-            f"mqtt.device_id: {_show(config.mqtt.device_id)} may contain only letters, digits, _ and - "
-            "(Home Assistant ignores discovery topics with other characters)"
-        )
-    for key, value in (("topic_prefix", config.mqtt.topic_prefix), ("device_id", config.mqtt.device_id)):
-        if any(ch in value for ch in "#+") or value.startswith("/") or value.endswith("/"):
-            errors.append(f"mqtt.{key}: {value!r} may not contain # or + nor start or end with /")
-    if not config.mqtt.topic_prefix:
-        errors.append("mqtt.topic_prefix: must not be empty")
     if config.model.path and not Path(config.model.path).is_file():
         errors.append(f"model.path: {config.model.path} is not a file")
     if d.cascade and not Path(d.cascade).is_file():
         errors.append(f"detector.cascade: {d.cascade} is not a file")
-    tls = config.mqtt.tls
-    for key in ("ca_file", "cert_file", "key_file"):
-        value = getattr(tls, key)
-        if value and not Path(value).is_file():
-            errors.append(f"mqtt.tls.{key}: {value} is not a file")
-    if tls.key_file and not tls.cert_file:
-        errors.append("mqtt.tls.key_file: set only together with cert_file")
-    if (tls.ca_file or tls.cert_file) and not tls.enabled:
-        errors.append("mqtt.tls: certificate files are set but enabled is false")
-    if config.mqtt.credentials_file and not Path(config.mqtt.credentials_file).is_file():
-        errors.append(f"mqtt.credentials_file: {config.mqtt.credentials_file} is not a file")
-    if (
-        any(ch in config.homeassistant.discovery_prefix for ch in "#+")
-        or not config.homeassistant.discovery_prefix
-    ):
-        errors.append("homeassistant.discovery_prefix: must be a plain topic prefix")
     for i, zone in enumerate(d.ignore_zones):
         if len(zone) != 4 or not all(0.0 <= v <= 1.0 for v in zone):
             errors.append(
@@ -457,7 +560,7 @@ def parse_config(data: Any, source: str = "config") -> Config:
     errors: list[str] = []
     config = _build(Config, data, "", errors)
     if not errors:
-        errors = _cross_checks(config)
+        errors = section_problems(config) + _cross_checks(config)
     if errors:
         raise ConfigError(errors, source)
     return config
@@ -488,9 +591,12 @@ def read_config_data(path: str | Path) -> Any:
 
 def parse_section(cls: type, data: Any, source: str = "config") -> Any:
     """Any config dataclass (the dashboard's, say) validated by the same rules as the daemon's:
-    unknown keys, wrong types and out-of-range values refused with their YAML path."""
+    unknown keys, wrong types, out-of-range values and each section's ``problems()`` refused
+    with their YAML path."""
     errors: list[str] = []
     built = _build(cls, data if data is not None else {}, "", errors)
+    if not errors:
+        errors = section_problems(built)
     if errors:
         raise ConfigError(errors, source)
     return built
@@ -594,7 +700,6 @@ def _resolve_paths(data: Any, base: Path) -> Any:
         if not isinstance(parent, dict):
             continue
         value = parent.get(keys[-1])
-        if isinstance(value, str) and value and "://" not in value and not value.startswith("/dev/"):
-            if not os.path.isabs(value):
-                parent[keys[-1]] = str(base / value)
+        if isinstance(value, str) and value and is_file_path(value) and not os.path.isabs(value):
+            parent[keys[-1]] = str(base / value)
     return data

@@ -1,5 +1,9 @@
-"""Delivery over a transport: what must arrive, arrives; what may be lost, is counted.
+"""The daemon's publisher: delivery over a transport (edge.transport: connect, TLS,
+reconnect, failures named). What must arrive, arrives; what may be lost, is counted.
 
+- Connected means the broker *accepted* the connection (CONNACK success); only then is
+  ``online`` published on the retained availability topic. ``offline`` is the last will,
+  and what a clean stop publishes.
 - Messages marked ``keep`` (visit summaries) go through the on-disk spool first and leave
   it only when the broker acknowledged them (PUBACK): at least once, in order, across
   outages and restarts. After every new connection whatever was in flight is sent again.
@@ -25,16 +29,17 @@ from collections.abc import Callable, Iterable
 
 import paho.mqtt.client as mqtt
 
-from edge.payloads import Message
+from edge.payloads import OFFLINE, ONLINE, Message
 from edge.spool import DiskSpool
 from edge.transport import Transport
 
 _LOGGER = logging.getLogger(__name__)
 
-ONLINE, OFFLINE = b"online", b"offline"
-
 
 class Delivery:
+    """The publisher the daemon's loop and service use; it starts and stops its transport,
+    whose own state (``connected``, ``reconnects``, ``subscribe``) is read from it directly."""
+
     def __init__(
         self,
         transport: Transport,
@@ -58,11 +63,8 @@ class Delivery:
         transport.on_connected = self._handle_connected
         transport.on_acknowledged = self._handle_acknowledged
 
-    @property
-    def connected(self) -> bool:
-        return self.transport.connected
-
     def start(self) -> None:
+        self.transport.start()
         self._sender.start()
 
     # -- notices from the transport (network thread) ----------------------------------
@@ -106,7 +108,7 @@ class Delivery:
                 hello, self._hello_due = self._hello_due, False
             if hello:
                 # only now, after the broker accepted us: online, discovery, current state
-                self._send(Message(self.availability_topic, ONLINE, 1, True))
+                self._send(Message(self.availability_topic, ONLINE.encode(), 1, True))
                 try:
                     for message in self._on_connected() if self._on_connected else ():
                         self._send(message)
@@ -153,15 +155,16 @@ class Delivery:
             self.dropped += 1
         return False
 
-    def finish(self, deadline: float) -> None:
-        """Delivers what is spooled (while the broker is there), publishes ``offline`` and
-        waits for the broker's acknowledgements, until ``deadline`` (time.monotonic())."""
+    def stop(self, timeout: float = 2.5) -> None:
+        """Delivers what is spooled (while the broker is there), publishes ``offline``, waits
+        for the broker's acknowledgements (up to ``timeout`` s in all), then disconnects."""
+        deadline = time.monotonic() + timeout
         self.spool.save()  # what was handed over last (the visits ended by the stop) is on disk first
         self._wake.set()
         while self.transport.connected and len(self.spool) and time.monotonic() < deadline - 0.5:
             time.sleep(0.02)
         if self.transport.connected:
-            self._send(Message(self.availability_topic, OFFLINE, 1, True))
+            self._send(Message(self.availability_topic, OFFLINE.encode(), 1, True))
         with self._lock:
             pending = list(self._in_flight)
         for info in pending:
@@ -176,3 +179,4 @@ class Delivery:
         self._wake.set()
         if self._sender.is_alive():
             self._sender.join(1.0)
+        self.transport.stop()

@@ -44,15 +44,13 @@ from edge.datasets import (
     read_image,
     read_labelled_folder,
 )
+from edge.detect import HaarFaceDetector
 from edge.evaluate_options import CARD_OPTIONS
 from edge.metrics import classification_report, format_report, upset_report
+from edge.pipeline import PHOTO_DETECTOR, FramePipeline
 
 KERAS_HINT = "a .keras model is evaluated by training: python -m training.evaluate --model FILE.keras"
 VALIDATION = "validation"  # the usage name of the split carved from Training
-
-# Still photos: detection at full resolution, a full detection on every photo (as
-# ``fer-kiosk classify`` does), faces from 24 pixels.
-PHOTO_DETECTOR = DetectorConfig(detect_width=0, min_face_size=24)  # a photo: always a full detection
 
 # The model card's rows (option, row name, FER2013 usage; a labelled folder of face crops has
 # no usage); its options are in edge.evaluate_options.
@@ -158,9 +156,6 @@ def evaluate_photos(
 ) -> dict[str, Any]:
     """Each image is a photo: faces found and cropped by the daemon's pipeline, the largest
     one classified. Photos without a face are left out of the figures and counted."""
-    from edge.detect import HaarFaceDetector
-    from edge.pipeline import FramePipeline
-
     pipeline = FramePipeline(HaarFaceDetector(detector), classifier)
     truth, probabilities, no_face, several = [], [], [], []
     root = Path(photos.source)

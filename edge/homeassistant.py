@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from edge.payloads import Message, Topics
+from edge.payloads import OFFLINE, ONLINE, Message, Topics
 
 SUPPORT_URL = "https://github.com/fer-kiosk/fer-kiosk"
 
@@ -37,22 +37,17 @@ VISIT_EVENT_TEMPLATE = (
 BRIDGE_AVAILABILITY_TEMPLATE = "{{ 'offline' if value == '0' else 'bridge up' }}"
 
 
-def bridge_topic(topics: Topics) -> str:
-    """Where the kiosk box's bridge says whether it is connected (docs/mqtt.md, Bridge)."""
-    return f"{topics.base}/bridge"
-
-
 def availability_list(topics: Topics) -> list[dict[str, str]]:
     """Home Assistant's availability (mode ``latest``: the last message that says online or
     offline decides): the daemon's own topic, and the bridge's, which can only say offline.
     A kiosk without a bridge never publishes the second: the first alone decides."""
     return [
-        {"topic": topics.availability, "payload_available": "online", "payload_not_available": "offline"},
+        {"topic": topics.availability, "payload_available": ONLINE, "payload_not_available": OFFLINE},
         {
-            "topic": bridge_topic(topics),
+            "topic": topics.bridge,
             "value_template": BRIDGE_AVAILABILITY_TEMPLATE,
-            "payload_available": "online",
-            "payload_not_available": "offline",
+            "payload_available": ONLINE,
+            "payload_not_available": OFFLINE,
         },
     ]
 
@@ -236,5 +231,5 @@ def removal_messages(
     ]
     return messages + [
         Message(topic, b"", 1, retain=True)
-        for topic in (topics.state, topics.camera, topics.availability, bridge_topic(topics))
+        for topic in (topics.state, topics.camera, topics.availability, topics.bridge)
     ]

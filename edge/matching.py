@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from edge.config import TrackingConfig
 from edge.preprocess import Box, iou
 
 
@@ -79,15 +80,17 @@ class FaceMatcher:
     most (IoU at least ``iou_threshold``), or whose centre is nearest (within
     ``max_center_distance`` face widths); a face unseen for ``forget_seconds`` is forgotten."""
 
-    def __init__(
-        self, iou_threshold: float = 0.3, max_center_distance: float = 0.6, forget_seconds: float = 1.0
-    ):
+    def __init__(self, iou_threshold: float, max_center_distance: float, forget_seconds: float):
         self.iou_threshold = iou_threshold
         self.max_center_distance = max_center_distance
         self.forget_seconds = forget_seconds
         self.faces: dict[int, MatchedFace] = {}
         self.last_frame: float | None = None
         self._keys = itertools.count(1)
+
+    @classmethod
+    def from_config(cls, tracking: TrackingConfig) -> FaceMatcher:
+        return cls(tracking.iou_threshold, tracking.max_center_distance, tracking.max_missing_seconds)
 
     def assign(
         self, boxes: Sequence[Box], now: float, known: Sequence[int | None] | None = None

@@ -1,48 +1,24 @@
-"""The daemon's MQTT publisher: a connection (edge.transport: connect, TLS, reconnect,
-failures named) and delivery over it (edge.delivery: acknowledgements and the spool),
-plus the credentials and TLS files they need, read and checked here.
+"""The login to the broker: the credentials and TLS files of the ``mqtt`` section, read and
+checked here, for the daemon's connection (edge.transport, with edge.delivery over it) and
+for the tools that watch the kiosks (``watch``, ``unregister``, the dashboard: ``log_in``).
 
-- Connected means the broker *accepted* the connection (CONNACK success); only then is
-  ``online`` published on the retained availability topic. ``offline`` is the last will.
-- Every failure to connect is logged once with what went wrong, then retried with
-  exponential backoff: never a tight loop.
-- Messages marked ``keep`` (visit summaries) go through the on-disk spool and leave it only
-  when the broker acknowledged them; other messages are dropped (and counted) while the
-  broker is away.
 - Credentials never appear in logs or in the config file.
+- A file that cannot be used is a CredentialsError naming its key and what is wrong.
 """
 
 from __future__ import annotations
 
 import codecs
-import logging
 import os
 import ssl
 import stat
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.config import MqttConfig, TlsConfig
-from edge.delivery import OFFLINE, ONLINE, Delivery
-from edge.payloads import Message
-from edge.spool import DiskSpool
-from edge.transport import Transport, describe_connect_error
+import paho.mqtt.client as mqtt
 
-__all__ = [
-    "OFFLINE",
-    "ONLINE",
-    "Credentials",
-    "CredentialsError",
-    "MqttPublisher",
-    "credentials_warnings",
-    "describe_connect_error",
-    "resolve_credentials",
-    "tls_context",
-]
-
-_LOGGER = logging.getLogger(__name__)
+from edge.config import RECONNECT_MIN_SECONDS, MqttConfig, TlsConfig
 
 
 class CredentialsError(Exception):
@@ -151,6 +127,24 @@ class _PassphraseNeeded(Exception):
     pass
 
 
+def log_in(client: mqtt.Client, config: MqttConfig) -> None:
+    """Sets ``config``'s login on a paho client of a tool that watches the kiosks (``watch``,
+    ``unregister``, the dashboard): credentials and TLS, as the daemon's. A file it cannot
+    use raises CredentialsError."""
+    credentials = resolve_credentials(config)
+    if credentials is not None:
+        client.username_pw_set(credentials.username, credentials.password)
+    if config.tls.enabled:
+        client.tls_set_context(tls_context(config.tls))
+        client.tls_insecure_set(config.tls.insecure)
+
+
+def reconnect_delays(config: MqttConfig) -> tuple[int, int]:
+    """paho's own reconnect delays (least, most; whole seconds) for those tools."""
+    least = int(RECONNECT_MIN_SECONDS)
+    return least, max(least, int(config.reconnect_max_seconds))
+
+
 def _no_passphrase() -> bytes:
     # Without a callback OpenSSL would prompt on the terminal, which a service has not got.
     raise _PassphraseNeeded()
@@ -208,72 +202,3 @@ def tls_context(tls: TlsConfig) -> ssl.SSLContext:
             raise CredentialsError(f"{key_label}: {what}") from None
     context.check_hostname = not tls.insecure
     return context
-
-
-class MqttPublisher:
-    """The connection and delivery together, as the daemon uses them."""
-
-    def __init__(
-        self,
-        config: MqttConfig,
-        client_id: str,
-        availability_topic: str,
-        spool: DiskSpool,
-        on_connected: Callable[[], Iterable[Message]] | None = None,
-        credentials: Credentials | None = None,
-    ):
-        self.config = config
-        self.availability_topic = availability_topic
-        if credentials is not None:
-            _LOGGER.info("MQTT credentials from %s", credentials.source)
-        self.transport = Transport(
-            config,
-            client_id,
-            will=(availability_topic, OFFLINE),
-            tls_context=tls_context(config.tls)
-            if config.tls.enabled
-            else None,  # CredentialsError names a bad file
-            username=credentials.username if credentials else None,
-            password=credentials.password if credentials else None,
-        )
-        self.delivery = Delivery(self.transport, spool, availability_topic, on_connected)
-
-    @property
-    def spool(self) -> DiskSpool:
-        return self.delivery.spool
-
-    @property
-    def dropped(self) -> int:
-        return self.delivery.dropped
-
-    @property
-    def connected(self) -> bool:
-        return self.transport.connected
-
-    @property
-    def connects(self) -> int:
-        return self.transport.connects
-
-    @property
-    def reconnects(self) -> int:
-        return self.transport.reconnects
-
-    def wait_connected(self, timeout: float) -> bool:
-        return self.transport.wait_connected(timeout)
-
-    def subscribe(self, topic: str, callback: Callable[[bytes], None]) -> None:
-        """Calls ``callback(payload)`` for messages on ``topic`` (re-subscribed on every connect)."""
-        self.transport.subscribe(topic, callback)
-
-    def start(self) -> None:
-        self.transport.start()
-        self.delivery.start()
-
-    def publish(self, message: Message, keep: bool = False) -> bool:
-        return self.delivery.publish(message, keep)
-
-    def stop(self, timeout: float = 2.5) -> None:
-        """Delivers what is spooled (while the broker is there), publishes ``offline``, waits
-        for the broker's acknowledgements (up to ``timeout`` s in all), then disconnects."""
-        self.delivery.finish(time.monotonic() + timeout)
-        self.transport.stop()

@@ -30,33 +30,55 @@ class Message:
     label: str = field(default="", compare=False)  # for the log only ("end <face_id>")
 
 
+# The topics under <topic_prefix>/<device_id>/ (docs/mqtt.md): the daemon publishes all but
+# BRIDGE, which the kiosk box's Mosquitto bridge publishes (deploy/mosquitto/bridge.conf).
+AVAILABILITY, STATE, EVENTS, ALERTS, STATS, CAMERA, BRIDGE = (
+    "availability",
+    "state",
+    "events",
+    "alerts",
+    "stats",
+    "camera",
+    "bridge",
+)
+TOPIC_KINDS = (AVAILABILITY, STATE, EVENTS, ALERTS, STATS, CAMERA, BRIDGE)
+# What the availability topic says: online after each accepted connection, offline on a stop
+# and as the last will.
+ONLINE, OFFLINE = "online", "offline"
+
+
 @dataclass(frozen=True)
 class Topics:
     base: str  # <topic_prefix>/<device_id>
 
     @property
     def events(self) -> str:
-        return f"{self.base}/events"
+        return f"{self.base}/{EVENTS}"
 
     @property
     def state(self) -> str:
-        return f"{self.base}/state"
+        return f"{self.base}/{STATE}"
 
     @property
     def availability(self) -> str:
-        return f"{self.base}/availability"
+        return f"{self.base}/{AVAILABILITY}"
 
     @property
     def stats(self) -> str:
-        return f"{self.base}/stats"
+        return f"{self.base}/{STATS}"
 
     @property
     def alerts(self) -> str:
-        return f"{self.base}/alerts"
+        return f"{self.base}/{ALERTS}"
 
     @property
     def camera(self) -> str:
-        return f"{self.base}/camera"
+        return f"{self.base}/{CAMERA}"
+
+    @property
+    def bridge(self) -> str:
+        """Where the kiosk box's bridge says whether it is connected (docs/mqtt.md, Bridge)."""
+        return f"{self.base}/{BRIDGE}"
 
 
 def iso_utc(timestamp: float) -> str:

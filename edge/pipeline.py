@@ -18,11 +18,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.classifier import EmotionClassifier
-from edge.config import MAX_CLASSIFY_HZ, ModelConfig, TrackingConfig
+from edge.config import DetectorConfig, ModelConfig, TrackingConfig
 from edge.contract import View
-from edge.detect import FaceFinder, HaarFaceDetector
+from edge.detect import CASCADE_WINDOW, FaceFinder, HaarFaceDetector
 from edge.matching import FaceMatcher, center_distance
 from edge.preprocess import Box, crop_face, to_gray
+
+# Still photos (`fer-kiosk classify`, evaluation on photos): detection at full resolution,
+# every face down to the smallest the cascade can find.
+PHOTO_DETECTOR = DetectorConfig(detect_width=0, min_face_size=CASCADE_WINDOW)
 
 
 @dataclass
@@ -78,13 +82,14 @@ class ClassifyPolicy:
     - Without a time (a photo, ``now`` None) every face gets the whole set and nothing is kept.
 
     Faces are known by the matcher's keys; a face unseen for ``forget_seconds`` is forgotten
-    (a key that comes back after that counts as new).
+    (a key that comes back after that counts as new). ``max_hz`` and ``forget_seconds`` are
+    settings (``from_config``): they have no defaults of their own here.
     """
 
     views: tuple[View, ...]
-    max_hz: float = MAX_CLASSIFY_HZ
+    max_hz: float
+    forget_seconds: float
     views_per_pass: int = 1
-    forget_seconds: float = 1.0
     _faces: dict[int, _Scheduled] = field(default_factory=dict, repr=False)
     _slots: list[_Scheduled | None] = field(default_factory=list, repr=False)
     _last_frame: float | None = field(default=None, repr=False)
@@ -188,9 +193,14 @@ class FramePipeline:
         self.detector = detector
         self.ignore_zones = tuple(tuple(zone) for zone in ignore_zones)
         self.finder = FaceFinder(detector)
-        self.matcher = matcher if matcher is not None else FaceMatcher()
+        # Without a policy and a matcher: the config's defaults (a photo needs neither).
+        self.matcher = matcher if matcher is not None else FaceMatcher.from_config(TrackingConfig())
         self.classifier = classifier
-        self.policy = policy if policy is not None else ClassifyPolicy(classifier.contract.views)
+        self.policy = (
+            policy
+            if policy is not None
+            else ClassifyPolicy.from_config(classifier.contract.views, ModelConfig(), TrackingConfig())
+        )
         self.timer = timer
         self.classified = 0  # faces sent to the model
         self.passes = 0  # model passes (a face through one view is one pass)

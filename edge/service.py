@@ -32,18 +32,20 @@ from edge import DEFAULT_MODEL, __version__
 from edge.alerts import AlertRules
 from edge.capture import FrameSource
 from edge.classifier import ContractError, EmotionClassifier
-from edge.config import CameraConfig, Config, ConfigError, load_config
+from edge.config import CameraConfig, Config, ConfigError, default_state_path, load_config
 from edge.contract import VIEW_SETS
 from edge.daemon import ProcessingLoop
+from edge.delivery import Delivery
 from edge.detect import DetectorError, HaarFaceDetector
 from edge.homeassistant import discovery_messages
 from edge.matching import FaceMatcher
-from edge.mqtt import CredentialsError, MqttPublisher, credentials_warnings, resolve_credentials, tls_context
-from edge.payloads import Message, Topics, camera_summary, stats_message
+from edge.mqtt import CredentialsError, credentials_warnings, resolve_credentials, tls_context
+from edge.payloads import OFFLINE, Message, Topics, camera_summary, stats_message
 from edge.pipeline import ClassifyPolicy, FramePipeline
-from edge.spool import DiskSpool, SpoolError, check_spool_dir, default_spool_dir
+from edge.spool import DiskSpool, SpoolError, check_spool_dir
 from edge.systemd import Notifier
 from edge.tracking import FaceTracker
+from edge.transport import Transport
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ STATUS_INTERVAL_SECONDS = 5.0
 
 
 def spool_dir(config: Config):
-    return config.spool.path or default_spool_dir()
+    return config.spool.path or default_state_path("spool")
 
 
 def check_inputs(config: Config, environ=os.environ) -> list[str]:
@@ -100,22 +102,22 @@ def build_pipeline(config: Config) -> FramePipeline:
     classifier = EmotionClassifier(model_path, num_threads=config.model.num_threads, views=views)
     check_alert_emotions(config, classifier.labels, Path(model_path).name)
     policy = ClassifyPolicy.from_config(classifier.contract.views, config.model, config.tracking)
-    t = config.tracking
     return FramePipeline(
         HaarFaceDetector(config.detector),
         classifier,
         policy,
         ignore_zones=config.detector.ignore_zones,
-        matcher=FaceMatcher(t.iou_threshold, t.max_center_distance, t.max_missing_seconds),
+        matcher=FaceMatcher.from_config(config.tracking),
     )
 
 
 def build_publisher(
     config: Config, labels, current_state: Callable[[], list[Message]] = list, spool: DiskSpool | None = None
-) -> MqttPublisher:
-    """``current_state``: the retained messages to send again after each connection (state,
-    camera), besides discovery. Raises ConfigError when a credentials, TLS or spool file
-    cannot be used."""
+) -> Delivery:
+    """Delivery over a transport to the broker of ``config.mqtt``, with its login, its last
+    will (availability offline) and the spool. ``current_state``: the retained messages to
+    send again after each connection (state, camera), besides discovery. Raises ConfigError
+    when a credentials, TLS or spool file cannot be used."""
     topics = Topics(config.base_topic)
 
     def discovery():
@@ -134,14 +136,18 @@ def build_publisher(
     try:
         if spool is None:
             spool = DiskSpool(spool_dir(config), config.spool.max_messages, config.spool.max_age_days * 86400)
-        publisher = MqttPublisher(
+        credentials = resolve_credentials(config.mqtt)
+        if credentials is not None:
+            _LOGGER.info("MQTT credentials from %s", credentials.source)
+        transport = Transport(
             config.mqtt,
-            client_id=config.mqtt.client_id or f"fer-kiosk-{config.device_id}",
-            availability_topic=topics.availability,
-            spool=spool,
-            on_connected=on_connected,
-            credentials=resolve_credentials(config.mqtt),
+            config.mqtt.client_id or f"fer-kiosk-{config.device_id}",
+            will=(topics.availability, OFFLINE.encode()),
+            tls_context=tls_context(config.mqtt.tls) if config.mqtt.tls.enabled else None,
+            username=credentials.username if credentials else None,
+            password=credentials.password if credentials else None,
         )
+        publisher = Delivery(transport, spool, topics.availability, on_connected)
     except SpoolError as err:
         raise ConfigError([f"spool.path: {err}"]) from None
     except CredentialsError as err:
@@ -155,7 +161,7 @@ def build_publisher(
                 for message in discovery():
                     publisher.publish(message)
 
-        publisher.subscribe(f"{config.homeassistant.discovery_prefix}/status", on_ha_status)
+        publisher.transport.subscribe(f"{config.homeassistant.discovery_prefix}/status", on_ha_status)
     return publisher
 
 
@@ -169,7 +175,7 @@ class Parts:
 
     check: Callable[[Config], list[str]] = check_inputs
     pipeline: Callable[[Config], FramePipeline] = build_pipeline
-    publisher: Callable[..., MqttPublisher] = build_publisher
+    publisher: Callable[..., Delivery] = build_publisher
     source: Callable[[CameraConfig], FrameSource] = FrameSource
 
 
@@ -236,7 +242,7 @@ class Service:
         signal.signal(signal.SIGHUP, request_reload)
 
     def status_line(self) -> str:
-        broker = "broker connected" if self.publisher.connected else "broker unreachable"
+        broker = "broker connected" if self.publisher.transport.connected else "broker unreachable"
         queued, unsaved = len(self.publisher.spool), self.publisher.spool.unsaved
         camera = self.source.status
         frames = (
@@ -299,12 +305,12 @@ class Service:
         figures.update(
             {
                 "camera": camera_summary(self.source.status),
-                "reconnects": self.publisher.reconnects,
+                "reconnects": self.publisher.transport.reconnects,
                 "queued": len(self.publisher.spool),
                 "dropped": self.publisher.dropped,
                 "spool_dropped": self.publisher.spool.dropped,
                 "spool_unsaved": self.publisher.spool.unsaved,
-                "broker_connected": self.publisher.connected,
+                "broker_connected": self.publisher.transport.connected,
             }
         )
         self.publisher.publish(

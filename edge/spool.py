@@ -39,14 +39,6 @@ class SpoolError(Exception):
     listed); the message names the folder and what is wrong."""
 
 
-def default_spool_dir() -> Path:
-    state = os.environ.get("STATE_DIRECTORY")  # set by systemd's StateDirectory=
-    if state:
-        return Path(state.split(":")[0]) / "spool"
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "fer-kiosk" / "spool"
-
-
 def check_spool_dir(directory: str | Path) -> str | None:
     """What makes ``directory`` unusable as the spool (None: usable), without creating it:
     a file in the way, a folder that cannot be written, or no way to create it."""

@@ -10,8 +10,8 @@ from collections.abc import Callable, Sequence
 
 import paho.mqtt.client as mqtt
 
-from edge.config import MqttConfig
-from edge.mqtt import resolve_credentials, tls_context
+from edge.config import EX_CONFIG, MqttConfig
+from edge.mqtt import log_in, reconnect_delays
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -34,13 +34,8 @@ def make_subscriber(
         protocol=mqtt.MQTTv311,
         clean_session=True,
     )
-    credentials = resolve_credentials(config)
-    if credentials is not None:
-        client.username_pw_set(credentials.username, credentials.password)
-    if config.tls.enabled:
-        client.tls_set_context(tls_context(config.tls))
-        client.tls_insecure_set(config.tls.insecure)
-    client.reconnect_delay_set(1, max(1, int(config.reconnect_max_seconds)))
+    log_in(client, config)
+    client.reconnect_delay_set(*reconnect_delays(config))
     where = f"{config.host}:{config.port}"
 
     def handle_connect(client, userdata, flags, reason_code, properties) -> None:
@@ -73,7 +68,7 @@ def make_subscriber(
 
 class SubscriberError(Exception):
     """A tool could not connect: ``str()`` is the one line to print, ``exit_code`` the status
-    (78: a credentials or TLS file it cannot use; 1: the broker cannot be reached)."""
+    (EX_CONFIG: a credentials or TLS file it cannot use; 1: the broker cannot be reached)."""
 
     def __init__(self, line: str, exit_code: int):
         super().__init__(line)
@@ -88,12 +83,13 @@ def connect_subscriber(
     on_status: Callable[[bool, str], None] | None = None,
 ) -> mqtt.Client:
     """``make_subscriber``, connected (not yet looping); raises SubscriberError naming why not."""
-    from edge.mqtt import CredentialsError, describe_connect_error
+    from edge.mqtt import CredentialsError
+    from edge.transport import describe_connect_error
 
     try:
         client = make_subscriber(config, topics, on_message, client_name, on_status)
     except CredentialsError as err:
-        raise SubscriberError(f"error: {err}", 78) from None
+        raise SubscriberError(f"error: {err}", EX_CONFIG) from None
     try:
         client.connect(config.host, config.port, keepalive=config.keepalive)
     except (OSError, ValueError) as err:  # refused, unknown host, TLS handshake failure

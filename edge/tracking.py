@@ -96,9 +96,7 @@ class FaceTracker:
         self.tracks: list[Track] = []
         # Keys for callers that give boxes without them (tests, offline tools); the daemon's
         # pipeline gives each face the key of its own matcher, the one matcher of a frame.
-        self._matcher = FaceMatcher(
-            config.iou_threshold, config.max_center_distance, config.max_missing_seconds
-        )
+        self._matcher = FaceMatcher.from_config(config)
         # Ids are unique across restarts of the daemon, not only within one run.
         self._prefix = id_prefix if id_prefix is not None else uuid.uuid4().hex[:6]
         self._counter = itertools.count(1)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 
 from edge.backoff import backoff_delays
-from edge.config import MqttConfig
+from edge.config import RECONNECT_MIN_SECONDS, MqttConfig
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -197,7 +197,9 @@ class Transport:
     def _delays(self):
         # A low cap with jitter: the retained availability, state and discovery are back within
         # a few seconds of the broker, and a fleet does not reconnect in lockstep.
-        return backoff_delays(1.0, self.config.reconnect_max_seconds, jitter=RECONNECT_JITTER)
+        return backoff_delays(
+            RECONNECT_MIN_SECONDS, self.config.reconnect_max_seconds, jitter=RECONNECT_JITTER
+        )
 
     def _run(self) -> None:
         delays = self._delays()

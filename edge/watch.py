@@ -9,6 +9,7 @@ import time
 from datetime import datetime
 
 from edge.config import Config
+from edge.payloads import CAMERA, EVENTS, STATE, STATS
 
 
 def format_message(topic: str, payload: bytes) -> str:
@@ -22,7 +23,7 @@ def format_message(topic: str, payload: bytes) -> str:
         return f"{topic}: {data}"
     when = str(data.get("time", ""))[11:19] or datetime.now().strftime("%H:%M:%S")
     device = data.get("device", topic.split("/")[-2] if "/" in topic else "?")
-    if kind == "events":
+    if kind == EVENTS:
         line = (
             f"{when} {device} {data.get('type', '?'):<6} {data.get('face_id', '?'):<12} "
             f"{data.get('emotion', '?'):<9} {data.get('confidence', 0):.2f} box {data.get('box')}"
@@ -34,16 +35,16 @@ def format_message(topic: str, payload: bytes) -> str:
                 f"mostly {summary['dominant_emotion']}"
             )
         return line
-    if kind == "state":
+    if kind == STATE:
         faces = ", ".join(
             f"{f['face_id']} {f['emotion']} {f['confidence']:.2f}" for f in data.get("faces", [])
         )
         return (
             f"{when} {device} state  {data.get('status', '?')}: {data.get('face_count', 0)} face(s) {faces}"
         )
-    if kind == "camera":
+    if kind == CAMERA:
         return f"{when} {device} camera {camera_text(data)}: {data.get('detail', '')}"
-    if kind == "stats":
+    if kind == STATS:
         return f"{when} {device} stats  " + " ".join(
             f"{k}={_stats_value(k, v)}" for k, v in data.items() if k not in ("v", "device", "time")
         )
@@ -68,7 +69,7 @@ def camera_repeat(topic: str, payload: bytes, shown: dict[str, tuple]) -> bool:
     """Whether a camera message says what the last one on its topic said. The daemon
     publishes its camera again on every (re)connection, right after the change itself: the
     same status, cause, detail and since, shown once. ``shown`` remembers per topic."""
-    if topic.rsplit("/", 1)[-1] != "camera":
+    if topic.rsplit("/", 1)[-1] != CAMERA:
         return False
     try:
         data = json.loads(payload)

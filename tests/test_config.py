@@ -1,3 +1,7 @@
+import dataclasses
+import math
+import re
+
 import pytest
 
 from edge.config import CameraConfig, Config, ConfigError, load_config, parse_config
@@ -39,6 +43,11 @@ def test_shipped_config_equals_the_defaults():
         ({"mqtt": {"qos": 3}}, "mqtt.qos: must be at most 2, got 3"),
         ({"mqtt": {"port": "1883"}}, "mqtt.port: expected an integer, got '1883'"),
         ({"mqtt": {"topic_prefix": "a/#"}}, "mqtt.topic_prefix: 'a/#' may not contain # or +"),
+        ({"mqtt": {"client_id": "kiosk/1"}}, "mqtt.client_id: 'kiosk/1': no #, + or /"),
+        (
+            {"homeassistant": {"discovery_prefix": "homeassistant/"}},
+            "homeassistant.discovery_prefix: 'homeassistant/' may not contain # or + nor start or end with /",
+        ),
         (
             {"detector": {"min_face_size": 100, "max_face_size": 50}},
             "detector.max_face_size: 50 is below min_face_size 100",
@@ -180,3 +189,140 @@ def test_a_source_is_shown_without_its_secrets():
     assert redacted_source("/videos/a?b=c.mp4") == "/videos/a?b=c.mp4"  # a file name, not a URL
     assert redacted_source(0) == "0"
     assert CameraConfig(source="http://u:p@h/").display_name == "http://u:***@h/"
+
+
+# ---- every setting and constant in one place ----------------------------------------------
+
+# "`name` (default V", "`name`, default V", "`name` (V by default", "`name` defaults to V":
+# what the documentation says a setting's default is.
+DOCUMENTED_DEFAULT = re.compile(
+    r"`(?P<name>--[a-z0-9-]+|[a-z_]+(?:\.[a-z_]+)*)`\s*"
+    r"(?:[(,]\s*default\s+(?P<given>[^;:)]+)"
+    r"|\(\s*(?P<before>[^;:),]+?)\s+by default"
+    r"|defaults to (?P<to>[\d.]+))"
+)
+NOT_OURS = {"max_queued_messages"}  # Mosquitto's
+
+
+def _code_default(name: str):
+    """The default the code gives a setting named as the documentation names it."""
+    from converter.__main__ import build_parser as converter_parser
+    from dashboard.config import DashboardConfig
+    from training.settings import TrainSettings
+
+    if name.startswith("--"):
+        key = name[2:].replace("-", "_")
+        settings = {f.name: f for f in dataclasses.fields(TrainSettings)}
+        if key in settings:
+            return settings[key].default
+        return converter_parser().get_default(key)
+    parts = name.split(".")
+    for root in (Config(), DashboardConfig()):
+        value = root
+        for part in parts:
+            value = getattr(value, part, None) if dataclasses.is_dataclass(value) else None
+        if value is not None:
+            return value
+    found = [getattr(section, name) for section in _sections(Config()) if hasattr(section, name)]
+    assert len(found) == 1, f"`{name}` names no single setting"
+    return found[0]
+
+
+def _sections(section):
+    yield section
+    for item in dataclasses.fields(section):
+        value = getattr(section, item.name)
+        if dataclasses.is_dataclass(value):
+            yield from _sections(value)
+
+
+def _documented_value(text: str):
+    """A default as written in prose: `fer-kiosk`, 16 million, 30 min, 1 point, a, b, c."""
+    text = " ".join(text.strip("` ").split())
+    number = re.fullmatch(r"([\d.]+)\s*(million|min|s|points?)?", text)
+    if number:
+        scale = {"million": 1e6, "min": 60.0}.get(number.group(2), 1.0)
+        return float(number.group(1)) * scale
+    if "," in text:
+        return tuple(word.strip() for word in text.split(","))
+    return text
+
+
+def test_every_documented_default_is_the_codes():
+    """What README.md and docs/ say a setting's default is (the daemon's and the dashboard's
+    config, training's and the converter's options), read from the prose, against the code;
+    config.yaml and deploy/dashboard.yaml are held to the code by their own tests."""
+    claims = 0
+    for path in [
+        ROOT / "README.md",
+        ROOT / "edge" / "models" / "README.md",
+        *sorted((ROOT / "docs").glob("*.md")),
+    ]:
+        for match in DOCUMENTED_DEFAULT.finditer(path.read_text(encoding="utf-8")):
+            if match["name"] in NOT_OURS:
+                continue
+            said = _documented_value(match["given"] or match["before"] or match["to"])
+            code = _code_default(match["name"])
+            where = (
+                f"{path.relative_to(ROOT)}: `{match['name']}` documented as {said!r}, the code says {code!r}"
+            )
+            if isinstance(said, float):
+                assert isinstance(code, (int, float)) and math.isclose(said, code), where
+            else:
+                assert said == code, where
+            claims += 1
+    assert claims >= 15  # the pattern still finds what the documentation says
+
+
+def test_defaults_said_in_prose_are_the_codes():
+    from edge.config import DEFAULT_MAX_PIXELS
+    from edge.datasets import SPLIT_SEED, VALIDATION_FRACTION
+    from training.settings import DEFAULT_L2, TrainSettings
+
+    model_md = (ROOT / "docs" / "model.md").read_text(encoding="utf-8")
+    training = re.search(
+        r"Adam (\S+), batch (\d+); learning rate ×(\S+) after (\d+) epochs without a\s+better "
+        r"validation loss; early stop after (\d+);",
+        model_md,
+    )
+    defaults = TrainSettings(data="x")
+    assert training and [float(v) for v in training.groups()] == [
+        defaults.learning_rate,
+        defaults.batch_size,
+        defaults.lr_factor,
+        defaults.lr_patience,
+        defaults.stop_patience,
+    ]
+    assert f"L2 {DEFAULT_L2['mini_xception']:g} on the two plain convolutions" in model_md
+    split = re.search(r"`stratified_split`, (\d+) %, seed (\d+) by default", model_md)
+    assert split and (int(split[1]) / 100, int(split[2])) == (VALIDATION_FRACTION, SPLIT_SEED)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"above {DEFAULT_MAX_PIXELS // 1_000_000} MP: --max-pixels N" in readme
+
+
+def test_shared_constants_are_not_retyped():
+    """The exit status of a refused configuration, the log levels, the pixel limit and the
+    reconnect floor are defined once (edge/config.py) and imported everywhere else."""
+    import ast
+
+    home = ROOT / "edge" / "config.py"
+    retyped = []
+    for folder in ("edge", "dashboard", "training", "converter", "bench"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path == home:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                literal = isinstance(node, ast.Constant) and not isinstance(node.value, bool)
+                if literal and node.value in (78, 16_000_000):
+                    retyped.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value}")
+                if isinstance(node, ast.Tuple) and [getattr(e, "value", None) for e in node.elts] == [
+                    "DEBUG",
+                    "INFO",
+                    "WARNING",
+                    "ERROR",
+                ]:
+                    retyped.append(f"{path.relative_to(ROOT)}:{node.lineno}: the log levels")
+                if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "reconnect_delay_set":
+                    if any(isinstance(arg, ast.Constant) for arg in node.args) and folder != "bench":
+                        retyped.append(f"{path.relative_to(ROOT)}:{node.lineno}: a reconnect delay")
+    assert retyped == []

@@ -87,31 +87,24 @@ def test_each_format_converts_with_a_contract_the_runtime_agrees_with(
 
 
 @pytest.mark.slow
-def test_accuracy_gate_fails_the_command_with_a_clear_message(tmp_path, small_model, synthetic_csv):
+def test_accuracy_gate_fails_the_command_with_a_clear_message(
+    tmp_path, small_model, synthetic_csv, monkeypatch, capsys
+):
+    import converter.convert
+    from converter.__main__ import main
+
+    proven = converter.convert.check_conversion
+
+    def two_points_lost(*args, **kwargs):  # a conversion that costs accuracy, made to order
+        result = proven(*args, **kwargs)
+        return replace(result, tflite_accuracy=result.keras_accuracy - 0.02)
+
+    monkeypatch.setattr(converter.convert, "check_conversion", two_points_lost)
     out = tmp_path / "gated.tflite"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "converter",
-            "--keras",
-            str(small_model),
-            "--out",
-            str(out),
-            "--format",
-            "float16",
-            "--data",
-            str(synthetic_csv),
-            "--max-accuracy-drop",
-            "-1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert result.returncode == 1
-    assert "float16 conversion loses" in result.stderr and "the limit is -1.00" in result.stderr
+    arguments = ["--keras", str(small_model), "--out", str(out), "--format", "float16"]
+    assert main([*arguments, "--data", str(synthetic_csv), "--max-accuracy-drop", "1.5"]) == 1
+    stderr = capsys.readouterr().err
+    assert "float16 conversion loses 2.00 accuracy points" in stderr and "the limit is 1.50" in stderr
 
 
 def test_contract_records_the_run_without_this_machines_paths(tmp_path, small_model, synthetic_csv):

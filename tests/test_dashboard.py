@@ -288,6 +288,36 @@ def test_a_bad_dashboard_config_is_refused_with_exit_78(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    "mqtt, expected",
+    [
+        ('  device_id: "a b/#"\n', "mqtt.device_id: 'a b/#' may contain only letters, digits, _ and -"),
+        ("  tls:\n    enabled: true\n    key_file: client.key\n", "mqtt.tls.key_file: set only together"),
+        ("  topic_prefix: /lobby/\n", "mqtt.topic_prefix: '/lobby/' may not contain # or + nor start"),
+    ],
+)
+def test_broker_settings_the_daemon_refuses_the_dashboard_refuses_in_the_same_line(tmp_path, mqtt, expected):
+    """One type for the broker settings, with its rules: the dashboard's mqtt section is
+    checked as the daemon's, and refused (exit 78) in the daemon's words, one line."""
+    from edge.config import ConfigError, load_config
+
+    (tmp_path / "client.key").write_text("a key without its certificate\n")
+    config = tmp_path / "dashboard.yaml"
+    config.write_text("mqtt:\n" + mqtt)
+    with pytest.raises(ConfigError) as daemon:
+        load_config(config)
+    assert len(daemon.value.errors) == 1 and daemon.value.errors[0].startswith(expected)
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "dashboard", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 78
+    assert result.stderr.splitlines() == [f"error: invalid configuration {config}: {daemon.value.errors[0]}"]
+
+
 # ---- the page in a real browser, fed by the real daemon -----------------------------------
 
 

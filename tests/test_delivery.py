@@ -27,14 +27,12 @@ def make_delivery(port: int, spool_dir, on_connected=None) -> Delivery:
     config = parse_config({"mqtt": {"host": "127.0.0.1", "port": port, "reconnect_max_seconds": 1}}).mqtt
     transport = Transport(config, "delivery-test", will=(AVAILABILITY, b"offline"))
     delivery = Delivery(transport, DiskSpool(spool_dir, 1000), AVAILABILITY, on_connected)
-    transport.start()
     delivery.start()
     return delivery
 
 
 def close(delivery: Delivery, timeout: float = 2.0) -> None:
-    delivery.finish(time.monotonic() + timeout)
-    delivery.transport.stop()
+    delivery.stop(timeout)
 
 
 def summary(n: int) -> Message:
@@ -79,7 +77,7 @@ def test_kept_messages_wait_out_an_outage_in_order_and_others_are_dropped_and_co
         delivery.publish(summary(0), keep=True)
         assert wait_until(lambda: len(received) == 1, 5)
         broker.stop()
-        assert wait_until(lambda: not delivery.connected, 5)
+        assert wait_until(lambda: not delivery.transport.connected, 5)
         for n in (1, 2, 3):
             assert delivery.publish(summary(n), keep=True) is False
         assert delivery.publish(Message("d/events", b'{"n": -1}', 1, False)) is False
@@ -124,7 +122,7 @@ def test_every_connection_is_greeted_with_online_and_the_hello_messages(tmp_path
         assert sub.wait_for(lambda: any(t == "d/state" for t, _, _ in sub.messages), 10)
         broker.stop()
         sub.close()
-        assert wait_until(lambda: not delivery.connected, 5)
+        assert wait_until(lambda: not delivery.transport.connected, 5)
         broker.start()
         sub = Subscriber(broker.port, "d/#")
         assert sub.wait_for(lambda: any(t == "d/state" for t, _, _ in sub.messages), 10)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from bench.clips import astronaut_portrait, background, paste
-from edge.config import DetectorConfig
+from edge.config import DetectorConfig, TrackingConfig
 from edge.detect import FaceFinder, HaarFaceDetector, detection_scale
 from edge.matching import FaceMatcher
 from edge.preprocess import to_gray
@@ -35,7 +35,7 @@ def scene_with_face(x: int) -> np.ndarray:
 
 def finding(config: DetectorConfig):
     """A FaceFinder with the matcher the pipeline gives it: (finder, find(gray, now) -> boxes)."""
-    finder, matcher = FaceFinder(HaarFaceDetector(config)), FaceMatcher()
+    finder, matcher = FaceFinder(HaarFaceDetector(config)), FaceMatcher.from_config(TrackingConfig())
 
     def find(gray, now=None):
         found = finder.find(gray, now, matcher.on_last_frame() if now is not None else {})

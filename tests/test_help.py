@@ -65,6 +65,31 @@ def test_running_without_the_train_extra_names_what_to_install(module, args):
 
 
 @pytest.mark.parametrize(
+    "module, args, line",
+    [
+        (
+            "training",
+            ["--data", "f.csv", "--run-dir", "RUN", "--epochs", "-1", "--distill-weight", "5"],
+            "error: epochs: must be at least 1, got -1; distill_weight: must be at most 1.0, got 5.0",
+        ),
+        (
+            "converter",
+            ["--keras", "m.keras", "--data", "f.csv", "--calibration-faces", "0"]
+            + ["--max-accuracy-drop", "-1"],
+            "error: --calibration-faces: must be at least 1, got 0; "
+            "--max-accuracy-drop: must be at least 0.0, got -1.0",
+        ),
+    ],
+)
+def test_a_setting_out_of_range_is_refused_in_one_line_before_anything_loads(module, args, line):
+    """As argparse refuses a value of the wrong type (exit 2), so a value out of range: one
+    line naming each, before TensorFlow is needed (here it is absent) or any data is read."""
+    done = without_train_extra(module, *args)
+    assert done.returncode == 2, done.stderr[-1500:]
+    assert done.stderr.strip().splitlines() == [line]
+
+
+@pytest.mark.parametrize(
     "script, main",
     [
         ("fer-kiosk", "edge.cli"),

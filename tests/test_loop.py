@@ -198,15 +198,23 @@ class FakeSource:
         return 1e9 + self.sequence / 30
 
 
-class FakePublisher(Recorder):
+class FakeTransport:
     connected = False
-    reconnects = dropped = 0
+    reconnects = 0
+
+    def subscribe(self, topic, callback):
+        pass
+
+
+class FakePublisher(Recorder):
+    dropped = 0
 
     def __init__(self, spool_dir):
         super().__init__()
         from edge.spool import DiskSpool
 
         self.spool = DiskSpool(spool_dir)
+        self.transport = FakeTransport()
         self.started = self.stopped = False
 
     def start(self):
@@ -214,9 +222,6 @@ class FakePublisher(Recorder):
 
     def stop(self, timeout=2.5):
         self.stopped = True
-
-    def subscribe(self, topic, callback):
-        pass
 
 
 def fake_parts(tmp_path, built):

@@ -48,7 +48,7 @@ def test_width_is_a_setting_of_the_mini_xception_only():
     assert untrained_model(TrainSettings(data="x", width=1.5)).count_params() == 120_703
     with pytest.raises(TrainingError, match="only the mini_xception"):
         TrainSettings(data="x", architecture="vgg", width=2)
-    with pytest.raises(TrainingError, match="between 0.25 and 4"):
+    with pytest.raises(TrainingError, match="width: must be at least 0.25, got 0"):
         TrainSettings(data="x", width=0)
 
 
@@ -339,7 +339,7 @@ def test_second_stage_starts_from_a_checkpoint_and_keeps_every_epoch(tmp_path, s
             TrainSettings(data=str(synthetic_csv), init_from=str(tmp_path / "absent.keras")),
             tmp_path / "third",
         )
-    with pytest.raises(TrainingError, match="unknown schedule"):
+    with pytest.raises(TrainingError, match="schedule: must be one of plateau, cosine, got 'linear'"):
         train(TrainSettings(data=str(synthetic_csv), schedule="linear"), tmp_path / "fourth")
 
 
@@ -383,7 +383,7 @@ def test_distillation_trains_against_the_teachers_cached_probabilities(tmp_path,
         train(
             TrainSettings(data=str(synthetic_csv), teacher=str(tmp_path / "absent.keras")), tmp_path / "other"
         )
-    with pytest.raises(TrainingError, match="--teacher-views 'sideways'"):
+    with pytest.raises(TrainingError, match="teacher_views: must be one of .*got 'sideways'"):
         train(
             TrainSettings(
                 data=str(synthetic_csv), teacher=str(student / "best.keras"), teacher_views="sideways"
@@ -678,8 +678,30 @@ def test_every_setting_is_a_documented_option_and_the_dataclass_decides_the_defa
     assert custom.augmentation == {**asdict(Augmentation()), "brightness": 0.2} and custom.lr_factor == 0.5
     with pytest.raises(SystemExit):
         parsed("--augmentation", '{"colour": 1}')
-    with pytest.raises(TrainingError, match="unknown schedule 'linear'"):
+    with pytest.raises(TrainingError, match="schedule: must be one of plateau, cosine, got 'linear'"):
         TrainSettings(data="d", schedule="linear")
+
+
+def test_settings_out_of_range_are_refused_naming_each_as_the_daemons_config_is(tmp_path):
+    from training.run_folder import RunFolder
+    from training.settings import SettingsError
+
+    with pytest.raises(SettingsError) as err:
+        TrainSettings(data="x", epochs=-1, batch_size=0, validation_fraction=1.5, distill_weight=5)
+    assert str(err.value) == (
+        "epochs: must be at least 1, got -1; batch_size: must be at least 1, got 0; "
+        "validation_fraction: must be at most 0.9, got 1.5; distill_weight: must be at most 1.0, got 5"
+    )
+    with pytest.raises(SettingsError, match="epochs: expected an integer, got 2.5"):
+        TrainSettings(data="x", epochs=2.5)
+    with pytest.raises(SettingsError, match="learning_rate: expected a finite number, got nan"):
+        TrainSettings(data="x", learning_rate=float("nan"))
+    # a run's settings.json is held to the same ranges, and named
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "settings.json").write_text(json.dumps({**asdict(TrainSettings(data="x")), "lr_factor": 0}))
+    with pytest.raises(SettingsError, match=r"run/settings.json: lr_factor: must be at least 1e-06, got 0"):
+        RunFolder(run).settings()
 
 
 # The settings.json a run started before the settings were derived from the dataclass wrote

@@ -36,18 +36,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """0: trained; 2: the command line is wrong (argparse's refusals, a setting out of range,
+    the train extra missing); 1: the run cannot start or go on (its data, its folder)."""
+    from training.settings import TrainingError, settings_from_args
+
     args = build_parser().parse_args(argv)
+    try:  # checked before anything is loaded, as argparse checks the rest of the command line
+        settings = settings_from_args(args)
+    except TrainingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     missing = training.missing_train_extra(training.prog_name("training", "fer-kiosk-train"))
     if missing:
         print(missing, file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from edge.datasets import DatasetError
-    from training.settings import settings_from_args
-    from training.train import TrainingError, final_report, train
+    from training.train import final_report, train
 
     try:
-        settings = settings_from_args(args)
         state = train(settings, args.run_dir, verbose=args.verbose)
         report = final_report(settings, args.run_dir)
     except (DatasetError, TrainingError) as err:

@@ -19,7 +19,7 @@ from edge.contract import (
     View,
 )
 from edge.preprocess import normalize_faces
-from training.settings import TrainingError, TrainSettings
+from training.settings import DEFAULT_L2, TrainingError, TrainSettings
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ EXPECTED_PARAMETERS = 58_423
 def make_mini_xception(
     input_shape: tuple[int, int, int] = (INPUT_SIZE, INPUT_SIZE, 1),
     num_classes: int = len(EMOTIONS),
-    l2: float = 0.01,
+    l2: float = DEFAULT_L2["mini_xception"],
     width: float = 1.0,
 ) -> keras.Model:
     """Builds the mini-Xception; its input is raw grayscale pixels 0..255.
@@ -88,7 +88,7 @@ def make_mini_xception(
 def make_vgg_teacher(
     input_shape: tuple[int, int, int] = (INPUT_SIZE, INPUT_SIZE, 1),
     num_classes: int = len(EMOTIONS),
-    l2: float = 1e-4,
+    l2: float = DEFAULT_L2["vgg"],
     widths: tuple[int, ...] = (32, 64, 128, 256),
     dropout: float = 0.5,
 ) -> keras.Model:

@@ -34,7 +34,7 @@ import numpy as np
 
 from edge.contract import file_sha256
 from edge.datasets import FaceSet, load_fer2013
-from training.settings import TrainingError, TrainSettings
+from training.settings import SettingsError, TrainingError, TrainSettings
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -95,7 +95,10 @@ class RunFolder:
         saved = _read_json(self.path / "settings.json")
         if saved is None:
             raise TrainingError(f"{self.path} is not a training run (no settings.json)")
-        return TrainSettings.from_dict(saved)
+        try:
+            return TrainSettings.from_dict(saved)
+        except SettingsError as err:  # edited by hand, or written by another version
+            raise SettingsError(f"{self.path / 'settings.json'}: {err}") from None
 
     def state(self) -> RunState | None:
         saved = _read_json(self.path / "state.json")

@@ -1,8 +1,11 @@
 """The settings of a training run: one frozen dataclass, and the command line derived from it.
 
-Each setting is written once, here: its name, default and help text. ``python -m training``
-offers every field as ``--field-name`` (``add_arguments``), so a new setting is a new field
-and nothing else. Importable without TensorFlow (``--help`` works in the base install).
+Each setting is written once, here: its name, default, valid values and help text. ``python
+-m training`` offers every field as ``--field-name`` (``add_arguments``), so a new setting is
+a new field and nothing else. Settings are checked when they are made, from the command line
+or from a run's settings.json, as the daemon checks its config: a wrong type or a value out of
+range is a SettingsError naming the setting (``epochs: must be at least 1, got -1``).
+Importable without TensorFlow (``--help`` works in the base install).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
+from edge.config import allowed, field_problems
 from edge.contract import FACE_NORMALIZATIONS, VIEW_SETS
 from edge.datasets import SPLIT_SEED, VALIDATION_FRACTION
 from training.augment import Augmentation
@@ -28,32 +32,52 @@ class TrainingError(Exception):
     """A run that cannot start or go on, said in one line."""
 
 
-def _setting(default: Any = MISSING, help: str = "", **cli: Any) -> Any:
-    """A field with its help text and command-line options (``choices``, ``type``,
-    ``hidden``) in its metadata."""
-    return field(default=default, metadata={"help": help, **cli})
+class SettingsError(TrainingError):
+    """Settings with a wrong type or a value out of range, each named, in one line."""
+
+
+def _setting(
+    default: Any = MISSING,
+    help: str = "",
+    lo: float | None = None,
+    hi: float | None = None,
+    choices: tuple | None = None,
+    **cli: Any,
+) -> Any:
+    """A field with its help text, its valid values (``lo``, ``hi``, ``choices``: as the
+    daemon's config says them, edge.config.allowed) and its command-line options
+    (``type``, ``hidden``) in its metadata."""
+    return field(default=default, metadata={"help": help, **allowed(lo, hi, choices), **cli})
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     data: str = _setting(help="fer2013.csv[.gz] or a folder with train/<emotion>/ and test/<emotion>/")
-    epochs: int = _setting(200, "maximum epochs; early stopping usually ends sooner")
-    batch_size: int = _setting(64, "faces per step")
-    learning_rate: float = _setting(1e-3, "Adam's learning rate at the start (the cosine schedule's highest)")
+    epochs: int = _setting(200, "maximum epochs; early stopping usually ends sooner", lo=1, hi=100_000)
+    batch_size: int = _setting(64, "faces per step", lo=1, hi=65_536)
+    learning_rate: float = _setting(
+        1e-3, "Adam's learning rate at the start (the cosine schedule's highest)", lo=1e-9, hi=10.0
+    )
     validation_fraction: float = _setting(
         VALIDATION_FRACTION,
         "share of Training held out (stratified) to pick the checkpoint and drive the schedule",
+        lo=0.01,
+        hi=0.9,
     )
     seed: int = _setting(
         SPLIT_SEED,
         "seed of the validation split and, unless --init-seed is given, of the initial "
         "weights and each epoch's shuffle and augmentation",
+        lo=0,
+        hi=2**32 - 1,
     )
     init_seed: int | None = _setting(
         None,
         "seed of the initial weights and each epoch's shuffle and augmentation, drawn from "
         "(init seed, epoch) (default: --seed): an independently seeded network on the same "
         "validation split, e.g. a second teacher for an ensemble",
+        lo=0,
+        hi=2**32 - 1,
         type=int,
     )
     class_weights: str = _setting(
@@ -66,14 +90,25 @@ class TrainSettings:
         "L2 weight on the convolutions (default: "
         + ", ".join(f"{v:g} for {k}" for k, v in DEFAULT_L2.items())
         + ")",
+        lo=0.0,
+        hi=1.0,
         type=float,
     )
     lr_patience: int = _setting(
-        6, "plateau schedule: epochs without a better validation loss before the learning rate drops"
+        6,
+        "plateau schedule: epochs without a better validation loss before the learning rate drops",
+        lo=1,
+        hi=100_000,
     )
-    lr_factor: float = _setting(0.1, "plateau schedule: the learning rate is multiplied by this at each drop")
-    min_learning_rate: float = _setting(1e-6, "the plateau schedule's floor; where the cosine schedule ends")
-    stop_patience: int = _setting(15, "stop after this many epochs without a better validation loss")
+    lr_factor: float = _setting(
+        0.1, "plateau schedule: the learning rate is multiplied by this at each drop", lo=1e-6, hi=1.0
+    )
+    min_learning_rate: float = _setting(
+        1e-6, "the plateau schedule's floor; where the cosine schedule ends", lo=0.0, hi=10.0
+    )
+    stop_patience: int = _setting(
+        15, "stop after this many epochs without a better validation loss", lo=1, hi=100_000
+    )
     augmentation: dict[str, Any] = field(
         default_factory=lambda: asdict(Augmentation()),
         metadata={
@@ -84,7 +119,7 @@ class TrainSettings:
             "type": "json",
         },
     )
-    max_train_faces: int = _setting(0, "train on the first N training faces only (0: all)", hidden=True)
+    max_train_faces: int = _setting(0, "train on the first N training faces only (0: all)", lo=0, hidden=True)
     schedule: str = _setting(
         "plateau",
         "plateau: drop the rate when validation loss stalls (the thesis's); "
@@ -113,14 +148,18 @@ class TrainSettings:
         choices=tuple(VIEW_SETS),
     )
     distill_weight: float = _setting(
-        0.5, "share of the target that is the teacher's distribution (the rest is the label)"
+        0.5, "share of the target that is the teacher's distribution (the rest is the label)", lo=0.0, hi=1.0
     )
-    distill_temperature: float = _setting(2.0, "softens the teacher's distribution (1: as it is)")
+    distill_temperature: float = _setting(
+        2.0, "softens the teacher's distribution (1: as it is)", lo=0.01, hi=100.0
+    )
     teacher_augmented_epochs: int = _setting(
         0,
         "the teacher judges the faces of the first N augmented epochs, each face as the student "
         "sees it, and the student cycles through those N epochs (reshuffled each time); 0: the "
         "teacher judges each face once, unaugmented, whatever augmentation the student then gets",
+        lo=0,
+        hi=10_000,
     )
     architecture: str = _setting(
         "mini_xception",
@@ -131,6 +170,8 @@ class TrainSettings:
         1.0,
         "mini_xception only: filters per block multiplied by this; 1 is the thesis's network "
         "(58,423 parameters), 2 twice the filters (about 4x the parameters and compute)",
+        lo=0.25,
+        hi=4.0,
     )
     face_normalization: str = _setting(
         "none",
@@ -149,32 +190,18 @@ class TrainSettings:
         return model_list(self.teacher)
 
     def __post_init__(self) -> None:
-        for name, allowed in (
-            ("schedule", SCHEDULES),
-            ("architecture", ARCHITECTURE_NAMES),
-            ("class_weights", CLASS_WEIGHT_MODES),
-            ("face_normalization", FACE_NORMALIZATIONS),
-        ):
-            if getattr(self, name) not in allowed:
-                raise TrainingError(
-                    f"unknown {name.replace('_', ' ')} {getattr(self, name)!r}; expected one of {allowed}"
-                )
-        if not 0.25 <= self.width <= 4:
-            raise TrainingError(f"--width {self.width}: must be between 0.25 and 4")
+        problems = field_problems(self)
+        if problems:
+            raise SettingsError("; ".join(problems))
         if self.width != 1.0 and self.architecture != "mini_xception":
             raise TrainingError(f"--width {self.width}: only the mini_xception has a width multiplier")
         if self.l2 is None:
             object.__setattr__(self, "l2", DEFAULT_L2[self.architecture])
         if self.teacher.strip() and not self.teachers:
             raise TrainingError(f"--teacher {self.teacher!r} names no model")
-        if self.teacher_views not in VIEW_SETS:
+        if self.teacher_augmented_epochs and not self.teachers:
             raise TrainingError(
-                f"--teacher-views {self.teacher_views!r}: expected one of {sorted(VIEW_SETS)}"
-            )
-        if self.teacher_augmented_epochs < 0 or (self.teacher_augmented_epochs and not self.teachers):
-            raise TrainingError(
-                f"--teacher-augmented-epochs {self.teacher_augmented_epochs}: must be >= 0, and "
-                "more than 0 only with --teacher"
+                f"--teacher-augmented-epochs {self.teacher_augmented_epochs}: more than 0 only with --teacher"
             )
         if self.init_seed is None:  # as runs before the setting: one seed for everything
             object.__setattr__(self, "init_seed", self.seed)
@@ -238,7 +265,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             options["action"] = "store_true"
         else:
             options["type"] = _json_object if kind == "json" else kind
-            if "choices" in meta:
+            if meta.get("choices"):
                 options["choices"] = meta["choices"]
         parser.add_argument("--" + setting.name.replace("_", "-"), **options)
 
