@@ -26,14 +26,14 @@ import numpy as np
 from bench.report import markdown_table
 from bench.scenes import DEFAULT_CLIPS_DIR, ClipSpec, PortraitSource, ensure_clip, resolve_faces_dir
 from edge import DEFAULT_MODEL
-from edge.alerts import RAISED, AlertRules
-from edge.classifier import EmotionClassifier
 from edge.config import ALERT_SIGNALS, UPSET_EMOTIONS, parse_config
 from edge.contract import EMOTIONS
-from edge.datasets import load_face_folder
-from edge.metrics import upset_report
-from edge.service import build_pipeline
-from edge.tracking import FaceTracker
+from edge.daemon.service import build_pipeline
+from edge.tools.datasets import load_face_folder
+from edge.tools.metrics import upset_report
+from edge.vision.classifier import EmotionClassifier
+from edge.visits.alerts import RAISED, AlertRules
+from edge.visits.tracking import FaceTracker
 
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 HOLDS = (2.0, 5.0, 10.0)

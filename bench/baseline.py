@@ -3,7 +3,7 @@
 Per frame: ``imutils.resize(frame, width=300)``, grayscale, ``detectMultiScale(gray,
 scaleFactor=1.1, minNeighbors=5, minSize=(30, 30))``, and for every face its box resized to
 48x48 and one Keras ``model.predict`` call with the float model. It quacks like
-``edge.pipeline.FramePipeline`` (``process(frame, times, now)``), so the daemon's own loop,
+``edge.vision.pipeline.FramePipeline`` (``process(frame, times, now)``), so the daemon's own loop,
 tracker and publisher run it unchanged.
 
 TensorFlow is imported only here, and only through ``training`` (which sets TensorFlow's
@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 
 from edge.contract import INPUT_SIZE
-from edge.detect import DEFAULT_CASCADE
-from edge.pipeline import FaceResult, StageTimes
+from edge.vision.detect import DEFAULT_CASCADE
+from edge.vision.pipeline import FaceResult, StageTimes
 
 THESIS_WIDTH = 300
 

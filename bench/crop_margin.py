@@ -15,8 +15,8 @@ import json
 import cv2
 import numpy as np
 
-from edge.datasets import load_fer2013
-from edge.detect import DEFAULT_CASCADE
+from edge.tools.datasets import load_fer2013
+from edge.vision.detect import DEFAULT_CASCADE
 
 
 def main() -> None:

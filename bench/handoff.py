@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.payloads import Message
-from edge.spool import DiskSpool
+from edge.mqtt.payloads import Message
+from edge.mqtt.spool import DiskSpool
 
 
 def summary_message(n: int) -> Message:

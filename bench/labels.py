@@ -31,9 +31,9 @@ from bench.report import markdown_table
 from bench.scenes import DEFAULT_CLIPS_DIR, ClipSpec, PortraitSource, ensure_clip, resolve_faces_dir
 from edge.config import parse_config
 from edge.contract import EMOTIONS
-from edge.datasets import read_labelled_folder
-from edge.service import build_pipeline
-from edge.tracking import FaceTracker
+from edge.daemon.service import build_pipeline
+from edge.tools.datasets import read_labelled_folder
+from edge.visits.tracking import FaceTracker
 
 FPS = 30.0
 GAP_SECONDS = 1.5  # empty scene between two visits (and before the first)

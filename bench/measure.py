@@ -22,11 +22,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.capture import Capture, CaptureWrapper, Frame, open_capture
-from edge.daemon import Publisher, Source
-from edge.payloads import Message
-from edge.pipeline import StageTimes
-from edge.preprocess import Box
+from edge.camera.capture import Capture, CaptureWrapper, Frame, open_capture
+from edge.daemon.loop import Publisher, Source
+from edge.mqtt.payloads import Message
+from edge.vision.pipeline import StageTimes
+from edge.vision.preprocess import Box
 
 STAGES = ("decode", "grayscale", "detect", "preprocess", "classify", "track", "publish")
 

@@ -17,9 +17,9 @@ import cv2
 import numpy as np
 
 from edge.config import DetectorConfig
-from edge.detect import HaarFaceDetector
-from edge.matching import match
-from edge.preprocess import Box, iou, to_gray
+from edge.vision.detect import HaarFaceDetector
+from edge.vision.matching import match
+from edge.vision.preprocess import Box, iou, to_gray
 
 MATCH_IOU = 0.3
 

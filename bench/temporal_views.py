@@ -31,14 +31,14 @@ import cv2
 import numpy as np
 
 from edge import DEFAULT_MODEL
-from edge.arrays import all_views
-from edge.calibration import calibrate, expected_calibration_error, negative_log_likelihood
-from edge.classifier import EmotionClassifier
 from edge.config import MAX_CLASSIFY_HZ, ModelConfig, TrackingConfig
 from edge.contract import ModelContract
-from edge.datasets import load_fer2013
-from edge.pipeline import ClassifyPolicy
-from edge.tracking import FaceTracker
+from edge.tools.datasets import load_fer2013
+from edge.vision.arrays import all_views
+from edge.vision.calibration import calibrate, expected_calibration_error, negative_log_likelihood
+from edge.vision.classifier import EmotionClassifier
+from edge.vision.pipeline import ClassifyPolicy
+from edge.visits.tracking import FaceTracker
 
 FPS = 30.0
 BOX = (100, 100, 96, 96)  # where the face "is": the policy and the tracker only need a box

@@ -46,14 +46,14 @@ from bench.measure import (
     timed_opener,
 )
 from bench.reference import arrival_latency, load_reference, recall, reference_false_positives
-from edge.capture import Frame, FrameSource, open_capture
+from edge.camera.capture import Frame, FrameSource, open_capture
 from edge.config import Config, parse_config
 from edge.contract import EMOTIONS, INPUT_SIZE
-from edge.daemon import ProcessingLoop
-from edge.delivery import Delivery
-from edge.payloads import Topics
-from edge.service import build_pipeline, build_publisher
-from edge.tracking import FaceTracker
+from edge.daemon.loop import ProcessingLoop
+from edge.daemon.service import build_pipeline, build_publisher
+from edge.mqtt.delivery import Delivery
+from edge.mqtt.payloads import Topics
+from edge.visits.tracking import FaceTracker
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -137,7 +137,7 @@ def _validation(keras_path: str, faces, settings):
     import keras
 
     from converter.convert import validation_figures
-    from edge.datasets import FaceSet
+    from edge.tools.datasets import FaceSet
     from training.data import split
 
     _, held = split(settings, faces.labels)
@@ -167,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         default_other_runtime,
     )
     from edge.contract import VIEW_SETS, ContractError, CropRule
-    from edge.datasets import DatasetError, FaceSet, load_fer2013
-    from edge.preprocess import normalize_faces
+    from edge.tools.datasets import DatasetError, FaceSet, load_fer2013
+    from edge.vision.preprocess import normalize_faces
     from training.run_folder import RunFolder
     from training.settings import TrainingError
 

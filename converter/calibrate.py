@@ -21,18 +21,18 @@ from typing import Any
 import numpy as np
 
 from edge import DEFAULT_MODEL
-from edge.calibration import (
+from edge.contract import ContractError, save_contract
+from edge.tools.datasets import DatasetError, FaceSet, load_fer2013, load_validation
+from edge.tools.evaluate import validation_settings
+from edge.tools.metrics import classification_report
+from edge.vision.calibration import (
     calibrate,
     expected_calibration_error,
     fit_class_balance,
     fit_temperature,
     negative_log_likelihood,
 )
-from edge.classifier import EmotionClassifier
-from edge.contract import ContractError, save_contract
-from edge.datasets import DatasetError, FaceSet, load_fer2013, load_validation
-from edge.evaluate import validation_settings
-from edge.metrics import classification_report
+from edge.vision.classifier import EmotionClassifier
 
 _LOGGER = logging.getLogger(__name__)
 

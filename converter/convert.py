@@ -1,6 +1,6 @@
 """Keras -> TFLite, then proof that the converted file still agrees with the Keras model.
 
-The proof runs the .tflite through ``edge.classifier.EmotionClassifier``, the very code the
+The proof runs the .tflite through ``edge.vision.classifier.EmotionClassifier``, the very code the
 daemon uses, so a contract, quantization or preprocessing slip shows up here and not at
 the kiosk.
 """
@@ -26,8 +26,6 @@ import tensorflow as tf
 import training  # noqa: F401  (sets TensorFlow's environment before it is imported)
 from converter import FORMATS
 from converter.calibrate import fit_calibration
-from edge.arrays import dequantize
-from edge.classifier import EmotionClassifier, load_interpreter_class, tensor_quantization
 from edge.contract import (
     EMOTIONS,
     VIEW_SETS,
@@ -37,8 +35,10 @@ from edge.contract import (
     file_sha256,
     save_contract,
 )
-from edge.datasets import FaceSet, stratified_split
-from edge.metrics import classification_report
+from edge.tools.datasets import FaceSet, stratified_split
+from edge.tools.metrics import classification_report
+from edge.vision.arrays import dequantize
+from edge.vision.classifier import EmotionClassifier, load_interpreter_class, tensor_quantization
 from training.model import keras_probabilities
 
 _LOGGER = logging.getLogger(__name__)

@@ -96,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
     from dashboard.server import DashboardServer
     from dashboard.store import StoreError
     from edge.config import ConfigError
-    from edge.mqtt import CredentialsError
-    from edge.systemd import Notifier
+    from edge.daemon.systemd import Notifier
+    from edge.mqtt.client import CredentialsError
 
     try:
         config = load_dashboard_config(args.config)
@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edge.systemd import log_handler
+    from edge.daemon.systemd import log_handler
 
     parser = argparse.ArgumentParser(prog="python -m dashboard", description=__doc__)
     add_arguments(parser)

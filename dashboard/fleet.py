@@ -17,7 +17,7 @@ from datetime import date
 from typing import Any
 
 from dashboard.store import Store, local_day, parse_time, visit_from_event
-from edge.payloads import AVAILABILITY, BRIDGE, EVENTS, OFFLINE, ONLINE, TOPIC_KINDS
+from edge.mqtt.payloads import AVAILABILITY, BRIDGE, EVENTS, OFFLINE, ONLINE, TOPIC_KINDS
 
 # The daemon's camera causes (docs/mqtt.md, Camera) in words; "starting" is no fault.
 CAMERA_CAUSES = {

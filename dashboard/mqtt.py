@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 import paho.mqtt.client as mqtt
 
 from edge.config import MqttConfig
-from edge.mqtt import log_in, reconnect_delays
-from edge.transport import CLASH_BACKOFF_SECONDS, SHORT_CONNECTION_SECONDS, TAKEOVERS_BEFORE_NAMING
+from edge.mqtt.client import log_in, reconnect_delays
+from edge.mqtt.transport import CLASH_BACKOFF_SECONDS, SHORT_CONNECTION_SECONDS, TAKEOVERS_BEFORE_NAMING
 
 _LOGGER = logging.getLogger(__name__)
 

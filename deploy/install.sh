@@ -286,7 +286,7 @@ if [[ $DO_VENV -eq 1 && $DRY -eq 0 ]]; then
     (cd / && "${as_service[@]}" "$D_VENV/bin/python" -) <<'PY' \
         || die "the installed environment cannot load the daemon's parts (re-run with --no-prune?)"
 from edge.config import parse_config
-from edge.service import build_pipeline
+from edge.daemon.service import build_pipeline
 pipeline = build_pipeline(parse_config({}))
 print(f"install.sh: venv check: the bundled model, {pipeline.classifier.runtime} and the Haar cascade load")
 PY

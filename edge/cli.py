@@ -13,7 +13,7 @@ from edge.contract import EMOTIONS
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from edge.evaluate import load_classifier, run
+    from edge.tools.evaluate import load_classifier, run
 
     return run(args, load_classifier)
 
@@ -31,7 +31,7 @@ def _load(args: argparse.Namespace):
 
 def _check(args: argparse.Namespace) -> int:
     from edge.config import ConfigError
-    from edge.service import build_pipeline, check_inputs
+    from edge.daemon.service import build_pipeline, check_inputs
 
     config = _load(args)
     if config is None:
@@ -78,10 +78,10 @@ def with_source(config, source: str):
 
 
 def _run(args: argparse.Namespace) -> int:
-    from edge import service
-    from edge.classifier import ContractError
+    from edge.daemon import service
     from edge.config import ConfigError
-    from edge.detect import DetectorError
+    from edge.vision.classifier import ContractError
+    from edge.vision.detect import DetectorError
 
     config = _load(args)
     if config is not None and args.source is not None:
@@ -104,10 +104,10 @@ def _run(args: argparse.Namespace) -> int:
 def _classify(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from edge.camera.images import ImageError, read_image
     from edge.config import parse_config
-    from edge.images import ImageError, read_image
-    from edge.pipeline import PHOTO_DETECTOR
-    from edge.service import build_pipeline
+    from edge.daemon.service import build_pipeline
+    from edge.vision.pipeline import PHOTO_DETECTOR
 
     try:
         config = parse_config({"model": {"path": args.model or ""}})
@@ -149,7 +149,7 @@ def _classify(args: argparse.Namespace) -> int:
 
 
 def _watch(args: argparse.Namespace) -> int:
-    from edge.watch import watch
+    from edge.tools.watch import watch
 
     config = _load(args)
     if config is None:
@@ -163,9 +163,9 @@ def _unregister(args: argparse.Namespace) -> int:
     import threading
     import time
 
-    from edge.homeassistant import removal_messages
-    from edge.payloads import Topics
-    from edge.subscriber import SubscriberError, connect_subscriber
+    from edge.mqtt.homeassistant import removal_messages
+    from edge.mqtt.payloads import Topics
+    from edge.mqtt.subscriber import SubscriberError, connect_subscriber
 
     config = _load(args)
     if config is None:
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    from edge.evaluate_options import add_arguments
+    from edge.tools.evaluate_options import add_arguments
 
     ev = sub.add_parser(
         "evaluate",
@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from edge.systemd import log_handler
+    from edge.daemon.systemd import log_handler
 
     logging.basicConfig(level=getattr(logging, args.log_level or "INFO"), handlers=[log_handler()])
     return args.handler(args)

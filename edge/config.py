@@ -103,7 +103,7 @@ def redacted_source(source: int | str) -> str:
     """A camera source as logs, commands and payloads show it: a URL's user info keeps only
     the user name (``rtsp://admin:***@cam/``; a lone token becomes ``***``) and every query
     value is hidden (``?token=***``). The real source is used only where the camera is
-    opened (edge/capture.py)."""
+    opened (edge/camera/capture.py)."""
     text = str(source)
     match = re.match(r"^([a-z][a-z0-9+.-]*://)([^?#]*)(.*)$", text, re.IGNORECASE | re.DOTALL)
     if not match:
@@ -217,7 +217,7 @@ class TrackingConfig:
 
 
 # The emotions that make a customer "upset": the alert rule's default, and what the model
-# card's upset-vs-calm figures (edge/evaluate.py) and bench.alerts measure.
+# card's upset-vs-calm figures (edge/tools/evaluate.py) and bench.alerts measure.
 UPSET_EMOTIONS = ("angry", "sad", "fear", "disgust")
 ALERT_SIGNALS = ("top", "summed")
 
@@ -550,7 +550,7 @@ def _cross_checks(config: Config) -> list[str]:
     if not alerts.emotions:
         errors.append("rules.alerts.emotions: must name at least one emotion")
     # Whether the model has these emotions is checked against its contract's labels once it
-    # is loaded (edge.service.check_alert_emotions): a model of one's own may name others.
+    # is loaded (edge.daemon.service.check_alert_emotions): a model of one's own may name others.
     if len(set(alerts.emotions)) != len(alerts.emotions):
         errors.append("rules.alerts.emotions: names an emotion twice")
     return errors

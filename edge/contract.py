@@ -5,7 +5,7 @@ the converter and the daemon all read it through this module, so label order,
 input size, normalization and the face-crop rule are never retyped elsewhere.
 This module is pure Python (no numpy, no TensorFlow): the command line and the
 dashboard import it for the labels alone. The arithmetic the contract prescribes on
-arrays (test-time views, int8 quantization) is in ``edge.arrays``.
+arrays (test-time views, int8 quantization) is in ``edge.vision.arrays``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ INPUT_SIZE = 48
 NORMALIZATION_SCALE = 1.0 / 127.5
 NORMALIZATION_OFFSET = -1.0
 
-# How a detector's face box becomes the model's input (see crop_face in edge.preprocess).
+# How a detector's face box becomes the model's input (see crop_face in edge.vision.preprocess).
 # FER2013 crops match OpenCV's Haar box (median box/crop side 0.98, centred: measured by
 # bench/crop_margin.py); margin is the fraction of the box added on each side.
 DEFAULT_CROP_MARGIN = 0.0
@@ -67,7 +67,7 @@ class View:
 # "equalize" is OpenCV's histogram equalization, which this copy of FER2013's faces already
 # carry (each face's histogram is nearly flat: mean 131, spread 77.5 +- 6 grey levels),
 # while camera crops and other data sets do not. Training, the converter, evaluation and
-# the daemon all apply the contract's choice (edge.preprocess.normalize_faces).
+# the daemon all apply the contract's choice (edge.vision.preprocess.normalize_faces).
 FACE_NORMALIZATIONS = ("none", "equalize")
 
 # The view sets the converter chooses among, on the validation split (never on test data).
@@ -97,7 +97,7 @@ class ModelContract:
     # (decided by the converter on the validation split, never on test data).
     views: tuple[View, ...] = (View(),)
     # Calibration: the view-averaged probabilities p become
-    # softmax((log(p) + class_bias) / temperature) (edge.calibration), both fitted by the
+    # softmax((log(p) + class_bias) / temperature) (edge.vision.calibration), both fitted by the
     # converter on the validation split; 1 and () leave them as they are.
     temperature: float = 1.0
     class_bias: tuple[float, ...] = ()

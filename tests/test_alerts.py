@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from bench.harness import stop_daemon
-from edge.alerts import CLEARED, RAISED, AlertRules
 from edge.config import AlertRuleConfig
 from edge.contract import EMOTIONS
-from edge.tracking import Track
+from edge.visits.alerts import CLEARED, RAISED, AlertRules
+from edge.visits.tracking import Track
 from tests.conftest import ROOT
 
 RULE = AlertRuleConfig(emotions=("angry", "sad"), min_probability=0.5, hold_seconds=5.0, clear_seconds=2.0)

@@ -208,7 +208,7 @@ def test_thesis_loop_finds_the_face_and_classifies_it_with_keras(tiny_clip, tmp_
         make_standin_model,
         resize_to_width,
     )
-    from edge.pipeline import StageTimes
+    from edge.vision.pipeline import StageTimes
 
     clip, reference = tiny_clip
     pipeline = ThesisPipeline(load_keras_model(make_standin_model(tmp_path / "standin.keras")))

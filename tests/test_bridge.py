@@ -40,8 +40,8 @@ from bench.harness import (
     wait_until,
 )
 from edge.contract import EMOTIONS
-from edge.homeassistant import discovery_messages
-from edge.payloads import Topics
+from edge.mqtt.homeassistant import discovery_messages
+from edge.mqtt.payloads import Topics
 from tests.conftest import ROOT
 from tests.helpers import write_config
 

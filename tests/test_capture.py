@@ -8,7 +8,7 @@ import numpy as np
 
 from bench.clips import one_visit_clip
 from edge.backoff import backoff_delays
-from edge.capture import FrameSource, describe_source
+from edge.camera.capture import FrameSource, describe_source
 from edge.config import CameraConfig
 from tests.conftest import ROOT
 
@@ -66,7 +66,7 @@ class FlakyCamera:
 def test_camera_that_is_missing_then_dies_is_retried_and_logged_once(caplog):
     FlakyCamera.attempts = 0
     config = CameraConfig(source=0, retry_initial_seconds=0.01, retry_max_seconds=0.05)
-    with caplog.at_level(logging.INFO, logger="edge.capture"):
+    with caplog.at_level(logging.INFO, logger="edge.camera.capture"):
         source = FrameSource(config, opener=FlakyCamera).start()
         frames = []
         deadline = time.monotonic() + 5
@@ -91,7 +91,7 @@ def test_a_missing_camera_is_one_warning_line_the_one_readme_shows(caplog):
 
     from edge.config import Config
     from edge.contract import EMOTIONS
-    from edge.daemon import ProcessingLoop
+    from edge.daemon.loop import ProcessingLoop
 
     published = []
     publisher = SimpleNamespace(publish=lambda message, keep=False: published.append(message) or True)
@@ -109,8 +109,8 @@ def test_a_missing_camera_is_one_warning_line_the_one_readme_shows(caplog):
     assert published and published[-1].topic.endswith("/camera")
     warnings = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING]
     assert warnings == [
-        "edge.capture: camera 97: no such device (/dev/video97 does not exist: no camera plugged in?); "
-        "retrying with backoff (up to 30 s)"
+        "edge.camera.capture: camera 97: no such device (/dev/video97 does not exist: "
+        "no camera plugged in?); retrying with backoff (up to 30 s)"
     ]
 
 
@@ -127,7 +127,7 @@ def test_a_looping_file_says_its_frame_size_once_not_at_every_play(tmp_path, cap
     clip.write_bytes(b"a video, as far as the fake capture is concerned")
     LoopingClip.attempts = 0
     config = CameraConfig(source=str(clip), loop=True, realtime=True, retry_initial_seconds=0.01)
-    with caplog.at_level(logging.INFO, logger="edge.capture"):
+    with caplog.at_level(logging.INFO, logger="edge.camera.capture"):
         source = FrameSource(config, opener=LoopingClip).start()
         deadline = time.monotonic() + 10
         while LoopingClip.attempts < 4 and time.monotonic() < deadline:
@@ -150,7 +150,7 @@ def test_ffmpeg_says_nothing_of_its_own_on_stderr():
         port = probe.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"}
     code = (
-        "import cv2, edge.capture\n"
+        "import cv2, edge.camera.capture\n"
         f"capture = cv2.VideoCapture('http://127.0.0.1:{port}/video', cv2.CAP_FFMPEG)\n"
         "print('opened' if capture.isOpened() else 'refused')"
     )
@@ -203,7 +203,7 @@ def test_unpaced_file_hands_over_every_frame(tmp_path):
 
 
 def test_why_a_source_is_unavailable_names_the_cause(tmp_path):
-    from edge.capture import why_unavailable
+    from edge.camera.capture import why_unavailable
 
     assert "no such device (/dev/video97 does not exist" in why_unavailable("camera", 97)
     assert "no such device" in why_unavailable("camera", str(tmp_path / "video0"))
@@ -245,7 +245,7 @@ def test_network_source_that_never_answers_times_out_and_says_so(caplog):
             config = CameraConfig(
                 source=url, open_timeout_seconds=1.5, retry_initial_seconds=30, retry_max_seconds=30
             )
-            with caplog.at_level(logging.INFO, logger="edge.capture"):
+            with caplog.at_level(logging.INFO, logger="edge.camera.capture"):
                 started = time.monotonic()
                 source = FrameSource(config).start()
                 deadline = started + 10
@@ -299,7 +299,7 @@ def _colour_frames_as_gray(path):
 def test_motion_jpeg_file_is_decoded_straight_to_grayscale(tmp_path):
     """The luma decoded from each JPEG packet is the frame the colour path would give,
     converted to gray, within rounding: the detector and the model see the same faces."""
-    from edge.capture import GrayJpegCapture, open_capture
+    from edge.camera.capture import GrayJpegCapture, open_capture
 
     clip = _astronaut_clip(tmp_path / "c.avi", "MJPG")
     capture = open_capture(str(clip), cv2.CAP_ANY)
@@ -321,7 +321,7 @@ def test_motion_jpeg_file_is_decoded_straight_to_grayscale(tmp_path):
 
 
 def test_other_codecs_keep_colour_decoding(tmp_path):
-    from edge.capture import GrayJpegCapture, open_capture
+    from edge.camera.capture import GrayJpegCapture, open_capture
 
     clip = _astronaut_clip(tmp_path / "c.mp4", "mp4v")
     capture = open_capture(str(clip), cv2.CAP_ANY)
@@ -417,7 +417,7 @@ def test_corrupt_or_oversized_motion_jpeg_packets_are_skipped_never_decoded():
     """A packet that is no JPEG, does not decode, or declares another size than the stream's
     (65000x65000 here: OpenCV would raise, or decode 4 GB) is skipped; the next good one is
     the frame. A run of CORRUPT_PACKETS_LIMIT bad packets reads as a lost source."""
-    from edge.capture import CORRUPT_PACKETS_LIMIT, GrayJpegCapture
+    from edge.camera.capture import CORRUPT_PACKETS_LIMIT, GrayJpegCapture
 
     good = _jpeg()
     broken = [b"\xff\xd8 not really a jpeg", b"garbage", _claiming(good, 65000, 65000), _jpeg(32, 24)]
@@ -432,7 +432,7 @@ def test_corrupt_or_oversized_motion_jpeg_packets_are_skipped_never_decoded():
 
 
 def test_a_motion_jpeg_video_above_the_pixel_limit_is_not_decoded(tmp_path):
-    from edge.capture import GrayJpegCapture, open_capture
+    from edge.camera.capture import GrayJpegCapture, open_capture
 
     clip = _astronaut_clip(tmp_path / "c.avi", "MJPG")
     capture = open_capture(str(clip), cv2.CAP_ANY, max_pixels=100_000)  # 512x480 = 245,760
@@ -454,7 +454,7 @@ class RaisingCamera(FlakyCamera):
 def test_an_opencv_error_while_reading_is_a_lost_source_not_a_dead_thread(caplog):
     RaisingCamera.attempts = 2  # opens at once
     config = CameraConfig(source=0, retry_initial_seconds=0.05, retry_max_seconds=0.1)
-    with caplog.at_level(logging.WARNING, logger="edge.capture"):
+    with caplog.at_level(logging.WARNING, logger="edge.camera.capture"):
         source = FrameSource(config, opener=RaisingCamera).start()
         try:
             frames = []
@@ -490,7 +490,7 @@ def test_a_motion_jpeg_camera_that_goes_silent_with_its_connection_open_is_repor
     )
     source = FrameSource(config)
     try:
-        with caplog.at_level(logging.INFO, logger="edge.capture"):
+        with caplog.at_level(logging.INFO, logger="edge.camera.capture"):
             source.start()
             assert source.latest(10) is not None, "no frame from the camera"
             assert source.status.online

@@ -276,7 +276,7 @@ def test_every_documented_default_is_the_codes():
 
 def test_defaults_said_in_prose_are_the_codes():
     from edge.config import DEFAULT_MAX_PIXELS
-    from edge.datasets import SPLIT_SEED, VALIDATION_FRACTION
+    from edge.tools.datasets import SPLIT_SEED, VALIDATION_FRACTION
     from training.settings import DEFAULT_L2, TrainSettings
 
     model_md = (ROOT / "docs" / "model.md").read_text(encoding="utf-8")

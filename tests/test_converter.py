@@ -16,9 +16,9 @@ keras = pytest.importorskip(
 )
 
 from converter.convert import FORMATS, ConversionError, convert_and_check, operator_versions  # noqa: E402
-from edge.classifier import EmotionClassifier, contract_mismatches  # noqa: E402
 from edge.contract import ContractError, file_sha256, load_contract, save_contract  # noqa: E402
-from edge.datasets import load_fer2013  # noqa: E402
+from edge.tools.datasets import load_fer2013  # noqa: E402
+from edge.vision.classifier import EmotionClassifier, contract_mismatches  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 from training.model import make_mini_xception  # noqa: E402
 
@@ -168,7 +168,7 @@ def test_an_int8_conversion_of_a_run_parses_training_once(tmp_path, small_model,
     """Calibration faces and the validation split come from one parse of Training (4 s on FER2013)."""
     from dataclasses import asdict
 
-    import edge.datasets
+    import edge.tools.datasets
     from converter.__main__ import main
     from training.run_folder import RunState
     from training.settings import TrainSettings
@@ -186,7 +186,7 @@ def test_an_int8_conversion_of_a_run_parses_training_once(tmp_path, small_model,
     import converter.calibrate
     import training.run_folder
 
-    for module in (edge.datasets, converter.calibrate, training.run_folder):  # each imports it by name
+    for module in (edge.tools.datasets, converter.calibrate, training.run_folder):  # each imports it by name
         monkeypatch.setattr(module, "load_fer2013", counting_load)
     out = tmp_path / "model.tflite"
     arguments = ["--keras", str(small_model), "--out", str(out), "--format", "int8"]

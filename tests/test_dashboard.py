@@ -447,7 +447,7 @@ def test_the_dashboard_keeps_its_session_and_watch_does_not():
     from dashboard.config import DashboardConfig
     from dashboard.mqtt import Subscription
     from edge.config import MqttConfig
-    from edge.subscriber import make_subscriber
+    from edge.mqtt.subscriber import make_subscriber
 
     config = DashboardConfig()
     fleet = make_fleet()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from edge.contract import EMOTIONS
-from edge.datasets import DatasetError, load_fer2013, stratified_split
+from edge.tools.datasets import DatasetError, load_fer2013, stratified_split
 from tests.conftest import synthetic_faces, write_fer_csv
 
 

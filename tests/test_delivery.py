@@ -1,4 +1,4 @@
-"""edge.delivery on its own, over a real transport to a real Mosquitto: a kept message
+"""edge.mqtt.delivery on its own, over a real transport to a real Mosquitto: a kept message
 leaves the spool only on its PUBACK, waits out outages in order, survives a new process;
 other messages are dropped and counted while the broker is away; every connection is
 greeted with ``online`` and the ``on_connected`` messages."""
@@ -13,10 +13,10 @@ import time
 import paho.mqtt.client as mqtt
 
 from edge.config import parse_config
-from edge.delivery import Delivery
-from edge.payloads import Message
-from edge.spool import DiskSpool
-from edge.transport import Transport
+from edge.mqtt.delivery import Delivery
+from edge.mqtt.payloads import Message
+from edge.mqtt.spool import DiskSpool
+from edge.mqtt.transport import Transport
 from tests.broker import Broker
 from tests.conftest import Subscriber, wait_until
 
@@ -139,7 +139,7 @@ def test_the_caller_never_waits_for_the_disk_and_the_sender_writes_what_it_hande
     """publish(keep=True) runs on the frame thread: it hands the summary over and returns;
     the sender writes it (two fsyncs) even with no broker, and finish() writes whatever was
     handed over last before anything else."""
-    import edge.spool
+    import edge.mqtt.spool
 
     real_fsync = os.fsync
 
@@ -147,7 +147,7 @@ def test_the_caller_never_waits_for_the_disk_and_the_sender_writes_what_it_hande
         time.sleep(0.3)  # a slow SD card
         real_fsync(fd)
 
-    monkeypatch.setattr(edge.spool.os, "fsync", slow_fsync)
+    monkeypatch.setattr(edge.mqtt.spool.os, "fsync", slow_fsync)
     from tests.broker import free_port
 
     delivery = make_delivery(free_port(), tmp_path / "spool")  # nobody listens there

@@ -5,9 +5,9 @@ import pytest
 
 from bench.clips import astronaut_portrait, background, paste
 from edge.config import DetectorConfig, TrackingConfig
-from edge.detect import FaceFinder, HaarFaceDetector, detection_scale
-from edge.matching import FaceMatcher
-from edge.preprocess import to_gray
+from edge.vision.detect import FaceFinder, HaarFaceDetector, detection_scale
+from edge.vision.matching import FaceMatcher
+from edge.vision.preprocess import to_gray
 
 
 def test_detection_scale_never_hides_faces_of_the_minimum_size():
@@ -124,7 +124,7 @@ def test_pipeline_sets_opencvs_threads_from_the_config():
     import cv2
 
     from edge.config import parse_config
-    from edge.service import build_pipeline
+    from edge.daemon.service import build_pipeline
 
     before = cv2.getNumThreads()
     try:

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from edge import DEFAULT_MODEL
-from edge.classifier import EmotionClassifier, contract_mismatches
 from edge.config import DetectorConfig
 from edge.contract import EMOTIONS, CropRule, file_sha256, load_contract
-from edge.detect import HaarFaceDetector
-from edge.pipeline import FramePipeline
-from edge.preprocess import crop_face, expand_box, to_gray
+from edge.vision.classifier import EmotionClassifier, contract_mismatches
+from edge.vision.detect import HaarFaceDetector
+from edge.vision.pipeline import FramePipeline
+from edge.vision.preprocess import crop_face, expand_box, to_gray
 
 
 def test_default_model_is_small_and_its_contract_matches_the_interpreter():
@@ -76,8 +76,8 @@ def test_crop_rule_squares_adds_margin_and_pads_at_edges():
 def test_views_in_the_contract_average_the_crop_seen_each_way(tmp_path, astronaut_bgr):
     from dataclasses import replace
 
-    from edge.arrays import apply_view
     from edge.contract import VIEW_SETS, save_contract
+    from edge.vision.arrays import apply_view
 
     model = tmp_path / "m.tflite"
     model.write_bytes(DEFAULT_MODEL.read_bytes())
@@ -96,8 +96,8 @@ def test_views_in_the_contract_average_the_crop_seen_each_way(tmp_path, astronau
 def test_the_contracts_calibration_rescales_the_averaged_probabilities(tmp_path, astronaut_bgr):
     from dataclasses import replace
 
-    from edge.calibration import calibrate
     from edge.contract import ContractError, save_contract
+    from edge.vision.calibration import calibrate
 
     model = tmp_path / "m.tflite"
     model.write_bytes(DEFAULT_MODEL.read_bytes())
@@ -118,7 +118,7 @@ def test_the_contracts_calibration_rescales_the_averaged_probabilities(tmp_path,
     bias = tuple(5.0 if c == runner_up else 0.0 for c in range(len(contract.labels)))
     save_contract(replace(contract, temperature=2.0, class_bias=bias), model)
     balanced = EmotionClassifier(model).classify(crops)
-    # A class the int8 output rounds to 0 on every view is floored (edge/calibration.py: 1e-7)
+    # A class the int8 output rounds to 0 on every view is floored (edge/vision/calibration.py: 1e-7)
     # before its log is taken, as the classifier does.
     by_hand = np.exp((np.log(np.clip(raw[0].astype(np.float64), 1e-7, 1.0)) + np.array(bias)) / 2.0)
     np.testing.assert_allclose(balanced[0], by_hand / by_hand.sum(), atol=1e-5)
@@ -134,8 +134,8 @@ def test_the_contracts_calibration_rescales_the_averaged_probabilities(tmp_path,
 
 
 def test_apply_view_mirrors_then_shifts_repeating_the_edge():
-    from edge.arrays import apply_view
     from edge.contract import View
+    from edge.vision.arrays import apply_view
 
     crops = np.arange(2 * 4 * 5, dtype=np.uint8).reshape(2, 4, 5)
     assert (apply_view(crops, View()) == crops).all()
@@ -164,7 +164,7 @@ def test_contract_written_with_flip_average_still_loads_as_views(tmp_path):
 def test_config_can_trade_the_contracts_views_for_cpu():
     from edge.config import ConfigError, parse_config
     from edge.contract import VIEW_SETS
-    from edge.service import build_pipeline
+    from edge.daemon.service import build_pipeline
 
     assert build_pipeline(parse_config({})).classifier.contract.views == load_contract(DEFAULT_MODEL).views
     single = build_pipeline(parse_config({"model": {"views": "single"}}))
@@ -183,7 +183,7 @@ def test_the_contracts_face_normalization_is_applied_by_the_classifier(tmp_path)
     import cv2
 
     from edge.contract import VIEW_SETS, ContractError, save_contract
-    from edge.preprocess import normalize_faces
+    from edge.vision.preprocess import normalize_faces
 
     model = tmp_path / "m.tflite"
     shutil.copy(DEFAULT_MODEL, model)

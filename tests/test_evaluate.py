@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from edge.contract import EMOTIONS
-from edge.datasets import (
+from edge.tools.datasets import (
     SPLIT_SEED,
     VALIDATION_FRACTION,
     DatasetError,
@@ -25,7 +25,7 @@ from edge.datasets import (
     read_labelled_folder,
     stratified_split,
 )
-from edge.metrics import classification_report
+from edge.tools.metrics import classification_report
 from tests.conftest import ROOT, synthetic_faces
 
 
@@ -120,7 +120,7 @@ def test_balanced_accuracy_and_macro_f1_average_only_the_classes_the_data_has():
 
 
 def test_roc_auc_counts_pairs_ranked_right_and_ties_as_half():
-    from edge.metrics import roc_auc
+    from edge.tools.metrics import roc_auc
 
     assert roc_auc(np.array([0.9, 0.8, 0.2, 0.1]), np.array([1, 1, 0, 0])) == 1.0
     assert roc_auc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([1, 1, 0, 0])) == 0.0
@@ -130,7 +130,7 @@ def test_roc_auc_counts_pairs_ranked_right_and_ties_as_half():
 
 
 def test_upset_signal_sums_the_rule_emotions_and_the_top_rule_needs_one_to_lead():
-    from edge.metrics import upset_report
+    from edge.tools.metrics import upset_report
 
     def face(**p):
         row = np.zeros(len(EMOTIONS))
@@ -157,7 +157,7 @@ def test_upset_signal_sums_the_rule_emotions_and_the_top_rule_needs_one_to_lead(
 
 
 def test_ship_score_is_the_mean_of_the_rule_figures_and_needs_every_row():
-    from edge.evaluate import ship_score
+    from edge.tools.evaluate import ship_score
 
     def row(name, f1, auc):
         return {"data": name, "macro_f1": f1, "upset": {"auc": auc}}
@@ -270,7 +270,7 @@ def test_edge_refuses_a_keras_model_and_names_training_evaluate(tmp_path, synthe
 
 def test_edge_evaluate_never_imports_training():
     code = (
-        "import sys, edge.cli, edge.evaluate; edge.cli.build_parser(); "
+        "import sys, edge.cli, edge.tools.evaluate; edge.cli.build_parser(); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('training', 'tensorflow', 'keras')))"
     )
     result = subprocess.run(
@@ -383,7 +383,7 @@ def test_bundled_model_on_a_cross_domain_set(env, counts):
 def test_a_class_the_set_lacks_reads_as_a_dash_not_as_zeros():
     """CK+48 has no neutral faces: its row says "–" as the model card does, and how often the
     model answered neutral anyway; the matrix has no all-zero neutral row."""
-    from edge.metrics import format_report
+    from edge.tools.metrics import format_report
 
     neutral = EMOTIONS.index("neutral")
     truth = np.array([0, 1, 2, 3, 4, 5, 3])
@@ -417,7 +417,7 @@ def test_a_class_the_set_lacks_reads_as_a_dash_not_as_zeros():
 
 
 def test_a_folder_without_labels_csv_says_to_add_one(tmp_path):
-    from edge.evaluate import load_source
+    from edge.tools.evaluate import load_source
 
     (tmp_path / "a.png").write_bytes(b"")
     with pytest.raises(DatasetError) as err:

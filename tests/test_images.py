@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.capture import FrameSource
+from edge.camera.capture import FrameSource
+from edge.camera.images import ImageError, image_size, read_image
 from edge.config import CameraConfig
-from edge.images import ImageError, image_size, read_image
 from tests.conftest import ROOT, wait_until
 
 LIMIT = 16_000_000
@@ -179,7 +179,7 @@ def test_file_camera_refuses_an_image_or_video_above_the_limit(tmp_path, caplog)
             retry_initial_seconds=0.05,
             retry_max_seconds=0.1,
         )
-        with caplog.at_level(logging.WARNING, logger="edge.capture"):
+        with caplog.at_level(logging.WARNING, logger="edge.camera.capture"):
             frames = FrameSource(config).start()
             try:
                 assert wait_until(lambda: frames.failures >= 3, 10)

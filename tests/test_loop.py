@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from edge import DEFAULT_MODEL
-from edge.camera_status import CameraStatus
-from edge.capture import Frame
+from edge.camera.capture import Frame
+from edge.camera.status import CameraStatus
 from edge.config import parse_config
 from edge.contract import EMOTIONS, load_contract
-from edge.daemon import ProcessingLoop
-from edge.pipeline import ClassifyPolicy, FramePipeline
-from edge.tracking import FaceTracker
+from edge.daemon.loop import ProcessingLoop
+from edge.vision.pipeline import ClassifyPolicy, FramePipeline
+from edge.visits.tracking import FaceTracker
 
 SIZE = 80
 
@@ -211,7 +211,7 @@ class FakePublisher(Recorder):
 
     def __init__(self, spool_dir):
         super().__init__()
-        from edge.spool import DiskSpool
+        from edge.mqtt.spool import DiskSpool
 
         self.spool = DiskSpool(spool_dir)
         self.transport = FakeTransport()
@@ -225,7 +225,7 @@ class FakePublisher(Recorder):
 
 
 def fake_parts(tmp_path, built):
-    from edge.service import Parts
+    from edge.daemon.service import Parts
 
     def pipeline(config):
         built.append("pipeline")
@@ -259,7 +259,7 @@ def service_with(tmp_path, text):
     import yaml
 
     from edge.config import load_config
-    from edge.service import Service
+    from edge.daemon.service import Service
 
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(text))

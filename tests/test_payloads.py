@@ -5,8 +5,8 @@ import numpy as np
 
 from edge.config import TrackingConfig
 from edge.contract import EMOTIONS
-from edge.payloads import Topics, event_message, event_payload, iso_utc, state_message, state_payload
-from edge.tracking import FaceTracker
+from edge.mqtt.payloads import Topics, event_message, event_payload, iso_utc, state_message, state_payload
+from edge.visits.tracking import FaceTracker
 from tests.conftest import ROOT
 from tests.helpers import p, run
 
@@ -87,8 +87,8 @@ def test_every_example_in_the_mqtt_docs_is_valid():
 
 
 def test_alert_payloads_match_their_schema_and_the_state_lists_open_ones():
-    from edge.alerts import CLEARED, RAISED, Alert
-    from edge.payloads import alert_message
+    from edge.mqtt.payloads import alert_message
+    from edge.visits.alerts import CLEARED, RAISED, Alert
 
     raised = Alert(RAISED, "abc", "f-1", "angry", 0.71, 1_700_000_000.0, 1_700_000_005.0)
     message = alert_message(raised, Topics("x/y"), "y", 1)

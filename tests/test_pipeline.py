@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from edge import DEFAULT_MODEL
-from edge.classifier import EmotionClassifier
 from edge.config import ConfigError, TrackingConfig, parse_config
 from edge.contract import VIEW_SETS
-from edge.matching import FaceMatcher
-from edge.pipeline import ClassifyPolicy
+from edge.vision.classifier import EmotionClassifier
+from edge.vision.matching import FaceMatcher
+from edge.vision.pipeline import ClassifyPolicy
 
 VIEWS = VIEW_SETS["mirror-shift"]
 FACE = (100, 100, 80, 80)
@@ -88,8 +88,8 @@ def test_the_policy_and_the_matcher_take_their_settings_from_the_config_alone():
     import inspect
 
     from edge.config import ModelConfig
-    from edge.detect import HaarFaceDetector
-    from edge.pipeline import PHOTO_DETECTOR, FramePipeline
+    from edge.vision.detect import HaarFaceDetector
+    from edge.vision.pipeline import PHOTO_DETECTOR, FramePipeline
 
     required = {f.name for f in dataclasses.fields(ClassifyPolicy) if f.default is dataclasses.MISSING}
     assert {"max_hz", "forget_seconds"} <= required

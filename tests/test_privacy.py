@@ -8,9 +8,9 @@ import time
 import pytest
 
 from edge.config import ConfigError, DetectorConfig, parse_config
-from edge.payloads import Message
-from edge.pipeline import FramePipeline, outside_zones
-from edge.spool import DiskSpool
+from edge.mqtt.payloads import Message
+from edge.mqtt.spool import DiskSpool
+from edge.vision.pipeline import FramePipeline, outside_zones
 
 
 def test_a_face_whose_centre_is_in_a_zone_is_dropped():
@@ -43,8 +43,8 @@ def test_zones_are_validated_with_the_key_named():
 
 def test_the_real_pipeline_ignores_the_astronaut_inside_a_zone(astronaut_bgr):
     from edge import DEFAULT_MODEL
-    from edge.classifier import EmotionClassifier
-    from edge.detect import HaarFaceDetector
+    from edge.vision.classifier import EmotionClassifier
+    from edge.vision.detect import HaarFaceDetector
 
     classifier = EmotionClassifier(DEFAULT_MODEL)
     detector = DetectorConfig(detect_width=0, min_face_size=24)

@@ -11,7 +11,7 @@ import pytest
 
 from edge import DEFAULT_MODEL
 from edge.contract import EMOTIONS, load_contract
-from edge.datasets import load_fer2013
+from edge.tools.datasets import load_fer2013
 from tests.conftest import ROOT
 
 
@@ -73,9 +73,9 @@ def test_bundled_model_runs_in_tflite_runtime_2_14(astronaut_bgr):
 
     pytest.importorskip("tensorflow", reason="the check lives in the converter (train extra)")
     from converter.convert import check_with_tflite_runtime
-    from edge.classifier import EmotionClassifier
     from edge.contract import CropRule
-    from edge.preprocess import crop_face, to_gray
+    from edge.vision.classifier import EmotionClassifier
+    from edge.vision.preprocess import crop_face, to_gray
 
     # Real face crops (synthetic noise faces sit near class ties, where top-1 flips between
     # runtimes on rounding alone): the astronaut's face at 30 offsets and sizes.

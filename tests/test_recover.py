@@ -11,9 +11,9 @@ import training  # noqa: F401  (before TensorFlow: sets its environment)
 pytest.importorskip("keras", reason="training tests need the train extra (pip install -e '.[train]')")
 
 from edge import DEFAULT_MODEL  # noqa: E402
-from edge.classifier import EmotionClassifier  # noqa: E402
 from edge.contract import load_contract, save_contract  # noqa: E402
-from edge.preprocess import crop_face, to_gray  # noqa: E402
+from edge.vision.classifier import EmotionClassifier  # noqa: E402
+from edge.vision.preprocess import crop_face, to_gray  # noqa: E402
 from training.model import keras_probabilities  # noqa: E402
 from training.recover import main, rebuild, training_settings  # noqa: E402
 from training.run_folder import settings_of_model  # noqa: E402

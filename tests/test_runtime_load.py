@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import edge.classifier as classifier_module
+import edge.vision.classifier as classifier_module
 from edge import DEFAULT_MODEL
-from edge.classifier import EmotionClassifier, RuntimeMissingError
 from edge.cli import EX_CONFIG
 from edge.contract import ContractError
+from edge.vision.classifier import EmotionClassifier, RuntimeMissingError
 from tests.conftest import ROOT
 
 # What NumPy 2 writes to stderr when a module built against NumPy 1.x asks for its C API.
@@ -176,7 +176,7 @@ def test_the_runtimes_delegate_notice_is_not_printed():
     in its own format, for every model it loads: every command would show it."""
     code = (
         "from edge import DEFAULT_MODEL\n"
-        "from edge.classifier import EmotionClassifier\n"
+        "from edge.vision.classifier import EmotionClassifier\n"
         "EmotionClassifier(DEFAULT_MODEL)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)

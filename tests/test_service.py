@@ -25,9 +25,9 @@ from bench.harness import (
 )
 from edge.config import parse_config
 from edge.contract import EMOTIONS
-from edge.homeassistant import SUPPORT_URL, discovery_messages, removal_messages
-from edge.mqtt import Credentials, resolve_credentials
-from edge.payloads import Topics
+from edge.mqtt.client import Credentials, resolve_credentials
+from edge.mqtt.homeassistant import SUPPORT_URL, discovery_messages, removal_messages
+from edge.mqtt.payloads import Topics
 from tests.conftest import ROOT
 from tests.helpers import SCHEMAS, config_file, fer_kiosk
 
@@ -271,7 +271,7 @@ def test_discovery_payloads_as_home_assistant_expects_them_today():
 def test_the_visit_event_template_renders_only_visit_ends():
     """Home Assistant renders the template with Jinja; so do we, to check what it sees."""
     jinja2 = pytest.importorskip("jinja2", reason="jinja2 renders the template as Home Assistant would")
-    from edge.homeassistant import VISIT_EVENT_TEMPLATE
+    from edge.mqtt.homeassistant import VISIT_EVENT_TEMPLATE
 
     template = jinja2.Environment().from_string(VISIT_EVENT_TEMPLATE)
     end = {
@@ -398,7 +398,7 @@ def test_credentials_come_from_env_file_or_systemd_and_are_never_shown(tmp_path)
     assert env == Credentials("u", "p", "environment")
     bad = tmp_path / "bad"
     bad.write_text("user: x\n")
-    from edge.mqtt import CredentialsError
+    from edge.mqtt.client import CredentialsError
 
     with pytest.raises(CredentialsError, match="line 1: expected username"):
         resolve_credentials(parse_config({"mqtt": {"credentials_file": str(bad)}}).mqtt, {})

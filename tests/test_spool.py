@@ -10,8 +10,8 @@ import signal
 
 import pytest
 
-from edge.payloads import Message
-from edge.spool import DiskSpool, SpoolError, check_spool_dir
+from edge.mqtt.payloads import Message
+from edge.mqtt.spool import DiskSpool, SpoolError, check_spool_dir
 
 
 def message(n: int) -> Message:
@@ -41,7 +41,7 @@ def test_malformed_entries_are_moved_aside_and_the_rest_go_on(tmp_path, caplog):
     (directory / "README").write_text("hello")
     spool = DiskSpool(directory)
     assert len(spool) == 7
-    with caplog.at_level(logging.WARNING, logger="edge.spool"):
+    with caplog.at_level(logging.WARNING, logger="edge.mqtt.spool"):
         pending = spool.pending()
     assert [name for name, _ in pending] == [f"{2:016d}.json"]
     assert json.loads(pending[0][1].payload) == {"event_id": "e1"}
@@ -87,12 +87,12 @@ def file_size_limit():
 def test_a_failing_write_keeps_the_message_in_memory_logs_once_and_retries(
     tmp_path, caplog, file_size_limit, monkeypatch
 ):
-    import edge.spool
+    import edge.mqtt.spool
 
     spool = DiskSpool(tmp_path / "spool")
     spool.append(message(1))
     big = Message("fer-kiosk/k/events", json.dumps({"event_id": "e2", "pad": "x" * 8000}).encode(), 1, False)
-    with caplog.at_level(logging.INFO, logger="edge.spool"):
+    with caplog.at_level(logging.INFO, logger="edge.mqtt.spool"):
         file_size_limit(True)
         spool.append(big)  # fails: too large for the limit
         spool.append(message(3))  # kept behind it, in order, not tried before the retry is due
@@ -104,7 +104,7 @@ def test_a_failing_write_keeps_the_message_in_memory_logs_once_and_retries(
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "cannot write to the spool" in errors[0] and "File too large" in errors[0]
     # retried once the retry is due: written in order, the backlog is gone
-    monkeypatch.setattr(edge.spool, "RETRY_SECONDS", 0.0)
+    monkeypatch.setattr(edge.mqtt.spool, "RETRY_SECONDS", 0.0)
     spool._next_retry = 0.0
     spool.retry_writes()
     assert spool.unsaved == 0

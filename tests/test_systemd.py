@@ -6,7 +6,7 @@ import logging
 import socket
 import struct
 
-from edge.systemd import JournalHandler, journal_datagram, journal_priority
+from edge.daemon.systemd import JournalHandler, journal_datagram, journal_priority
 
 
 def parse_datagram(data: bytes) -> dict[str, str]:

@@ -3,9 +3,9 @@ import pytest
 
 from edge.config import TrackingConfig
 from edge.contract import EMOTIONS
-from edge.matching import center_distance, match
-from edge.preprocess import iou
-from edge.tracking import FaceTracker, relabel, smoothing_weight
+from edge.vision.matching import center_distance, match
+from edge.vision.preprocess import iou
+from edge.visits.tracking import FaceTracker, relabel, smoothing_weight
 from tests.helpers import p, run
 
 

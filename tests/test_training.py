@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 
 keras = pytest.importorskip("keras", reason="training tests need the train extra (pip install -e '.[train]')")
 
-from edge.preprocess import normalize_faces  # noqa: E402
+from edge.vision.preprocess import normalize_faces  # noqa: E402
 from training.augment import Augmentation, affine_matrices, augmented_epoch  # noqa: E402
 from training.data import class_weight_vector  # noqa: E402
 from training.model import EXPECTED_PARAMETERS, make_mini_xception  # noqa: E402
@@ -395,7 +395,7 @@ def test_distillation_trains_against_the_teachers_cached_probabilities(tmp_path,
 def test_an_ensemble_teacher_is_averaged_and_must_hold_out_the_students_validation_split(
     tmp_path, synthetic_csv
 ):
-    from edge.evaluate import EvaluationError
+    from edge.tools.evaluate import EvaluationError
     from training.data import soften, split
     from training.evaluate import KerasClassifier
     from training.model import keras_probabilities

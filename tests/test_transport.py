@@ -1,4 +1,4 @@
-"""edge.transport on its own, against real servers: a real Mosquitto (plain and TLS), a TCP
+"""edge.mqtt.transport on its own, against real servers: a real Mosquitto (plain and TLS), a TCP
 server that accepts and never answers, servers that are not MQTT, two clients with the
 same client id. Every failure must be named in one line, once, and retried with backoff."""
 
@@ -14,8 +14,8 @@ import pytest
 
 from bench.harness import make_certificates
 from edge.config import parse_config
-from edge.mqtt import tls_context
-from edge.transport import Transport
+from edge.mqtt.client import tls_context
+from edge.mqtt.transport import Transport
 from tests.broker import Broker
 from tests.conftest import wait_until
 
@@ -86,7 +86,9 @@ def run_transport(config, seconds: float, client_id: str = "t", **kwargs) -> Tra
 
 def errors(caplog) -> list[str]:
     return [
-        r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and r.name == "edge.transport"
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.ERROR and r.name == "edge.mqtt.transport"
     ]
 
 

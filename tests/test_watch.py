@@ -5,7 +5,7 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from edge.watch import format_message
+from edge.tools.watch import format_message
 from tests.conftest import ROOT
 
 
@@ -63,7 +63,7 @@ def test_camera_and_stats_read_as_words_not_json():
 def test_the_same_camera_news_is_shown_once():
     """The daemon publishes its camera on the change and again on (re)connecting, 90 ms apart:
     one line. A change after it is shown, and so is the same news from another kiosk."""
-    from edge.watch import camera_repeat
+    from edge.tools.watch import camera_repeat
 
     def camera(status, cause, time="2026-11-24T09:15:41.002Z"):
         payload = {"time": time, "status": status, "cause": cause, "detail": "d", "since": "S"}

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         print(missing, file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from edge.datasets import DatasetError
+    from edge.tools.datasets import DatasetError
     from training.train import final_report, train
 
     try:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge.preprocess import normalize_faces
+from edge.vision.preprocess import normalize_faces
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 import training  # sets TensorFlow's environment before it is imported
-from edge.preprocess import normalize_faces
+from edge.vision.preprocess import normalize_faces
 from training.data import split
 from training.run_folder import RunFolder
 from training.settings import TrainingError

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from edge.contract import EMOTIONS, VIEW_SETS
-from edge.datasets import stratified_split
-from edge.preprocess import normalize_faces
+from edge.tools.datasets import stratified_split
+from edge.vision.preprocess import normalize_faces
 from training.augment import Augmentation, augmented_epoch, whole_grey_levels
 from training.run_folder import RunFolder
 from training.settings import CLASS_WEIGHT_MODES, TrainingError, TrainSettings

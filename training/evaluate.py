@@ -1,6 +1,6 @@
 """``python -m training.evaluate``: the figures of a .keras model, with the edge's own report.
 
-The same command line and report as ``fer-kiosk evaluate`` (``edge.evaluate``), which runs
+The same command line and report as ``fer-kiosk evaluate`` (``edge.tools.evaluate``), which runs
 .tflite models only: the edge never imports training. A .keras model has no contract: it is
 read with the contract's defaults (labels, 48x48 input, face-crop rule), a single view
 unless ``--views`` says otherwise, and the face normalization and validation split of the
@@ -20,9 +20,9 @@ import numpy as np
 
 import training  # sets TensorFlow's environment before it is imported
 from edge.contract import VIEW_SETS, ModelContract
-from edge.datasets import SPLIT_SEED, VALIDATION_FRACTION
-from edge.evaluate import EvaluationError, run
-from edge.evaluate_options import add_arguments
+from edge.tools.datasets import SPLIT_SEED, VALIDATION_FRACTION
+from edge.tools.evaluate import EvaluationError, run
+from edge.tools.evaluate_options import add_arguments
 from training.run_folder import check_same_validation_split, settings_of_model
 from training.settings import TrainingError, TrainSettings, model_list
 

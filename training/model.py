@@ -10,7 +10,6 @@ import keras
 import numpy as np
 from keras import layers, regularizers
 
-from edge.arrays import all_views, average_views
 from edge.contract import (
     EMOTIONS,
     INPUT_SIZE,
@@ -18,7 +17,8 @@ from edge.contract import (
     NORMALIZATION_SCALE,
     View,
 )
-from edge.preprocess import normalize_faces
+from edge.vision.arrays import all_views, average_views
+from edge.vision.preprocess import normalize_faces
 from training.settings import DEFAULT_L2, TrainingError, TrainSettings
 
 _LOGGER = logging.getLogger(__name__)

@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 import training  # sets TensorFlow's environment before it is imported
-from edge.classifier import EmotionClassifier
 from edge.contract import ContractError, load_contract
-from edge.datasets import load_fer2013
-from edge.preprocess import normalize_faces
+from edge.tools.datasets import load_fer2013
+from edge.vision.classifier import EmotionClassifier
+from edge.vision.preprocess import normalize_faces
 from training.data import split
 from training.run_folder import save_with_settings
 from training.settings import TrainingError, TrainSettings

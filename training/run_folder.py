@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from edge.contract import file_sha256
-from edge.datasets import FaceSet, load_fer2013
+from edge.tools.datasets import FaceSet, load_fer2013
 from training.settings import SettingsError, TrainingError, TrainSettings
 
 _LOGGER = logging.getLogger(__name__)

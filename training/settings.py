@@ -17,7 +17,7 @@ from typing import Any
 
 from edge.config import allowed, field_problems
 from edge.contract import FACE_NORMALIZATIONS, VIEW_SETS
-from edge.datasets import SPLIT_SEED, VALIDATION_FRACTION
+from edge.tools.datasets import SPLIT_SEED, VALIDATION_FRACTION
 from training.augment import Augmentation
 
 CLASS_WEIGHT_MODES = ("none", "balanced", "sqrt")

@@ -25,8 +25,8 @@ import numpy as np
 
 import training  # sets TensorFlow's environment before it is imported
 from edge.contract import EMOTIONS
-from edge.datasets import load_fer2013
-from edge.metrics import classification_report
+from edge.tools.datasets import load_fer2013
+from edge.tools.metrics import classification_report
 from training.augment import Augmentation
 from training.data import split, training_data
 from training.model import build_model, compile_model, keras_probabilities

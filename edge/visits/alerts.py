@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from edge.config import AlertRuleConfig
 
 if TYPE_CHECKING:  # types only: the MQTT side never loads OpenCV through the tracker
-    from edge.tracking import Track
+    from edge.visits.tracking import Track
 
 RAISED, CLEARED = "raised", "cleared"
 

@@ -15,7 +15,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from edge.payloads import OFFLINE, ONLINE, Message, Topics
+from edge.mqtt.payloads import OFFLINE, ONLINE, Message, Topics
 
 SUPPORT_URL = "https://github.com/fer-kiosk/fer-kiosk"
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edge.metrics import classification_report
+from edge.tools.metrics import classification_report
 
 _EPS = 1e-7
 # The class balance's strengths tried on validation: a coarse grid, so that choosing among

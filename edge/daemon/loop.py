@@ -12,10 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from edge.alerts import Alert, AlertRules
-from edge.capture import Frame
+from edge.camera.capture import Frame
 from edge.config import Config
-from edge.payloads import (
+from edge.daemon.stats import StatsCollector
+from edge.mqtt.payloads import (
     Message,
     Topics,
     alert_message,
@@ -24,9 +24,9 @@ from edge.payloads import (
     state_message,
     state_signature,
 )
-from edge.pipeline import FramePipeline, StageTimes
-from edge.stats import StatsCollector
-from edge.tracking import FaceEvent, FaceTracker
+from edge.vision.pipeline import FramePipeline, StageTimes
+from edge.visits.alerts import Alert, AlertRules
+from edge.visits.tracking import FaceEvent, FaceTracker
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class ProcessingLoop:
         if camera is None or (camera == self._camera_published and not force):
             return
         if camera != self._camera_published and camera.cause != "starting":
-            log = _LOGGER.debug  # edge.capture logged this change already, in one line (README)
+            log = _LOGGER.debug  # edge.camera.capture logged this change already, in one line (README)
             log("camera %s: %s", "online" if camera.online else f"offline ({camera.cause})", camera.detail)
         self._camera_published = camera
         self.publisher.publish(self.camera_state())

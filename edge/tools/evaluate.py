@@ -1,9 +1,9 @@
 """How well a model does on labelled faces, and the model card that gathers those figures.
 
-Sources, all giving the same report (``edge.metrics.classification_report``):
+Sources, all giving the same report (``edge.tools.metrics.classification_report``):
 
 - FER2013 (CSV or image folders): a split, or ``validation``, the share of Training that
-  training held out (``edge.datasets.load_validation``).
+  training held out (``edge.tools.datasets.load_validation``).
 - A folder with ``labels.csv`` of face crops: each image is classified whole, resized to
   the model's input, like a FER2013 face.
 - A folder with ``labels.csv`` of photos, with ``detect``: each photo goes through the
@@ -27,10 +27,9 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from edge.calibration import expected_calibration_error
 from edge.config import AlertRuleConfig, DetectorConfig
 from edge.contract import EMOTIONS, VIEW_SETS, ContractError, ModelContract
-from edge.datasets import (
+from edge.tools.datasets import (
     SPLIT_SEED,
     VALIDATION_FRACTION,
     DatasetError,
@@ -44,16 +43,17 @@ from edge.datasets import (
     read_image,
     read_labelled_folder,
 )
-from edge.detect import HaarFaceDetector
-from edge.evaluate_options import CARD_OPTIONS
-from edge.metrics import classification_report, format_report, upset_report
-from edge.pipeline import PHOTO_DETECTOR, FramePipeline
+from edge.tools.evaluate_options import CARD_OPTIONS
+from edge.tools.metrics import classification_report, format_report, upset_report
+from edge.vision.calibration import expected_calibration_error
+from edge.vision.detect import HaarFaceDetector
+from edge.vision.pipeline import PHOTO_DETECTOR, FramePipeline
 
 KERAS_HINT = "a .keras model is evaluated by training: python -m training.evaluate --model FILE.keras"
 VALIDATION = "validation"  # the usage name of the split carved from Training
 
 # The model card's rows (option, row name, FER2013 usage; a labelled folder of face crops has
-# no usage); its options are in edge.evaluate_options.
+# no usage); its options are in edge.tools.evaluate_options.
 CARD_ROWS = (
     ("fer2013", "FER2013 validation", VALIDATION),
     ("fer2013", "FER2013 PublicTest", "PublicTest"),
@@ -99,7 +99,7 @@ class EvaluationError(Exception):
 
 def load_classifier(model_path: str | Path, views: str | None = None):
     """The daemon's classifier for a .tflite; ``views`` overrides the contract's views."""
-    from edge.classifier import EmotionClassifier
+    from edge.vision.classifier import EmotionClassifier
 
     model_path = Path(model_path)
     if model_path.suffix == ".keras":

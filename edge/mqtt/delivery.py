@@ -1,4 +1,4 @@
-"""The daemon's publisher: delivery over a transport (edge.transport: connect, TLS,
+"""The daemon's publisher: delivery over a transport (edge.mqtt.transport: connect, TLS,
 reconnect, failures named). What must arrive, arrives; what may be lost, is counted.
 
 - Connected means the broker *accepted* the connection (CONNACK success); only then is
@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterable
 
 import paho.mqtt.client as mqtt
 
-from edge.payloads import OFFLINE, ONLINE, Message
-from edge.spool import DiskSpool
-from edge.transport import Transport
+from edge.mqtt.payloads import OFFLINE, ONLINE, Message
+from edge.mqtt.spool import DiskSpool
+from edge.mqtt.transport import Transport
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import time
 from datetime import datetime
 
 from edge.config import Config
-from edge.payloads import CAMERA, EVENTS, STATE, STATS
+from edge.mqtt.payloads import CAMERA, EVENTS, STATE, STATS
 
 
 def format_message(topic: str, payload: bytes) -> str:
@@ -94,7 +94,7 @@ def watch(
     """Prints what the kiosk (or every kiosk) publishes. Connects as the daemon does (its
     credentials and TLS); 1 with one clear line when the broker cannot be reached or
     refuses, 78 when a credentials or TLS file cannot be used."""
-    from edge.subscriber import SubscriberError, connect_subscriber
+    from edge.mqtt.subscriber import SubscriberError, connect_subscriber
 
     topic = f"{config.mqtt.topic_prefix}/+/#" if all_devices else f"{config.base_topic}/#"
     where = f"{config.mqtt.host}:{config.mqtt.port}"

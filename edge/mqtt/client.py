@@ -1,5 +1,5 @@
 """The login to the broker: the credentials and TLS files of the ``mqtt`` section, read and
-checked here, for the daemon's connection (edge.transport, with edge.delivery over it) and
+checked here, for the daemon's connection (edge.mqtt.transport, with edge.mqtt.delivery over it) and
 for the tools that watch the kiosks (``watch``, ``unregister``, the dashboard: ``log_in``).
 
 - Credentials never appear in logs or in the config file.

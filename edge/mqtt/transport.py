@@ -1,6 +1,6 @@
 """The MQTT connection (paho-mqtt 2.x): connect, TLS, reconnect with backoff, and a name
 for every way it fails. It knows nothing of spools or acknowledgement bookkeeping: it
-reports connections and PUBACKs to whoever listens (edge.delivery).
+reports connections and PUBACKs to whoever listens (edge.mqtt.delivery).
 
 - Connected means the broker *accepted* the connection (CONNACK success).
 - Every failure is logged once, in one line that says what went wrong, then retried with

@@ -25,9 +25,9 @@ import cv2
 import numpy as np
 
 from edge.backoff import backoff_delays
-from edge.camera_status import CameraStatus
+from edge.camera.images import ImageError, check_size, image_size
+from edge.camera.status import CameraStatus
 from edge.config import CameraConfig
-from edge.images import ImageError, check_size, image_size
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from edge.payloads import Message
+from edge.mqtt.payloads import Message
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The command-line options of ``fer-kiosk evaluate`` and ``python -m training.evaluate``.
 
-Apart from ``edge.evaluate`` so that building the ``fer-kiosk`` parser (for every
+Apart from ``edge.tools.evaluate`` so that building the ``fer-kiosk`` parser (for every
 subcommand, the dashboard's too) does not load OpenCV and numpy."""
 
 from __future__ import annotations

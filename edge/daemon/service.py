@@ -29,23 +29,23 @@ from pathlib import Path
 import cv2
 
 from edge import DEFAULT_MODEL, __version__
-from edge.alerts import AlertRules
-from edge.capture import FrameSource
-from edge.classifier import ContractError, EmotionClassifier
+from edge.camera.capture import FrameSource
 from edge.config import CameraConfig, Config, ConfigError, default_state_path, load_config
 from edge.contract import VIEW_SETS
-from edge.daemon import ProcessingLoop
-from edge.delivery import Delivery
-from edge.detect import DetectorError, HaarFaceDetector
-from edge.homeassistant import discovery_messages
-from edge.matching import FaceMatcher
-from edge.mqtt import CredentialsError, credentials_warnings, resolve_credentials, tls_context
-from edge.payloads import OFFLINE, Message, Topics, camera_summary, stats_message
-from edge.pipeline import ClassifyPolicy, FramePipeline
-from edge.spool import DiskSpool, SpoolError, check_spool_dir
-from edge.systemd import Notifier
-from edge.tracking import FaceTracker
-from edge.transport import Transport
+from edge.daemon.loop import ProcessingLoop
+from edge.daemon.systemd import Notifier
+from edge.mqtt.client import CredentialsError, credentials_warnings, resolve_credentials, tls_context
+from edge.mqtt.delivery import Delivery
+from edge.mqtt.homeassistant import discovery_messages
+from edge.mqtt.payloads import OFFLINE, Message, Topics, camera_summary, stats_message
+from edge.mqtt.spool import DiskSpool, SpoolError, check_spool_dir
+from edge.mqtt.transport import Transport
+from edge.vision.classifier import ContractError, EmotionClassifier
+from edge.vision.detect import DetectorError, HaarFaceDetector
+from edge.vision.matching import FaceMatcher
+from edge.vision.pipeline import ClassifyPolicy, FramePipeline
+from edge.visits.alerts import AlertRules
+from edge.visits.tracking import FaceTracker
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from edge.alerts import Alert
-from edge.camera_status import CameraStatus
+from edge.camera.status import CameraStatus
+from edge.visits.alerts import Alert
 
 if TYPE_CHECKING:  # types only: the MQTT side never loads OpenCV through the tracker
-    from edge.tracking import FaceEvent, Track
+    from edge.visits.tracking import FaceEvent, Track
 
 PAYLOAD_VERSION = 1
 

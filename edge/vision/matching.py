@@ -1,8 +1,8 @@
 """Which face of this frame is which face of the last: one matcher per frame.
 
 ``FaceMatcher.assign`` gives each box of a frame a key, the same key a person had on the
-frames before (or a new one). The local face search (edge.detect), the classification
-schedule (edge.pipeline) and the tracker (edge.tracking) all key on it, so they cannot
+frames before (or a new one). The local face search (edge.vision.detect), the classification
+schedule (edge.vision.pipeline) and the tracker (edge.visits.tracking) all key on it, so they cannot
 disagree on who is new, and a face's cached probabilities stay with that face when two
 people cross. Pure: boxes and times in, keys out.
 """
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from edge.config import TrackingConfig
-from edge.preprocess import Box, iou
+from edge.vision.preprocess import Box, iou
 
 
 def center_distance(a: Box, b: Box) -> float:

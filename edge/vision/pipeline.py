@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge.classifier import EmotionClassifier
 from edge.config import DetectorConfig, ModelConfig, TrackingConfig
 from edge.contract import View
-from edge.detect import CASCADE_WINDOW, FaceFinder, HaarFaceDetector
-from edge.matching import FaceMatcher, center_distance
-from edge.preprocess import Box, crop_face, to_gray
+from edge.vision.classifier import EmotionClassifier
+from edge.vision.detect import CASCADE_WINDOW, FaceFinder, HaarFaceDetector
+from edge.vision.matching import FaceMatcher, center_distance
+from edge.vision.preprocess import Box, crop_face, to_gray
 
 # Still photos (`fer-kiosk classify`, evaluation on photos): detection at full resolution,
 # every face down to the smallest the cascade can find.

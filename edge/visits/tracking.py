@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.config import TrackingConfig
-from edge.matching import FaceMatcher
-from edge.preprocess import Box
+from edge.vision.matching import FaceMatcher
+from edge.vision.preprocess import Box
 
 
 def relabel(
@@ -73,7 +73,7 @@ class Track:
     emotion_seconds: np.ndarray = field(default_factory=lambda: np.zeros(0))
     arrival: dict | None = None  # the smoothed emotion when the face became a person
     peak: dict | None = None  # the strongest expression of the visit (see _note_peak)
-    key: int = 0  # the matcher's key (edge.matching): the same person on every frame
+    key: int = 0  # the matcher's key (edge.vision.matching): the same person on every frame
 
 
 @dataclass(frozen=True)

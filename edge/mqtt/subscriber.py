@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import paho.mqtt.client as mqtt
 
 from edge.config import EX_CONFIG, MqttConfig
-from edge.mqtt import log_in, reconnect_delays
+from edge.mqtt.client import log_in, reconnect_delays
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -83,8 +83,8 @@ def connect_subscriber(
     on_status: Callable[[bool, str], None] | None = None,
 ) -> mqtt.Client:
     """``make_subscriber``, connected (not yet looping); raises SubscriberError naming why not."""
-    from edge.mqtt import CredentialsError
-    from edge.transport import describe_connect_error
+    from edge.mqtt.client import CredentialsError
+    from edge.mqtt.transport import describe_connect_error
 
     try:
         client = make_subscriber(config, topics, on_message, client_name, on_status)

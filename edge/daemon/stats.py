@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.pipeline import StageTimes
+from edge.vision.pipeline import StageTimes
 
 
 def rss_mb() -> float:

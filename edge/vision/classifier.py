@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from edge.arrays import all_views, apply_view, average_views, dequantize, quantize
-from edge.calibration import calibrate
 from edge.contract import ContractError, ModelContract, Quantization, View, file_sha256, load_contract
-from edge.preprocess import normalize_faces
+from edge.vision.arrays import all_views, apply_view, average_views, dequantize, quantize
+from edge.vision.calibration import calibrate
+from edge.vision.preprocess import normalize_faces
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 
 from edge.config import DetectorConfig
-from edge.matching import MatchedFace
-from edge.preprocess import Box, iou
+from edge.vision.matching import MatchedFace
+from edge.vision.preprocess import Box, iou
 
 DEFAULT_CASCADE = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
 

@@ -1,0 +1,1 @@
+"""Tools beside the daemon: evaluation on labelled data, data-set readers, metrics, the watch command."""

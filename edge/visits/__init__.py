@@ -1,0 +1,1 @@
+"""People over time: tracks, visits, their smoothed emotions and the alert rules."""
