@@ -33,9 +33,10 @@ import numpy as np
 from edge import DEFAULT_MODEL
 from edge.config import MAX_CLASSIFY_HZ, ModelConfig, TrackingConfig
 from edge.contract import ModelContract
+from edge.tools.calibration import expected_calibration_error, negative_log_likelihood
 from edge.tools.datasets import load_fer2013
 from edge.vision.arrays import all_views
-from edge.vision.calibration import calibrate, expected_calibration_error, negative_log_likelihood
+from edge.vision.calibration import calibrate
 from edge.vision.classifier import EmotionClassifier
 from edge.vision.pipeline import ClassifyPolicy
 from edge.visits.tracking import FaceTracker

@@ -22,16 +22,16 @@ import numpy as np
 
 from edge import DEFAULT_MODEL
 from edge.contract import ContractError, save_contract
-from edge.tools.datasets import DatasetError, FaceSet, load_fer2013, load_validation
-from edge.tools.evaluate import validation_settings
-from edge.tools.metrics import classification_report
-from edge.vision.calibration import (
-    calibrate,
+from edge.tools.calibration import (
     expected_calibration_error,
     fit_class_balance,
     fit_temperature,
     negative_log_likelihood,
 )
+from edge.tools.datasets import DatasetError, FaceSet, load_fer2013, load_validation
+from edge.tools.evaluate import validation_settings
+from edge.tools.metrics import classification_report
+from edge.vision.calibration import calibrate
 from edge.vision.classifier import EmotionClassifier
 
 _LOGGER = logging.getLogger(__name__)

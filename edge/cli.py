@@ -78,8 +78,8 @@ def with_source(config, source: str):
 
 
 def _run(args: argparse.Namespace) -> int:
-    from edge.daemon import service
     from edge.config import ConfigError
+    from edge.daemon import service
     from edge.vision.classifier import ContractError
     from edge.vision.detect import DetectorError
 

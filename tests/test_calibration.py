@@ -6,14 +6,14 @@ nothing is rare."""
 import numpy as np
 import pytest
 
-from edge.tools.metrics import classification_report
-from edge.vision.calibration import (
-    calibrate,
+from edge.tools.calibration import (
     class_bias_of,
     expected_calibration_error,
     fit_class_balance,
     fit_temperature,
 )
+from edge.tools.metrics import classification_report
+from edge.vision.calibration import calibrate
 
 
 def softmax(logits):

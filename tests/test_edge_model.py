@@ -97,7 +97,7 @@ def test_the_contracts_calibration_rescales_the_averaged_probabilities(tmp_path,
     from dataclasses import replace
 
     from edge.contract import ContractError, save_contract
-    from edge.vision.calibration import calibrate
+    from edge.vision.calibration import PROBABILITY_FLOOR, calibrate
 
     model = tmp_path / "m.tflite"
     model.write_bytes(DEFAULT_MODEL.read_bytes())
@@ -118,9 +118,10 @@ def test_the_contracts_calibration_rescales_the_averaged_probabilities(tmp_path,
     bias = tuple(5.0 if c == runner_up else 0.0 for c in range(len(contract.labels)))
     save_contract(replace(contract, temperature=2.0, class_bias=bias), model)
     balanced = EmotionClassifier(model).classify(crops)
-    # A class the int8 output rounds to 0 on every view is floored (edge/vision/calibration.py: 1e-7)
-    # before its log is taken, as the classifier does.
-    by_hand = np.exp((np.log(np.clip(raw[0].astype(np.float64), 1e-7, 1.0)) + np.array(bias)) / 2.0)
+    # A class the int8 output rounds to 0 on every view is floored before its log is taken.
+    by_hand = np.exp(
+        (np.log(np.clip(raw[0].astype(np.float64), PROBABILITY_FLOOR, 1.0)) + np.array(bias)) / 2.0
+    )
     np.testing.assert_allclose(balanced[0], by_hand / by_hand.sum(), atol=1e-5)
     assert balanced.argmax() == runner_up
     assert load_contract(model).class_bias == bias

@@ -29,6 +29,7 @@ import numpy as np
 
 from edge.config import AlertRuleConfig, DetectorConfig
 from edge.contract import EMOTIONS, VIEW_SETS, ContractError, ModelContract
+from edge.tools.calibration import expected_calibration_error
 from edge.tools.datasets import (
     SPLIT_SEED,
     VALIDATION_FRACTION,
@@ -45,7 +46,6 @@ from edge.tools.datasets import (
 )
 from edge.tools.evaluate_options import CARD_OPTIONS
 from edge.tools.metrics import classification_report, format_report, upset_report
-from edge.vision.calibration import expected_calibration_error
 from edge.vision.detect import HaarFaceDetector
 from edge.vision.pipeline import PHOTO_DETECTOR, FramePipeline
 
