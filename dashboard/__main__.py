@@ -12,6 +12,13 @@ from datetime import date
 
 from edge.config import EX_CONFIG
 
+# What `fer-kiosk --help` says of this command (it joins fer-kiosk through pyproject's
+# fer_kiosk.commands entry point).
+HELP = (
+    "serve the live web dashboard of every kiosk under the topic prefix; "
+    "'dashboard export': its visit summaries as CSV"
+)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

@@ -6,10 +6,16 @@ import argparse
 import json
 import logging
 import sys
+from importlib import metadata
 
 from edge import DEFAULT_MODEL, __version__
 from edge.config import DEFAULT_MAX_PIXELS, EX_CONFIG, LOG_LEVELS
 from edge.contract import EMOTIONS
+
+_LOGGER = logging.getLogger(__name__)
+
+# The entry-point group of the commands other packages add to fer-kiosk (pyproject.toml).
+COMMANDS_GROUP = "fer_kiosk.commands"
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -213,11 +219,21 @@ def _unregister(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dashboard(args: argparse.Namespace) -> int:
-    # The dashboard is its own package and process; the daemon never imports it.
-    from dashboard.__main__ import run
-
-    return run(args)
+def add_plugin_commands(sub, entry_points=None) -> None:
+    """The commands other packages add (the dashboard), found through their entry points:
+    edge never imports them, so the packages depend one way only (dashboard -> edge). One that
+    cannot be loaded (a broken install) is left out with a warning, not a traceback of every
+    other command."""
+    found = entry_points if entry_points is not None else metadata.entry_points(group=COMMANDS_GROUP)
+    for entry in sorted(found, key=lambda e: e.name):
+        try:
+            command = entry.load()
+            parser = sub.add_parser(entry.name, help=command.HELP)
+            command.add_arguments(parser)
+        except Exception as err:  # whatever a broken plugin raises: the other commands still work
+            _LOGGER.warning("fer-kiosk %s is unavailable: %s: %s", entry.name, type(err).__name__, err)
+            continue
+        parser.set_defaults(handler=command.run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -293,15 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     un.add_argument("--force", action="store_true", help="clear even though the kiosk is online")
     un.set_defaults(handler=_unregister)
 
-    d = sub.add_parser(
-        "dashboard",
-        help="serve the live web dashboard of every kiosk under the topic prefix; "
-        "'dashboard export': its visit summaries as CSV",
-    )
-    from dashboard.__main__ import add_arguments as dashboard_arguments  # argparse only: light
-
-    dashboard_arguments(d)
-    d.set_defaults(handler=_dashboard)
+    add_plugin_commands(sub)
     return parser
 
 
