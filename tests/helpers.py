@@ -140,6 +140,24 @@ def write_config(path: Path, port: int, source: str, **sections) -> Path:
     return harness.write_config(path, port, "test-kiosk", source, **merged(defaults, sections))
 
 
+def alerting_config(folder: Path, port: int, clip: Path, hold_seconds: float = 1.0, **sections) -> Path:
+    """A config (folder/config.yaml, spool in folder/spool) whose alert rule the astronaut's
+    face of bench.clips meets, so that a real daemon raises the alert and clears it when the
+    visit ends."""
+    rule = {
+        "emotions": ["happy", "neutral"],
+        "min_probability": 0.3,
+        "hold_seconds": hold_seconds,
+        "clear_seconds": 0.5,
+    }
+    return write_config(
+        folder / "config.yaml",
+        port,
+        str(clip),
+        **merged({"spool": {"path": str(folder / "spool")}, "rules": {"alerts": rule}}, sections),
+    )
+
+
 # from test_tracking.py
 def p(label: str, confidence: float = 0.9) -> np.ndarray:
     probs = np.full(7, (1 - confidence) / 6)

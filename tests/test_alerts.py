@@ -103,25 +103,12 @@ def test_the_daemon_raises_and_clears_an_alert_on_a_clip(tmp_path, broker, subsc
     """The real pipeline: a rule that the astronaut's smile meets raises an alert while she is
     there, listed in the retained state, and clears it when she walks out."""
     from bench.clips import one_visit_clip
-    from tests.helpers import write_config
+    from tests.helpers import alerting_config
 
     schema = json.loads((ROOT / "docs/schema/alert.schema.json").read_text())
     clip = one_visit_clip(tmp_path / "visit.avi")
     sub = subscribe(broker.port, "fer-kiosk/test-kiosk/#")
-    config = write_config(
-        tmp_path / "config.yaml",
-        broker.port,
-        str(clip),
-        spool={"path": str(tmp_path / "spool")},
-        rules={
-            "alerts": {
-                "emotions": ["happy", "neutral"],
-                "min_probability": 0.3,
-                "hold_seconds": 1.0,
-                "clear_seconds": 0.5,
-            }
-        },
-    )
+    config = alerting_config(tmp_path, broker.port, clip)
     log = tmp_path / "daemon.log"
     process = run_daemon(config, log)
     assert sub.wait_for(lambda: any(a["type"] == "cleared" for a in sub.json_on("/alerts")), 60), (
@@ -154,25 +141,12 @@ def test_a_reload_ends_visits_and_alerts_as_reloads_and_keeps_the_command_lines_
     import yaml
 
     from bench.clips import one_visit_clip
-    from tests.helpers import write_config
+    from tests.helpers import alerting_config
 
     clip = one_visit_clip(tmp_path / "visit.avi")
     sub = subscribe(broker.port, "fer-kiosk/test-kiosk/#")
-    config = write_config(
-        tmp_path / "config.yaml",
-        broker.port,
-        str(clip),
-        spool={"path": str(tmp_path / "spool")},
-        camera={"loop": True},
-        mqtt={"stats_interval_seconds": 1},
-        rules={
-            "alerts": {
-                "emotions": ["happy", "neutral"],
-                "min_probability": 0.3,
-                "hold_seconds": 0.5,
-                "clear_seconds": 0.5,
-            }
-        },
+    config = alerting_config(
+        tmp_path, broker.port, clip, 0.5, camera={"loop": True}, mqtt={"stats_interval_seconds": 1}
     )
     log = tmp_path / "daemon.log"
     daemon = subprocess.Popen(

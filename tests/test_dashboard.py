@@ -335,27 +335,14 @@ def p95(values: list[float]) -> float:
 @pytest.mark.slow
 def test_the_page_follows_the_daemon_on_a_clip(tmp_path, broker, page, run_daemon):
     from bench.clips import one_visit_clip
-    from tests.helpers import write_config
+    from tests.helpers import alerting_config
 
     dashboard, url, dashboard_log = start_dashboard(tmp_path, broker.port)
     page.goto(url)
     wait_js(page, "window.__fer.snapshot === true")
     clip = one_visit_clip(tmp_path / "visit.avi")
     # a rule the astronaut's face meets, so the real daemon raises (and clears) an alert
-    config = write_config(
-        tmp_path / "config.yaml",
-        broker.port,
-        str(clip),
-        spool={"path": str(tmp_path / "spool")},
-        rules={
-            "alerts": {
-                "emotions": ["happy", "neutral"],
-                "min_probability": 0.3,
-                "hold_seconds": 1.0,
-                "clear_seconds": 0.5,
-            }
-        },
-    )
+    config = alerting_config(tmp_path, broker.port, clip)
     daemon_log = tmp_path / "daemon.log"
     daemon = run_daemon(config, daemon_log)
     tile = '.tile[data-device="test-kiosk"]'
