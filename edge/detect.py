@@ -145,17 +145,18 @@ def motion_thumbnail(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def changed_pixels(thumb: np.ndarray, previous: np.ndarray, levels: float = CHANGE_LEVELS) -> np.ndarray:
-    """Where two thumbnails of the scene differ by more than ``levels`` grey levels once a
-    change of the light is taken out: when the scene as a whole got brighter or darker, the
-    previous one is first scaled by the median ratio of their brightness, so a lamp that
-    dims or flickers over the whole scene moves nothing, while whatever moves still differs
-    from the scaled scene behind it."""
-    if abs(float(thumb.mean()) - float(previous.mean())) < 1.0:  # the light as it was
-        return cv2.absdiff(thumb, previous) > levels
+    """Where two thumbnails of the scene differ by more than ``levels`` grey levels, but not
+    where a change of the light explains it: when the scene as a whole got brighter or
+    darker, the previous one is scaled by the median ratio of their brightness and what
+    then differs by less than ``levels`` did not move. A lamp that dims or flickers over
+    the whole scene moves nothing; whatever moves still differs from the scene behind it."""
+    changed = cv2.absdiff(thumb, previous) > levels
+    if not changed.any() or abs(float(thumb.mean()) - float(previous.mean())) < 1.0:  # the light as it was
+        return changed
     now, before = thumb.astype(np.float32), previous.astype(np.float32)
     lit = before >= 16  # in the dark, the ratio is noise
     gain = float(np.median(now[lit] / before[lit])) if lit.any() else 1.0
-    return np.abs(now - gain * before) > levels
+    return changed & (np.abs(now - gain * before) > levels)
 
 
 def merge_boxes(boxes: list[Box]) -> list[Box]:
@@ -396,7 +397,7 @@ class FaceFinder:
         face_changed = [True] * len(boxes)
         if c.motion_trigger:
             outside, face_changed = self._motion(gray, boxes)
-            if outside is not None:
+            if outside is not None and outside.any():
                 self._pending = outside if self._pending is None else self._pending | outside
                 self._began, self._seen = motion_began(
                     outside, self._began, self._seen, now, self.NEW_MOTION_SECONDS
