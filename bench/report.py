@@ -46,6 +46,15 @@ def _recall(result: Result) -> str:
     return f"{100 * detection['recall']:.1f} % ({detection['extra']} extra)"
 
 
+def _arrival(result: Result) -> str:
+    """First frame to `new`, p50 / p95 ms, and the people who never got one."""
+    arrival = result.get("first_frame_to_new_ms")
+    if not arrival or not arrival["people"]:
+        return "–"
+    missed = f", {arrival['missed']} missed" if arrival["missed"] else ""
+    return f"{_pair(arrival)}{missed}"
+
+
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -62,9 +71,11 @@ def throughput_table(results: list[Result]) -> str:
         "CPU ms/frame",
         *[f"{s} ms p50 / p95" for s in stages],
         "full detections",
+        "motion searches",
         "crops classified",
         "peak RSS MB",
         "recall",
+        "first frame to new ms p50 / p95",
     ]
     rows = [
         [
@@ -75,9 +86,11 @@ def throughput_table(results: list[Result]) -> str:
             _num(r["cpu_ms_per_frame"], 2),
             *[_pair(r["stages_ms"][s], 2) for s in stages],
             f"{r.get('full_detections', r['frames_processed'])} of {r['frames_processed']}",
+            str(r.get("motion_searches", "–")),
             str(r["classified"]),
             _num(r["peak_rss_mb"]),
             _recall(r),
+            _arrival(r),
         ]
         for r in _runs(results, modes=("throughput",))
     ]
@@ -97,6 +110,7 @@ def realtime_table(results: list[Result]) -> str:
         "events",
         "peak RSS MB",
         "recall",
+        "first frame to new ms p50 / p95",
     ]
     rows = []
     for r in _runs(results, modes=("realtime", "realtime-broker")):
@@ -115,6 +129,7 @@ def realtime_table(results: list[Result]) -> str:
                 events,
                 _num(r["peak_rss_mb"]),
                 _recall(r),
+                _arrival(r),
             ]
         )
     return markdown_table(header, rows)

@@ -1,10 +1,15 @@
-"""The benchmark's clips: four scripted kiosk scenes, rendered once and cached.
+"""The benchmark's clips: scripted kiosk scenes, rendered once and cached.
 
 - ``one_face``: one person stays in front of the kiosk, swaying slightly;
 - ``several_faces``: three people at once;
 - ``enter_leave``: people walk in, stay and walk out one after another, with empty gaps;
 - ``no_face``: the empty scene; for about half of it something moves or the light changes
-  (motion triggers).
+  (motion triggers);
+- ``walk_behind``: nobody at the kiosk; someone walks to and fro behind the counter, their
+  back to the camera, for the whole clip;
+- ``flicker``: nobody at the kiosk; a failing ceiling light flickers for the whole clip;
+- ``walk_behind_arrival``, ``flicker_arrival``: the same, while two customers, one after
+  the other, walk up to the kiosk (is a newcomer found as fast while something else moves?).
 
 Faces are cut from the Yale photographs at run time (never copied into the repository); the
 astronaut photograph stands in when that folder is absent. A clip's file name says what it
@@ -28,6 +33,7 @@ from bench.clips import (
     astronaut_portrait,
     background,
     open_writer,
+    paste,
     portrait_from_photo,
     render_clip,
 )
@@ -39,15 +45,37 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FACES_DIR = Path("..") / "shared" / "datasets" / "yale-faces"
 DEFAULT_CLIPS_DIR = Path("~/.cache/fer-kiosk/bench-clips")
 
-SCENES = ("one_face", "several_faces", "enter_leave", "no_face")
+SCENES = (
+    "one_face",
+    "several_faces",
+    "enter_leave",
+    "no_face",
+    "walk_behind",
+    "flicker",
+    "walk_behind_arrival",
+    "flicker_arrival",
+)
 SIZES = ((640, 480), (1280, 720))
 # Bump when a scene's script changes: cached clips of the old script are then not reused.
 SCRIPT_VERSION = 1
 # Rotated per person so the clips mix glasses, expressions and side lighting.
 CONDITIONS = ("noglasses", "glasses", "centerlight", "wink", "sleepy", "leftlight", "rightlight")
 # First Yale subject per scene: each scene shows different people.
-FIRST_SUBJECT = {"one_face": 0, "several_faces": 1, "enter_leave": 4}
-PEOPLE = {"one_face": 1, "several_faces": 3, "enter_leave": 3}
+FIRST_SUBJECT = {
+    "one_face": 0,
+    "several_faces": 1,
+    "enter_leave": 4,
+    "walk_behind_arrival": 7,
+    "flicker_arrival": 9,
+}
+PEOPLE = {"one_face": 1, "several_faces": 3, "enter_leave": 3, "walk_behind_arrival": 2, "flicker_arrival": 2}
+# What goes on behind the customers in the scenes that have something going on.
+BACKDROPS = {
+    "walk_behind": "walker",
+    "walk_behind_arrival": "walker",
+    "flicker": "flicker",
+    "flicker_arrival": "flicker",
+}
 
 
 @dataclass(frozen=True)
@@ -186,10 +214,133 @@ def render_empty_scene(path: Path, frames: int, size: tuple[int, int], fps: floa
     return path
 
 
+def _arrivals(people: list[np.ndarray], n: int) -> list[Appearance]:
+    """Two visits: the first customer walks in at 15 % of the clip and out at 50 %, the
+    second walks in at 60 % and stays to the end."""
+    first, second = people
+    walk = max(1, n // 15)
+    return _segments(
+        first,
+        [
+            (int(0.15 * n), (-0.45, 0.22)),
+            (int(0.15 * n) + walk, (0.25, 0.2)),
+            (int(0.5 * n) - walk, (0.3, 0.22)),
+            (int(0.5 * n), (1.0, 0.2)),
+        ],
+        0.5,
+    ) + _segments(
+        second, [(int(0.6 * n), (1.0, 0.2)), (int(0.6 * n) + walk, (0.4, 0.21)), (n, (0.36, 0.2))], 0.5
+    )
+
+
+def draw_walker(frame: np.ndarray, t: float) -> None:
+    """Someone behind the counter, their back to the camera (no face to find), walking to
+    and fro across the frame: across in 3 s, out of view at each end; ``t`` in seconds.
+    The counter's top hides them from the hips down."""
+    height, width = frame.shape[:2]
+    phase = (t / 6.0) % 1.0
+    cx = int((-0.15 + 1.3 * (2 * phase if phase < 0.5 else 2 - 2 * phase)) * width)
+    bob = int(0.006 * height * np.sin(2 * np.pi * 2.0 * t))
+    swing = int(0.02 * height * np.sin(2 * np.pi * 1.0 * t))
+    top, shoulders = int(0.16 * height) + bob, int(0.3 * height) + bob
+    half = int(0.1 * height)
+    for side in (-1, 1):  # arms
+        arm_x = cx + side * (half + int(0.015 * height))
+        cv2.line(
+            frame,
+            (arm_x, shoulders + int(0.02 * height)),
+            (arm_x + side * swing, int(0.58 * height)),
+            (70, 60, 110),
+            int(0.035 * height),
+        )
+    cv2.rectangle(frame, (cx - half, shoulders), (cx + half, height), (150, 90, 60), -1)  # shirt
+    for y in range(shoulders, height, max(1, int(0.04 * height))):  # its stripes
+        cv2.line(frame, (cx - half, y), (cx + half, y), (120, 70, 45), max(1, int(0.008 * height)))
+    cv2.rectangle(
+        frame,
+        (cx - int(0.03 * height), top + int(0.1 * height)),
+        (cx + int(0.03 * height), shoulders),
+        (120, 150, 190),
+        -1,
+    )  # neck
+    cv2.ellipse(
+        frame,
+        (cx, top + int(0.065 * height)),
+        (int(0.05 * height), int(0.07 * height)),
+        0,
+        0,
+        360,
+        (35, 45, 60),
+        -1,
+    )  # hair
+    counter = int(0.62 * height)
+    cv2.rectangle(frame, (0, counter), (width, height), (70, 110, 150), -1)
+    cv2.line(frame, (0, counter), (width, counter), (40, 70, 100), max(2, int(0.01 * height)))
+
+
+def flicker_levels(frames: int, seed: int = 0) -> np.ndarray:
+    """A failing fluorescent tube, per frame: full light, or on about a third of the frames
+    (in runs, as such tubes do) a dip to 55-85 %."""
+    rng = np.random.default_rng(seed)
+    levels = np.ones(frames)
+    index = 0
+    while index < frames:
+        run = int(rng.integers(1, 6))
+        if rng.random() < 0.35:
+            levels[index : index + run] = rng.uniform(0.55, 0.85, size=len(levels[index : index + run]))
+        index += run
+    return levels
+
+
+def light_falloff(height: int) -> np.ndarray:
+    """How much of a dip of the ceiling light each row gets (1.2 times the dip at the top,
+    0.8 at the bottom), shaped to multiply a (height, width, 3) frame."""
+    return (1.2 - 0.4 * np.arange(height) / max(height - 1, 1))[:, None, None]
+
+
+def render_busy_scene(
+    path: Path,
+    appearances: list[Appearance],
+    frames: int,
+    size: tuple[int, int],
+    fps: float,
+    backdrop: str,
+    seed: int = 0,
+) -> Path:
+    """Customers (``appearances``) in front of a scene with something going on the whole
+    time: ``walker`` (someone walking behind the counter) or ``flicker`` (the light)."""
+    width, height = size
+    writer = open_writer(path, size, fps)
+    rng = np.random.default_rng(seed)
+    scene = background(width, height, seed)
+    levels = flicker_levels(frames, seed) if backdrop == "flicker" else np.ones(frames)
+    falloff = light_falloff(height).astype(np.float32)
+    for index in range(frames):
+        frame = scene.copy()
+        if backdrop == "walker":
+            draw_walker(frame, index / fps)
+        for appearance in appearances:
+            box = appearance.position(index, width, height)
+            if box is not None:
+                paste(frame, appearance.portrait, box)
+        if levels[index] != 1.0:
+            gain = 1.0 - (1.0 - levels[index]) * falloff
+            frame = np.clip(frame * gain, 0, 255).astype(np.uint8)
+        writer.write(add_noise(frame, rng))
+    writer.release()
+    return path
+
+
 def script(spec: ClipSpec, portraits: PortraitSource) -> list[Appearance]:
-    if spec.scene == "no_face":
+    if spec.scene not in PEOPLE:
         return []
-    scripts = {"one_face": _one_face, "several_faces": _several_faces, "enter_leave": _enter_leave}
+    scripts = {
+        "one_face": _one_face,
+        "several_faces": _several_faces,
+        "enter_leave": _enter_leave,
+        "walk_behind_arrival": _arrivals,
+        "flicker_arrival": _arrivals,
+    }
     return scripts[spec.scene](portraits.people(PEOPLE[spec.scene], FIRST_SUBJECT[spec.scene]), spec.frames)
 
 
@@ -219,6 +370,8 @@ def ensure_clip(spec: ClipSpec, portraits: PortraitSource, clips_dir: Path) -> P
         partial = path.with_name(path.stem + ".partial.avi")
         if spec.scene == "no_face":
             render_empty_scene(partial, spec.frames, spec.size, spec.fps)
+        elif spec.scene in BACKDROPS:
+            render_busy_scene(partial, appearances, spec.frames, spec.size, spec.fps, BACKDROPS[spec.scene])
         else:
             render_clip(partial, appearances, spec.frames, spec.size, spec.fps)
         partial.replace(path)

@@ -227,9 +227,11 @@ def summarize(
         "faces_per_frame": round(sum(len(r.boxes) for r in records) / processed, 3) if processed else None,
         "classified": inner.classified,
     }
-    if hasattr(inner, "finder"):
-        result["full_detections"] = inner.finder.full_detections
-        result["local_searches"] = inner.finder.local_searches
+    # whichever the pipeline's finder counts (an older one, measured for a before/after,
+    # has no motion searches)
+    for counter in ("full_detections", "local_searches", "motion_searches"):
+        if hasattr(getattr(inner, "finder", None), counter):
+            result[counter] = getattr(inner.finder, counter)
     passes = getattr(inner, "passes", None)
     if passes is not None:
         result["model_passes"] = passes

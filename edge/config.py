@@ -49,10 +49,6 @@ def allowed(lo: float | None = None, hi: float | None = None, choices: tuple | N
     return {"min": lo, "max": hi, "choices": choices}
 
 
-# The name the detector section was written with; goes once that section says allowed().
-_range = allowed
-
-
 def range_problem(spec: dict, value: Any) -> str | None:
     """What is wrong with ``value`` under ``allowed(...)`` metadata ``spec``, in words
     (``must be at least 1, got 0``); None when it is valid."""
@@ -126,6 +122,8 @@ MAX_CONFIG_BYTES = 1_000_000
 # Chosen from the benchmark's figures (docs/benchmarks.md, "Choosing the defaults").
 FULL_DETECT_SECONDS = 1.0
 MAX_CLASSIFY_HZ = 15.0
+# Chosen from python -m bench (docs/benchmarks.md, "Motion behind the counter").
+MOTION_SEARCH_HZ = 5.0
 # Chosen from python -m bench.labels (docs/benchmarks.md, "Labels that hold").
 LABEL_MARGIN = 0.1
 LABEL_HOLD_SECONDS = 1.0
@@ -142,31 +140,39 @@ REPLACED_KEYS = {
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    scale_factor: float = field(default=1.1, metadata=_range(1.01, 2.0))
-    min_neighbors: int = field(default=5, metadata=_range(0, 50))
+    scale_factor: float = field(default=1.1, metadata=allowed(1.01, 2.0))
+    min_neighbors: int = field(default=5, metadata=allowed(0, 50))
     # The smallest face to find comes from the kiosk's geometry (the farthest customer it
     # serves), as a share of the frame height so that it holds at any camera resolution:
     # 0.1 is 48 px at 640x480 and 72 px at 1280x720. min_face_size (pixels), when set,
     # overrides it. max_face_size: pixels, 0 means no upper limit.
-    min_face_fraction: float = field(default=0.1, metadata=_range(0.01, 1.0))
-    min_face_size: int = field(default=0, metadata=_range(0, 4096))
-    max_face_size: int = field(default=0, metadata=_range(0, 8192))
+    min_face_fraction: float = field(default=0.1, metadata=allowed(0.01, 1.0))
+    min_face_size: int = field(default=0, metadata=allowed(0, 4096))
+    max_face_size: int = field(default=0, metadata=allowed(0, 8192))
     # Detect on a copy of the frame scaled down to this width (0: full resolution).
-    detect_width: int = field(default=320, metadata=_range(0, 8192))
+    detect_width: int = field(default=320, metadata=allowed(0, 8192))
     cascade: str = ""  # empty: OpenCV's haarcascade_frontalface_default.xml
     # Between full-frame detections, faces are searched only near where they were, at
-    # their own size (a fraction of the cost). A full-frame detection runs at once when
-    # something moves outside the known faces (someone arriving) or a known face is lost,
-    # and otherwise at most every full_detect_seconds (a time: 15 and 30 fps cameras behave
-    # the same). 0: full-frame detection on every frame. Replaces full_detect_every (frames).
-    full_detect_seconds: float = field(default=FULL_DETECT_SECONDS, metadata=_range(0.0, 3600))
+    # their own size (a fraction of the cost). A full-frame detection runs at once when a
+    # known face is lost, and otherwise at most every full_detect_seconds (a time: 15 and
+    # 30 fps cameras behave the same), so that someone who arrives without moving is found
+    # too. 0: full-frame detection on every frame. Replaces full_detect_every (frames).
+    full_detect_seconds: float = field(default=FULL_DETECT_SECONDS, metadata=allowed(0.0, 3600))
+    # Motion outside the known faces (someone arriving, someone passing behind the counter)
+    # is searched where it happened: the changed regions, grown by the smallest face. New
+    # motion is searched on every frame for its first half second.
     motion_trigger: bool = True
     # Fraction of a frame's pixels (outside known faces) that must change to count as motion.
-    motion_fraction: float = field(default=0.002, metadata=_range(0.0, 1.0))
+    motion_fraction: float = field(default=0.002, metadata=allowed(0.0, 1.0))
+    # Motion that goes on without a face in it (someone walking to and fro behind the
+    # counter, a flickering light) is searched at most this often, a search covering more
+    # than a fifth of the frame counting as several: it costs at most motion_search_hz / 5
+    # full-frame detections a second, less than a customer does.
+    motion_search_hz: float = field(default=MOTION_SEARCH_HZ, metadata=allowed(0.1, 240))
     # OpenCV's worker threads (process-wide). 1 costs the least CPU per frame: on 2 cores,
     # two threads made detection 18 % more expensive in CPU for a shorter wall time the
     # 30 fps loop does not need. 0: OpenCV's default (all cores).
-    threads: int = field(default=1, metadata=_range(0, 64))
+    threads: int = field(default=1, metadata=allowed(0, 64))
     # Privacy zones: [x, y, width, height] in fractions of the frame (0..1, from the top
     # left). A face whose centre lies in one is never classified, tracked or published: the
     # staff's side of the counter, a poster, a screen showing faces.

@@ -25,7 +25,7 @@ from bench.reference import (
     reference_false_positives,
 )
 from bench.report import speedups
-from bench.scenes import ClipSpec, PortraitSource, ensure_clip, resolve_faces_dir
+from bench.scenes import ClipSpec, PortraitSource, ensure_clip, flicker_levels, resolve_faces_dir, script
 from tests.conftest import ROOT
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -144,6 +144,25 @@ def test_python_m_bench_writes_results_and_tables(tmp_path):
     assert report["meta"]["variants"] == {"twin": ["model.path=edge/models/emotion_int8.tflite"]}
     assert "| no_face | 640x480 | fast |" in done.stdout
     assert "| no_face | 640x480 | fast:twin |" in done.stdout
+
+
+def test_scenes_with_motion_behind_the_counter_have_their_customers_and_only_them(tmp_path):
+    portraits = PortraitSource(resolve_faces_dir(None))
+    for scene in ("walk_behind", "flicker"):
+        assert script(ClipSpec(scene, (640, 480), 10), portraits) == []  # no face to find
+    arrivals = script(ClipSpec("walk_behind_arrival", (640, 480), 10), portraits)
+    on_screen = [{a.portrait.ctypes.data for a in arrivals if a.position(i, 640, 480)} for i in range(300)]
+    assert [len(people) for people in on_screen[::30]] == [0, 0, 1, 1, 1, 0, 1, 1, 1, 1]
+    clip = ensure_clip(ClipSpec("flicker_arrival", (640, 480), 1), portraits, tmp_path)
+    people = json.loads(clip.with_suffix(".people.json").read_text())
+    assert len(people) == 30 and people[0] == [] and len(people[10]) == 1  # walked in at 15 %
+
+
+def test_the_flickering_light_dips_on_about_a_third_of_the_frames():
+    levels = flicker_levels(3000)
+    dips = levels < 1.0
+    assert 0.25 < dips.mean() < 0.45 and levels.min() >= 0.55 and levels[dips].max() <= 0.85
+    assert (flicker_levels(3000) == levels).all()  # the same clip every time
 
 
 def test_recall_matches_each_reference_box_by_overlap():

@@ -53,6 +53,8 @@ def test_shipped_config_equals_the_defaults():
             "detector.max_face_size: 50 is below min_face_size 100",
         ),
         ({"detector": {"scale_factor": 1.0}}, "detector.scale_factor: must be at least 1.01, got 1.0"),
+        ({"detector": {"motion_search_hz": 0}}, "detector.motion_search_hz: must be at least 0.1, got 0"),
+        ({"detector": {"motion_search": 5}}, "detector.motion_search: unknown key"),
         ({"log_level": "LOUD"}, "log_level: must be one of DEBUG, INFO, WARNING, ERROR, got 'LOUD'"),
         ({"model": {"path": "/nonexistent/m.tflite"}}, "model.path: /nonexistent/m.tflite is not a file"),
         ([1, 2], "top level: expected a mapping of settings, got [1, 2]"),
