@@ -156,7 +156,9 @@ class DetectorConfig:
     # their own size (a fraction of the cost). A full-frame detection runs at once when a
     # known face is lost, and otherwise at most every full_detect_seconds (a time: 15 and
     # 30 fps cameras behave the same), so that someone who arrives without moving is found
-    # too. 0: full-frame detection on every frame. Replaces full_detect_every (frames).
+    # too; with the motion trigger, a scene unchanged outside the known faces since the last
+    # one waits up to FaceFinder.STILL_SCENE_RECHECK_SECONDS (5 s). 0: full-frame detection
+    # on every frame. Replaces full_detect_every (frames).
     full_detect_seconds: float = field(default=FULL_DETECT_SECONDS, metadata=allowed(0.0, 3600))
     # Motion outside the known faces (someone arriving, someone passing behind the counter)
     # is searched where it happened: the changed regions, grown by the smallest face. New

@@ -7,8 +7,6 @@ from __future__ import annotations
 import gzip
 import json
 import sqlite3
-import subprocess
-import sys
 import time
 import urllib.request
 from datetime import date
@@ -25,7 +23,7 @@ from bench.harness import (
 from dashboard.fleet import Fleet
 from dashboard.store import SCHEMA_VERSION, Store, StoreError
 from tests.conftest import ROOT
-from tests.helpers import NOW, browser_page, iso, publish, state, visit_end, wait_js
+from tests.helpers import NOW, browser_page, fer_kiosk, iso, publish, state, visit_end, wait_js
 
 
 @pytest.fixture(autouse=True)
@@ -275,13 +273,7 @@ def test_server_serves_the_fleet_the_page_and_nothing_else(tmp_path, broker):
 def test_a_bad_dashboard_config_is_refused_with_exit_78(tmp_path):
     config = tmp_path / "dashboard.yaml"
     config.write_text("http:\n  port: 99999\n  colour: red\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "edge", "dashboard", "--config", str(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = fer_kiosk("dashboard", "--config", str(config))
     assert result.returncode == 78
     assert (
         "http.port" in result.stderr and "http.colour" in result.stderr and "Traceback" not in result.stderr
@@ -307,13 +299,7 @@ def test_broker_settings_the_daemon_refuses_the_dashboard_refuses_in_the_same_li
     with pytest.raises(ConfigError) as daemon:
         load_config(config)
     assert len(daemon.value.errors) == 1 and daemon.value.errors[0].startswith(expected)
-    result = subprocess.run(
-        [sys.executable, "-m", "edge", "dashboard", "--config", str(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = fer_kiosk("dashboard", "--config", str(config))
     assert result.returncode == 78
     assert result.stderr.splitlines() == [f"error: invalid configuration {config}: {daemon.value.errors[0]}"]
 

@@ -263,12 +263,19 @@ class FaceFinder:
     SEARCH_SHARE = 0.2
     # Margin around a changed region, in smallest faces: a face centred on its edge fits.
     MOTION_MARGIN_FACES = 0.5
+    # A scene that has not changed outside the known faces since its last full detection
+    # would only give that detection's answer again: its scheduled full detection waits, for
+    # at most this long (then it runs all the same: the cascade may find on another frame's
+    # noise a face it missed).
+    STILL_SCENE_RECHECK_SECONDS = 5.0
 
     def __init__(self, detector: HaarFaceDetector):
         self.detector = detector
         self.config = detector.config
         self._last_full = -math.inf  # monotonic time of the last full-frame detection
         self._thumb: np.ndarray | None = None
+        self._thumb_at_full: np.ndarray | None = None  # the scene the last full detection saw
+        self._full_waits_until = -math.inf  # a still scene's detection waits: asked again then
         self._pending: np.ndarray | None = None  # motion outside known faces not yet searched
         # Per pixel of the thumbnail: when the motion there began, when it was last seen.
         self._began = np.full(self.THUMB[::-1], np.inf, np.float32)
@@ -288,7 +295,6 @@ class FaceFinder:
         changed = changed_pixels(thumb, previous)
         sx, sy = self.THUMB[0] / gray.shape[1], self.THUMB[1] / gray.shape[0]
         face_changed = []
-        outside = changed.copy()
         for box in boxes:
             x0, y0, x1, y1 = _expand(box, 0.1, 0.1, 0.1, 0.1, gray.shape[1], gray.shape[0])
             face_changed.append(
@@ -296,9 +302,28 @@ class FaceFinder:
                     changed[int(y0 * sy) : int(np.ceil(y1 * sy)), int(x0 * sx) : int(np.ceil(x1 * sx))].any()
                 )
             )
-            x0, y0, x1, y1 = _expand(box, 1.0, 0.6, 1.0, 3.0, gray.shape[1], gray.shape[0])
+        return self._outside_faces(changed, boxes, gray.shape), face_changed
+
+    def _outside_faces(self, changed: np.ndarray, boxes: list[Box], frame_hw: tuple[int, ...]) -> np.ndarray:
+        """The changed thumbnail pixels but those around the known faces (a person's own
+        head, shoulders and body move as they stand)."""
+        sx, sy = self.THUMB[0] / frame_hw[1], self.THUMB[1] / frame_hw[0]
+        outside = changed.copy()
+        for box in boxes:
+            x0, y0, x1, y1 = _expand(box, 1.0, 0.6, 1.0, 3.0, frame_hw[1], frame_hw[0])
             outside[int(y0 * sy) : int(np.ceil(y1 * sy)), int(x0 * sx) : int(np.ceil(x1 * sx))] = False
-        return outside, face_changed
+        return outside
+
+    def _unchanged_since_full(self, boxes: list[Box], frame_hw: tuple[int, ...], now: float) -> bool:
+        """Whether the scene outside the known faces is as the last full detection saw it
+        (less than ``motion_fraction`` changed), that detection less than
+        STILL_SCENE_RECHECK_SECONDS ago."""
+        if self._thumb_at_full is None or self._thumb is None:
+            return False
+        if now - self._last_full >= self.STILL_SCENE_RECHECK_SECONDS:
+            return False
+        changed = self._outside_faces(changed_pixels(self._thumb, self._thumb_at_full), boxes, frame_hw)
+        return changed.mean() <= self.config.motion_fraction
 
     def _motion_regions_due(self, gray: np.ndarray, now: float) -> list[Box]:
         """The regions to search for motion on this frame (the whole frame: one box of it),
@@ -402,8 +427,10 @@ class FaceFinder:
                 self._began, self._seen = motion_began(
                     outside, self._began, self._seen, now, self.NEW_MOTION_SECONDS
                 )
-        if now - self._last_full >= c.full_detect_seconds:
-            return self._full(gray, now)
+        if now - self._last_full >= c.full_detect_seconds and now >= self._full_waits_until:
+            if not (c.motion_trigger and self._unchanged_since_full(boxes, gray.shape, now)):
+                return self._full(gray, now)
+            self._full_waits_until = now + c.full_detect_seconds  # not asked on every frame
         regions = self._motion_regions_due(gray, now) if c.motion_trigger else []
         if regions == [(0, 0, gray.shape[1], gray.shape[0])]:
             return self._full(gray, now)
@@ -430,6 +457,10 @@ class FaceFinder:
     def _full(self, gray: np.ndarray, now: float | None) -> list[tuple[int | None, Box]]:
         found = self.detector.detect(gray)
         self._last_full = now if now is not None else -math.inf
+        # this frame's thumbnail, when find() made one for it (not for a photo, nor when every
+        # frame gets a full detection)
+        fresh = now is not None and self.config.motion_trigger and self.config.full_detect_seconds > 0
+        self._thumb_at_full = self._thumb if fresh else None
         self._pending = None  # whatever moved, this detection has seen it
         self.full_detections += 1
         return [(None, box) for box in found]
