@@ -284,7 +284,7 @@ def measure_all(
         summary = result.get("error") or (
             f"{result['fps']} fps, {result['cpu_ms_per_frame']} CPU ms/frame, "
             f"{result['cpu_percent_one_core']} % of a core, "
-            f"{result['frames_skipped']} skipped"
+            f"{result['frames_skipped']} skipped, {result.get('frames_passed_over_idle', 0)} passed over idle"
         )
         _LOGGER.info(
             "[%d/%d] %s %s %s %s: %s", number, len(plan), spec.scene, spec.size_name, label, mode, summary

@@ -87,6 +87,9 @@ class ClipSource:
         self.sequence += 1
         return frame
 
+    def set_idle(self, idle: bool) -> None:
+        """Throughput runs take every frame, nobody in view or not."""
+
     def close(self) -> None:
         self._capture.release()
 
@@ -100,6 +103,9 @@ class RecordingSource:
         frame = self.inner.latest(timeout)
         self.returned = time.perf_counter()
         return frame
+
+    def set_idle(self, idle: bool) -> None:
+        self.inner.set_idle(idle)
 
 
 class RecordingPipeline:

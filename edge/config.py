@@ -64,6 +64,8 @@ def range_problem(spec: dict, value: Any) -> str | None:
 
 # The default pixel limit, also for `fer-kiosk classify` (which reads no config).
 DEFAULT_MAX_PIXELS = 16_000_000
+# Chosen from python -m bench (docs/benchmarks.md, "Nobody in view: fewer frames").
+IDLE_FPS = 15.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,10 @@ class CameraConfig:
     width: int = field(default=640, metadata=allowed(16, 8192))
     height: int = field(default=480, metadata=allowed(16, 8192))
     fps: float = field(default=30.0, metadata=allowed(0.1, 240))
+    # While no face is tracked, frames are decoded and processed at about this rate (the
+    # others are passed over undecoded): an empty scene costs a fraction, and someone who
+    # comes into view is seen at most one idle frame later. 0: every frame, always.
+    idle_fps: float = field(default=IDLE_FPS, metadata=allowed(0.0, 240))
     loop: bool = False  # video files only: start again at the end
     # Video files are played at their own frame rate, like a camera; false reads as fast as
     # the pipeline takes frames (benchmarks).

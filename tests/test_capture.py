@@ -1,3 +1,4 @@
+import json
 import logging
 import os
 import shutil
@@ -190,6 +191,7 @@ def test_file_that_appears_later_is_picked_up(tmp_path):
 def test_unpaced_file_hands_over_every_frame(tmp_path):
     clip = one_visit_clip(tmp_path / "c.avi")
     source = FrameSource(CameraConfig(source=str(clip), realtime=False, retry_initial_seconds=5)).start()
+    source.set_idle(True)  # an unpaced file is analysed whole: camera.idle_fps does not apply
     seen = []
     try:
         while True:
@@ -199,7 +201,7 @@ def test_unpaced_file_hands_over_every_frame(tmp_path):
             seen.append(frame.sequence)
     finally:
         source.stop()
-    assert seen == list(range(1, 211))
+    assert seen == list(range(1, 211)) and source.passed_over == 0
 
 
 def test_why_a_source_is_unavailable_names_the_cause(tmp_path):
@@ -569,3 +571,145 @@ def test_a_device_whose_read_blocks_is_abandoned_reported_and_opened_again():
         source.stop()
         for camera in opened:
             camera.release()
+
+
+class CountingCamera:
+    """A 30 fps camera whose frames show their own number; notes each frame read ("r",
+    decoded) or grabbed ("g", passed over undecoded)."""
+
+    def __init__(self, target, backend):
+        self.calls: list[str] = []
+        CountingCamera.last = self
+
+    def isOpened(self):
+        return True
+
+    def get(self, prop):
+        return 30.0 if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def set(self, prop, value):
+        return True
+
+    def grab(self):
+        time.sleep(0.002)
+        self.calls.append("g")
+        return True
+
+    def read(self):
+        time.sleep(0.002)
+        self.calls.append("r")
+        return True, np.full((48, 64), len(self.calls) % 256, np.uint8)
+
+    def release(self):
+        pass
+
+
+def test_while_nobody_is_in_view_a_camera_decodes_only_its_idle_frame_rate():
+    source = FrameSource(CameraConfig(source=0, idle_fps=10), opener=CountingCamera)
+    source.set_idle(True)
+    source.start()
+    try:
+        handed = []
+        while len(handed) < 8:
+            frame = source.latest(2.0)
+            assert frame is not None
+            handed.append(frame)
+        camera = CountingCamera.last
+        idle_calls = len(camera.calls)
+        source.set_idle(False)
+        time.sleep(0.2)
+    finally:
+        source.stop()
+    busy = camera.calls[idle_calls + 2 :]  # (a call may have begun before set_idle(False))
+    # 30 fps at 10 idle fps: the first frame, then two passed over for each one decoded
+    pattern = "".join(camera.calls[:idle_calls])
+    assert pattern.startswith("rggrggrggr"), pattern
+    assert set(pattern[1:].split("r")[:-1]) == {"gg"}, pattern
+    assert source.passed_over == camera.calls.count("g")
+    # a frame's sequence still counts every frame the camera gave: gaps are the passed-over ones
+    for frame in handed:
+        assert frame.image[0, 0] == frame.sequence % 256
+    assert len(busy) > 10 and set(busy) == {"r"}  # someone in view: every frame again
+
+
+def test_idle_fps_at_or_above_the_cameras_rate_or_zero_passes_nothing_over():
+    for idle_fps in (0, 30, 60):
+        source = FrameSource(CameraConfig(source=0, idle_fps=idle_fps), opener=CountingCamera)
+        source.set_idle(True)
+        source.start()
+        try:
+            time.sleep(0.15)
+        finally:
+            source.stop()
+        assert len(CountingCamera.last.calls) > 10 and set(CountingCamera.last.calls) == {"r"}, idle_fps
+
+
+def test_a_passed_over_motion_jpeg_frame_is_not_decoded_and_the_next_is_the_right_one(tmp_path):
+    """GrayJpegCapture.grab reads a packet and leaves it: the frame read after it is the
+    clip's next frame, not the one passed over."""
+    from edge.camera.capture import GrayJpegCapture, open_capture
+
+    clip = _astronaut_clip(tmp_path / "c.avi", "MJPG", frames=6)
+    reference = _colour_frames_as_gray(clip)
+    capture = open_capture(str(clip), cv2.CAP_ANY)
+    assert isinstance(capture, GrayJpegCapture)
+    decoded = []
+    try:
+        original = capture.decode
+        capture.decode = lambda packet: decoded.append(1) or original(packet)
+        assert capture.grab() and capture.grab()  # frames 0 (decoded when opened, dropped) and 1
+        ok, image = capture.read()
+        assert capture.grab()
+        ok2, image2 = capture.read()
+    finally:
+        capture.release()
+    assert ok and ok2 and len(decoded) == 2  # only the two frames read were decoded
+    for gray, expected in ((image, reference[2]), (image2, reference[4])):
+        assert np.abs(gray.astype(int) - expected).mean() < 1.5
+        others = [np.abs(gray.astype(int) - other).mean() for other in reference if other is not expected]
+        assert min(others) > np.abs(gray.astype(int) - expected).mean()
+
+
+def test_the_real_daemon_loop_takes_every_other_frame_of_an_empty_scene_and_every_frame_of_a_visit(tmp_path):
+    """Real parts: a Motion-JPEG clip played in real time (1.5 s empty, the astronaut's
+    visit of 3.5 s, 2 s empty), the real cascade and model. At 30 fps and idle_fps 15 the
+    empty scene is decoded every other frame; from the frame the face is found on, every
+    frame; the visit is found, and the frame it is found on at most one frame after the
+    face came into view."""
+    from edge.config import parse_config
+    from edge.contract import EMOTIONS
+    from edge.daemon.loop import ProcessingLoop
+    from edge.daemon.service import build_pipeline
+    from edge.visits.tracking import FaceTracker
+    from tests.test_loop import Recorder
+
+    clip = one_visit_clip(tmp_path / "visit.avi")  # face on frames 46-150 (1-based)
+    config = parse_config(
+        {"camera": {"source": str(clip), "realtime": True, "idle_fps": 15}, "tracking": {"max_missing_seconds": 0.5}}
+    )
+    source = FrameSource(config.camera).start()
+    publisher = Recorder()
+    tracker = FaceTracker(config.tracking, EMOTIONS)
+    loop = ProcessingLoop(config, source, build_pipeline(config), tracker, publisher)
+    processed = []  # (sequence, faces tracked after it)
+    try:
+        deadline = time.monotonic() + 30
+        while not source.finished and time.monotonic() < deadline:
+            frame = loop.step(timeout=0.5)
+            if frame is not None:
+                processed.append((frame.sequence, bool(tracker.tracks)))
+    finally:
+        source.stop()
+    assert source.finished, "the clip did not end"
+    sequences = [s for s, _ in processed]
+    tracked = [s for s, busy in processed if busy]
+    assert tracked and 46 <= tracked[0] <= 47, tracked[:3]  # found on its first or second frame
+    empty = [b - a for a, b in zip(sequences, sequences[1:]) if 5 <= a and b < tracked[0]]
+    assert empty and min(empty) >= 2, empty  # nobody in view: every other frame at most
+    visit = [b - a for a, b in zip(tracked, tracked[1:]) if b <= 150]
+    assert sorted(visit)[len(visit) // 2] == 1, visit  # someone in view: every frame
+    after = [b - a for a, b in zip(sequences, sequences[1:]) if a > tracked[-1] + 1]
+    assert after and min(after) >= 2, after  # the visit over: idle again
+    assert source.passed_over >= 35  # about half of the 105 empty frames
+    kinds = [json.loads(m.payload)["type"] for m, _ in publisher.messages if m.topic.endswith("/events")]
+    assert kinds[0] == "new" and kinds[-1] == "end" and kinds.count("new") == 1, kinds

@@ -52,9 +52,13 @@ class BrightnessClassifier:
 class FrameList:
     def __init__(self, frames):
         self.frames = list(frames)
+        self.idle: list[bool] = []  # what the loop told the source after each step
 
     def latest(self, timeout):
         return self.frames.pop(0) if self.frames else None
+
+    def set_idle(self, idle):
+        self.idle.append(idle)
 
 
 class Recorder:
@@ -109,6 +113,9 @@ def make_loop(script, images, **config_sections):
             else:
                 clock["now"] += 1.0
             return frame
+
+        def set_idle(self, idle):
+            source.set_idle(idle)
 
     publisher = Recorder()
     loop = ProcessingLoop(
@@ -190,6 +197,9 @@ class FakeSource:
         image = np.full((480, 640), 100, np.uint8)
         image[100 : 100 + SIZE, 200 : 200 + SIZE] = 230
         return Frame(image, self.sequence, 1e9 + self.sequence / 30, self.sequence / 30)
+
+    def set_idle(self, idle):
+        pass
 
     def clock(self):
         return self.sequence / 30
@@ -375,8 +385,41 @@ def test_the_camera_topic_is_published_on_each_change_of_the_cameras_status_only
             self.status = statuses.pop(0) if statuses else self.status
             return self.inner.latest(timeout)
 
+        def set_idle(self, idle):
+            self.inner.set_idle(idle)
+
     loop.source = WithStatus(loop.source)
     for _ in range(6):
         loop.step()
     cameras = [json.loads(m.payload)["status"] for m, _ in publisher.messages if m.topic.endswith("/camera")]
     assert cameras == ["offline", "online"]
+
+
+def test_the_source_is_told_idle_while_nobody_is_tracked_and_busy_from_the_first_face_on():
+    """Idle (camera.idle_fps) only while the tracker holds nobody: a face found once, not
+    yet confirmed, or briefly lost is full rate; after max_missing_seconds without it, idle."""
+    empty = np.full((480, 640), 100, np.uint8)
+    face_script, face_images = still_face(4)
+    script = [[]] * 3 + face_script + [[]] * 30  # 30 frames: 1 s, past max_missing_seconds 0.5
+    images = [empty] * 3 + face_images + [empty] * 30
+    loop, _ = make_loop(script, images, tracking={"min_frames": 3, "max_missing_seconds": 0.5})
+    told = []
+
+    class Listening:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def latest(self, timeout):
+            return self.inner.latest(timeout)
+
+        def set_idle(self, idle):
+            told.append(idle)
+
+    loop.source = Listening(loop.source)
+    for _ in range(len(images)):
+        loop.step()
+    assert told[:3] == [True] * 3  # nobody yet
+    assert told[3:7] == [False] * 4  # from the face's first frame, before its `new` (3 frames)
+    missing = told[7:]
+    gone = missing.index(True)  # the face stays tracked for 0.5 s after its last frame
+    assert 14 <= gone <= 16 and set(missing[:gone]) == {False} and set(missing[gone:]) == {True}

@@ -33,6 +33,7 @@ _LOGGER = logging.getLogger(__name__)
 
 class Source(Protocol):
     def latest(self, timeout: float) -> Frame | None: ...
+    def set_idle(self, idle: bool) -> None: ...  # nobody in view: fewer frames will do
 
 
 class Publisher(Protocol):
@@ -168,6 +169,9 @@ class ProcessingLoop:
             self.stats.frames += 1
             self.stats.faces += len(faces)
             self.collector.frame(times, len(faces))
+        # Nobody tracked, not even someone not yet confirmed or briefly lost: the source
+        # may pass over frames (camera.idle_fps) until someone is.
+        self.source.set_idle(not self.tracker.tracks)
         self._publish_events(events)
         self._publish_alerts(self.alerts.update(self.tracker.present(), self.clock(), self.wall_clock()))
         self.publish_camera()
