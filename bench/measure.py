@@ -32,18 +32,25 @@ STAGES = ("decode", "grayscale", "detect", "preprocess", "classify", "track", "p
 
 
 class TimedCapture(CaptureWrapper):
-    """A capture as FrameSource uses it, with each successful read timed."""
+    """A capture as FrameSource uses it, with each successful read (or retrieve of a
+    grabbed frame: nobody in view) timed."""
 
     def __init__(self, capture: Capture, read_seconds: list[float]):
         super().__init__(capture)
         self._read_seconds = read_seconds
 
-    def read(self) -> tuple[bool, np.ndarray | None]:
+    def _timed(self, read: Callable[[], tuple[bool, np.ndarray | None]]) -> tuple[bool, np.ndarray | None]:
         start = time.perf_counter()
-        ok, image = self._capture.read()
+        ok, image = read()
         if ok:
             self._read_seconds.append(time.perf_counter() - start)
         return ok, image
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        return self._timed(self._capture.read)
+
+    def retrieve(self) -> tuple[bool, np.ndarray | None]:
+        return self._timed(self._capture.retrieve)
 
 
 def timed_opener(read_seconds: list[float], opener: Callable = open_capture) -> Callable[..., TimedCapture]:

@@ -574,8 +574,8 @@ def test_a_device_whose_read_blocks_is_abandoned_reported_and_opened_again():
 
 
 class CountingCamera:
-    """A 30 fps camera whose frames show their own number; notes each frame read ("r",
-    decoded) or grabbed ("g", passed over undecoded)."""
+    """A 30 fps camera whose frames show their own number; notes each frame read ("r"),
+    grabbed and then decoded ("d") or only grabbed ("g", passed over undecoded)."""
 
     def __init__(self, target, backend):
         self.calls: list[str] = []
@@ -594,6 +594,10 @@ class CountingCamera:
         time.sleep(0.002)
         self.calls.append("g")
         return True
+
+    def retrieve(self):
+        self.calls[-1] = "d"  # grabbed, then decoded
+        return True, np.full((48, 64), len(self.calls) % 256, np.uint8)
 
     def read(self):
         time.sleep(0.002)
@@ -620,11 +624,11 @@ def test_while_nobody_is_in_view_a_camera_decodes_only_its_idle_frame_rate():
         time.sleep(0.2)
     finally:
         source.stop()
-    busy = camera.calls[idle_calls + 2 :]  # (a call may have begun before set_idle(False))
-    # 30 fps at 10 idle fps: the first frame, then two passed over for each one decoded
+    busy = camera.calls[idle_calls + 1 :]  # (a grab may have begun before set_idle(False))
+    # 30 fps at 10 idle fps: the first frame read, then two passed over for each one decoded
     pattern = "".join(camera.calls[:idle_calls])
-    assert pattern.startswith("rggrggrggr"), pattern
-    assert set(pattern[1:].split("r")[:-1]) == {"gg"}, pattern
+    assert pattern.startswith("rggdggdggd"), pattern
+    assert set(pattern[1:].split("d")[:-1]) == {"gg"}, pattern
     assert source.passed_over == camera.calls.count("g")
     # a frame's sequence still counts every frame the camera gave: gaps are the passed-over ones
     for frame in handed:

@@ -65,8 +65,9 @@ class Capture(Protocol):
     def isOpened(self) -> bool: ...
     def get(self, prop: int) -> float: ...
     def set(self, prop: int, value: float) -> bool: ...
-    def grab(self) -> bool: ...  # the next frame, passed over without decoding it
-    def read(self) -> tuple[bool, np.ndarray | None]: ...
+    def grab(self) -> bool: ...  # the next frame, not decoded yet
+    def retrieve(self) -> tuple[bool, np.ndarray | None]: ...  # the grabbed frame, decoded
+    def read(self) -> tuple[bool, np.ndarray | None]: ...  # grab and retrieve
     def release(self) -> None: ...
 
 
@@ -87,6 +88,9 @@ class CaptureWrapper:
 
     def grab(self) -> bool:
         return self._capture.grab()
+
+    def retrieve(self) -> tuple[bool, np.ndarray | None]:
+        return self._capture.retrieve()
 
     def read(self) -> tuple[bool, np.ndarray | None]:
         return self._capture.read()
@@ -116,13 +120,21 @@ class GrayJpegCapture(CaptureWrapper):
         self._size = size  # (width, height) the container declares; None: unknown
         self._max_pixels = max_pixels
         self.pending: np.ndarray | None = None  # a frame decoded before the first read()
+        self._grabbed: np.ndarray | None = None  # the pending frame, grabbed and not retrieved
 
     def grab(self) -> bool:
-        """The next packet, read and not decoded (a corrupt one is passed over as well)."""
-        if self.pending is not None:
-            self.pending = None
-            return True
-        return self._capture.grab()
+        """The next packet, read and not decoded yet."""
+        self._grabbed, self.pending = self.pending, None  # the first frame came decoded
+        return True if self._grabbed is not None else self._capture.grab()
+
+    def retrieve(self) -> tuple[bool, np.ndarray | None]:
+        """The grabbed packet decoded; when it is corrupt, the next frame that decodes (as
+        ``read``)."""
+        image, self._grabbed = self._grabbed, None
+        if image is None:
+            ok, packet = self._capture.retrieve()
+            image = self.decode(packet) if ok and packet is not None else None
+        return (True, image) if image is not None else self.read()
 
     def read(self) -> tuple[bool, np.ndarray | None]:
         if self.pending is not None:
@@ -526,25 +538,29 @@ class FrameSource:
         first = True
         play_start, in_play = self._media_next, -period  # a file's media time, this play
         while self._current(generation):
-            # Nobody in view: most frames are only grabbed. Decoding is most of what an empty
-            # scene costs (a 1280x720 Motion-JPEG frame: 0.7 ms of 2.3), and one frame in
-            # idle_every still shows anyone who comes into view a frame or two later.
-            skip = self._idle and since_decoded + 1 < idle_every and not first
-            self._reading_since = time.monotonic()
-            try:
-                if skip:
-                    ok, image = capture.grab(), None
-                else:
-                    ok, image = capture.read()
-            finally:
-                if generation == self._generation:
-                    self._reading_since = None
+            # Nobody in view: each frame is grabbed, and decoded only if it is the idle
+            # frame due or the loop found someone meanwhile (decided once the frame is there,
+            # after a file's pacing, so a face found on the last frame gets this one).
+            # Decoding is most of what an empty scene costs (a 1280x720 Motion-JPEG frame:
+            # 0.7 ms of 2.3).
+            grab_only = self._idle and idle_every > 1 and not first
+            read = (lambda: (capture.grab(), None)) if grab_only else capture.read
+            ok, image = self._timed_read(generation, read)
             if not self._current(generation):
                 return False  # abandoned while it read (a stall): another reader took over
-            if not ok or (image is None and not skip):
+            if not ok or (image is None and not grab_only):
                 return self.kind == "file"
-            since_decoded = since_decoded + 1 if skip else 0
-            self.passed_over += skip
+            if paced:
+                next_due += period
+                self._stop.wait(max(0.0, next_due - time.monotonic()))
+            if grab_only and (not self._idle or since_decoded + 1 >= idle_every):
+                ok, image = self._timed_read(generation, capture.retrieve)
+                if not self._current(generation):
+                    return False
+                if not ok or image is None:
+                    return self.kind == "file"
+            since_decoded = 0 if image is not None else since_decoded + 1
+            self.passed_over += image is None
             if image is not None and image.shape[0] * image.shape[1] > self.config.max_frame_pixels:
                 # the size changed mid-stream
                 _LOGGER.warning(
@@ -569,10 +585,7 @@ class FrameSource:
                     "",
                     f"{self.kind} {self.name}: {image.shape[1]}x{image.shape[0]} frames",
                 )
-            if paced:
-                next_due += period
-                self._stop.wait(max(0.0, next_due - time.monotonic()))
-            elif self.kind == "file":
+            if self.kind == "file" and not paced:
                 # Unpaced file (benchmarks): hand over every frame, wait until it was taken.
                 with self._lock:
                     while (
@@ -597,6 +610,17 @@ class FrameSource:
                     self._frame = Frame(image, self._sequence, wall, monotonic)
                     self._lock.notify_all()
         return False
+
+    def _timed_read(
+        self, generation: int, read: Callable[[], tuple[bool, np.ndarray | None]]
+    ) -> tuple[bool, np.ndarray | None]:
+        """``read()``, watched for a stall (``_watch`` sees how long it has been running)."""
+        self._reading_since = time.monotonic()
+        try:
+            return read()
+        finally:
+            if generation == self._generation:
+                self._reading_since = None
 
     def _media_time(self, media: float) -> tuple[float, float]:
         """(wall, monotonic) of a file's media time: the run's start plus it."""
