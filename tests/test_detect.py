@@ -287,6 +287,20 @@ def test_motion_that_goes_on_is_searched_at_the_rate_and_a_newcomer_at_once():
     assert len(find(arrived, next(clock))) == 1 and finder.full_detections == 1
 
 
+def test_someone_walking_behind_the_counter_seen_at_the_idle_frame_rate_is_still_motion_that_goes_on():
+    """At 15 fps (camera.idle_fps) a brisk walker moves 2.5 thumbnail pixels between frames,
+    beyond the 2 that join motion at 30 fps: without a reach that grows with the time
+    between frames, they were new motion on every frame (searched on every frame)."""
+    finder, find = finding(DetectorConfig(full_detect_seconds=100, motion_search_hz=5))
+    clock = frames_at(fps=15)
+    find(empty_scene(), next(clock))
+    for step in range(30):  # 2 s across the frame, 300 px a second
+        find(with_square(empty_scene(), 20 + 20 * step, 380), next(clock))
+    assert finder.full_detections == 1
+    # the first half second on every frame (8), then at most 5 a second
+    assert finder.motion_searches <= 8 + 1.5 * 5 + 2, finder.motion_searches
+
+
 def test_a_flicker_over_the_whole_scene_costs_at_most_the_rate_in_full_detections():
     finder, find = finding(DetectorConfig(full_detect_seconds=100, motion_search_hz=5))
     clock = frames_at()

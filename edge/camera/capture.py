@@ -5,7 +5,9 @@ latest one with its timestamp, so a slow frame never builds up lag. When the sou
 cannot be opened, disappears or ends, the thread logs it once, retries with exponential
 backoff and logs again when frames flow. Frames, not connections, mean a camera works: a
 read that brings nothing for ``camera.stall_seconds`` is a stall (offline, ``no_frames``),
-and the camera is opened again by a new reader.
+and the camera is opened again by a new reader. While the loop tracks nobody
+(``set_idle``), only about ``camera.idle_fps`` frames a second are decoded and handed over;
+the others are grabbed and passed over undecoded.
 """
 
 from __future__ import annotations

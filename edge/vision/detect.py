@@ -268,6 +268,11 @@ class FaceFinder:
     # at most this long (then it runs all the same: the cascade may find on another frame's
     # noise a face it missed).
     STILL_SCENE_RECHECK_SECONDS = 5.0
+    # How far (thumbnail pixels) motion may move from one frame to the next and still be
+    # the same motion: 2 at 30 fps, more between frames further apart (camera.idle_fps),
+    # or someone walking behind the counter would be new motion on every idle frame.
+    MOTION_REACH_PER_SECOND = 60.0
+    MOTION_REACH_MAX = 6
 
     def __init__(self, detector: HaarFaceDetector):
         self.detector = detector
@@ -281,6 +286,7 @@ class FaceFinder:
         self._began = np.full(self.THUMB[::-1], np.inf, np.float32)
         self._seen = np.full(self.THUMB[::-1], -np.inf, np.float32)
         self._next_motion_search = -math.inf  # monotonic time from which ongoing motion may be searched
+        self._last_frame: float | None = None  # monotonic time of the last frame motion was judged on
         self.full_detections = 0
         self.local_searches = 0
         self.motion_searches = 0
@@ -303,6 +309,12 @@ class FaceFinder:
                 )
             )
         return self._outside_faces(changed, boxes, gray.shape), face_changed
+
+    def _motion_reach(self, now: float) -> int:
+        """``motion_began``'s reach for a frame at ``now``: as far as motion goes in the time
+        since the last frame."""
+        gap = now - self._last_frame if self._last_frame is not None else 0.0
+        return min(self.MOTION_REACH_MAX, max(2, math.ceil(self.MOTION_REACH_PER_SECOND * gap - 1e-6)))
 
     def _outside_faces(self, changed: np.ndarray, boxes: list[Box], frame_hw: tuple[int, ...]) -> np.ndarray:
         """The changed thumbnail pixels but those around the known faces (a person's own
@@ -425,8 +437,9 @@ class FaceFinder:
             if outside is not None and outside.any():
                 self._pending = outside if self._pending is None else self._pending | outside
                 self._began, self._seen = motion_began(
-                    outside, self._began, self._seen, now, self.NEW_MOTION_SECONDS
+                    outside, self._began, self._seen, now, self.NEW_MOTION_SECONDS, self._motion_reach(now)
                 )
+            self._last_frame = now
         if now - self._last_full >= c.full_detect_seconds and now >= self._full_waits_until:
             if not (c.motion_trigger and self._unchanged_since_full(boxes, gray.shape, now)):
                 return self._full(gray, now)
