@@ -128,8 +128,9 @@ MAX_CONFIG_BYTES = 1_000_000
 # Chosen from the benchmark's figures (docs/benchmarks.md, "Choosing the defaults").
 FULL_DETECT_SECONDS = 1.0
 MAX_CLASSIFY_HZ = 15.0
-# Chosen from python -m bench (docs/benchmarks.md, "Motion behind the counter").
-MOTION_SEARCH_HZ = 5.0
+# Chosen from python -m bench (docs/benchmarks.md, "Customers who take their time": 5 Hz, chosen
+# on 10 s clips, found customers who walk in over 1-2 s up to 0.4 s late).
+MOTION_SEARCH_HZ = 30.0
 # Chosen from python -m bench.labels (docs/benchmarks.md, "Labels that hold").
 LABEL_MARGIN = 0.1
 LABEL_HOLD_SECONDS = 1.0
@@ -172,10 +173,11 @@ class DetectorConfig:
     motion_trigger: bool = True
     # Fraction of a frame's pixels (outside known faces) that must change to count as motion.
     motion_fraction: float = field(default=0.002, metadata=allowed(0.0, 1.0))
-    # Motion that goes on without a face in it (someone walking to and fro behind the
-    # counter, a flickering light) is searched at most this often, a search covering more
-    # than a fifth of the frame counting as several: it costs at most motion_search_hz / 5
-    # full-frame detections a second, less than a customer does.
+    # Motion that goes on (someone walking to and fro behind the counter, a customer who
+    # takes a second or two to walk up, a flickering light) is searched at most this often,
+    # a search covering more than a fifth of the frame counting as several: at 30, motion
+    # of a person's size on every frame, and at most motion_search_hz / 5 full-frame
+    # detections a second whatever moves.
     motion_search_hz: float = field(default=MOTION_SEARCH_HZ, metadata=allowed(0.1, 240))
     # OpenCV's worker threads (process-wide). 1 costs the least CPU per frame: on 2 cores,
     # two threads made detection 18 % more expensive in CPU for a shorter wall time the
