@@ -521,13 +521,8 @@ def test_a_motion_jpeg_camera_that_goes_silent_with_its_connection_open_is_repor
         camera.stop()
 
 
-class BlockingCamera:
-    """A capture whose reads block after 3 frames until ``release`` (a hung driver)."""
-
-    def __init__(self, opened: list):
-        self.frames = 0
-        self.released = __import__("threading").Event()
-        opened.append(self)
+class OpenCamera:
+    """A VideoCapture stand-in that is open, says 30 fps and takes any setting."""
 
     def isOpened(self):
         return True
@@ -537,6 +532,18 @@ class BlockingCamera:
 
     def set(self, prop, value):
         return True
+
+    def release(self):
+        pass
+
+
+class BlockingCamera(OpenCamera):
+    """A capture whose reads block after 3 frames until ``release`` (a hung driver)."""
+
+    def __init__(self, opened: list):
+        self.frames = 0
+        self.released = __import__("threading").Event()
+        opened.append(self)
 
     def read(self):
         self.frames += 1
@@ -573,22 +580,13 @@ def test_a_device_whose_read_blocks_is_abandoned_reported_and_opened_again():
             camera.release()
 
 
-class CountingCamera:
+class CountingCamera(OpenCamera):
     """A 30 fps camera whose frames show their own number; notes each frame read ("r"),
     grabbed and then decoded ("d") or only grabbed ("g", passed over undecoded)."""
 
     def __init__(self, target, backend):
         self.calls: list[str] = []
         CountingCamera.last = self
-
-    def isOpened(self):
-        return True
-
-    def get(self, prop):
-        return 30.0 if prop == cv2.CAP_PROP_FPS else 0.0
-
-    def set(self, prop, value):
-        return True
 
     def grab(self):
         time.sleep(0.002)
@@ -603,9 +601,6 @@ class CountingCamera:
         time.sleep(0.002)
         self.calls.append("r")
         return True, np.full((48, 64), len(self.calls) % 256, np.uint8)
-
-    def release(self):
-        pass
 
 
 def test_while_nobody_is_in_view_a_camera_decodes_only_its_idle_frame_rate():
@@ -689,7 +684,10 @@ def test_the_real_daemon_loop_takes_every_other_frame_of_an_empty_scene_and_ever
 
     clip = one_visit_clip(tmp_path / "visit.avi")  # face on frames 46-150 (1-based)
     config = parse_config(
-        {"camera": {"source": str(clip), "realtime": True, "idle_fps": 15}, "tracking": {"max_missing_seconds": 0.5}}
+        {
+            "camera": {"source": str(clip), "realtime": True, "idle_fps": 15},
+            "tracking": {"max_missing_seconds": 0.5},
+        }
     )
     source = FrameSource(config.camera).start()
     publisher = Recorder()
