@@ -6,6 +6,7 @@ import time
 
 import cv2
 import numpy as np
+import pytest
 
 from bench.clips import one_visit_clip
 from edge.backoff import backoff_delays
@@ -400,9 +401,14 @@ class PacketCapture:
         self.packets = list(packets)
 
     def read(self):
-        if not self.packets:
-            return False, None
-        return True, np.frombuffer(self.packets.pop(0), np.uint8).reshape(1, -1)
+        return self.retrieve() if self.grab() else (False, None)
+
+    def grab(self):
+        self.grabbed = self.packets.pop(0) if self.packets else None
+        return self.grabbed is not None
+
+    def retrieve(self):
+        return True, np.frombuffer(self.grabbed, np.uint8).reshape(1, -1)
 
 
 def _jpeg(width=64, height=48, value=100) -> bytes:
@@ -431,6 +437,20 @@ def test_corrupt_or_oversized_motion_jpeg_packets_are_skipped_never_decoded():
     assert capture.read()[1].shape == (48, 64)
     capture = GrayJpegCapture(PacketCapture([b"garbage"] * CORRUPT_PACKETS_LIMIT + [good]), None, None)
     assert capture.read() == (False, None)  # lost: FrameSource reopens it, with backoff
+
+
+def test_a_grabbed_motion_jpeg_packet_is_decoded_by_retrieve_and_a_corrupt_one_passed_for_the_next():
+    from edge.camera.capture import GrayJpegCapture
+
+    first, second, third = _jpeg(value=60), _jpeg(value=120), _jpeg(value=200)
+    capture = GrayJpegCapture(PacketCapture([first, b"garbage", second, third]), (64, 48), max_pixels=None)
+    assert capture.grab()
+    ok, image = capture.retrieve()
+    assert ok and abs(int(image.mean()) - 60) <= 1
+    assert capture.grab()  # the corrupt packet: retrieve reads on to the next that decodes
+    ok, image = capture.retrieve()
+    assert ok and abs(int(image.mean()) - 120) <= 1
+    assert capture.grab() and capture.grab() is False  # the third passed over, then the end
 
 
 def test_a_motion_jpeg_video_above_the_pixel_limit_is_not_decoded(tmp_path):
@@ -581,15 +601,21 @@ def test_a_device_whose_read_blocks_is_abandoned_reported_and_opened_again():
 
 
 class CountingCamera(OpenCamera):
-    """A 30 fps camera whose frames show their own number; notes each frame read ("r"),
-    grabbed and then decoded ("d") or only grabbed ("g", passed over undecoded)."""
+    """A camera that delivers a frame every 1/30 s and says it runs at ``claimed`` fps; its
+    frames show their own number. Notes each frame read ("r"), grabbed and then decoded
+    ("d") or only grabbed ("g", passed over undecoded)."""
+
+    claimed = 30.0
 
     def __init__(self, target, backend):
         self.calls: list[str] = []
         CountingCamera.last = self
 
+    def get(self, prop):
+        return self.claimed if prop == cv2.CAP_PROP_FPS else 0.0
+
     def grab(self):
-        time.sleep(0.002)
+        time.sleep(1 / 30)
         self.calls.append("g")
         return True
 
@@ -598,9 +624,14 @@ class CountingCamera(OpenCamera):
         return True, np.full((48, 64), len(self.calls) % 256, np.uint8)
 
     def read(self):
-        time.sleep(0.002)
+        time.sleep(1 / 30)
         self.calls.append("r")
         return True, np.full((48, 64), len(self.calls) % 256, np.uint8)
+
+
+def passed_over_runs(calls: list[str]) -> list[int]:
+    """How many frames were passed over before each decoded one, after the first."""
+    return [len(run) for run in "".join(calls).lstrip("r").split("d")[:-1]]
 
 
 def test_while_nobody_is_in_view_a_camera_decodes_only_its_idle_frame_rate():
@@ -608,27 +639,40 @@ def test_while_nobody_is_in_view_a_camera_decodes_only_its_idle_frame_rate():
     source.set_idle(True)
     source.start()
     try:
-        handed = []
-        while len(handed) < 8:
-            frame = source.latest(2.0)
-            assert frame is not None
-            handed.append(frame)
+        handed = [source.latest(2.0) for _ in range(6)]
         camera = CountingCamera.last
         idle_calls = len(camera.calls)
         source.set_idle(False)
-        time.sleep(0.2)
+        time.sleep(0.5)
     finally:
         source.stop()
     busy = camera.calls[idle_calls + 1 :]  # (a grab may have begun before set_idle(False))
     # 30 fps at 10 idle fps: the first frame read, then two passed over for each one decoded
-    pattern = "".join(camera.calls[:idle_calls])
-    assert pattern.startswith("rggdggdggd"), pattern
-    assert set(pattern[1:].split("d")[:-1]) == {"gg"}, pattern
+    runs = passed_over_runs(camera.calls[:idle_calls])
+    assert camera.calls[0] == "r" and len(runs) >= 4 and sorted(runs)[len(runs) // 2] == 2, camera.calls
+    assert set(runs) <= {1, 2, 3}, camera.calls  # (a late frame of a loaded machine: one more or less)
     assert source.passed_over == camera.calls.count("g")
     # a frame's sequence still counts every frame the camera gave: gaps are the passed-over ones
     for frame in handed:
-        assert frame.image[0, 0] == frame.sequence % 256
-    assert len(busy) > 10 and set(busy) == {"r"}  # someone in view: every frame again
+        assert frame is not None and frame.image[0, 0] == frame.sequence % 256
+    assert len(busy) > 8 and set(busy) == {"r"}  # someone in view: every frame again
+
+
+@pytest.mark.parametrize("claimed", [90000.0, float("nan"), 0.0])
+def test_the_idle_rate_holds_whatever_frame_rate_the_camera_claims(claimed, monkeypatch):
+    """A stream may report 1/time_base (90000) as its fps, or nothing: the idle frames are
+    timed, not counted, so a real 30 fps camera still gives about 10 a second."""
+    monkeypatch.setattr(CountingCamera, "claimed", claimed)
+    source = FrameSource(CameraConfig(source=0, idle_fps=10), opener=CountingCamera)
+    source.set_idle(True)
+    source.start()
+    try:
+        handed = [source.latest(2.0) for _ in range(5)]
+    finally:
+        source.stop()
+    assert all(frame is not None for frame in handed), CountingCamera.last.calls
+    runs = passed_over_runs(CountingCamera.last.calls)
+    assert runs and set(runs) <= {1, 2, 3}, CountingCamera.last.calls
 
 
 def test_idle_fps_at_or_above_the_cameras_rate_or_zero_passes_nothing_over():
@@ -637,10 +681,12 @@ def test_idle_fps_at_or_above_the_cameras_rate_or_zero_passes_nothing_over():
         source.set_idle(True)
         source.start()
         try:
-            time.sleep(0.15)
+            time.sleep(0.4)
         finally:
             source.stop()
-        assert len(CountingCamera.last.calls) > 10 and set(CountingCamera.last.calls) == {"r"}, idle_fps
+        calls = CountingCamera.last.calls
+        # (the last may be a grab that stop() cut short)
+        assert len(calls) > 8 and "g" not in calls[:-1] and source.passed_over == 0, (idle_fps, calls)
 
 
 def test_a_passed_over_motion_jpeg_frame_is_not_decoded_and_the_next_is_the_right_one(tmp_path):
@@ -705,7 +751,8 @@ def test_the_real_daemon_loop_takes_every_other_frame_of_an_empty_scene_and_ever
     assert source.finished, "the clip did not end"
     sequences = [s for s, _ in processed]
     tracked = [s for s, busy in processed if busy]
-    assert tracked and 46 <= tracked[0] <= 47, tracked[:3]  # found on its first or second frame
+    # found on its first or second frame (a third: a loaded machine made the loop skip one)
+    assert tracked and 46 <= tracked[0] <= 48, tracked[:3]
     empty = [b - a for a, b in zip(sequences, sequences[1:]) if 5 <= a and b < tracked[0]]
     assert empty and min(empty) >= 2, empty  # nobody in view: every other frame at most
     visit = [b - a for a, b in zip(tracked, tracked[1:]) if b <= 150]
