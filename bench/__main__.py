@@ -138,6 +138,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.variant and "fast" not in args.pipelines:
         parser.error("--variant changes the edge pipeline: keep fast in --pipelines")
+    args.variant = variant_overrides(args.variant)  # NAME -> its settings
     return args
 
 
@@ -268,8 +269,7 @@ def measure_all(
         pipelines.append((pipeline, pipeline, args.set if pipeline == "fast" else []))
         if pipeline == "fast":
             pipelines += [
-                (f"fast:{name}", "fast", [*args.set, *settings])
-                for name, settings in variant_overrides(args.variant).items()
+                (f"fast:{name}", "fast", [*args.set, *settings]) for name, settings in args.variant.items()
             ]
     modes = [m for m in args.modes if m != "realtime-broker" or broker_port]
     plan = [(spec, clip, ref, p, m) for spec, clip, ref in clips for p in pipelines for m in modes]
@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": args.seconds,
         "faces": faces,
         "overrides": args.set,
-        "variants": variant_overrides(args.variant),
+        "variants": args.variant,
         "keras_model": (
             Path(args.keras_model).name
             if args.keras_model

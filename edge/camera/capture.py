@@ -551,7 +551,7 @@ class FrameSource:
             # 0.7 ms of 2.3).
             grab_only = self._idle and idle_gap > 0 and not first
             read = (lambda: (capture.grab(), None)) if grab_only else capture.read
-            ok, image = self._timed_read(generation, read)
+            ok, image = self._watched_read(generation, read)
             if not self._current(generation):
                 return False  # abandoned while it read (a stall): another reader took over
             if not ok or (image is None and not grab_only):
@@ -567,7 +567,7 @@ class FrameSource:
             else:
                 taken = time.monotonic()
             if grab_only and (not self._idle or taken - decoded_at >= idle_gap):
-                ok, image = self._timed_read(generation, capture.retrieve)
+                ok, image = self._watched_read(generation, capture.retrieve)
                 if not self._current(generation):
                     return False
                 if not ok or image is None:
@@ -622,7 +622,7 @@ class FrameSource:
                     self._lock.notify_all()
         return False
 
-    def _timed_read(
+    def _watched_read(
         self, generation: int, read: Callable[[], tuple[bool, np.ndarray | None]]
     ) -> tuple[bool, np.ndarray | None]:
         """``read()``, watched for a stall (``_watch`` sees how long it has been running)."""

@@ -299,15 +299,9 @@ class FaceFinder:
         if previous is None:
             return None, [True] * len(boxes)
         changed = changed_pixels(thumb, previous)
-        sx, sy = self.THUMB[0] / gray.shape[1], self.THUMB[1] / gray.shape[0]
-        face_changed = []
-        for box in boxes:
-            x0, y0, x1, y1 = _expand(box, 0.1, 0.1, 0.1, 0.1, gray.shape[1], gray.shape[0])
-            face_changed.append(
-                bool(
-                    changed[int(y0 * sy) : int(np.ceil(y1 * sy)), int(x0 * sx) : int(np.ceil(x1 * sx))].any()
-                )
-            )
+        face_changed = [
+            bool(changed[self._thumb_around(box, 0.1, 0.1, 0.1, 0.1, gray.shape)].any()) for box in boxes
+        ]
         return self._outside_faces(changed, boxes, gray.shape), face_changed
 
     def _motion_reach(self, now: float) -> int:
@@ -319,11 +313,9 @@ class FaceFinder:
     def _outside_faces(self, changed: np.ndarray, boxes: list[Box], frame_hw: tuple[int, ...]) -> np.ndarray:
         """The changed thumbnail pixels but those around the known faces (a person's own
         head, shoulders and body move as they stand)."""
-        sx, sy = self.THUMB[0] / frame_hw[1], self.THUMB[1] / frame_hw[0]
         outside = changed.copy()
         for box in boxes:
-            x0, y0, x1, y1 = _expand(box, 1.0, 0.6, 1.0, 3.0, frame_hw[1], frame_hw[0])
-            outside[int(y0 * sy) : int(np.ceil(y1 * sy)), int(x0 * sx) : int(np.ceil(x1 * sx))] = False
+            outside[self._thumb_around(box, 1.0, 0.6, 1.0, 3.0, frame_hw)] = False
         return outside
 
     def _unchanged_since_full(self, boxes: list[Box], frame_hw: tuple[int, ...], now: float) -> bool:
@@ -378,6 +370,14 @@ class FaceFinder:
         where = self._thumb_slices(region, frame_size)
         began = self._began[where][self._pending[where]]
         return bool((now - began[np.isfinite(began)] < self.NEW_MOTION_SECONDS).any())
+
+    def _thumb_around(
+        self, box: Box, left: float, top: float, right: float, bottom: float, frame_hw: tuple[int, ...]
+    ) -> tuple[slice, slice]:
+        """The thumbnail's rows and columns under ``box`` grown by multiples of its size
+        (``_expand``), in a frame of ``frame_hw`` (height, width)."""
+        x0, y0, x1, y1 = _expand(box, left, top, right, bottom, frame_hw[1], frame_hw[0])
+        return self._thumb_slices((x0, y0, x1 - x0, y1 - y0), (frame_hw[1], frame_hw[0]))
 
     def _thumb_slices(self, box: Box, frame_size: tuple[int, int]) -> tuple[slice, slice]:
         """The thumbnail's rows and columns under a box of the frame."""
